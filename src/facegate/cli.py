@@ -1,0 +1,281 @@
+"""facegate command line: the same engine and gallery the service uses, from a shell."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from . import __version__
+from .calibration import DEFAULT_FMR, SUPPORTED_FMRS
+from .cli_common import (
+    EXIT_NEGATIVE,
+    JsonOption,
+    ModelOption,
+    NonCommercialOption,
+    console,
+    err_console,
+    get_engine,
+    handle_errors,
+    print_json,
+)
+from .errors import FacegateError
+
+app = typer.Typer(
+    name="facegate",
+    help="Consent-first face verification and identification.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"facegate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    """facegate: 1:1 verification and consented 1:N identification, offline."""
+
+
+@app.command()
+@handle_errors
+def detect(
+    images: list[Path] = typer.Argument(..., help="Image files."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Find faces: box, 5 landmarks, detector score and quality for each."""
+    engine = get_engine()
+    failed = False
+    for path in images:
+        try:
+            faces = engine.detect(path)
+        except FacegateError as exc:
+            failed = True
+            if as_json:
+                print_json({"image": str(path), "error": exc.to_dict()})
+            else:
+                err_console.print(f"[red]{path}[/]: {exc.message}", highlight=False)
+            continue
+        if as_json:
+            print_json({"image": str(path), "faces": [f.to_dict() for f in faces]})
+            continue
+        table = Table(title=f"{path} — {len(faces)} face(s)")
+        for col in ("#", "box x,y,w,h", "score", "eyes px", "sharp", "yaw°", "pitch°", "bright"):
+            table.add_column(col, justify="right")
+        for i, f in enumerate(faces, 1):
+            q = f.quality
+            table.add_row(
+                str(i), ",".join(f"{v:.0f}" for v in f.box), f"{f.score:.2f}", f"{q.inter_eye_px:.0f}",
+                f"{q.sharpness:.0f}", f"{q.yaw_deg:+.0f}", f"{q.pitch_deg:+.0f}", f"{q.brightness:.0f}",
+            )
+        console.print(table)
+    if failed:
+        raise typer.Exit(3)
+
+
+@app.command()
+@handle_errors
+def verify(
+    image_a: Path = typer.Argument(..., help="First image (e.g. the selfie)."),
+    image_b: Path = typer.Argument(..., help="Second image (e.g. the ID photo)."),
+    fmr: float = typer.Option(DEFAULT_FMR, help=f"Target false-match rate: one of {', '.join(f'{f:g}' for f in SUPPORTED_FMRS)}."),
+    model: str = ModelOption,
+    allow_noncommercial: bool = NonCommercialOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Is the person in IMAGE_A the person in IMAGE_B? Exit 0 on match, 1 on no match."""
+    result = get_engine(model, allow_noncommercial).verify(image_a, image_b, fmr=fmr)
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        verdict = "[bold green]MATCH[/]" if result.match else "[bold red]NO MATCH[/]"
+        console.print(
+            f"{verdict}  score {result.score:.4f}  threshold {result.threshold:.4f} "
+            f"(FMR {result.fmr:g}, {result.model})"
+        )
+    if not result.match:
+        raise typer.Exit(EXIT_NEGATIVE)
+
+
+@app.command()
+@handle_errors
+def embed(
+    images: list[Path] = typer.Argument(..., help="Image files."),
+    model: str = ModelOption,
+    allow_noncommercial: bool = NonCommercialOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Print the subject face's template (L2-normalised) for each image."""
+    engine = get_engine(model, allow_noncommercial)
+    results = engine.embed_many(images)
+    failed = False
+    for path, res in zip(images, results):
+        if isinstance(res, FacegateError):
+            failed = True
+            if as_json:
+                print_json({"image": str(path), "error": res.to_dict()})
+            else:
+                err_console.print(f"[red]{path}[/]: {res.message}", highlight=False)
+        elif as_json:
+            print_json({"image": str(path), **res.to_dict()})
+        else:
+            head = " ".join(f"{v:+.3f}" for v in res.vector[:6])
+            console.print(f"{path}: {res.model} dim {res.dim} [{head} …]")
+    if failed:
+        raise typer.Exit(3)
+
+
+def _embed_with_progress(engine, paths: list[str], root: Path) -> dict[str, np.ndarray | None]:
+    vectors: dict[str, np.ndarray | None] = {}
+    chunk = 32
+    with Progress(
+        TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err_console
+    ) as progress:
+        task = progress.add_task("embed", total=len(paths))
+        for start in range(0, len(paths), chunk):
+            part = paths[start : start + chunk]
+            for p, res in zip(part, engine.embed_many([root / p for p in part])):
+                vectors[p] = None if isinstance(res, FacegateError) else res.vector
+            progress.advance(task, len(part))
+    return vectors
+
+
+def _score(engine, pairs_file: Path, root: Path, all_impostors: bool):
+    from .evaluation import all_impostor_pairs, read_pairs, score_pairs
+
+    pairs = read_pairs(str(pairs_file))
+    if all_impostors:
+        pairs = [p for p in pairs if p[2]] + all_impostor_pairs(pairs)
+    paths = sorted({p for a, b, _ in pairs for p in (a, b)})
+    vectors = _embed_with_progress(engine, paths, root)
+    scores, same = score_pairs(vectors, pairs)
+    failed_images = sum(v is None for v in vectors.values())
+    return scores, same, len(paths), failed_images
+
+
+PairsOption = typer.Option(..., "--pairs", exists=True, dir_okay=False, help="TSV: path_a, path_b, same (1/0).")
+RootOption = typer.Option(Path("."), "--root", exists=True, file_okay=False, help="Directory the pair paths are relative to.")
+AllImpostorsOption = typer.Option(
+    False, "--all-impostors", help="Use every cross-identity pair of the listed images as impostors (finer FMR)."
+)
+
+
+@app.command("eval")
+@handle_errors
+def eval_(
+    pairs: Path = PairsOption,
+    root: Path = RootOption,
+    det: Path = typer.Option(Path("det.png"), "--det", help="Where to save the DET curve (PNG)."),
+    all_impostors: bool = AllImpostorsOption,
+    model: str = ModelOption,
+    allow_noncommercial: bool = NonCommercialOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Accuracy on labelled pairs: TAR at FMR 1e-3/1e-4/1e-5, EER, failure to acquire, DET curve."""
+    from .evaluation import evaluate, plot_det
+
+    engine = get_engine(model, allow_noncommercial)
+    scores, same, n_images, failed_images = _score(engine, pairs, root, all_impostors)
+    report = evaluate(scores, same)
+    plot_det({engine.model_id: (scores, same)}, str(det), title=f"DET — {pairs.name}")
+    out = {"model": engine.model_id, "images": n_images, "fta_images": failed_images,
+           "fta_image_rate": failed_images / max(n_images, 1), **report.to_dict(), "det_png": str(det)}
+    if as_json:
+        print_json(out)
+        return
+    table = Table(title=f"{engine.model_id} on {pairs}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("pairs (genuine / impostor)", f"{report.genuine:,} / {report.impostor:,}")
+    for f, tar in report.tar_at_fmr.items():
+        note = "  (below FMR resolution)" if f < report.fmr_resolution else ""
+        table.add_row(f"TAR @ FMR {f:g}", f"{tar:.4f}{note}")
+    table.add_row("EER", f"{report.eer:.4f}")
+    table.add_row("FTA (images)", f"{failed_images} / {n_images} = {failed_images / max(n_images, 1):.4f}")
+    table.add_row("FTA (pairs)", f"{report.fta_rate:.4f}")
+    table.add_row("DET curve", str(det))
+    console.print(table)
+
+
+@app.command()
+@handle_errors
+def calibrate(
+    pairs: Path = PairsOption,
+    root: Path = RootOption,
+    dataset: str = typer.Option(None, help="Name of the data set, recorded with the thresholds."),
+    all_impostors: bool = AllImpostorsOption,
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Merge the entry into this calibration JSON."),
+    model: str = ModelOption,
+    allow_noncommercial: bool = NonCommercialOption,
+) -> None:
+    """Thresholds for FMR 1e-3/1e-4/1e-5 from labelled pairs, as a calibration table entry."""
+    from .evaluation import evaluate
+
+    engine = get_engine(model, allow_noncommercial)
+    scores, same, n_images, failed_images = _score(engine, pairs, root, all_impostors)
+    report = evaluate(scores, same)
+    entry = {
+        "thresholds": {f"{f:g}": round(t, 6) for f, t in report.threshold_at_fmr.items()},
+        "dataset": dataset or str(pairs),
+        "genuine_pairs": report.genuine,
+        "impostor_pairs": report.impostor,
+        "date": dt.date.today().isoformat(),
+        "notes": (
+            f"{n_images} images, {failed_images} without a usable face; "
+            f"{'all cross-identity pairs' if all_impostors else 'listed pairs'}; "
+            f"TAR at these thresholds: " + ", ".join(f"{f:g}: {t:.4f}" for f, t in report.tar_at_fmr.items())
+            + f"; FMR resolution {report.fmr_resolution:.1e}"
+        ),
+    }
+    if output:
+        table = json.loads(output.read_text()) if output.exists() else {}
+        table[engine.model_id] = entry
+        output.write_text(json.dumps(table, indent=2) + "\n")
+        err_console.print(f"wrote {engine.model_id} calibration to {output}")
+    print_json({engine.model_id: entry})
+
+
+@app.command()
+@handle_errors
+def demo() -> None:
+    """Verify the bundled public-domain photos against each other (no service needed)."""
+    data = Path(__file__).resolve().parents[2] / "tests" / "data"
+    engine = get_engine()
+    photos = sorted(data.glob("*.jpg"))
+    if not photos:
+        raise typer.BadParameter(f"no demo photos in {data}")
+    for a in photos:
+        for b in photos:
+            if a < b:
+                r = engine.verify(a, b)
+                verdict = "[green]match[/]" if r.match else "[red]no match[/]"
+                console.print(f"{a.name:>14} vs {b.name:<14} score {r.score:+.3f}  {verdict} (threshold {r.threshold:.3f} @ FMR {r.fmr:g})")
+
+
+def _register_optional() -> None:
+    """Sub-command groups live in their own modules; each adds itself to ``app``."""
+    import importlib
+
+    for name in ("cli_gallery", "cli_service", "cli_liveness"):
+        try:
+            module = importlib.import_module(f"facegate.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"facegate.{name}":
+                raise
+            continue
+        module.register(app)
+
+
+_register_optional()

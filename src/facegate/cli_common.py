@@ -1,0 +1,72 @@
+"""What every CLI command shares: one engine per process, error -> exit code, JSON/Rich output."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from .errors import FacegateError
+
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Exit codes: 1 = a decision/result was negative (e.g. verify: no match), 2 = usage (Typer's),
+# 3 = bad input image / no usable face, 4 = model or configuration problem, 5 = other error.
+EXIT_NEGATIVE, EXIT_INPUT, EXIT_MODEL, EXIT_OTHER = 1, 3, 4, 5
+
+
+def exit_code_for(exc: FacegateError) -> int:
+    from .errors import CalibrationError, ModelError
+
+    if isinstance(exc, (ModelError, CalibrationError)):
+        return EXIT_MODEL
+    if exc.http_status in (400, 404, 413, 415, 422):
+        return EXIT_INPUT
+    return EXIT_OTHER
+
+
+def handle_errors(fn: F) -> F:
+    """Turn FacegateError into a one-line message on stderr and a specific exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except FacegateError as exc:
+            err_console.print(f"[bold red]error[/] ({exc.code}): {exc.message}", highlight=False)
+            raise typer.Exit(exit_code_for(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+_engines: dict[tuple[str, bool], Any] = {}
+
+
+def get_engine(model: str = "sface", allow_noncommercial: bool = False):  # -> FaceEngine
+    """One engine per (model, licence opt-in) per process; model loading is the slow part."""
+    from .engine import FaceEngine
+
+    key = (model, allow_noncommercial)
+    if key not in _engines:
+        _engines[key] = FaceEngine(model, allow_noncommercial=allow_noncommercial)
+    return _engines[key]
+
+
+ModelOption = typer.Option("sface", "--model", "-m", help="Embedding model: sface (default) or arcface-mbf (non-commercial).")
+NonCommercialOption = typer.Option(
+    False, "--allow-noncommercial", help="Accept a non-commercial model licence (research use only)."
+)
+JsonOption = typer.Option(False, "--json", help="Machine-readable output.")

@@ -1,0 +1,172 @@
+"""FaceEngine: the library's front door — detect, face, embed, verify.
+
+    >>> engine = FaceEngine()
+    >>> result = engine.verify("selfie.jpg", "id_photo.jpg", fmr=1e-4)
+    >>> result.match, result.score, result.threshold
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from .calibration import DEFAULT_FMR, Calibration, calibration_for
+from .errors import AmbiguousFaceError, FacegateError, NoFaceError, TooManyFacesError
+from .models import DEFAULT_EMBEDDER, YUNET, embedder_spec
+from .results import Embedding, Face, VerifyResult
+from .vision import DEFAULT_MAX_PIXELS, Embedder, FaceDetector, ImageInput, align, assess, decode
+
+# Two faces whose prominence is within this ratio are "equally prominent": refuse to guess.
+AMBIGUITY_RATIO = 0.85
+BATCH_SIZE = 16
+
+
+class FaceEngine:
+    """Thread-safe; create one per process and share it.
+
+    ``model`` is ``"sface"`` (default, Apache-2.0) or ``"arcface-mbf"`` (InsightFace weights,
+    non-commercial research only: requires ``allow_noncommercial=True`` and warns).
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_EMBEDDER,
+        *,
+        allow_noncommercial: bool = False,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_faces: int = 100,
+        detector_max_side: int = 640,
+        threads: int | None = None,
+    ) -> None:
+        self.spec = embedder_spec(model, allow_noncommercial=allow_noncommercial)
+        self.max_pixels = max_pixels
+        self.max_faces = max_faces
+        self.detector = FaceDetector(YUNET, max_side=detector_max_side)
+        self.embedder = Embedder(self.spec, threads=threads)
+        self._workers = threads or min(4, os.cpu_count() or 1)
+
+    @property
+    def model_id(self) -> str:
+        return self.spec.id
+
+    @property
+    def calibration(self) -> Calibration:
+        return calibration_for(self.spec.id)
+
+    def threshold(self, fmr: float = DEFAULT_FMR) -> float:
+        return self.calibration.threshold(fmr)
+
+    # --- detection ----------------------------------------------------------------------------
+
+    def detect(self, image: ImageInput) -> list[Face]:
+        """All faces, most prominent first, each with landmarks and quality."""
+        return self._faces(decode(image, max_pixels=self.max_pixels))
+
+    def face(self, image: ImageInput) -> Face:
+        """The subject's face: the most prominent one (large and central).
+
+        Raises NoFaceError when there is none and AmbiguousFaceError when two faces are about
+        equally prominent, rather than guessing which person is meant.
+        """
+        return self._subject(self._faces(decode(image, max_pixels=self.max_pixels)))
+
+    def _faces(self, rgb: np.ndarray) -> list[Face]:
+        h, w = rgb.shape[:2]
+        detections = self.detector.detect(rgb)
+        if len(detections) > self.max_faces:
+            raise TooManyFacesError(
+                f"{len(detections)} faces found, more than the limit of {self.max_faces}",
+                faces=len(detections),
+                limit=self.max_faces,
+            )
+        faces = []
+        for d in detections:
+            crop = align(rgb, d.landmarks)
+            faces.append(
+                Face(
+                    box=tuple(float(v) for v in d.box),
+                    landmarks=tuple((float(x), float(y)) for x, y in d.landmarks),
+                    score=d.score,
+                    quality=assess(d.landmarks, crop, d.score),
+                    prominence=_prominence(d.box, w, h),
+                    crop=crop,
+                )
+            )
+        faces.sort(key=lambda f: f.prominence, reverse=True)
+        return faces
+
+    @staticmethod
+    def _subject(faces: list[Face]) -> Face:
+        if not faces:
+            raise NoFaceError("no face found in the image")
+        if len(faces) > 1 and faces[1].prominence >= AMBIGUITY_RATIO * faces[0].prominence:
+            raise AmbiguousFaceError(
+                f"{len(faces)} faces found and the two most prominent are about equally large and "
+                "central; crop the image to the person meant",
+                boxes=[[round(v, 1) for v in f.box] for f in faces[:2]],
+            )
+        return faces[0]
+
+    # --- embedding ----------------------------------------------------------------------------
+
+    def embed(self, image: ImageInput) -> Embedding:
+        """The subject face's template."""
+        face = self.face(image)
+        return Embedding(self.embedder.embed(face.crop)[0], self.spec.id, face)
+
+    def embed_faces(self, faces: Sequence[Face]) -> list[Embedding]:
+        """Templates for faces already detected (e.g. every face of ``detect``), in batches."""
+        out: list[Embedding] = []
+        for start in range(0, len(faces), BATCH_SIZE):
+            chunk = faces[start : start + BATCH_SIZE]
+            vectors = self.embedder.embed(np.stack([f.crop for f in chunk]))
+            out.extend(Embedding(v, self.spec.id, f) for v, f in zip(vectors, chunk))
+        return out
+
+    def embed_many(self, images: Iterable[ImageInput]) -> list[Embedding | FacegateError]:
+        """Subject templates for many images: decode and detect on a thread pool, embed in
+        batches. A failing image yields its error in place; the others still succeed."""
+
+        def subject(image: ImageInput) -> Face | FacegateError:
+            try:
+                return self.face(image)
+            except FacegateError as exc:
+                return exc
+
+        with ThreadPoolExecutor(self._workers) as pool:
+            found = list(pool.map(subject, images))
+        ok = [f for f in found if isinstance(f, Face)]
+        embedded = iter(self.embed_faces(ok))
+        return [next(embedded) if isinstance(f, Face) else f for f in found]
+
+    # --- comparison ---------------------------------------------------------------------------
+
+    def compare(self, a: Embedding | np.ndarray, b: Embedding | np.ndarray) -> float:
+        """Cosine similarity of two templates of the same model (−1…1)."""
+        if isinstance(a, Embedding) and isinstance(b, Embedding) and a.model != b.model:
+            raise ValueError(f"templates of different models cannot be compared ({a.model} vs {b.model})")
+        va = a.vector if isinstance(a, Embedding) else np.asarray(a, np.float32)
+        vb = b.vector if isinstance(b, Embedding) else np.asarray(b, np.float32)
+        return float(np.dot(va, vb) / max(np.linalg.norm(va) * np.linalg.norm(vb), 1e-12))
+
+    def verify(self, a: ImageInput, b: ImageInput, fmr: float = DEFAULT_FMR) -> VerifyResult:
+        """Is the subject of ``a`` the same person as the subject of ``b``?"""
+        threshold = self.threshold(fmr)
+        fa, fb = self.face(a), self.face(b)
+        va, vb = self.embedder.embed(np.stack([fa.crop, fb.crop]))
+        score = float(np.dot(va, vb))
+        return VerifyResult(score >= threshold, score, threshold, fmr, self.spec.id, fa, fb)
+
+
+def _prominence(box: np.ndarray, width: int, height: int) -> float:
+    """Face size relative to the image, discounted by distance from the centre (0…1)."""
+    x, y, w, h = (float(v) for v in box)
+    size = math.sqrt(max(w * h, 0.0) / (width * height))
+    dx = (x + w / 2 - width / 2) / (width / 2)
+    dy = (y + h / 2 - height / 2) / (height / 2)
+    off_centre = min(math.hypot(dx, dy) / math.sqrt(2), 1.0)
+    return size * (1.0 - 0.5 * off_centre)
