@@ -1,0 +1,455 @@
+"""Typed results of the gallery API. All are frozen dataclasses with ``to_dict()`` for JSON.
+
+Times are timezone-aware UTC ``datetime``s; ``to_dict`` writes them as ISO 8601 strings.
+Subjects are always named by the operator's ``external_id``; internal row ids never leave
+the library.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..results import Face, Quality
+
+SCOPES = ("verify", "identify", "enroll", "admin")
+
+
+def _iso(t: dt.datetime | None) -> str | None:
+    return None if t is None else t.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class QualityPolicy:
+    """The enrolment quality gate (see docs/gallery.md for the reasoning behind each default).
+
+    Probes (identify/verify) are not gated: only enrolment templates must be good.
+    """
+
+    min_inter_eye_px: float = 32.0
+    min_sharpness: float = 40.0
+    max_abs_yaw_deg: float = 35.0
+    max_abs_pitch_deg: float = 35.0
+    max_abs_roll_deg: float = 25.0
+    min_brightness: float = 40.0
+    max_brightness: float = 225.0
+    max_clipped: float = 0.3
+    min_detector_score: float = 0.7
+    # A second face at least this prominent (relative to the subject) makes the photo ambiguous.
+    max_second_face_ratio: float = 0.6
+
+    def to_dict(self) -> dict[str, float]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "QualityPolicy":
+        if not d:
+            return cls()
+        known = {k: float(v) for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class Collection:
+    name: str
+    model_id: str
+    model_sha256: str
+    embedding_dim: int
+    purposes: tuple[str, ...]
+    fmr: float
+    threshold: float  # cosine threshold in force (explicit, else calibrated for ``fmr``)
+    threshold_source: str  # "explicit" | "calibration" | "provisional"
+    retention_days: int
+    created_at: dt.datetime
+    quality_policy: QualityPolicy = field(default_factory=QualityPolicy)
+    description: str | None = None
+    subjects: int | None = None
+    templates: int | None = None
+
+    @property
+    def expected_fpir(self) -> float | None:
+        """Rough false-positive identification rate of a non-enrolled probe: N × FMR."""
+        return None if self.subjects is None else min(1.0, self.subjects * self.fmr)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "model_id": self.model_id,
+            "model_sha256": self.model_sha256,
+            "embedding_dim": self.embedding_dim,
+            "purposes": list(self.purposes),
+            "fmr": self.fmr,
+            "threshold": round(self.threshold, 6),
+            "threshold_source": self.threshold_source,
+            "retention_days": self.retention_days,
+            "created_at": _iso(self.created_at),
+            "description": self.description,
+            "quality_policy": self.quality_policy.to_dict(),
+            "subjects": self.subjects,
+            "templates": self.templates,
+            "expected_fpir": self.expected_fpir,
+        }
+
+
+@dataclass(frozen=True)
+class ConsentSpec:
+    """What the subject agreed to: input to ``enroll`` and ``grant_consent``."""
+
+    purposes: tuple[str, ...]
+    expires_at: dt.datetime | None = None
+    evidence_ref: str | None = None  # e.g. signed form id or document sha256; never the document
+    granted_at: dt.datetime | None = None  # default: now
+
+    def __post_init__(self) -> None:
+        if isinstance(self.purposes, str):
+            object.__setattr__(self, "purposes", (self.purposes,))
+        else:
+            object.__setattr__(self, "purposes", tuple(self.purposes))
+
+
+@dataclass(frozen=True)
+class Consent:
+    """One purpose granted to one subject (a multi-purpose grant is one row per purpose)."""
+
+    purpose: str
+    granted_at: dt.datetime
+    expires_at: dt.datetime | None
+    evidence_ref: str | None
+    withdrawn_at: dt.datetime | None
+    actor: str
+
+    def active(self, now: dt.datetime | None = None) -> bool:
+        now = now or utcnow()
+        return self.withdrawn_at is None and self.granted_at <= now and (self.expires_at is None or self.expires_at > now)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "purpose": self.purpose,
+            "granted_at": _iso(self.granted_at),
+            "expires_at": _iso(self.expires_at),
+            "evidence_ref": self.evidence_ref,
+            "withdrawn_at": _iso(self.withdrawn_at),
+            "actor": self.actor,
+            "active": self.active(),
+        }
+
+
+@dataclass(frozen=True)
+class TemplateInfo:
+    """Metadata of a stored template (never the vector)."""
+
+    id: int
+    model_id: str
+    created_at: dt.datetime
+    quality: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "model_id": self.model_id, "created_at": _iso(self.created_at), "quality": self.quality}
+
+
+@dataclass(frozen=True)
+class Subject:
+    collection: str
+    external_id: str
+    label: str | None
+    created_at: dt.datetime
+    last_seen_at: dt.datetime
+    templates: tuple[TemplateInfo, ...] = ()
+    consents: tuple[Consent, ...] = ()
+
+    def active_purposes(self, now: dt.datetime | None = None) -> tuple[str, ...]:
+        return tuple(sorted({c.purpose for c in self.consents if c.active(now)}))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "collection": self.collection,
+            "external_id": self.external_id,
+            "label": self.label,
+            "created_at": _iso(self.created_at),
+            "last_seen_at": _iso(self.last_seen_at),
+            "active_purposes": list(self.active_purposes()),
+            "templates": [t.to_dict() for t in self.templates],
+            "consents": [c.to_dict() for c in self.consents],
+        }
+
+
+@dataclass(frozen=True)
+class DuplicateMatch:
+    """An enrolment face that already matches a *different* subject above the threshold."""
+
+    subject: str
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"subject": self.subject, "score": round(self.score, 6)}
+
+
+@dataclass(frozen=True)
+class ImageOutcome:
+    """What happened to one enrolment image. ``reason`` is a stable code when rejected:
+    no_face, ambiguous_face, too_many_faces, face_too_small, too_blurry, pose_out_of_range,
+    bad_exposure, low_detector_score, duplicate_image, template_limit, or an image decode code
+    (not_an_image, unsupported_format, truncated, too_large, too_small, image_not_found)."""
+
+    index: int
+    source: str
+    accepted: bool
+    reason: str | None = None
+    message: str | None = None
+    face: Face | None = None
+    template_id: int | None = None
+    duplicates: tuple[DuplicateMatch, ...] = ()
+
+    @property
+    def quality(self) -> Quality | None:
+        return None if self.face is None else self.face.quality
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "source": self.source,
+            "accepted": self.accepted,
+            "reason": self.reason,
+            "message": self.message,
+            "face": None if self.face is None else self.face.to_dict(),
+            "template_id": self.template_id,
+            "duplicates": [d.to_dict() for d in self.duplicates],
+        }
+
+
+@dataclass(frozen=True)
+class EnrollResult:
+    collection: str
+    subject: str
+    created: bool  # a new subject was created
+    images: tuple[ImageOutcome, ...]
+    consents: tuple[Consent, ...] = ()
+
+    @property
+    def accepted(self) -> int:
+        return sum(1 for i in self.images if i.accepted)
+
+    @property
+    def rejected(self) -> int:
+        return sum(1 for i in self.images if not i.accepted)
+
+    @property
+    def duplicates(self) -> tuple[DuplicateMatch, ...]:
+        """Other subjects matched by any accepted image, best score per subject."""
+        best: dict[str, float] = {}
+        for img in self.images:
+            for d in img.duplicates:
+                best[d.subject] = max(best.get(d.subject, -1.0), d.score)
+        return tuple(DuplicateMatch(s, v) for s, v in sorted(best.items(), key=lambda kv: -kv[1]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "collection": self.collection,
+            "subject": self.subject,
+            "created": self.created,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "duplicates": [d.to_dict() for d in self.duplicates],
+            "images": [i.to_dict() for i in self.images],
+            "consents": [c.to_dict() for c in self.consents],
+        }
+
+
+@dataclass(frozen=True)
+class Candidate:
+    subject: str
+    label: str | None
+    score: float
+    rank: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rank": self.rank, "subject": self.subject, "label": self.label, "score": round(self.score, 6)}
+
+
+@dataclass(frozen=True)
+class IdentifyResult:
+    """Candidates at or above the collection threshold, best first; empty means no match."""
+
+    collection: str
+    purpose: str
+    candidates: tuple[Candidate, ...]
+    threshold: float
+    fmr: float
+    model: str
+    face: Face
+    searched_subjects: int  # subjects whose consent covers the purpose at search time
+
+    @property
+    def match(self) -> bool:
+        return bool(self.candidates)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "collection": self.collection,
+            "purpose": self.purpose,
+            "match": self.match,
+            "candidates": [c.to_dict() for c in self.candidates],
+            "threshold": round(self.threshold, 6),
+            "fmr": self.fmr,
+            "model": self.model,
+            "searched_subjects": self.searched_subjects,
+            "face": self.face.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class SubjectVerifyResult:
+    """1:1 of a probe against one enrolled subject's templates (best template score)."""
+
+    collection: str
+    subject: str
+    purpose: str
+    match: bool
+    score: float
+    threshold: float
+    fmr: float
+    model: str
+    face: Face
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "collection": self.collection,
+            "subject": self.subject,
+            "purpose": self.purpose,
+            "match": self.match,
+            "score": round(self.score, 6),
+            "threshold": round(self.threshold, 6),
+            "fmr": self.fmr,
+            "model": self.model,
+            "face": self.face.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One audit record. Never contains pixels or templates."""
+
+    seq: int
+    ts: dt.datetime
+    actor: str
+    action: str
+    collection: str | None
+    subjects: tuple[str, ...]
+    purpose: str | None
+    decision: str | None
+    score: float | None
+    details: dict[str, Any]
+    mac: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "ts": _iso(self.ts),
+            "actor": self.actor,
+            "action": self.action,
+            "collection": self.collection,
+            "subjects": list(self.subjects),
+            "purpose": self.purpose,
+            "decision": self.decision,
+            "score": self.score,
+            "details": self.details,
+            "mac": self.mac,
+        }
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """Result of ``audit verify``: ``ok`` is False when any row was edited, deleted or inserted."""
+
+    ok: bool
+    events: int
+    head_seq: int
+    head_mac: str
+    first_bad_seq: int | None = None
+    problem: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class PurgeItem:
+    collection: str
+    subject: str
+    reason: str  # "retention" | "no_active_consent"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class PurgeReport:
+    dry_run: bool
+    erased: tuple[PurgeItem, ...]
+    at: dt.datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dry_run": self.dry_run, "at": _iso(self.at), "count": len(self.erased), "erased": [e.to_dict() for e in self.erased]}
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """An API key's record (never its secret). ``collections`` None means every collection."""
+
+    id: int
+    name: str
+    prefix: str  # public, shown in listings and logs: "fg_<prefix>_…"
+    scopes: tuple[str, ...]
+    collections: tuple[str, ...] | None
+    created_at: dt.datetime
+    created_by: str
+    last_used_at: dt.datetime | None = None
+    revoked_at: dt.datetime | None = None
+    expires_at: dt.datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > utcnow())
+
+    @property
+    def actor(self) -> str:
+        """What the audit log records as the actor of this key's requests."""
+        return f"key:{self.name}({self.prefix})"
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes or "admin" in self.scopes
+
+    def can_access(self, collection: str) -> bool:
+        return self.collections is None or collection in self.collections
+
+    def allows(self, scope: str, collection: str | None = None) -> bool:
+        return self.has_scope(scope) and (collection is None or self.can_access(collection))
+
+    def require(self, scope: str, collection: str | None = None) -> None:
+        """Raise ScopeMissingError / CollectionForbiddenError unless allowed."""
+        from .errors import CollectionForbiddenError, ScopeMissingError
+
+        if not self.has_scope(scope):
+            raise ScopeMissingError(f"API key {self.name!r} lacks the {scope!r} scope", scope=scope)
+        if collection is not None and not self.can_access(collection):
+            raise CollectionForbiddenError(f"API key {self.name!r} is not granted collection {collection!r}", collection=collection)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "prefix": self.prefix,
+            "scopes": list(self.scopes),
+            "collections": None if self.collections is None else list(self.collections),
+            "created_at": _iso(self.created_at),
+            "created_by": self.created_by,
+            "last_used_at": _iso(self.last_used_at),
+            "revoked_at": _iso(self.revoked_at),
+            "expires_at": _iso(self.expires_at),
+            "active": self.active,
+        }
