@@ -1,0 +1,298 @@
+"""The FastAPI application: ``create_app(settings)``.
+
+Layers, outermost first: request context (request id, JSON access log, metrics, last-resort
+problem for unexpected errors) -> body size limit -> FastAPI (auth and rate limit as
+dependencies, CPU work on the worker pool) -> routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from ..errors import FacegateError
+from .auth import Authenticator
+from .errors import (
+    InvalidRequestError,
+    MethodNotAllowedError,
+    ResourceNotFoundError,
+    ServiceError,
+    UnsupportedMediaTypeError,
+    ValidationFailedError,
+)
+from .limits import BodySizeLimitMiddleware, RateLimiter, WorkerPool
+from .observability import Metrics, configure_logging, new_request_id, request_id_var
+from .problems import InternalError, problem_response
+from .schemas import Problem
+from .settings import Settings
+
+log = logging.getLogger("facegate.service")
+
+
+class Service:
+    """Everything the routes share; one per app, at ``app.state.service``."""
+
+    def __init__(self, settings: Settings, *, engine: Any = None, gallery: Any = None,
+                 authenticator: Authenticator | None = None) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.pool = WorkerPool(settings.workers, settings.max_queue, settings.request_timeout_s, self.metrics)
+        self.rate = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+        self.auth_failures = RateLimiter(settings.auth_failures_per_min / 60.0, settings.auth_failures_per_min)
+        self.engine = engine
+        self.gallery = gallery
+        self._own_gallery = gallery is None
+        self.authenticator = authenticator
+        self.started_at = time.time()
+        self.ready = False
+        self.shutting_down = False
+        self.startup_error: str | None = None
+        self.bootstrap_key: str | None = None  # secret of a key created on first start (printed once)
+        self.extensions: dict[str, Any] = {}
+
+    async def run(self, fn: Callable[..., Any], *args: Any, kind: str = "work", side_effects: bool = False, **kwargs: Any) -> Any:
+        """Run blocking work (engine, store) on the bounded worker pool."""
+        return await self.pool.run(fn, *args, kind=kind, side_effects=side_effects, **kwargs)
+
+    # --- start / stop ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load the engine and open the store (blocking; called on a thread at startup)."""
+        if self.engine is None:
+            from ..engine import FaceEngine
+
+            self.engine = FaceEngine(self.settings.model, max_pixels=self.settings.max_pixels, max_faces=self.settings.max_faces)
+        from . import backend
+
+        backend.open_backend(self)
+
+    def stop(self) -> None:
+        self.shutting_down = True
+        self.ready = False
+        self.pool.shutdown(wait=True)
+        from . import backend
+
+        backend.close_backend(self)
+
+
+def _route_label(scope: dict) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if path is None:
+        return "unmatched"
+    return path or "/"
+
+
+class RequestContextMiddleware:
+    """Request id, access log, metrics, and a problem+json for anything unexpected."""
+
+    def __init__(self, app: Any, service: Service) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
+        rid = new_request_id(headers.get("x-request-id"))
+        token = request_id_var.set(rid)
+        scope.setdefault("state", {})["request_id"] = rid
+        metrics = self.service.metrics
+        metrics.in_flight.inc()
+        t0 = time.perf_counter()
+        status = 500
+        started = False
+
+        async def send_wrapper(message: dict) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                started = True
+                status = message["status"]
+                hdrs = list(message.get("headers", []))
+                hdrs.append((b"x-request-id", rid.encode()))
+                hdrs.append((b"x-content-type-options", b"nosniff"))
+                if not any(k.lower() == b"cache-control" for k, _ in hdrs):
+                    hdrs.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": hdrs}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception as exc:  # noqa: BLE001 - last resort: log with traceback, answer problem+json
+            log.exception("unhandled error", extra={"path": scope.get("path"), "error": type(exc).__name__})
+            if not started:
+                response = problem_response(InternalError("internal error; the request id locates it in the logs"),
+                                            instance=scope.get("path"), request_id=rid)
+                await response(scope, receive, send_wrapper)
+        finally:
+            elapsed = time.perf_counter() - t0
+            route = _route_label(scope)
+            method = scope.get("method", "")
+            metrics.in_flight.dec()
+            metrics.requests.labels(method, route, str(status)).inc()
+            metrics.latency.labels(method, route).observe(elapsed)
+            state = scope.get("state", {})
+            principal = state.get("principal")
+            fields = {
+                "method": method, "route": route, "status": status, "duration_ms": round(elapsed * 1000, 2),
+                "client": (scope.get("client") or ("", 0))[0],
+            }
+            if principal is not None:
+                fields["key_id"] = principal.key_id
+            if state.get("problem_code"):
+                fields["problem"] = state["problem_code"]
+            if route not in ("/healthz", "/readyz", "/metrics") or status >= 400:
+                log.info("%s %s %s", method, route, status, extra=fields)
+            request_id_var.reset(token)
+
+
+def _problem_for(request: Request, exc: FacegateError) -> Any:
+    service: Service = request.app.state.service
+    service.metrics.problems.labels(exc.code).inc()
+    request.scope.setdefault("state", {})["problem_code"] = exc.code
+    if exc.http_status >= 500:
+        log.warning("problem %s: %s", exc.code, exc.message, extra={"code": exc.code})
+    return problem_response(exc, instance=request.url.path, request_id=request.scope.get("state", {}).get("request_id"))
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(FacegateError)
+    async def facegate_error(request: Request, exc: FacegateError):  # noqa: ANN202
+        return _problem_for(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):  # noqa: ANN202
+        errors = [
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+            for e in exc.errors()
+        ]
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        if any(e["type"] in ("json_invalid",) for e in errors):
+            return _problem_for(request, InvalidRequestError("the body is not valid JSON", errors=errors))
+        return _problem_for(request, ValidationFailedError(f"{'.'.join(first['loc'])}: {first['msg']}", errors=errors))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):  # noqa: ANN202
+        detail = exc.detail if isinstance(exc.detail, str) else "request refused"
+        mapped: FacegateError
+        if exc.status_code == 404:
+            mapped = ResourceNotFoundError(detail if detail != "Not Found" else f"no route {request.url.path}")
+        elif exc.status_code == 405:
+            mapped = MethodNotAllowedError(f"{request.method} is not allowed on {request.url.path}")
+        elif exc.status_code == 415:
+            mapped = UnsupportedMediaTypeError(detail)
+        elif exc.status_code == 400:
+            mapped = InvalidRequestError(detail)
+        else:
+            mapped = ServiceError(detail)
+            mapped.http_status = exc.status_code  # type: ignore[misc]
+            mapped.code = {401: "unauthenticated", 403: "forbidden", 413: "body_too_large", 429: "rate_limited"}.get(
+                exc.status_code, "http_error"
+            )  # type: ignore[misc]
+        response = _problem_for(request, mapped)
+        for k, v in (exc.headers or {}).items():
+            response.headers[k] = v
+        return response
+
+
+def create_app(settings: Settings | None = None, *, engine: Any = None, gallery: Any = None,
+               authenticator: Authenticator | None = None) -> FastAPI:
+    """Build the app. ``engine``/``gallery``/``authenticator`` may be injected (tests); by default
+    the engine is loaded and the embedded store under ``settings.data_dir`` opened at startup."""
+    settings = settings or Settings.from_env()
+    service = Service(settings, engine=engine, gallery=gallery, authenticator=authenticator)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, service.start)
+            service.ready = True
+            service.metrics.ready.set(1)
+            log.info("facegate service ready", extra={"model": getattr(service.engine, "model_id", None),
+                                                      "workers": settings.workers})
+        except Exception as exc:
+            service.startup_error = f"{type(exc).__name__}: {exc}"
+            log.exception("startup failed")
+            raise
+        try:
+            yield
+        finally:
+            log.info("facegate service shutting down")
+            service.metrics.ready.set(0)
+            await asyncio.get_running_loop().run_in_executor(None, service.stop)
+
+    app = FastAPI(
+        title="facegate",
+        version=__version__,
+        summary="Consent-first face verification and identification.",
+        description=(
+            "Self-hosted 1:1 verification and consented, purpose-bound 1:N identification.\n\n"
+            "Authenticate with an API key: `Authorization: Bearer <key>` or `X-API-Key: <key>`. "
+            "Errors are RFC 9457 `application/problem+json` with a stable `type` (`/problems/<code>`)."
+        ),
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+        swagger_ui_parameters={"persistAuthorization": True},
+    )
+    app.state.service = service
+    _install_error_handlers(app)
+
+    from . import routes_ops, routes_engine, routes_gallery
+
+    app.include_router(routes_ops.router)
+    app.include_router(routes_engine.router)
+    app.include_router(routes_gallery.router)
+    _include_liveness(app, service)
+    if settings.console:
+        from .console import mount_console
+
+        mount_console(app)
+
+    def refuse(scope: dict, exc: FacegateError) -> Any:
+        service.metrics.problems.labels(exc.code).inc()
+        scope.setdefault("state", {})["problem_code"] = exc.code
+        return problem_response(exc, instance=scope.get("path"), request_id=scope.get("state", {}).get("request_id"),
+                                headers={"Connection": "close"})
+
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, on_refuse=refuse)
+    app.add_middleware(RequestContextMiddleware, service=service)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, summary=app.summary, description=app.description,
+                             routes=app.routes)
+        comps = schema.setdefault("components", {}).setdefault("schemas", {})
+        comps["Problem"] = Problem.model_json_schema()
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def _include_liveness(app: FastAPI, service: Service) -> None:
+    """Mount the liveness router (issue 5) when that package is present."""
+    try:
+        from . import liveness_bridge
+    except ImportError:
+        return
+    liveness_bridge.include(app, service)
+
+
+def static_dir() -> Path:
+    return Path(__file__).parent / "static"

@@ -1,0 +1,59 @@
+"""FastAPI dependencies: the service, the calling key (authenticated and rate limited)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
+
+from .auth import Principal, extract_key, unauthenticated
+from .errors import NotReadyError, RateLimitedError
+
+bearer_scheme = HTTPBearer(auto_error=False, description="API key as a bearer token.", scheme_name="bearer")
+header_scheme = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key in a header.", scheme_name="apiKey")
+
+
+def get_service(request: Request):  # -> Service
+    return request.app.state.service
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def current_principal(
+    request: Request,
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)] = None,
+    _header: Annotated[str | None, Security(header_scheme)] = None,
+) -> Principal:
+    """Who is calling. 401 without a valid key; 429 when over the key's rate (or, for failed
+    sign-ins, the client address's)."""
+    service = get_service(request)
+    client = "ip:" + _client(request)
+    if service.auth_failures.peek(client) > 0:
+        wait = service.auth_failures.peek(client)
+        service.metrics.rate_limited.inc()
+        raise RateLimitedError(f"too many failed sign-ins from this address; retry in {wait:.0f} s", retry_after=wait)
+    secret = extract_key(request)
+    if secret is None:
+        raise unauthenticated()
+    if len(secret) > 512:
+        service.auth_failures.check(client)
+        raise unauthenticated("invalid API key")
+    if service.authenticator is None:
+        raise NotReadyError("the key store is not open yet")
+    principal = await run_in_threadpool(service.authenticator, secret)
+    if principal is None:
+        service.auth_failures.check(client)
+        raise unauthenticated("invalid, revoked or expired API key")
+    request.scope.setdefault("state", {})["principal"] = principal
+    wait = service.rate.check("key:" + principal.key_id)
+    if wait > 0:
+        service.metrics.rate_limited.inc()
+        raise RateLimitedError(f"rate limit of this API key exceeded; retry in {wait:.1f} s", retry_after=wait)
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
