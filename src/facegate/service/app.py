@@ -243,7 +243,7 @@ def create_app(settings: Settings | None = None, *, engine: Any = None, gallery:
             "Errors are RFC 9457 `application/problem+json` with a stable `type` (`/problems/<code>`)."
         ),
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json",
         swagger_ui_parameters={"persistAuthorization": True},
@@ -256,6 +256,7 @@ def create_app(settings: Settings | None = None, *, engine: Any = None, gallery:
     app.include_router(routes_ops.router)
     app.include_router(routes_engine.router)
     app.include_router(routes_gallery.router)
+    _mount_docs(app)
     _include_liveness(app, service)
     if settings.console:
         from .console import mount_console
@@ -292,6 +293,38 @@ def _include_liveness(app: FastAPI, service: Service) -> None:
     except ImportError:
         return
     liveness_bridge.include(app, service)
+
+
+def _mount_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs from local files (swagger-ui-py ships them): nothing from a CDN."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+
+    try:
+        import swagger_ui
+
+        assets = Path(swagger_ui.__file__).parent / "static"
+    except ImportError:
+        assets = None
+
+    if assets is not None and (assets / "swagger-ui-bundle.js").is_file():
+        app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
+
+        @app.get("/docs", include_in_schema=False)
+        async def docs() -> HTMLResponse:
+            return get_swagger_ui_html(
+                openapi_url="/openapi.json", title="facegate API",
+                swagger_js_url="/docs-assets/swagger-ui-bundle.js", swagger_css_url="/docs-assets/swagger-ui.css",
+                swagger_favicon_url="/docs-assets/favicon-32x32.png",
+                swagger_ui_parameters={"persistAuthorization": True, "tryItOutEnabled": True},
+            )
+    else:
+
+        @app.get("/docs", include_in_schema=False)
+        async def docs_missing() -> HTMLResponse:
+            return HTMLResponse('<p>Interactive docs need the swagger-ui-py package. The schema is at '
+                                '<a href="/openapi.json">/openapi.json</a>.</p>')
 
 
 def static_dir() -> Path:

@@ -1,0 +1,75 @@
+"""`facegate serve`: the REST service and web console on the embedded store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .cli_common import console, err_console, handle_errors
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    @handle_errors
+    def serve(
+        host: Optional[str] = typer.Option(None, "--host", help="Interface to bind (default 127.0.0.1; FACEGATE_HOST)."),
+        port: Optional[int] = typer.Option(None, "--port", "-p", help="Port (default 8000; FACEGATE_PORT)."),
+        data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Store directory (default ./.facegate; FACEGATE_DATA_DIR)."),
+        workers: Optional[int] = typer.Option(None, "--workers", help="Threads for face work (FACEGATE_WORKERS)."),
+        log_level: Optional[str] = typer.Option(None, "--log-level", help="debug, info, warning, error."),
+        plain_logs: bool = typer.Option(False, "--plain-logs", help="Human-readable logs instead of JSON lines."),
+        no_console: bool = typer.Option(False, "--no-console", help="Serve the API only, not the web console."),
+    ) -> None:
+        """Run the REST API and web console (Ctrl-C stops it gracefully)."""
+        import uvicorn
+
+        from .service import Settings, create_app
+        from .service.observability import configure_logging
+
+        settings = Settings.from_env(
+            host=host, port=port, data_dir=data_dir, workers=workers, log_level=log_level,
+            log_json=False if plain_logs else None, console=False if no_console else None,
+        )
+        configure_logging(settings.log_level, settings.log_json)
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        secret = _first_start_key(settings) if settings.bootstrap_admin_key else None
+
+        shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+        url = f"http://{shown_host}:{settings.port}/"
+        console.print(f"[bold]facegate[/] serving on [link={url}]{url}[/]  (store: {settings.data_dir.resolve()})")
+        if settings.console:
+            console.print(f"  console  {url}")
+        console.print(f"  API docs {url}docs   OpenAPI {url}openapi.json")
+        if secret:
+            console.print(
+                "\n[bold yellow]First start: an admin API key was created. It is shown only this once;[/]\n"
+                "[bold yellow]store it now (sign in to the console with it, or send it as a Bearer token):[/]\n\n"
+                f"    [bold]{secret}[/]\n\n"
+                "  More keys: facegate keys create NAME --scopes verify,identify,enroll --collections COLL\n"
+            )
+        app = create_app(settings)
+        config = uvicorn.Config(
+            app, host=settings.host, port=settings.port, log_config=None, access_log=False,
+            timeout_graceful_shutdown=settings.shutdown_grace_s, proxy_headers=False, server_header=False,
+            limit_concurrency=max(256, settings.max_queue * 4),
+        )
+        server = uvicorn.Server(config)
+        server.run()
+        err_console.print("facegate stopped")
+
+
+def _first_start_key(settings) -> str | None:  # noqa: ANN001
+    """Create an admin key when the store has none, so a newcomer can sign in."""
+    try:
+        from .gallery import Gallery  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    from .service.backend import ensure_admin_key
+
+    gallery = Gallery.open(settings.data_dir)
+    try:
+        return ensure_admin_key(gallery)
+    finally:
+        gallery.close()

@@ -1,0 +1,935 @@
+/* facegate console: a dependency-free single page app over the /v1 REST API. */
+(() => {
+  'use strict';
+
+  // ------------------------------------------------------------------------------------------
+  // small helpers
+  // ------------------------------------------------------------------------------------------
+
+  const KEY_STORE = 'facegate.key';
+  const state = { key: null, me: null, collections: null };
+
+  function h(tag, attrs, ...children) {
+    const el = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === 'class') el.className = v;
+      else if (k === 'text') el.textContent = v;
+      else if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2), v);
+      else if (k === 'dataset') Object.assign(el.dataset, v);
+      else if (k === 'value') el.value = v;
+      else if (k === 'checked' || k === 'disabled' || k === 'selected' || k === 'required') el[k] = !!v;
+      else el.setAttribute(k, v === true ? '' : String(v));
+    }
+    for (const c of children.flat(Infinity)) {
+      if (c === null || c === undefined || c === false) continue;
+      el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    }
+    return el;
+  }
+  const clear = (el) => { while (el.firstChild) el.removeChild(el.firstChild); return el; };
+  const fmtTime = (iso) => (iso ? new Date(iso).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' }) : '—');
+  const fmtNum = (x, d = 3) => (x === null || x === undefined ? '—' : Number(x).toFixed(d));
+  const fmtFmr = (f) => (f ? Number(f).toExponential(0).replace('e-', 'e−') : '—');
+  const enc = encodeURIComponent;
+  const can = (scope) => !!state.me && (state.me.scopes.includes('admin') || state.me.scopes.includes(scope));
+  const globalAdmin = () => can('admin') && state.me.collections === null;
+
+  class ApiError extends Error {
+    constructor(status, problem) {
+      super((problem && (problem.detail || problem.title)) || `HTTP ${status}`);
+      this.status = status;
+      this.problem = problem || {};
+      this.code = this.problem.code || `http_${status}`;
+    }
+  }
+
+  async function api(method, path, { json, form, query } = {}) {
+    let url = path;
+    if (query) {
+      const q = new URLSearchParams();
+      for (const [k, v] of Object.entries(query)) if (v !== null && v !== undefined && v !== '') q.set(k, v);
+      const s = q.toString();
+      if (s) url += '?' + s;
+    }
+    const headers = { Accept: 'application/json' };
+    if (state.key) headers.Authorization = 'Bearer ' + state.key;
+    let body;
+    if (json !== undefined) { headers['Content-Type'] = 'application/json'; body = JSON.stringify(json); }
+    if (form !== undefined) body = form;
+    let res;
+    try {
+      res = await fetch(url, { method, headers, body, cache: 'no-store', credentials: 'omit' });
+    } catch (e) {
+      throw new ApiError(0, { detail: 'Cannot reach the facegate service. Is it running?', code: 'network' });
+    }
+    let data = null;
+    const text = await res.text();
+    if (text) { try { data = JSON.parse(text); } catch { data = { detail: text.slice(0, 300) }; } }
+    if (!res.ok) {
+      const err = new ApiError(res.status, data);
+      if (res.status === 401 && state.me && path !== '/v1/me') { signOut('Your API key is no longer accepted. Sign in again.'); }
+      throw err;
+    }
+    return data;
+  }
+
+  function toast(message, kind = '') {
+    const el = h('div', { class: 'toast ' + kind, text: message });
+    document.getElementById('toasts').append(el);
+    setTimeout(() => el.remove(), 4200);
+  }
+
+  function errorBox(err, prefix) {
+    const problem = err && err.problem ? err.problem : {};
+    let msg = err && err.message ? err.message : String(err);
+    if (err && err.status === 429) msg = 'Too many requests for this key right now; wait a moment and retry.';
+    return h('div', { class: 'alert error', role: 'alert', 'data-testid': 'error' },
+      prefix ? h('strong', {}, prefix + ': ') : null, msg,
+      problem.code ? h('span', { class: 'code', text: problem.code }) : null);
+  }
+
+  function showError(slot, err, prefix) { clear(slot).append(errorBox(err, prefix)); }
+
+  async function withBusy(button, fn) {
+    const label = button.textContent;
+    button.disabled = true; button.classList.add('busy');
+    try { return await fn(); } finally { button.disabled = false; button.classList.remove('busy'); button.textContent = label; }
+  }
+
+  function modal({ title, body, confirmText = 'OK', cancelText = 'Cancel', danger = false, requireText = null, onConfirm = null }) {
+    return new Promise((resolve) => {
+      const input = requireText ? h('input', { type: 'text', autocomplete: 'off', 'data-testid': 'confirm-input', 'aria-label': 'Type to confirm' }) : null;
+      const errSlot = h('div');
+      const ok = h('button', { class: danger ? 'danger' : 'primary', 'data-testid': 'confirm-ok', text: confirmText });
+      const cancel = cancelText ? h('button', { text: cancelText, 'data-testid': 'confirm-cancel' }) : null;
+      const box = h('div', { class: 'modal', role: 'dialog', 'aria-modal': 'true', 'aria-label': title },
+        h('h2', { text: title }), body,
+        input ? h('label', { class: 'field' }, h('span', {}, 'Type ', h('code', { text: requireText }), ' to confirm'), input) : null,
+        errSlot, h('div', { class: 'actions' }, cancel, ok));
+      const overlay = h('div', { class: 'overlay' }, box);
+      const close = (v) => { overlay.remove(); document.removeEventListener('keydown', onKey); resolve(v); };
+      const onKey = (e) => { if (e.key === 'Escape' && cancelText) close(false); };
+      document.addEventListener('keydown', onKey);
+      if (input) { ok.disabled = true; input.addEventListener('input', () => { ok.disabled = input.value.trim() !== requireText; }); }
+      ok.addEventListener('click', async () => {
+        if (!onConfirm) return close(true);
+        try { await withBusy(ok, onConfirm); close(true); } catch (e) { showError(errSlot, e); }
+      });
+      if (cancel) cancel.addEventListener('click', () => close(false));
+      overlay.addEventListener('click', (e) => { if (e.target === overlay && cancelText) close(false); });
+      document.body.append(overlay);
+      (input || ok).focus();
+    });
+  }
+
+  async function loadCollections(force = false) {
+    if (!state.collections || force) state.collections = (await api('GET', '/v1/collections')).collections;
+    return state.collections;
+  }
+
+  function field(label, control, hint) {
+    return h('label', { class: 'field' }, h('span', {}, label), control, hint ? h('span', { class: 'hint', text: hint }) : null);
+  }
+
+  function collectionSelect(cols, selected, testid) {
+    const sel = h('select', { 'data-testid': testid || 'collection-select' },
+      cols.map((c) => h('option', { value: c.name, selected: c.name === selected, text: c.name })));
+    return sel;
+  }
+
+  function purposeChecks(purposes, checked = [], testid = 'purpose') {
+    return h('div', { class: 'checks' }, purposes.map((p) => h('label', { class: 'check' },
+      h('input', { type: 'checkbox', value: p, checked: checked.includes(p), 'data-testid': `${testid}-${p}` }), h('span', { text: p }))));
+  }
+  const checkedValues = (el) => [...el.querySelectorAll('input[type=checkbox]:checked')].map((i) => i.value);
+
+  function consentStatus(c) {
+    if (c.withdrawn_at) return h('span', { class: 'chip bad', text: 'withdrawn' });
+    if (c.active) return h('span', { class: 'chip ok', text: 'active' });
+    if (c.expires_at && new Date(c.expires_at) <= new Date()) return h('span', { class: 'chip warn', text: 'expired' });
+    return h('span', { class: 'chip grey', text: 'not yet active' });
+  }
+
+  const REASON_TEXT = {
+    no_face: 'No face found', ambiguous_face: 'Two faces about equally prominent', too_many_faces: 'Too many faces',
+    face_too_small: 'Face too small (move closer / higher resolution)', too_blurry: 'Too blurry', pose_out_of_range: 'Head turned too far',
+    bad_exposure: 'Too dark or too bright', low_detector_score: 'Face not clearly visible', duplicate_image: 'Same photo already enrolled',
+    template_limit: 'Subject has the maximum number of templates', score_at_or_above_threshold: 'Score at or above the threshold',
+    score_below_threshold: 'Score below the threshold', candidates_at_or_above_threshold: 'Candidates at or above the threshold',
+    no_candidate_above_threshold: 'No enrolled subject scored above the threshold',
+    no_subject_consented_for_purpose: 'No subject has an active consent for this purpose',
+  };
+  const reasonText = (r) => {
+    const [where, code] = r.includes(':') ? r.split(':') : [null, r];
+    const t = REASON_TEXT[code] || code.replace(/_/g, ' ');
+    return where ? `${where.replace('image_', 'photo ').replace('image', 'probe')}: ${t}` : t;
+  };
+
+  // ------------------------------------------------------------------------------------------
+  // image picker: file / drag-and-drop / webcam, with face boxes drawn on a canvas
+  // ------------------------------------------------------------------------------------------
+
+  function imagePicker({ label = 'Photo', testid = 'picker', onImage = null, webcam = true, maxW = 520, maxH = 400 } = {}) {
+    let blob = null, img = null, scale = 1, stream = null, overlay = null;
+    const fileInput = h('input', { type: 'file', accept: 'image/*', 'data-testid': `${testid}-file` });
+    const canvas = h('canvas', { class: 'hidden', 'data-testid': `${testid}-canvas` });
+    const video = h('video', { class: 'hidden', autoplay: true, playsinline: true, muted: true });
+    const hint = h('div', {}, h('div', { class: 'big', text: label }), h('div', { text: 'Drop a photo here, or' }));
+    const chooseBtn = h('button', { type: 'button', text: 'Choose file', onclick: () => fileInput.click() });
+    const camBtn = webcam ? h('button', { type: 'button', text: 'Use webcam', 'data-testid': `${testid}-webcam`, onclick: startCam }) : null;
+    const captureBtn = h('button', { type: 'button', class: 'primary hidden', text: 'Capture', 'data-testid': `${testid}-capture`, onclick: capture });
+    const stopBtn = h('button', { type: 'button', class: 'hidden', text: 'Cancel', onclick: stopCam });
+    const clearBtn = h('button', { type: 'button', class: 'sm hidden', text: 'Replace', onclick: reset });
+    const tools = h('div', { class: 'tools' }, chooseBtn, camBtn, captureBtn, stopBtn, clearBtn);
+    const root = h('div', { class: 'drop', 'data-testid': testid }, hint, canvas, video, tools, fileInput);
+    const note = h('div', { class: 'small muted' });
+
+    fileInput.addEventListener('change', () => { if (fileInput.files[0]) setBlob(fileInput.files[0]); });
+    root.addEventListener('dragover', (e) => { e.preventDefault(); root.classList.add('over'); });
+    root.addEventListener('dragleave', () => root.classList.remove('over'));
+    root.addEventListener('drop', (e) => {
+      e.preventDefault(); root.classList.remove('over');
+      const f = e.dataTransfer.files && e.dataTransfer.files[0];
+      if (f) setBlob(f);
+    });
+
+    function setBlob(b) {
+      stopCam();
+      blob = b; overlay = null;
+      const url = URL.createObjectURL(b);
+      const im = new Image();
+      im.onload = () => {
+        img = im;
+        const w = im.naturalWidth, hgt = im.naturalHeight;
+        scale = Math.min(1, maxW / w, maxH / hgt);
+        canvas.width = Math.round(w * scale); canvas.height = Math.round(hgt * scale);
+        redraw();
+        canvas.classList.remove('hidden'); hint.classList.add('hidden');
+        root.classList.add('has-image');
+        chooseBtn.classList.add('hidden'); if (camBtn) camBtn.classList.add('hidden'); clearBtn.classList.remove('hidden');
+        URL.revokeObjectURL(url);
+        if (onImage) onImage(blob);
+      };
+      im.onerror = () => { URL.revokeObjectURL(url); note.textContent = 'This file is not an image the browser can show; the server may still read it.'; if (onImage) onImage(blob); };
+      im.src = url;
+    }
+
+    function reset() {
+      blob = null; img = null; overlay = null; fileInput.value = '';
+      canvas.classList.add('hidden'); hint.classList.remove('hidden'); root.classList.remove('has-image');
+      chooseBtn.classList.remove('hidden'); if (camBtn) camBtn.classList.remove('hidden'); clearBtn.classList.add('hidden');
+      note.textContent = '';
+      if (onImage) onImage(null);
+    }
+
+    async function startCam() {
+      if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+        note.textContent = 'The webcam needs a secure context (https or localhost) and a browser that allows it.';
+        return;
+      }
+      try {
+        stream = await navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 1280 }, height: { ideal: 720 } }, audio: false });
+      } catch (e) {
+        note.textContent = 'Could not open the webcam: ' + (e.message || e.name);
+        return;
+      }
+      video.srcObject = stream;
+      video.classList.remove('hidden'); hint.classList.add('hidden'); canvas.classList.add('hidden');
+      chooseBtn.classList.add('hidden'); camBtn.classList.add('hidden');
+      captureBtn.classList.remove('hidden'); stopBtn.classList.remove('hidden');
+      root.classList.add('has-image');
+    }
+
+    function stopCam() {
+      if (stream) stream.getTracks().forEach((t) => t.stop());
+      stream = null; video.srcObject = null; video.classList.add('hidden');
+      captureBtn.classList.add('hidden'); stopBtn.classList.add('hidden');
+      if (!img) { hint.classList.remove('hidden'); root.classList.remove('has-image'); chooseBtn.classList.remove('hidden'); if (camBtn) camBtn.classList.remove('hidden'); }
+    }
+
+    function capture() {
+      const c = document.createElement('canvas');
+      c.width = video.videoWidth || 640; c.height = video.videoHeight || 480;
+      c.getContext('2d').drawImage(video, 0, 0, c.width, c.height);
+      c.toBlob((b) => { if (b) setBlob(new File([b], 'webcam.jpg', { type: 'image/jpeg' })); }, 'image/jpeg', 0.92);
+    }
+
+    function redraw() {
+      if (!img) return;
+      const ctx = canvas.getContext('2d');
+      ctx.clearRect(0, 0, canvas.width, canvas.height);
+      ctx.drawImage(img, 0, 0, canvas.width, canvas.height);
+      if (!overlay) return;
+      overlay.forEach((f) => drawFace(ctx, f));
+    }
+
+    function drawFace(ctx, f) {
+      const [x, y, w, hh] = f.box.map((v) => v * scale);
+      const color = f.color || '#2f5bea';
+      ctx.lineWidth = Math.max(2, Math.round(canvas.width / 260));
+      ctx.strokeStyle = color;
+      ctx.strokeRect(x, y, w, hh);
+      (f.landmarks || []).forEach(([lx, ly]) => {
+        ctx.beginPath(); ctx.fillStyle = '#ffffff'; ctx.arc(lx * scale, ly * scale, ctx.lineWidth + 1.5, 0, Math.PI * 2); ctx.fill();
+        ctx.beginPath(); ctx.fillStyle = color; ctx.arc(lx * scale, ly * scale, ctx.lineWidth, 0, Math.PI * 2); ctx.fill();
+      });
+      if (f.label) {
+        ctx.font = '600 13px system-ui, sans-serif';
+        const tw = ctx.measureText(f.label).width + 12;
+        const ty = y > 24 ? y - 22 : y + hh + 2;
+        ctx.fillStyle = color; ctx.fillRect(x - ctx.lineWidth / 2, ty, tw, 20);
+        ctx.fillStyle = '#fff'; ctx.fillText(f.label, x + 5, ty + 14);
+      }
+    }
+
+    return {
+      el: h('div', {}, root, note),
+      get blob() { return blob; },
+      set(b) { setBlob(b); },
+      reset,
+      /** faces: [{box, landmarks, color, label}] in source pixels */
+      draw(faces) { overlay = faces; redraw(); },
+    };
+  }
+
+  const COLORS = { ok: '#1f8f55', bad: '#c8333b', warn: '#d98a00', neutral: '#2f5bea', grey: '#8a93a8' };
+
+  function legend() {
+    return h('div', { class: 'legend' },
+      h('span', {}, h('i', { class: 'l-ok' }), 'passes the quality gate'),
+      h('span', {}, h('i', { class: 'l-bad' }), 'rejected / fails the gate'),
+      h('span', {}, h('i', { class: 'l-grey' }), 'other faces'));
+  }
+
+  function gauge(score, threshold) {
+    // Map cosine -0.2..1 to 0..100% so the interesting part is readable.
+    const lo = -0.2, hi = 1.0;
+    const pos = (v) => Math.max(0, Math.min(100, ((v - lo) / (hi - lo)) * 100));
+    const bar = h('div', { class: 'bar' }, h('div', { class: 'thr' }), h('div', { class: 'mark' }));
+    bar.style.setProperty('--t', pos(threshold) + '%');
+    bar.querySelector('.thr').style.left = pos(threshold) + '%';
+    bar.querySelector('.mark').style.left = pos(score) + '%';
+    return h('div', { class: 'gauge', 'data-testid': 'gauge' }, bar,
+      h('div', { class: 'labels' }, h('span', { text: 'different people' }), h('span', { text: `threshold ${fmtNum(threshold)}` }), h('span', { text: 'same person' })));
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // shell, routing, sign-in
+  // ------------------------------------------------------------------------------------------
+
+  const NAV = [
+    { href: '#/collections', label: 'Collections', ico: '▤', show: () => true },
+    { href: '#/enrol', label: 'Enrol', ico: '＋', show: () => can('enroll') },
+    { href: '#/verify', label: 'Verify', ico: '⇆', show: () => can('verify') },
+    { href: '#/identify', label: 'Identify', ico: '⌕', show: () => can('identify') },
+    { sep: true },
+    { href: '#/audit', label: 'Audit log', ico: '☰', show: () => can('admin') },
+    { href: '#/keys', label: 'API keys', ico: '⚿', show: () => globalAdmin() },
+  ];
+
+  function route() {
+    const raw = location.hash.replace(/^#/, '') || '/collections';
+    const [path, qs] = raw.split('?');
+    const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
+    return { parts, query: new URLSearchParams(qs || '') };
+  }
+
+  function shell(content) {
+    const r = route();
+    const nav = h('nav', { class: 'nav', 'aria-label': 'Main' }, NAV.filter((n) => n.sep || n.show()).map((n) => n.sep ? h('div', { class: 'sep' }) :
+      h('a', { href: n.href, class: ('#/' + r.parts[0]) === n.href ? 'active' : '', 'data-testid': 'nav-' + n.href.slice(2) },
+        h('span', { class: 'ico', text: n.ico }), n.label)));
+    const me = state.me;
+    const who = h('div', { class: 'who' },
+      h('div', { class: 'muted small', text: 'Signed in as' }),
+      h('div', { class: 'name', 'data-testid': 'whoami', text: me.name || me.key_id }),
+      h('div', { class: 'scopes' }, me.scopes.map((s) => h('span', { text: s }))),
+      h('div', { class: 'small muted', text: me.collections === null ? 'All collections' : `Collections: ${me.collections.join(', ') || 'none'}` }),
+      h('div', { class: 'row', style: null }, h('button', { class: 'sm', text: 'Sign out', 'data-testid': 'signout', onclick: () => signOut() })));
+    const side = h('aside', { class: 'sidebar' },
+      h('div', { class: 'brand' }, h('div', { class: 'logo', text: '◉' }), h('div', {}, 'facegate', h('small', { text: 'consent-first face verification' }))),
+      nav, who);
+    return h('div', { class: 'shell' }, side, h('main', { class: 'main', id: 'main' }, content));
+  }
+
+  function pageHead(title, sub, actions, crumbs) {
+    return h('div', { class: 'page-head' },
+      h('div', {}, crumbs ? h('div', { class: 'crumbs' }, crumbs) : null, h('h1', { text: title }), sub ? h('div', { class: 'sub', text: sub }) : null),
+      h('div', { class: 'row' }, actions || []));
+  }
+
+  function signInPage(message) {
+    const input = h('input', { type: 'password', id: 'apikey', autocomplete: 'off', placeholder: 'fg_…', 'data-testid': 'apikey', required: true });
+    const remember = h('input', { type: 'checkbox', 'data-testid': 'remember' });
+    const errSlot = h('div');
+    if (message) errSlot.append(h('div', { class: 'alert warn', text: message }));
+    const btn = h('button', { class: 'primary', type: 'submit', text: 'Sign in', 'data-testid': 'signin' });
+    const form = h('form', { onsubmit: async (e) => {
+      e.preventDefault();
+      const key = input.value.trim();
+      if (!key) { showError(errSlot, new ApiError(0, { detail: 'Paste an API key first.' })); return; }
+      await withBusy(btn, async () => {
+        state.key = key;
+        try {
+          state.me = await api('GET', '/v1/me');
+        } catch (err) {
+          state.key = null; state.me = null;
+          showError(errSlot, err.status === 401 ? new ApiError(401, { detail: 'That API key was not accepted (unknown, revoked or expired).', code: err.code }) : err);
+          return;
+        }
+        (remember.checked ? localStorage : sessionStorage).setItem(KEY_STORE, key);
+        state.collections = null;
+        if (!location.hash || location.hash === '#/' || location.hash === '#/signin') location.hash = '#/collections';
+        render();
+      });
+    } },
+    field('API key', input),
+    h('label', { class: 'check' }, remember, h('span', { text: 'Keep me signed in on this device' })),
+    errSlot, btn);
+    return h('div', { class: 'signin' }, h('div', { class: 'card' },
+      h('div', { class: 'brand' }, h('div', { class: 'logo', text: '◉' }), h('div', {}, 'facegate', h('small', { text: 'console' }))),
+      h('p', { class: 'lead', text: 'Sign in with an API key to manage collections, enrol consenting subjects, and verify or identify faces.' }),
+      form,
+      h('div', { class: 'foot' }, 'No key yet? The first ', h('code', { text: 'facegate serve' }), ' prints an admin key; more with ',
+        h('code', { text: 'facegate keys create' }), '. API reference: ', h('a', { href: '/docs', text: '/docs' }), '.')));
+  }
+
+  function signOut(message) {
+    state.key = null; state.me = null; state.collections = null;
+    sessionStorage.removeItem(KEY_STORE); localStorage.removeItem(KEY_STORE);
+    const app = document.getElementById('app');
+    clear(app).append(signInPage(message));
+    document.getElementById('apikey').focus();
+  }
+
+  let renderSeq = 0;
+  async function render() {
+    const app = document.getElementById('app');
+    if (!state.me) {
+      const stored = sessionStorage.getItem(KEY_STORE) || localStorage.getItem(KEY_STORE);
+      if (stored) {
+        state.key = stored;
+        try { state.me = await api('GET', '/v1/me'); } catch (e) { state.key = null; state.me = null; sessionStorage.removeItem(KEY_STORE); localStorage.removeItem(KEY_STORE); }
+      }
+      if (!state.me) { clear(app).append(signInPage()); return; }
+    }
+    const seq = ++renderSeq;
+    const content = h('div', { 'data-testid': 'page' }, h('div', { class: 'muted', text: 'Loading…' }));
+    clear(app).append(shell(content));
+    const r = route();
+    const page = PAGES[r.parts[0]] || PAGES.collections;
+    try {
+      const el = await page(r);
+      if (seq === renderSeq) clear(content).append(el);
+    } catch (err) {
+      if (seq === renderSeq) clear(content).append(pageHead('Something went wrong'), errorBox(err));
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // pages
+  // ------------------------------------------------------------------------------------------
+
+  async function collectionsPage() {
+    const cols = await loadCollections(true);
+    const newBtn = can('admin') ? h('button', { class: 'primary', text: 'New collection', 'data-testid': 'new-collection', onclick: createCollectionDialog }) : null;
+    const rows = cols.map((c) => h('tr', { class: 'click', 'data-testid': 'collection-row', onclick: () => { location.hash = '#/collections/' + enc(c.name); } },
+      h('td', {}, h('a', { href: '#/collections/' + enc(c.name), text: c.name }), c.description ? h('div', { class: 'small muted', text: c.description }) : null),
+      h('td', {}, c.purposes.map((p) => h('span', { class: 'chip', text: p }))),
+      h('td', { text: c.subjects ?? '—' }), h('td', { text: c.templates ?? '—' }),
+      h('td', {}, h('span', { class: 'mono', text: fmtNum(c.threshold) }), h('span', { class: 'small muted', text: ` @ FMR ${fmtFmr(c.fmr)}` })),
+      h('td', { text: `${c.retention_days} d` }),
+      h('td', { class: 'small muted', text: c.model_id })));
+    const table = cols.length ? h('div', { class: 'table-wrap' }, h('table', {},
+      h('thead', {}, h('tr', {}, ['Collection', 'Purposes', 'Subjects', 'Templates', 'Threshold', 'Retention', 'Model'].map((t) => h('th', { text: t })))),
+      h('tbody', {}, rows))) :
+      h('div', { class: 'empty' }, h('div', { class: 'big', text: 'No collections yet' }),
+        h('div', { text: can('admin') ? 'A collection holds consenting subjects for declared purposes. Create the first one.' : 'This key is not granted any collection.' }));
+    return h('div', {}, pageHead('Collections', 'Groups of enrolled subjects, each pinned to one model, with its allowed purposes and retention.', [newBtn]),
+      h('div', { class: 'panel flush' }, table));
+  }
+
+  function createCollectionDialog() {
+    const name = h('input', { type: 'text', placeholder: 'e.g. customers', 'data-testid': 'col-name' });
+    const purposes = h('input', { type: 'text', placeholder: 'kyc, access', 'data-testid': 'col-purposes' });
+    const fmr = h('select', { 'data-testid': 'col-fmr' }, ['0.001', '0.0001', '0.00001'].map((f) => h('option', { value: f, selected: f === '0.0001', text: `${fmtFmr(f)} (1 in ${Math.round(1 / f).toLocaleString()})` })));
+    const retention = h('input', { type: 'number', min: 1, value: '1095', 'data-testid': 'col-retention' });
+    const desc = h('input', { type: 'text', placeholder: 'optional', 'data-testid': 'col-desc' });
+    const body = h('div', {},
+      field('Name', name, 'Letters, digits, _ . -'),
+      field('Allowed purposes', purposes, 'Comma separated; every identify/verify must declare one of these.'),
+      h('div', { class: 'grid2' }, field('Target false-match rate', fmr), field('Retention (days since last seen)', retention)),
+      field('Description', desc));
+    modal({ title: 'New collection', body, confirmText: 'Create collection', onConfirm: async () => {
+      const ps = purposes.value.split(',').map((s) => s.trim().toLowerCase()).filter(Boolean);
+      if (!name.value.trim() || !ps.length) throw new ApiError(0, { detail: 'A name and at least one purpose are required.' });
+      await api('POST', '/v1/collections', { json: { name: name.value.trim(), purposes: ps, fmr: Number(fmr.value), retention_days: Number(retention.value || 1095), description: desc.value.trim() || null } });
+      toast(`Collection ${name.value.trim()} created`, 'ok');
+      state.collections = null;
+      location.hash = '#/collections/' + enc(name.value.trim());
+      render();
+    } });
+  }
+
+  async function collectionPage(r) {
+    const name = r.parts[1];
+    const c = await api('GET', '/v1/collections/' + enc(name));
+    const limit = 25;
+    let offset = Number(r.query.get('offset') || 0);
+    const purposeFilter = r.query.get('purpose') || '';
+    const listSlot = h('div', {}, h('div', { class: 'empty', text: 'Loading subjects…' }));
+    const stats = h('div', { class: 'stats' },
+      [['Subjects', c.subjects ?? '—'], ['Templates', c.templates ?? '—'], ['Threshold', fmtNum(c.threshold)], ['Target FMR', fmtFmr(c.fmr)],
+        ['Retention', `${c.retention_days} days`], ['Expected FPIR', c.expected_fpir === null ? '—' : (c.expected_fpir * 100).toFixed(2) + '%']]
+        .map(([k, v]) => h('div', { class: 'stat' }, h('div', { class: 'k', text: k }), h('div', { class: 'v', text: String(v) }))));
+    const actions = [
+      can('enroll') ? h('a', { class: 'btn primary', href: `#/enrol?collection=${enc(name)}`, 'data-testid': 'enrol-here', text: 'Enrol subject' }) : null,
+      can('identify') ? h('a', { class: 'btn', href: `#/identify?collection=${enc(name)}`, text: 'Identify' }) : null,
+    ];
+    const filter = h('select', { 'data-testid': 'purpose-filter', onchange: () => { location.hash = `#/collections/${enc(name)}${filter.value ? '?purpose=' + enc(filter.value) : ''}`; } },
+      h('option', { value: '', text: 'All subjects' }), c.purposes.map((p) => h('option', { value: p, selected: p === purposeFilter, text: `Consented for ${p}` })));
+
+    async function loadSubjects() {
+      if (!can('enroll')) { clear(listSlot).append(h('div', { class: 'empty', text: 'Listing subjects needs the enroll scope.' })); return; }
+      try {
+        const data = await api('GET', `/v1/collections/${enc(name)}/subjects`, { query: { limit, offset, purpose: purposeFilter || null } });
+        const rows = data.subjects.map((s) => h('tr', { class: 'click', 'data-testid': 'subject-row', onclick: () => { location.hash = `#/collections/${enc(name)}/subjects/${enc(s.external_id)}`; } },
+          h('td', {}, h('a', { href: `#/collections/${enc(name)}/subjects/${enc(s.external_id)}`, class: 'mono', text: s.external_id })),
+          h('td', { text: s.label || '—' }),
+          h('td', {}, s.active_purposes.length ? s.active_purposes.map((p) => h('span', { class: 'chip ok', text: p })) : h('span', { class: 'chip bad', text: 'no active consent' })),
+          h('td', { text: s.templates.length }),
+          h('td', { class: 'small', text: fmtTime(s.last_seen_at) })));
+        const pager = h('div', { class: 'pager' },
+          h('span', { class: 'small muted', text: data.subjects.length ? `${offset + 1}–${offset + data.subjects.length}${data.total !== null && !purposeFilter ? ' of ' + data.total : ''}` : '' }),
+          h('button', { class: 'sm', text: '← Previous', disabled: offset === 0, onclick: () => { offset = Math.max(0, offset - limit); loadSubjects(); } }),
+          h('button', { class: 'sm', text: 'Next →', disabled: data.subjects.length < limit, onclick: () => { offset += limit; loadSubjects(); } }));
+        clear(listSlot).append(data.subjects.length ? h('div', {}, h('div', { class: 'table-wrap' }, h('table', {},
+          h('thead', {}, h('tr', {}, ['Subject id', 'Label', 'Active consent', 'Templates', 'Last seen'].map((t) => h('th', { text: t })))),
+          h('tbody', {}, rows))), pager) :
+          h('div', { class: 'empty' }, h('div', { class: 'big', text: purposeFilter ? `No subject consented for ${purposeFilter}` : 'No subjects yet' }),
+            h('div', { text: 'Enrol a subject with their consent to start.' })));
+      } catch (err) { clear(listSlot).append(errorBox(err)); }
+    }
+    loadSubjects();
+
+    const danger = can('admin') ? h('div', { class: 'panel danger-zone' }, h('h2', { text: 'Delete collection' }),
+      h('p', { class: 'muted', text: 'Erases every subject, template and consent in this collection. Only audit tombstones remain. This cannot be undone.' }),
+      h('button', { class: 'ghost-danger', text: 'Delete collection…', 'data-testid': 'delete-collection', onclick: () => modal({
+        title: `Delete ${name}?`, danger: true, requireText: name, confirmText: 'Delete and erase all',
+        body: h('p', { text: `All ${c.subjects ?? ''} subjects of ${name} will be erased.` }),
+        onConfirm: async () => { await api('DELETE', '/v1/collections/' + enc(name)); toast(`Collection ${name} deleted`, 'ok'); state.collections = null; location.hash = '#/collections'; },
+      }) })) : null;
+
+    return h('div', {},
+      pageHead(name, c.description || `Purposes: ${c.purposes.join(', ')} · model ${c.model_id}`, actions, [h('a', { href: '#/collections', text: 'Collections' }), ' / ']),
+      stats,
+      h('div', { class: 'panel flush' }, h('div', { class: 'panel-head' }, h('h2', { text: 'Subjects' }), h('div', { class: 'spacer' }), filter), listSlot),
+      danger);
+  }
+
+  async function subjectPage(r) {
+    const [, name, , sid] = r.parts;
+    const [c, s] = await Promise.all([api('GET', '/v1/collections/' + enc(name)), api('GET', `/v1/collections/${enc(name)}/subjects/${enc(sid)}`)]);
+    const base = `/v1/collections/${enc(name)}/subjects/${enc(sid)}`;
+    const consentRows = s.consents.map((k) => h('tr', { 'data-testid': 'consent-row' },
+      h('td', {}, h('span', { class: 'chip', text: k.purpose })), h('td', {}, consentStatus(k)),
+      h('td', { class: 'small', text: fmtTime(k.granted_at) }), h('td', { class: 'small', text: k.expires_at ? fmtTime(k.expires_at) : 'no expiry' }),
+      h('td', { class: 'small mono', text: k.evidence_ref || '—' }),
+      h('td', {}, k.active ? h('button', { class: 'sm ghost-danger', text: 'Withdraw', 'data-testid': `withdraw-${k.purpose}`, onclick: () => modal({
+        title: `Withdraw consent for ${k.purpose}?`, danger: true, confirmText: 'Withdraw',
+        body: h('p', { text: `${sid} will no longer be returned by identification or verification for ${k.purpose}, effective immediately.` }),
+        onConfirm: async () => { await api('DELETE', `${base}/consents/${enc(k.purpose)}`); toast('Consent withdrawn', 'ok'); render(); },
+      }) }) : null)));
+    const grantChecks = purposeChecks(c.purposes, [], 'grant');
+    const grantExpiry = h('input', { type: 'date', 'data-testid': 'grant-expiry' });
+    const grantEvidence = h('input', { type: 'text', placeholder: 'form id or document hash', 'data-testid': 'grant-evidence' });
+    const grantErr = h('div');
+    const grantBtn = h('button', { class: 'primary', text: 'Record consent', 'data-testid': 'grant-consent' });
+    grantBtn.addEventListener('click', () => withBusy(grantBtn, async () => {
+      const ps = checkedValues(grantChecks);
+      if (!ps.length) { showError(grantErr, new ApiError(0, { detail: 'Choose at least one purpose.' })); return; }
+      try {
+        await api('POST', `${base}/consents`, { json: { purposes: ps, expires_at: grantExpiry.value ? new Date(grantExpiry.value + 'T23:59:59').toISOString() : null, evidence_ref: grantEvidence.value.trim() || null } });
+        toast('Consent recorded', 'ok'); render();
+      } catch (err) { showError(grantErr, err); }
+    }));
+    const tplRows = s.templates.map((t) => h('tr', {},
+      h('td', { class: 'mono', text: '#' + t.id }), h('td', { class: 'small', text: fmtTime(t.created_at) }),
+      h('td', { class: 'small', text: `eyes ${fmtNum(t.quality.inter_eye_px, 0)} px · sharpness ${fmtNum(t.quality.sharpness, 0)} · yaw ${fmtNum(t.quality.yaw_deg, 0)}°` }),
+      h('td', { class: 'small muted', text: t.model_id })));
+
+    return h('div', {},
+      pageHead(sid, s.label ? `Label: ${s.label}` : 'No label stored',
+        [h('a', { class: 'btn', href: `#/enrol?collection=${enc(name)}&subject=${enc(sid)}`, text: 'Add photos' })],
+        [h('a', { href: '#/collections', text: 'Collections' }), ' / ', h('a', { href: '#/collections/' + enc(name), text: name }), ' / ']),
+      h('div', { class: 'stats' }, [['Active purposes', s.active_purposes.join(', ') || 'none'], ['Templates', s.templates.length], ['Created', fmtTime(s.created_at)], ['Last seen', fmtTime(s.last_seen_at)]]
+        .map(([k, v]) => h('div', { class: 'stat' }, h('div', { class: 'k', text: k }), h('div', { class: 'v', text: String(v) })))),
+      h('div', { class: 'panel flush' }, h('h2', { text: 'Consents' }),
+        s.consents.length ? h('div', { class: 'table-wrap' }, h('table', {}, h('thead', {}, h('tr', {}, ['Purpose', 'Status', 'Granted', 'Expires', 'Evidence', ''].map((t) => h('th', { text: t })))), h('tbody', {}, consentRows)))
+          : h('div', { class: 'empty', text: 'No consent recorded.' })),
+      h('div', { class: 'panel' }, h('h2', { text: 'Record a consent' }),
+        h('p', { class: 'muted small', text: 'Only record what the person agreed to; keep the signed form yourself and reference it here.' }),
+        field('Purposes', grantChecks), h('div', { class: 'grid2' }, field('Expires (optional)', grantExpiry), field('Evidence reference', grantEvidence)), grantErr, grantBtn),
+      h('div', { class: 'panel flush' }, h('h2', { text: 'Templates' }),
+        tplRows.length ? h('div', { class: 'table-wrap' }, h('table', {}, h('thead', {}, h('tr', {}, ['Id', 'Enrolled', 'Quality', 'Model'].map((t) => h('th', { text: t })))), h('tbody', {}, tplRows)))
+          : h('div', { class: 'empty', text: 'No templates.' }),
+        h('p', { class: 'muted small', style: null }, ' ')),
+      h('div', { class: 'panel danger-zone' }, h('h2', { text: 'Erase subject' }),
+        h('p', { class: 'muted', text: 'Right to erasure: deletes templates, consents and the subject\'s encryption key at once. The next search cannot return this subject. Only an audit tombstone remains.' }),
+        h('button', { class: 'ghost-danger', text: 'Erase subject…', 'data-testid': 'erase-subject', onclick: () => modal({
+          title: `Erase ${sid}?`, danger: true, requireText: sid, confirmText: 'Erase permanently',
+          body: h('p', { text: 'This cannot be undone.' }),
+          onConfirm: async () => { await api('DELETE', base, { query: { reason: 'request' } }); toast(`${sid} erased`, 'ok'); location.hash = '#/collections/' + enc(name); },
+        }) })));
+  }
+
+  async function enrolPage(r) {
+    const cols = await loadCollections();
+    if (!cols.length) return h('div', {}, pageHead('Enrol'), h('div', { class: 'panel empty' }, h('div', { class: 'big', text: 'No collection to enrol into' }), h('div', { text: 'Create a collection first.' })));
+    let col = cols.find((c) => c.name === r.query.get('collection')) || cols[0];
+    const colSel = collectionSelect(cols, col.name, 'enrol-collection');
+    const subject = h('input', { type: 'text', placeholder: 'e.g. customer number', value: r.query.get('subject') || '', 'data-testid': 'enrol-subject' });
+    const label = h('input', { type: 'text', placeholder: 'optional', 'data-testid': 'enrol-label' });
+    const subjectInfo = h('div', { class: 'small muted' });
+    const purposesSlot = h('div');
+    const expiry = h('input', { type: 'date', 'data-testid': 'enrol-expiry' });
+    const evidence = h('input', { type: 'text', placeholder: 'signed form id or document sha256', 'data-testid': 'enrol-evidence' });
+    const attest = h('input', { type: 'checkbox', 'data-testid': 'enrol-attest' });
+    const consentPanel = h('div', {},
+      h('h3', { text: 'Consent' }),
+      field('Purposes the subject agreed to', purposesSlot),
+      h('div', { class: 'grid2' }, field('Consent expires (optional)', expiry), field('Evidence reference', evidence)),
+      h('label', { class: 'check' }, attest, h('span', { text: 'The subject gave informed consent to these purposes, and the evidence is kept.' })));
+    let existing = null;
+    let checks = null;
+    const renderPurposes = () => { checks = purposeChecks(col.purposes, col.purposes.length === 1 ? col.purposes : [], 'enrol-purpose'); clear(purposesSlot).append(checks); };
+    renderPurposes();
+    colSel.addEventListener('change', () => { col = cols.find((c) => c.name === colSel.value); renderPurposes(); lookup(); });
+
+    async function lookup() {
+      existing = null;
+      const sid = subject.value.trim();
+      if (!sid) { subjectInfo.textContent = ''; return; }
+      try {
+        existing = await api('GET', `/v1/collections/${enc(col.name)}/subjects/${enc(sid)}`);
+        subjectInfo.textContent = `Existing subject · ${existing.templates.length} template(s) · active consent: ${existing.active_purposes.join(', ') || 'none'}. Consent below is optional (adds purposes).`;
+      } catch (e) {
+        subjectInfo.textContent = e.status === 404 ? 'New subject: consent is required.' : '';
+      }
+    }
+    subject.addEventListener('change', lookup);
+    if (subject.value) lookup();
+
+    const verdict = h('div', { 'data-testid': 'quality-verdict' });
+    const result = h('div', { 'data-testid': 'enrol-result' });
+    const picker = imagePicker({ label: 'Enrolment photo', testid: 'enrol-picker', onImage: async (blob) => {
+      clear(result); clear(verdict);
+      if (!blob) return;
+      verdict.append(h('div', { class: 'muted small', text: 'Checking quality…' }));
+      const form = new FormData(); form.append('image', blob, blob.name || 'photo.jpg');
+      try {
+        const d = await api('POST', '/v1/detect', { form });
+        drawDetect(d);
+      } catch (err) { showError(verdict, err, 'Quality check'); }
+    } });
+
+    function drawDetect(d) {
+      const faces = d.faces.map((f, i) => ({ ...f, color: i === d.subject ? (f.quality_ok ? COLORS.ok : COLORS.bad) : COLORS.grey, label: i === d.subject ? (f.quality_ok ? 'good quality' : 'fails quality gate') : null }));
+      picker.draw(faces);
+      clear(verdict);
+      if (d.subject === null) {
+        verdict.append(h('div', { class: 'alert error', text: d.reasons.includes('ambiguous_face') ? 'Two faces are about equally prominent: crop the photo to the person being enrolled.' : 'No face found in this photo.' }));
+      } else {
+        const f = d.faces[d.subject];
+        verdict.append(f.quality_ok ? h('div', { class: 'alert ok', text: `Good quality: eye distance ${fmtNum(f.quality.inter_eye_px, 0)} px, sharpness ${fmtNum(f.quality.sharpness, 0)}, yaw ${fmtNum(f.quality.yaw_deg, 0)}°.` })
+          : h('div', { class: 'alert warn' }, 'This photo will likely be rejected: ', f.quality_reasons.map(reasonText).join('; ') + '.'));
+        if (d.count > 1) verdict.append(h('div', { class: 'small muted', text: `${d.count} faces found; the most prominent (outlined) is enrolled.` }));
+      }
+    }
+
+    const errSlot = h('div');
+    const submit = h('button', { class: 'primary', text: 'Enrol', 'data-testid': 'enrol-submit' });
+    submit.addEventListener('click', () => withBusy(submit, async () => {
+      clear(errSlot); clear(result);
+      const sid = subject.value.trim();
+      const ps = checkedValues(checks);
+      const problems = [];
+      if (!sid) problems.push('Enter the subject id.');
+      if (!picker.blob) problems.push('Add a photo.');
+      if (!existing && !ps.length) problems.push('Choose the purposes the subject consented to.');
+      if (ps.length && !attest.checked) problems.push('Confirm the subject gave consent.');
+      if (problems.length) { showError(errSlot, new ApiError(0, { detail: problems.join(' ') })); return; }
+      const form = new FormData();
+      form.append('images', picker.blob, picker.blob.name || 'photo.jpg');
+      if (ps.length) form.append('purposes', ps.join(','));
+      if (expiry.value) form.append('expires_at', new Date(expiry.value + 'T23:59:59').toISOString());
+      if (evidence.value.trim()) form.append('evidence_ref', evidence.value.trim());
+      if (label.value.trim()) form.append('label', label.value.trim());
+      try {
+        const out = await api('POST', `/v1/collections/${enc(col.name)}/subjects/${enc(sid)}/faces`, { form });
+        showEnrolResult(out);
+        state.collections = null;
+      } catch (err) { showError(errSlot, err, 'Enrolment refused'); }
+    }));
+
+    function showEnrolResult(out) {
+      const img = out.images[0];
+      if (img && img.face) picker.draw([{ ...img.face, color: img.accepted ? COLORS.ok : COLORS.bad, label: img.accepted ? 'enrolled' : (REASON_TEXT[img.reason] || img.reason) }]);
+      clear(result).append(
+        img && img.accepted
+          ? h('div', { class: 'alert ok', 'data-testid': 'enrol-accepted' }, h('strong', { text: `${out.subject} enrolled` }), ` in ${out.collection}${out.created ? ' (new subject)' : ''}. Template #${img.template_id}.`)
+          : h('div', { class: 'alert error', 'data-testid': 'enrol-rejected' }, h('strong', { text: 'Photo rejected: ' }), img ? (REASON_TEXT[img.reason] || img.reason) + (img.message ? ` — ${img.message}` : '') : 'no image'),
+        out.duplicates.length ? h('div', { class: 'alert warn', 'data-testid': 'duplicate-warning' }, h('strong', { text: 'Possible duplicate identity: ' }),
+          'this face also matches ', out.duplicates.map((d, i) => [i ? ', ' : '', h('a', { href: `#/collections/${enc(out.collection)}/subjects/${enc(d.subject)}`, text: d.subject }), ` (score ${fmtNum(d.score)})`]), '. Review before relying on this enrolment.') : null,
+        h('div', { class: 'row' }, h('a', { class: 'btn', href: `#/collections/${enc(out.collection)}/subjects/${enc(out.subject)}`, text: 'Open subject' }),
+          h('button', { text: 'Enrol another', onclick: () => { subject.value = ''; label.value = ''; attest.checked = false; picker.reset(); clear(result); existing = null; subjectInfo.textContent = ''; } })));
+    }
+
+    return h('div', {},
+      pageHead('Enrol a subject', 'Record consent, check the photo\'s quality, then store an encrypted template. The photo itself is not kept.'),
+      h('div', { class: 'grid2' },
+        h('div', { class: 'panel' },
+          h('h3', { text: 'Subject' }),
+          field('Collection', colSel),
+          field('Subject id', subject, 'Your own reference (customer number…), not a name.'), subjectInfo,
+          field('Label', label, 'Optional. Avoid personal data you do not need.'),
+          consentPanel, errSlot, h('div', { class: 'row end' }, submit)),
+        h('div', { class: 'panel' }, h('h3', { text: 'Photo' }), picker.el, legend(), verdict, result)));
+  }
+
+  function fmrSelect(testid) {
+    return h('select', { 'data-testid': testid }, ['0.001', '0.0001', '0.00001'].map((f) => h('option', { value: f, selected: f === '0.0001', text: `FMR ${fmtFmr(f)}` })));
+  }
+
+  function decisionPanel(res, extra) {
+    const match = res.decision === 'match';
+    return h('div', { class: 'panel', 'data-testid': 'decision' },
+      h('div', { class: 'row' }, h('span', { class: 'badge ' + (match ? 'ok' : 'bad'), 'data-testid': 'decision-badge', text: match ? '✓ MATCH' : '✕ NO MATCH' }),
+        h('div', { class: 'spacer' }), h('span', { class: 'muted small', text: `purpose ${res.purpose}` })),
+      gauge(res.score, res.threshold),
+      h('dl', { class: 'kv' },
+        h('dt', { text: 'Score' }), h('dd', { class: 'mono', 'data-testid': 'score', text: fmtNum(res.score, 4) }),
+        h('dt', { text: 'Threshold' }), h('dd', { class: 'mono', text: `${fmtNum(res.threshold, 4)} (FMR ${fmtFmr(res.fmr)})` }),
+        h('dt', { text: 'Model' }), h('dd', { class: 'small', text: res.model }),
+        extra || null,
+        h('dt', { text: 'Reasons' }), h('dd', {}, res.reasons.map((r) => h('span', { class: 'chip grey', text: reasonText(r) })))));
+  }
+
+  async function verifyPage(r) {
+    const mode = r.query.get('mode') === 'subject' ? 'subject' : 'pair';
+    const tabs = h('div', { class: 'tabs' },
+      h('button', { class: mode === 'pair' ? 'on' : '', text: 'Photo vs photo', 'data-testid': 'tab-pair', onclick: () => { location.hash = '#/verify'; } }),
+      h('button', { class: mode === 'subject' ? 'on' : '', text: 'Photo vs enrolled subject', 'data-testid': 'tab-subject', onclick: () => { location.hash = '#/verify?mode=subject'; } }));
+    const purposeInput = h('input', { type: 'text', value: 'kyc', 'data-testid': 'verify-purpose' });
+    const out = h('div', { 'data-testid': 'verify-result' });
+    const errSlot = h('div');
+    if (mode === 'pair') {
+      const a = imagePicker({ label: 'Photo A (e.g. selfie)', testid: 'verify-a', onImage: () => clear(out) });
+      const b = imagePicker({ label: 'Photo B (e.g. ID document)', testid: 'verify-b', onImage: () => clear(out) });
+      const fmr = fmrSelect('verify-fmr');
+      const go = h('button', { class: 'primary', text: 'Compare', 'data-testid': 'verify-submit' });
+      go.addEventListener('click', () => withBusy(go, async () => {
+        clear(errSlot); clear(out);
+        if (!a.blob || !b.blob) { showError(errSlot, new ApiError(0, { detail: 'Add both photos.' })); return; }
+        const form = new FormData();
+        form.append('image_a', a.blob, 'a.jpg'); form.append('image_b', b.blob, 'b.jpg');
+        form.append('purpose', purposeInput.value.trim()); form.append('fmr', fmr.value);
+        try {
+          const res = await api('POST', '/v1/verify', { form });
+          const color = res.match ? COLORS.ok : COLORS.bad;
+          a.draw([{ ...res.faces.image_a, color, label: 'A' }]); b.draw([{ ...res.faces.image_b, color, label: 'B' }]);
+          out.append(decisionPanel(res));
+        } catch (err) { showError(errSlot, err, 'Verification failed'); }
+      }));
+      return h('div', {}, pageHead('Verify', '1:1 — is this the same person? Nothing is stored; the decision is audited.'), tabs,
+        h('div', { class: 'grid2' }, h('div', { class: 'panel' }, a.el), h('div', { class: 'panel' }, b.el)),
+        h('div', { class: 'panel' }, h('div', { class: 'grid3' }, field('Declared purpose', purposeInput), field('Decision threshold', fmr), h('div', { class: 'row end' }, go)), errSlot),
+        out);
+    }
+    const cols = await loadCollections();
+    let col = cols.find((c) => c.name === r.query.get('collection')) || cols[0];
+    if (!col) return h('div', {}, pageHead('Verify'), tabs, h('div', { class: 'panel empty', text: 'No collection available to this key.' }));
+    const colSel = collectionSelect(cols, col.name, 'verify-collection');
+    const purposeSel = h('select', { 'data-testid': 'verify-subject-purpose' });
+    const fillPurposes = () => { clear(purposeSel).append(...col.purposes.map((p) => h('option', { value: p, text: p }))); };
+    fillPurposes();
+    colSel.addEventListener('change', () => { col = cols.find((c) => c.name === colSel.value); fillPurposes(); });
+    const sid = h('input', { type: 'text', placeholder: 'subject id', value: r.query.get('subject') || '', 'data-testid': 'verify-subject' });
+    const probe = imagePicker({ label: 'Probe photo', testid: 'verify-probe', onImage: () => clear(out) });
+    const go = h('button', { class: 'primary', text: 'Verify', 'data-testid': 'verify-subject-submit' });
+    go.addEventListener('click', () => withBusy(go, async () => {
+      clear(errSlot); clear(out);
+      if (!probe.blob || !sid.value.trim()) { showError(errSlot, new ApiError(0, { detail: 'Enter a subject id and add a photo.' })); return; }
+      const form = new FormData();
+      form.append('image', probe.blob, 'probe.jpg'); form.append('purpose', purposeSel.value);
+      form.append('collection', col.name); form.append('subject', sid.value.trim());
+      try {
+        const res = await api('POST', '/v1/verify', { form });
+        probe.draw([{ ...res.faces.image, color: res.match ? COLORS.ok : COLORS.bad, label: res.match ? res.subject : 'no match' }]);
+        out.append(decisionPanel(res, [h('dt', { text: 'Subject' }), h('dd', { class: 'mono', text: `${res.collection} / ${res.subject}` })]));
+      } catch (err) { showError(errSlot, err, 'Verification refused'); }
+    }));
+    return h('div', {}, pageHead('Verify', '1:1 against an enrolled subject whose consent covers the purpose.'), tabs,
+      h('div', { class: 'grid2' },
+        h('div', { class: 'panel' }, field('Collection', colSel), field('Subject id', sid), field('Declared purpose', purposeSel), errSlot, h('div', { class: 'row end' }, go)),
+        h('div', { class: 'panel' }, probe.el)),
+      out);
+  }
+
+  async function identifyPage(r) {
+    const cols = await loadCollections();
+    if (!cols.length) return h('div', {}, pageHead('Identify'), h('div', { class: 'panel empty', text: 'No collection available to this key.' }));
+    let col = cols.find((c) => c.name === r.query.get('collection')) || cols[0];
+    const colSel = collectionSelect(cols, col.name, 'identify-collection');
+    const purposeSel = h('select', { 'data-testid': 'identify-purpose' });
+    const fillPurposes = () => { clear(purposeSel).append(...col.purposes.map((p) => h('option', { value: p, text: p }))); };
+    fillPurposes();
+    colSel.addEventListener('change', () => { col = cols.find((c) => c.name === colSel.value); fillPurposes(); });
+    const topk = h('input', { type: 'number', min: 1, max: 50, value: '5', 'data-testid': 'identify-topk' });
+    const out = h('div', { 'data-testid': 'identify-result' });
+    const errSlot = h('div');
+    const probe = imagePicker({ label: 'Probe photo', testid: 'identify-probe', onImage: () => clear(out) });
+    const go = h('button', { class: 'primary', text: 'Search', 'data-testid': 'identify-submit' });
+    go.addEventListener('click', () => withBusy(go, async () => {
+      clear(errSlot); clear(out);
+      if (!probe.blob) { showError(errSlot, new ApiError(0, { detail: 'Add a probe photo.' })); return; }
+      const form = new FormData();
+      form.append('image', probe.blob, 'probe.jpg'); form.append('purpose', purposeSel.value); form.append('top_k', topk.value || '5');
+      try {
+        const res = await api('POST', `/v1/collections/${enc(col.name)}/identify`, { form });
+        const best = res.candidates[0];
+        probe.draw([{ ...res.face, color: best ? COLORS.ok : COLORS.bad, label: best ? `${best.subject} · ${fmtNum(best.score)}` : 'no match' }]);
+        const lo = -0.2, hi = 1.0, pos = (v) => Math.max(0, Math.min(100, ((v - lo) / (hi - lo)) * 100));
+        const list = res.candidates.map((cd) => {
+          const bar = h('div', { class: 'minibar' }, h('span'), h('i'));
+          bar.querySelector('span').style.width = pos(cd.score) + '%';
+          bar.querySelector('i').style.left = pos(res.threshold) + '%';
+          return h('div', { class: 'cand', 'data-testid': 'candidate' }, h('div', { class: 'rank', text: cd.rank }),
+            h('div', {}, h('a', { class: 'mono', href: `#/collections/${enc(res.collection)}/subjects/${enc(cd.subject)}`, text: cd.subject }), cd.label ? h('div', { class: 'small muted', text: cd.label }) : null),
+            bar, h('div', { class: 'mono', text: fmtNum(cd.score) }));
+        });
+        out.append(h('div', { class: 'panel', 'data-testid': 'decision' },
+          h('div', { class: 'row' }, h('span', { class: 'badge ' + (res.match ? 'ok' : 'bad'), 'data-testid': 'decision-badge', text: res.match ? `✓ ${res.candidates.length} CANDIDATE${res.candidates.length > 1 ? 'S' : ''}` : '✕ NO MATCH' }),
+            h('div', { class: 'spacer' }), h('span', { class: 'muted small', text: `searched ${res.searched_subjects} subject(s) consented for ${res.purpose} · threshold ${fmtNum(res.threshold)} @ FMR ${fmtFmr(res.fmr)}` })),
+          list.length ? h('div', { style: null }, list) : h('div', { class: 'empty' }, h('div', { class: 'big', text: 'No enrolled subject matched' }),
+            h('div', { text: res.reasons.map(reasonText).join('. ') + '.' }))));
+      } catch (err) { showError(errSlot, err, 'Search refused'); }
+    }));
+    return h('div', {}, pageHead('Identify', '1:N — search one collection for the person in a photo, for a declared purpose. Only subjects who consented to that purpose are searched; the probe is not stored.'),
+      h('div', { class: 'grid2' },
+        h('div', { class: 'panel' }, field('Collection', colSel), field('Declared purpose', purposeSel), field('Most candidates', topk), errSlot, h('div', { class: 'row end' }, go)),
+        h('div', { class: 'panel' }, probe.el)),
+      out);
+  }
+
+  async function auditPage(r) {
+    const q = r.query;
+    const cols = await loadCollections();
+    const colSel = h('select', { 'data-testid': 'audit-collection' }, state.me.collections === null ? h('option', { value: '', text: 'All collections' }) : null,
+      cols.map((c) => h('option', { value: c.name, selected: q.get('collection') === c.name, text: c.name })));
+    const subj = h('input', { type: 'text', value: q.get('subject') || '', placeholder: 'subject id', 'data-testid': 'audit-subject' });
+    const action = h('select', { 'data-testid': 'audit-action' }, ['', 'enroll', 'identify', 'verify', 'erase', 'consent_grant', 'consent_withdraw', 'collection_create', 'collection_delete', 'purge', 'key_create', 'key_revoke']
+      .map((a) => h('option', { value: a, selected: (q.get('action') || '') === a, text: a || 'All actions' })));
+    const since = h('input', { type: 'date', value: q.get('since') || '', 'data-testid': 'audit-since' });
+    const until = h('input', { type: 'date', value: q.get('until') || '', 'data-testid': 'audit-until' });
+    const apply = h('button', { class: 'primary', text: 'Apply', 'data-testid': 'audit-apply', onclick: () => {
+      const p = new URLSearchParams();
+      if (colSel.value) p.set('collection', colSel.value);
+      if (subj.value.trim()) p.set('subject', subj.value.trim());
+      if (action.value) p.set('action', action.value);
+      if (since.value) p.set('since', since.value);
+      if (until.value) p.set('until', until.value);
+      location.hash = '#/audit' + (p.toString() ? '?' + p : '');
+      render();
+    } });
+    const tbody = h('tbody');
+    const errSlot = h('div');
+    const more = h('button', { class: 'sm hidden', text: 'Load older', 'data-testid': 'audit-more' });
+    let before = null;
+    const query = () => ({
+      collection: colSel.value || null, subject: subj.value.trim() || null, action: action.value || null,
+      since: since.value ? new Date(since.value + 'T00:00:00').toISOString() : null,
+      until: until.value ? new Date(until.value + 'T23:59:59').toISOString() : null, limit: 50, before_seq: before,
+    });
+    async function load() {
+      try {
+        const data = await api('GET', '/v1/audit', { query: query() });
+        if (!data.events.length && before === null) tbody.append(h('tr', {}, h('td', { colspan: 8, class: 'empty', text: 'No audit events match these filters.' })));
+        data.events.forEach((e) => {
+          const details = h('tr', { class: 'hidden' }, h('td', { colspan: 8 }, h('pre', { class: 'mono small', text: JSON.stringify({ details: e.details, mac: e.mac }, null, 2) })));
+          tbody.append(h('tr', { class: 'click', 'data-testid': 'audit-row', onclick: () => details.classList.toggle('hidden') },
+            h('td', { class: 'mono', text: e.seq }), h('td', { class: 'small', text: fmtTime(e.ts) }), h('td', { class: 'small', text: e.actor }),
+            h('td', {}, h('span', { class: 'chip grey', text: e.action })), h('td', { text: e.collection || '—' }),
+            h('td', { class: 'mono small', text: e.subjects.join(', ') || '—' }), h('td', { text: e.purpose || '—' }),
+            h('td', {}, e.decision ? h('span', { class: 'chip ' + (/match$|accepted|granted|ok|erased/.test(e.decision) && !/no_match/.test(e.decision) ? 'ok' : /no_match|rejected|refused|denied/.test(e.decision) ? 'bad' : 'grey'), text: e.decision }) : '—',
+              e.score !== null && e.score !== undefined ? h('span', { class: 'small muted mono', text: ' ' + fmtNum(e.score) }) : null)), details);
+        });
+        before = data.next_before_seq;
+        more.classList.toggle('hidden', !before);
+      } catch (err) { showError(errSlot, err); }
+    }
+    more.addEventListener('click', () => withBusy(more, load));
+    await load();
+    const chain = h('div');
+    const checkBtn = globalAdmin() ? h('button', { text: 'Verify hash chain', 'data-testid': 'audit-verify', onclick: async () => {
+      try {
+        const rep = await api('GET', '/v1/audit/verify');
+        clear(chain).append(rep.ok ? h('div', { class: 'alert ok', text: `Chain intact: ${rep.events} events, head #${rep.head_seq}.` })
+          : h('div', { class: 'alert error', text: `Chain broken at #${rep.first_bad_seq}: ${rep.problem}` }));
+      } catch (err) { showError(chain, err); }
+    } }) : null;
+    return h('div', {}, pageHead('Audit log', 'Append-only and hash-chained: who did what, to which subjects, for which purpose. Never images or templates.', [checkBtn]),
+      chain,
+      h('div', { class: 'panel' }, h('div', { class: 'filters' }, field('Collection', colSel), field('Subject', subj), field('Action', action), field('From', since), field('To', until), h('div', { class: 'row' }, apply))),
+      errSlot,
+      h('div', { class: 'panel flush' }, h('div', { class: 'table-wrap' }, h('table', {},
+        h('thead', {}, h('tr', {}, ['#', 'Time', 'Actor', 'Action', 'Collection', 'Subjects', 'Purpose', 'Decision'].map((t) => h('th', { text: t })))), tbody)),
+        h('div', { class: 'pager' }, more)));
+  }
+
+  async function keysPage() {
+    const data = await api('GET', '/v1/keys', { query: { include_revoked: 'true' } });
+    const cols = await loadCollections();
+    const rows = data.keys.map((k) => h('tr', { 'data-testid': 'key-row' },
+      h('td', {}, h('strong', { text: k.name }), h('div', { class: 'small muted mono', text: `fg_${k.prefix}_…` })),
+      h('td', {}, k.scopes.map((s) => h('span', { class: 'chip', text: s }))),
+      h('td', { class: 'small', text: k.collections === null ? 'all' : k.collections.join(', ') || 'none' }),
+      h('td', { class: 'small', text: fmtTime(k.created_at) }), h('td', { class: 'small', text: fmtTime(k.last_used_at) }),
+      h('td', {}, k.active ? h('span', { class: 'chip ok', text: 'active' }) : h('span', { class: 'chip bad', text: k.revoked_at ? 'revoked' : 'expired' })),
+      h('td', {}, k.active ? h('button', { class: 'sm ghost-danger', text: 'Revoke', onclick: () => modal({
+        title: `Revoke ${k.name}?`, danger: true, confirmText: 'Revoke', body: h('p', { text: 'Requests with this key are refused from now on.' }),
+        onConfirm: async () => { await api('DELETE', '/v1/keys/' + enc(k.name)); toast('Key revoked', 'ok'); render(); },
+      }) }) : null)));
+    const create = h('button', { class: 'primary', text: 'New API key', 'data-testid': 'new-key', onclick: () => {
+      const name = h('input', { type: 'text', placeholder: 'e.g. branch-42-kiosk', 'data-testid': 'key-name' });
+      const scopes = h('div', { class: 'checks' }, ['verify', 'identify', 'enroll', 'admin'].map((s) => h('label', { class: 'check' }, h('input', { type: 'checkbox', value: s, 'data-testid': 'key-scope-' + s }), h('span', { text: s }))));
+      const colChecks = h('div', { class: 'checks' }, cols.map((c) => h('label', { class: 'check' }, h('input', { type: 'checkbox', value: c.name }), h('span', { text: c.name }))));
+      const all = h('input', { type: 'checkbox', checked: false });
+      modal({ title: 'New API key', confirmText: 'Create key', body: h('div', {}, field('Name', name), field('Scopes', scopes),
+        field('Collections', h('div', {}, h('label', { class: 'check' }, all, h('span', { text: 'Every collection (including future ones)' })), colChecks))),
+      onConfirm: async () => {
+        const body = { name: name.value.trim(), scopes: checkedValues(scopes), collections: all.checked ? null : checkedValues(colChecks) };
+        const res = await api('POST', '/v1/keys', { json: body });
+        setTimeout(() => modal({ title: 'Key created', cancelText: null, confirmText: 'I have stored it', body: h('div', {},
+          h('p', { text: 'Copy this key now. It is shown only once; only its hash is stored.' }), h('div', { class: 'secret', 'data-testid': 'new-secret', text: res.secret })) }).then(render), 0);
+      } });
+    } });
+    return h('div', {}, pageHead('API keys', 'Each key has scopes and the collections it may see. Secrets are stored hashed and shown once.', [create]),
+      h('div', { class: 'panel flush' }, h('div', { class: 'table-wrap' }, h('table', {},
+        h('thead', {}, h('tr', {}, ['Name', 'Scopes', 'Collections', 'Created', 'Last used', 'Status', ''].map((t) => h('th', { text: t })))), h('tbody', {}, rows)))));
+  }
+
+  const PAGES = {
+    collections: (r) => (r.parts.length >= 4 && r.parts[2] === 'subjects' ? subjectPage(r) : r.parts.length >= 2 ? collectionPage(r) : collectionsPage(r)),
+    enrol: enrolPage,
+    verify: verifyPage,
+    identify: identifyPage,
+    audit: auditPage,
+    keys: keysPage,
+  };
+
+  window.addEventListener('hashchange', () => { if (state.me) render(); });
+  document.addEventListener('DOMContentLoaded', render);
+  if (document.readyState !== 'loading') render();
+})();
