@@ -4,6 +4,9 @@ See docs/gallery.md for the full contract.
 """
 
 from .errors import *  # noqa: F401,F403
+from .gallery import Gallery
+from .index import IndexConfig
+from .keys import ApiKeys
 from .types import (
     SCOPES,
     ApiKey,

@@ -1,0 +1,893 @@
+"""``Gallery``: consented enrolment, purpose-bound 1:N identification, 1:1 against a subject,
+erasure, consent management, retention purge and the audit log — over a :class:`Store` (the
+database) and a :class:`GalleryIndex` (in-memory vector search kept in step with the store).
+
+    >>> g = Gallery.open()                               # ./.facegate or $FACEGATE_DATA_DIR
+    >>> g.create_collection("staff", purposes=["access"])
+    >>> g.enroll("staff", "E1001", ["a.jpg", "b.jpg"], consent=ConsentSpec(["access"], evidence_ref="form-77"))
+    >>> g.identify("staff", "door-cam.jpg", purpose="access").candidates
+
+Probe images are never stored, enrolment photos are not stored, and templates are stored only
+encrypted (see crypto.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import re
+import socket
+import threading
+import uuid
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..calibration import SUPPORTED_FMRS, calibration_for
+from ..errors import CalibrationError, FacegateError
+from ..results import Face
+from .audit import AuditLog, row_to_event
+from .crypto import Crypto, generate_key, load_master_key
+from .errors import (
+    CollectionExistsError,
+    CollectionNotFoundError,
+    ConsentRequiredError,
+    InvalidArgumentError,
+    LockedError,
+    MasterKeyMismatchError,
+    MasterKeyMissingError,
+    ModelMismatchError,
+    PurposeNotAllowedError,
+    PurposeRequiredError,
+    SubjectNotFoundError,
+)
+from .index import CollectionIndex, GalleryIndex, IndexConfig
+from .keys import ApiKeys
+from .store import Store, StoreTx, _Duplicate, default_data_dir, sqlite_url
+from .types import (
+    AuditEvent,
+    AuditReport,
+    Candidate,
+    Collection,
+    Consent,
+    ConsentSpec,
+    DuplicateMatch,
+    EnrollResult,
+    IdentifyResult,
+    ImageOutcome,
+    PurgeItem,
+    PurgeReport,
+    QualityPolicy,
+    Subject,
+    SubjectVerifyResult,
+    TemplateInfo,
+    utcnow,
+)
+
+log = logging.getLogger("facegate.gallery")
+
+COLLECTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+AUDIT_ACTION_RE = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")
+PURPOSE_RE = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
+DEFAULT_RETENTION_DAYS = 3 * 365
+MAX_TEMPLATES_PER_SUBJECT = 20
+DUPLICATE_IMAGE_COSINE = 0.98  # a new template this close to one of the subject's own is the same photo
+MAX_TOP_K = 100
+PURGE_LOCK_TTL = dt.timedelta(minutes=15)
+CHANGE_FEED_KEEP = dt.timedelta(days=1)
+
+# Used only when the calibration table has no entry for a model and the collection sets no
+# explicit threshold; results say threshold_source="provisional". SFace: OpenCV Zoo's published
+# cosine threshold (0.363, LFW) is too lenient for 1:N; 0.42 is the FMR 1e-4 point measured on
+# faces-dev (src/facegate/data/calibration.json), kept here in case that table is replaced.
+PROVISIONAL_THRESHOLDS: dict[str, float] = {"sface-2021dec-int8bq": 0.42}
+
+ImageLike = Any
+
+
+def _image_list(images: ImageLike | Sequence[ImageLike]) -> list[ImageLike]:
+    if isinstance(images, (str, Path, bytes, bytearray, np.ndarray)) or hasattr(images, "getbands"):
+        return [images]
+    return list(images)
+
+
+def _source(image: ImageLike, i: int) -> str:
+    return str(image) if isinstance(image, (str, Path)) else f"image[{i}]"
+
+
+def _check_external_id(external_id: str) -> str:
+    if not isinstance(external_id, str) or not external_id or len(external_id) > 256 or external_id != external_id.strip() or any(
+        ord(ch) < 32 for ch in external_id
+    ):
+        raise InvalidArgumentError(f"invalid subject id {external_id!r}: 1–256 printable characters, no surrounding spaces")
+    return external_id
+
+
+def _aware(t: dt.datetime | None, what: str) -> dt.datetime | None:
+    if t is not None and t.tzinfo is None:
+        raise InvalidArgumentError(f"{what} must be timezone-aware (UTC)")
+    return t
+
+
+class Gallery:
+    """Thread-safe; open one per process and share it (the REST service and the CLI do)."""
+
+    def __init__(
+        self,
+        store: Store,
+        crypto: Crypto,
+        audit: AuditLog,
+        *,
+        data_dir: Path | None,
+        engine: Any = None,
+        allow_noncommercial: bool = False,
+        index_config: IndexConfig | None = None,
+    ) -> None:
+        self.store = store
+        self.crypto = crypto
+        self.audit = audit
+        self.data_dir = data_dir
+        self.index = GalleryIndex(store, crypto, index_config)
+        self.keys = ApiKeys(store, audit)
+        self._engine = engine
+        self._engines: dict[str, Any] = {}
+        self._engine_lock = threading.Lock()
+        self._allow_nc = allow_noncommercial
+
+    # --- opening ------------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        data_dir: str | Path | None = None,
+        *,
+        store: str | None = None,
+        engine: Any = None,
+        master_key: bytes | str | None = None,
+        allow_noncommercial: bool = False,
+        durability: str = "normal",
+        index_config: IndexConfig | None = None,
+    ) -> "Gallery":
+        """Open (creating and migrating if needed) the gallery.
+
+        ``data_dir``: default $FACEGATE_DATA_DIR, else ./.facegate. ``store``: a database URL
+        (default $FACEGATE_STORE, else sqlite:///<data_dir>/gallery.db). ``engine``: the
+        FaceEngine to use (None: each collection's pinned model is loaded on first use).
+        ``master_key``: 32 bytes or base64 (default $FACEGATE_MASTER_KEY, else
+        <data_dir>/master.key, created 0600 for a new store). ``durability="full"`` makes
+        SQLite fsync every commit (default: WAL + synchronous=NORMAL, safe against crashes of
+        the process, may lose the last commits on power loss).
+        """
+        ddir = Path(data_dir) if data_dir is not None else default_data_dir()
+        url = store or os.environ.get("FACEGATE_STORE") or None
+        if url is None or url.startswith("sqlite"):
+            ddir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        st = Store(url or sqlite_url(ddir), durability=durability)
+        try:
+            st.migrate()
+            crypto = cls._master(st, ddir, master_key)
+            with st.read() as tx:
+                entry = tx.get_keyring("audit-mac")
+            audit = AuditLog(crypto.unwrap(entry.wrapped, b"keyring|audit-mac"))
+        except BaseException:
+            st.close()
+            raise
+        return cls(st, crypto, audit, data_dir=ddir, engine=engine, allow_noncommercial=allow_noncommercial,
+                   index_config=index_config)
+
+    @staticmethod
+    def _master(st: Store, ddir: Path, master_key: bytes | str | None) -> Crypto:
+        with st.read() as tx:
+            known = tx.get_meta("master_key_id")
+        if known is None:
+            loaded = load_master_key(ddir, explicit=master_key, create=True)
+            assert loaded is not None
+            crypto = Crypto(loaded[0])
+            now = utcnow()
+            with st.write() as tx:
+                known = tx.get_meta("master_key_id")
+                if known is None:
+                    tx.set_meta("master_key_id", crypto.master_key_id)
+                    tx.set_meta("created_at", now.isoformat())
+                    tx.set_meta("deployment_id", uuid.uuid4().hex)
+                    tx.put_keyring("audit-mac", crypto.master_key_id, crypto.wrap(generate_key(), b"keyring|audit-mac"), now)
+                    return crypto
+        loaded = load_master_key(ddir, explicit=master_key, create=False)
+        if loaded is None:
+            raise MasterKeyMissingError(
+                f"this store's templates are encrypted under master key {known}, but no master key was found "
+                f"(set $FACEGATE_MASTER_KEY or restore {ddir / 'master.key'})"
+            )
+        crypto = Crypto(loaded[0])
+        if crypto.master_key_id != known:
+            raise MasterKeyMismatchError(
+                f"the master key from {loaded[1]} (id {crypto.master_key_id}) is not this store's (id {known})"
+            )
+        return crypto
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> "Gallery":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- engines and thresholds ---------------------------------------------------------------
+
+    def _engine_for(self, col: Any) -> Any:
+        eng = self._engine
+        if eng is None:
+            with self._engine_lock:
+                eng = self._engines.get(col.model_id)
+                if eng is None:
+                    from ..engine import FaceEngine
+
+                    eng = self._engines[col.model_id] = FaceEngine(col.model_id, allow_noncommercial=self._allow_nc)
+        if eng.spec.id != col.model_id or eng.spec.sha256 != col.model_sha256:
+            raise ModelMismatchError(
+                f"collection {col.name!r} is pinned to model {col.model_id} (sha256 {col.model_sha256[:12]}…); "
+                f"the engine runs {eng.spec.id} (sha256 {eng.spec.sha256[:12]}…). Templates of two models never mix: "
+                "use the pinned model or re-enrol into a new collection",
+                collection=col.name, pinned=col.model_id, engine=eng.spec.id,
+            )
+        return eng
+
+    @staticmethod
+    def _threshold(model_id: str, fmr: float, explicit: float | None) -> tuple[float, str]:
+        if explicit is not None:
+            return float(explicit), "explicit"
+        try:
+            return calibration_for(model_id).threshold(fmr), "calibration"
+        except CalibrationError:
+            if model_id in PROVISIONAL_THRESHOLDS:
+                return PROVISIONAL_THRESHOLDS[model_id], "provisional"
+            raise
+
+    def _collection_obj(self, row: Any, counts: tuple[int, int] | None = None) -> Collection:
+        thr, src = self._threshold(row.model_id, row.fmr, row.threshold)
+        return Collection(
+            name=row.name, model_id=row.model_id, model_sha256=row.model_sha256, embedding_dim=row.embedding_dim,
+            purposes=tuple(row.purposes), fmr=row.fmr, threshold=thr, threshold_source=src,
+            retention_days=row.retention_days, created_at=row.created_at,
+            quality_policy=QualityPolicy.from_dict(row.quality_policy), description=row.description,
+            subjects=None if counts is None else counts[0], templates=None if counts is None else counts[1],
+        )
+
+    # --- collections --------------------------------------------------------------------------
+
+    def create_collection(
+        self,
+        name: str,
+        *,
+        purposes: Iterable[str],
+        model: str | None = None,
+        fmr: float = 1e-4,
+        threshold: float | None = None,
+        retention_days: int = DEFAULT_RETENTION_DAYS,
+        quality_policy: QualityPolicy | None = None,
+        description: str | None = None,
+        actor: str = "library",
+    ) -> Collection:
+        """A new collection pinned to ``model`` (id and weights sha256; default: the gallery's
+        engine's model, else sface)."""
+        from ..models import embedder_spec
+
+        if not COLLECTION_RE.match(name or ""):
+            raise InvalidArgumentError(f"invalid collection name {name!r}: letters, digits, _.- (max 128)")
+        purposes = tuple(dict.fromkeys(p.strip() for p in purposes if p.strip()))
+        if not purposes:
+            raise InvalidArgumentError("a collection needs at least one allowed purpose")
+        bad = [p for p in purposes if not PURPOSE_RE.match(p)]
+        if bad:
+            raise InvalidArgumentError(f"invalid purpose(s) {', '.join(bad)}: lower-case letters, digits, _.:- (max 64)")
+        if not (0 < fmr < 1):
+            raise InvalidArgumentError("fmr must be in (0, 1)")
+        if threshold is None and not any(abs(fmr - f) <= 1e-12 for f in SUPPORTED_FMRS):
+            raise InvalidArgumentError(f"fmr must be one of {', '.join(f'{f:g}' for f in SUPPORTED_FMRS)} (or give an explicit threshold)")
+        if threshold is not None and not (-1.0 <= threshold <= 1.0):
+            raise InvalidArgumentError("threshold is a cosine similarity in [-1, 1]")
+        if not (1 <= int(retention_days) <= 36500):
+            raise InvalidArgumentError("retention_days must be between 1 and 36500")
+        if model is None:
+            spec = self._engine.spec if self._engine is not None else embedder_spec("sface")
+        else:
+            spec = embedder_spec(model, allow_noncommercial=True)  # pinning only; loading still needs the opt-in
+        self._threshold(spec.id, fmr, threshold)  # fail now, not at the first search
+        now = utcnow()
+        policy = quality_policy or QualityPolicy()
+        try:
+            with self.store.write() as tx:
+                if tx.collection_by_name(name) is not None:
+                    raise CollectionExistsError(f"collection {name!r} already exists", collection=name)
+                cid = tx.insert_collection(
+                    name=name, model_id=spec.id, model_sha256=spec.sha256, embedding_dim=int(spec.embedding_dim),
+                    purposes=list(purposes), fmr=float(fmr), threshold=threshold, retention_days=int(retention_days),
+                    quality_policy=policy.to_dict(), description=description, created_at=now,
+                )
+                tx.add_change(cid, None, "collection", now)
+                self.audit.append(tx, actor=actor, action="collection.create", now=now, collection=name,
+                                  details={"model": spec.id, "purposes": list(purposes), "fmr": fmr, "threshold": threshold,
+                                           "retention_days": int(retention_days)})
+                row = tx.collection_by_id(cid)
+        except _Duplicate:
+            raise CollectionExistsError(f"collection {name!r} already exists", collection=name) from None
+        return self._collection_obj(row, (0, 0))
+
+    def list_collections(self) -> list[Collection]:
+        with self.store.read() as tx:
+            return [self._collection_obj(r, tx.collection_counts(r.id)) for r in tx.collections()]
+
+    def get_collection(self, name: str) -> Collection:
+        with self.store.read() as tx:
+            row = self._col(tx, name)
+            return self._collection_obj(row, tx.collection_counts(row.id))
+
+    @staticmethod
+    def _col(tx: StoreTx, name: str) -> Any:
+        row = tx.collection_by_name(name)
+        if row is None:
+            raise CollectionNotFoundError(f"no collection named {name!r}", collection=name)
+        return row
+
+    def _col_row(self, name: str) -> Any:
+        with self.store.read() as tx:
+            return self._col(tx, name)
+
+    def delete_collection(self, name: str, *, actor: str = "library") -> int:
+        """Erase every subject of the collection, then the collection. Returns subjects erased."""
+        now = utcnow()
+        with self.store.write() as tx:
+            row = self._col(tx, name)
+            subjects = tx.collection_subjects(row.id)
+            n_sub, n_tpl = tx.collection_counts(row.id)
+            for s in subjects:
+                self.audit.append(tx, actor=actor, action="subject.erase", now=now, collection=name, subjects=[s.external_id],
+                                  decision="erased", details={"reason": "collection_deleted"})
+            tx.delete_collection(row.id)
+            tx.add_change(row.id, None, "collection", now)
+            self.audit.append(tx, actor=actor, action="collection.delete", now=now, collection=name, decision="deleted",
+                              details={"subjects": n_sub, "templates": n_tpl})
+        self.index.drop(row.id)
+        self.store.checkpoint()
+        return n_sub
+
+    # --- purpose / consent helpers ------------------------------------------------------------
+
+    @staticmethod
+    def _check_purpose(col: Any, purpose: str | None) -> str:
+        if not purpose:
+            raise PurposeRequiredError("a declared purpose is required for identification and verification")
+        if purpose not in col.purposes:
+            raise PurposeNotAllowedError(
+                f"purpose {purpose!r} is not allowed in collection {col.name!r} (allowed: {', '.join(col.purposes)})",
+                purpose=purpose, allowed=list(col.purposes),
+            )
+        return purpose
+
+    @staticmethod
+    def _check_consent_spec(col: Any, consent: ConsentSpec) -> ConsentSpec:
+        if not isinstance(consent, ConsentSpec):
+            raise InvalidArgumentError("consent must be a ConsentSpec")
+        if not consent.purposes:
+            raise InvalidArgumentError("a consent must name at least one purpose")
+        bad = [p for p in consent.purposes if p not in col.purposes]
+        if bad:
+            raise PurposeNotAllowedError(
+                f"purpose(s) {', '.join(bad)} not allowed in collection {col.name!r} (allowed: {', '.join(col.purposes)})",
+                purpose=bad, allowed=list(col.purposes),
+            )
+        _aware(consent.expires_at, "consent expires_at")
+        _aware(consent.granted_at, "consent granted_at")
+        now = utcnow()
+        if consent.granted_at is not None and consent.granted_at > now + dt.timedelta(minutes=5):
+            raise InvalidArgumentError("consent granted_at lies in the future")
+        if consent.expires_at is not None and consent.expires_at <= (consent.granted_at or now):
+            raise InvalidArgumentError("consent expires_at must be after it was granted")
+        if consent.evidence_ref is not None and len(consent.evidence_ref) > 512:
+            raise InvalidArgumentError("evidence_ref is at most 512 characters (a reference, not the document)")
+        return consent
+
+    @staticmethod
+    def _consent_rows(sid: int, consent: ConsentSpec, actor: str, now: dt.datetime) -> list[dict[str, Any]]:
+        granted = min(consent.granted_at or now, now)
+        return [
+            dict(subject_id=sid, purpose=p, granted_at=granted, expires_at=consent.expires_at, evidence_ref=consent.evidence_ref,
+                 withdrawn_at=None, actor=actor)
+            for p in consent.purposes
+        ]
+
+    # --- enrolment ----------------------------------------------------------------------------
+
+    def _gate(self, engine: Any, image: ImageLike, policy: QualityPolicy) -> tuple[Face | None, str | None, str | None]:
+        """The subject face if it passes the enrolment quality gate, else (face?, reason, message)."""
+        try:
+            faces = engine.detect(image)
+        except FacegateError as exc:
+            return None, exc.code, exc.message
+        if not faces:
+            return None, "no_face", "no face found"
+        face = faces[0]
+        if len(faces) > 1 and faces[1].prominence >= policy.max_second_face_ratio * face.prominence:
+            return face, "ambiguous_face", f"{len(faces)} faces; enrol photos must show one clear subject"
+        q = face.quality
+        checks = [
+            (q.detector_score < policy.min_detector_score, "low_detector_score", f"detector score {q.detector_score:.2f} < {policy.min_detector_score:g}"),
+            (q.inter_eye_px < policy.min_inter_eye_px, "face_too_small", f"eyes {q.inter_eye_px:.0f} px apart < {policy.min_inter_eye_px:g}"),
+            (q.sharpness < policy.min_sharpness, "too_blurry", f"sharpness {q.sharpness:.0f} < {policy.min_sharpness:g}"),
+            (abs(q.yaw_deg) > policy.max_abs_yaw_deg or abs(q.pitch_deg) > policy.max_abs_pitch_deg or abs(q.roll_deg) > policy.max_abs_roll_deg,
+             "pose_out_of_range", f"pose yaw {q.yaw_deg:+.0f}° pitch {q.pitch_deg:+.0f}° roll {q.roll_deg:+.0f}°"),
+            (not (policy.min_brightness <= q.brightness <= policy.max_brightness) or q.clipped > policy.max_clipped,
+             "bad_exposure", f"brightness {q.brightness:.0f}, clipped {q.clipped:.2f}"),
+        ]
+        for failed, code, msg in checks:
+            if failed:
+                return face, code, msg
+        return face, None, None
+
+    def enroll(
+        self,
+        collection: str,
+        subject: str,
+        images: ImageLike | Sequence[ImageLike],
+        *,
+        consent: ConsentSpec | None = None,
+        label: str | None = None,
+        actor: str = "library",
+    ) -> EnrollResult:
+        """Quality-gate each image and store the accepted faces' templates for ``subject``.
+
+        A new subject needs ``consent`` (ConsentRequiredError otherwise); an existing one needs
+        an active consent or a new ``consent``. Each image is accepted or rejected with a reason
+        code; accepted faces that match a *different* subject above the threshold carry
+        duplicate-identity warnings (the enrolment still happens: the operator decides).
+        """
+        _check_external_id(subject)
+        if label is not None and len(label) > 256:
+            raise InvalidArgumentError("label is at most 256 characters")
+        col = self._col_row(collection)
+        engine = self._engine_for(col)
+        if consent is not None:
+            self._check_consent_spec(col, consent)
+        now = utcnow()
+        with self.store.read() as tx:
+            existing = tx.subject(col.id, subject)
+            has_active = existing is not None and bool(tx.active_consent_subjects([existing.id], None, now))
+            n_existing = tx.count_templates(existing.id) if existing is not None else 0
+        if consent is None and not has_active:
+            raise ConsentRequiredError(
+                f"enrolling {subject!r} needs an active consent: pass consent=ConsentSpec([...purposes], evidence_ref=...)",
+                subject=subject,
+            )
+        policy = QualityPolicy.from_dict(col.quality_policy)
+        thr, _src = self._threshold(col.model_id, col.fmr, col.threshold)
+        imgs = _image_list(images)
+        if not imgs:
+            raise InvalidArgumentError("no images given")
+
+        gated = [self._gate(engine, img, policy) for img in imgs]
+        ok_idx = [i for i, (f, reason, _m) in enumerate(gated) if reason is None]
+        embeddings = engine.embed_faces([gated[i][0] for i in ok_idx]) if ok_idx else []
+        vec_of = {i: e.vector.astype(np.float32) for i, e in zip(ok_idx, embeddings)}
+
+        idx = self.index.get(col.id, col.embedding_dim, col.model_id)
+        own = np.zeros((0, col.embedding_dim), np.float32)
+        if existing is not None:
+            with idx.lock.read():
+                own = idx.subject_vectors(existing.id)
+        outcomes: dict[int, ImageOutcome] = {}
+        kept: list[int] = []
+        room = MAX_TEMPLATES_PER_SUBJECT - n_existing
+        for i, (face, reason, msg) in enumerate(gated):
+            src = _source(imgs[i], i)
+            if reason is not None:
+                outcomes[i] = ImageOutcome(i, src, False, reason, msg, face)
+                continue
+            v = vec_of[i]
+            prior = np.vstack([own] + [vec_of[j][None] for j in kept]) if (len(own) or kept) else own
+            if len(prior) and float((prior @ v).max()) >= DUPLICATE_IMAGE_COSINE:
+                outcomes[i] = ImageOutcome(i, src, False, "duplicate_image", "the same photo (or a near copy) is already enrolled", face)
+                continue
+            if len(kept) >= room:
+                outcomes[i] = ImageOutcome(i, src, False, "template_limit", f"a subject keeps at most {MAX_TEMPLATES_PER_SUBJECT} templates", face)
+                continue
+            hits, _n = idx.search(v, 3, None, now.timestamp(), exclude_subject=None if existing is None else existing.id)
+            dups = tuple(DuplicateMatch(h.external_id, h.score) for h in hits if h.score >= thr and h.external_id != subject)
+            outcomes[i] = ImageOutcome(i, src, True, None, None, face, None, dups)
+            kept.append(i)
+
+        created = False
+        consents_out: tuple[Consent, ...] = ()
+        with self.store.write() as tx:
+            col = self._col(tx, collection)
+            s = tx.subject(col.id, subject)
+            if s is None and kept:
+                if consent is None:
+                    raise ConsentRequiredError(f"subject {subject!r} was erased meanwhile; enrolment needs a consent", subject=subject)
+                _dek, wrapped = self.crypto.new_subject_key(col.id, subject)
+                try:
+                    sid = tx.insert_subject(collection_id=col.id, external_id=subject, label=label, created_at=now,
+                                            last_seen_at=now, wrapped_key=wrapped, master_key_id=self.crypto.master_key_id)
+                except _Duplicate:  # pragma: no cover - serialised by the write lock
+                    raise
+                s = tx.subject(col.id, subject)
+                created = True
+            elif s is not None and consent is None and not tx.active_consent_subjects([s.id], None, now):
+                raise ConsentRequiredError(f"subject {subject!r} has no active consent; pass a new consent", subject=subject)
+            if s is not None:
+                sid = s.id
+                cipher = self.crypto.subject_key(s.wrapped_key, col.id, subject)
+                if consent is not None:
+                    tx.insert_consents(self._consent_rows(sid, consent, actor, now))
+                for i in kept:
+                    nonce, ct = cipher.encrypt(vec_of[i], col.model_id)
+                    q = gated[i][0].quality.to_dict()  # type: ignore[union-attr]
+                    tid = tx.insert_template(subject_id=sid, collection_id=col.id, model_id=col.model_id, nonce=nonce,
+                                             ciphertext=ct, quality=q, created_at=now)
+                    o = outcomes[i]
+                    outcomes[i] = ImageOutcome(o.index, o.source, True, None, None, o.face, tid, o.duplicates)
+                values: dict[str, Any] = {"last_seen_at": now}
+                if label is not None:
+                    values["label"] = label
+                tx.update_subject(sid, **values)
+                tx.add_change(col.id, sid, "subject", now)
+                consents_out = tuple(self._consent(r) for r in tx.consents_of([sid]))
+            result = EnrollResult(collection, subject, created, tuple(outcomes[i] for i in range(len(imgs))), consents_out)
+            dups = [d.subject for d in result.duplicates]
+            self.audit.append(
+                tx, actor=actor, action="enroll", now=now, collection=collection, subjects=[subject, *dups],
+                decision="enrolled" if result.accepted else "rejected",
+                score=max((d.score for d in result.duplicates), default=None),
+                details={"accepted": result.accepted, "rejected": result.rejected, "created": created,
+                         "reasons": sorted({o.reason for o in result.images if o.reason}),
+                         "duplicates": dups, "consent_purposes": list(consent.purposes) if consent else []},
+            )
+        self.index.sync()
+        return result
+
+    def import_templates(
+        self,
+        collection: str,
+        items: Iterable[tuple[str, np.ndarray, ConsentSpec | None]],
+        *,
+        model_id: str,
+        actor: str = "library",
+        batch: int = 1000,
+    ) -> int:
+        """Store ready-made templates (e.g. moving a gallery between backends, or benchmarks).
+
+        ``items``: (subject external id, vectors (m × dim) of ``model_id``, consent or None).
+        Refuses templates of a model other than the collection's (ModelMismatchError). A new
+        subject needs a consent. No quality gate (there are no images). Returns templates stored.
+        """
+        col = self._col_row(collection)
+        if model_id != col.model_id:
+            raise ModelMismatchError(
+                f"collection {collection!r} is pinned to {col.model_id}; refusing templates of {model_id}",
+                collection=collection, pinned=col.model_id, given=model_id,
+            )
+        total = 0
+        buf: list[tuple[str, np.ndarray, ConsentSpec | None]] = []
+
+        def flush() -> None:
+            nonlocal total
+            if not buf:
+                return
+            now = utcnow()
+            with self.store.write() as tx:
+                c = self._col(tx, collection)
+                exts = [e for e, _v, _c in buf]
+                if len(set(exts)) != len(exts):
+                    raise InvalidArgumentError("a subject appears twice in one import batch")
+                have = tx.subjects_by_external(c.id, exts)
+                new_rows = []
+                ciphers = {}
+                for ext, _v, cons in buf:
+                    if ext in have:
+                        continue
+                    if cons is None:
+                        raise ConsentRequiredError(f"new subject {ext!r} needs a consent", subject=ext)
+                    dek, wrapped = self.crypto.new_subject_key(c.id, ext)
+                    from .crypto import SubjectCipher
+
+                    ciphers[ext] = SubjectCipher(dek, c.id, ext)
+                    new_rows.append(dict(collection_id=c.id, external_id=ext, label=None, created_at=now, last_seen_at=now,
+                                         wrapped_key=wrapped, master_key_id=self.crypto.master_key_id))
+                tx.insert_subjects_many(new_rows)
+                have = tx.subjects_by_external(c.id, exts)
+                consent_rows: list[dict[str, Any]] = []
+                tpl_rows: list[dict[str, Any]] = []
+                for ext, vecs, cons in buf:
+                    s = have[ext]
+                    cipher = ciphers.get(ext) or self.crypto.subject_key(s.wrapped_key, c.id, ext)
+                    if cons is not None:
+                        self._check_consent_spec(c, cons)
+                        consent_rows.extend(self._consent_rows(s.id, cons, actor, now))
+                    V = np.asarray(vecs, np.float32).reshape(-1, c.embedding_dim)
+                    V = V / np.maximum(np.linalg.norm(V, axis=1, keepdims=True), 1e-12)
+                    for v in V:
+                        nonce, ct = cipher.encrypt(v, c.model_id)
+                        tpl_rows.append(dict(subject_id=s.id, collection_id=c.id, model_id=c.model_id, nonce=nonce,
+                                             ciphertext=ct, quality={}, created_at=now))
+                tx.insert_consents(consent_rows)
+                tx.insert_templates_many(tpl_rows)
+                tx.add_changes_many(c.id, [have[e].id for e in exts], "subject", now)
+                self.audit.append(tx, actor=actor, action="enroll.import", now=now, collection=collection, subjects=exts,
+                                  decision="enrolled", details={"templates": len(tpl_rows), "model": model_id})
+                total += len(tpl_rows)
+            buf.clear()
+
+        for item in items:
+            _check_external_id(item[0])
+            buf.append(item)
+            if len(buf) >= batch:
+                flush()
+        flush()
+        self.index.sync()
+        return total
+
+    # --- search -------------------------------------------------------------------------------
+
+    def identify(
+        self, collection: str, image: ImageLike, *, purpose: str, top_k: int = 5, actor: str = "library"
+    ) -> IdentifyResult:
+        """Who is this? Candidates at or above the collection's threshold among subjects whose
+        consent covers ``purpose`` right now, best first (empty: no match). The probe is not stored."""
+        if not (1 <= int(top_k) <= MAX_TOP_K):
+            raise InvalidArgumentError(f"top_k must be between 1 and {MAX_TOP_K}")
+        col = self._col_row(collection)
+        self._check_purpose(col, purpose)
+        engine = self._engine_for(col)
+        emb = engine.embed(image)
+        return self._identify_vector(col, emb.vector, emb.face, purpose, int(top_k), actor)
+
+    def identify_vector(self, collection: str, vector: np.ndarray, *, purpose: str, top_k: int = 5,
+                        model_id: str, actor: str = "library") -> IdentifyResult:
+        """``identify`` for a template computed elsewhere (same model required)."""
+        col = self._col_row(collection)
+        self._check_purpose(col, purpose)
+        if model_id != col.model_id:
+            raise ModelMismatchError(f"collection {collection!r} is pinned to {col.model_id}, not {model_id}")
+        from ..results import Quality
+
+        face = Face((0, 0, 0, 0), (), 0.0, Quality(0, 0, 0, 0, 0, 0, 0, 0))
+        return self._identify_vector(col, np.asarray(vector, np.float32), face, purpose, int(top_k), actor)
+
+    def _identify_vector(self, col: Any, vector: np.ndarray, face: Face, purpose: str, top_k: int, actor: str) -> IdentifyResult:
+        thr, _src = self._threshold(col.model_id, col.fmr, col.threshold)
+        now = utcnow()
+        idx = self.index.get(col.id, col.embedding_dim, col.model_id)
+        hits, searched = idx.search(vector, top_k + 2, purpose, now.timestamp())
+        above = [h for h in hits if h.score >= thr]
+        best = hits[0].score if hits else None
+        with self.store.write() as tx:
+            confirmed = tx.active_consent_subjects([h.subject_id for h in above], purpose, now) if above else set()
+            above = [h for h in above if h.subject_id in confirmed][:top_k]
+            tx.touch_subjects([h.subject_id for h in above], now)
+            self.audit.append(
+                tx, actor=actor, action="identify", now=now, collection=col.name, subjects=[h.external_id for h in above],
+                purpose=purpose, decision="match" if above else "no_match", score=above[0].score if above else best,
+                details={"top_k": top_k, "candidates": len(above), "searched_subjects": searched, "threshold": round(thr, 6)},
+            )
+        cands = tuple(Candidate(h.external_id, h.label, h.score, r) for r, h in enumerate(above, 1))
+        return IdentifyResult(col.name, purpose, cands, thr, col.fmr, col.model_id, face, searched)
+
+    def verify(
+        self, collection: str, subject: str, image: ImageLike, *, purpose: str, actor: str = "library"
+    ) -> SubjectVerifyResult:
+        """1:1: is the person in ``image`` the enrolled ``subject``? Best score over the subject's
+        templates against the collection threshold. ConsentRequiredError if the subject's
+        consent does not cover ``purpose`` now."""
+        col = self._col_row(collection)
+        self._check_purpose(col, purpose)
+        engine = self._engine_for(col)
+        now = utcnow()
+        with self.store.read() as tx:
+            s = tx.subject(col.id, subject)
+            ok = s is not None and bool(tx.active_consent_subjects([s.id], purpose, now))
+        if s is None:
+            raise SubjectNotFoundError(f"no subject {subject!r} in collection {collection!r}", subject=subject)
+        if not ok:
+            with self.store.write() as tx:
+                self.audit.append(tx, actor=actor, action="verify", now=now, collection=collection, subjects=[subject],
+                                  purpose=purpose, decision="refused_no_consent")
+            raise ConsentRequiredError(f"subject {subject!r} has no active consent for purpose {purpose!r}",
+                                       subject=subject, purpose=purpose)
+        emb = engine.embed(image)
+        thr, _src = self._threshold(col.model_id, col.fmr, col.threshold)
+        idx = self.index.get(col.id, col.embedding_dim, col.model_id)
+        with idx.lock.read():
+            V = idx.subject_vectors(s.id)
+        score = float((V @ emb.vector.astype(np.float32)).max()) if len(V) else -1.0
+        match = score >= thr
+        with self.store.write() as tx:
+            if match:
+                tx.touch_subjects([s.id], now)
+            self.audit.append(tx, actor=actor, action="verify", now=now, collection=collection, subjects=[subject],
+                              purpose=purpose, decision="match" if match else "no_match", score=score,
+                              details={"threshold": round(thr, 6), "templates": int(len(V))})
+        return SubjectVerifyResult(collection, subject, purpose, match, score, thr, col.fmr, col.model_id, emb.face)
+
+    # --- subjects -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _consent(r: Any) -> Consent:
+        return Consent(r.purpose, r.granted_at, r.expires_at, r.evidence_ref, r.withdrawn_at, r.actor)
+
+    def _subject_obj(self, tx: StoreTx, collection: str, row: Any, *, templates: bool = True) -> Subject:
+        consents = tuple(self._consent(r) for r in tx.consents_of([row.id]))
+        tpls = tuple(TemplateInfo(t.id, t.model_id, t.created_at, dict(t.quality or {})) for t in tx.templates_meta(row.id)) if templates else ()
+        return Subject(collection, row.external_id, row.label, row.created_at, row.last_seen_at, tpls, consents)
+
+    def list_subjects(self, collection: str, *, limit: int = 100, offset: int = 0, purpose: str | None = None,
+                      after: str | None = None) -> list[Subject]:
+        """Subjects ordered by external id (``after`` for keyset paging); ``purpose`` keeps those
+        whose consent covers it now."""
+        if not (1 <= limit <= 10_000) or offset < 0:
+            raise InvalidArgumentError("limit must be 1–10000 and offset ≥ 0")
+        now = utcnow()
+        with self.store.read() as tx:
+            col = self._col(tx, collection)
+            rows = tx.list_subjects(col.id, limit=limit, offset=offset, purpose=purpose, now=now, after=after)
+            return [self._subject_obj(tx, collection, r) for r in rows]
+
+    def count_subjects(self, collection: str, *, purpose: str | None = None) -> int:
+        with self.store.read() as tx:
+            return tx.count_subjects(self._col(tx, collection).id, purpose, utcnow())
+
+    def get_subject(self, collection: str, subject: str) -> Subject:
+        with self.store.read() as tx:
+            col = self._col(tx, collection)
+            row = tx.subject(col.id, subject)
+            if row is None:
+                raise SubjectNotFoundError(f"no subject {subject!r} in collection {collection!r}", subject=subject)
+            return self._subject_obj(tx, collection, row)
+
+    def delete_subject(self, collection: str, subject: str, *, actor: str = "library", reason: str = "request") -> None:
+        """Erase a subject: templates, consents and data key deleted in one transaction; every
+        process's index drops it before its next search. An audit tombstone remains."""
+        now = utcnow()
+        with self.store.write() as tx:
+            col = self._col(tx, collection)
+            row = tx.subject(col.id, subject)
+            if row is None:
+                raise SubjectNotFoundError(f"no subject {subject!r} in collection {collection!r}", subject=subject)
+            self._erase(tx, col, row, actor=actor, reason=reason, now=now)
+        self.index.sync()
+        self.store.checkpoint()
+
+    def _erase(self, tx: StoreTx, col: Any, row: Any, *, actor: str, reason: str, now: dt.datetime) -> None:
+        n_t, n_c = tx.delete_subject(row.id)
+        tx.add_change(col.id, row.id, "subject", now)
+        self.audit.append(tx, actor=actor, action="subject.erase", now=now, collection=col.name, subjects=[row.external_id],
+                          decision="erased", details={"reason": reason, "templates": n_t, "consents": n_c})
+
+    # --- consent ------------------------------------------------------------------------------
+
+    def grant_consent(self, collection: str, subject: str, consent: ConsentSpec, *, actor: str = "library") -> Subject:
+        now = utcnow()
+        with self.store.write() as tx:
+            col = self._col(tx, collection)
+            self._check_consent_spec(col, consent)
+            row = tx.subject(col.id, subject)
+            if row is None:
+                raise SubjectNotFoundError(f"no subject {subject!r} in collection {collection!r} (enrol first)", subject=subject)
+            tx.insert_consents(self._consent_rows(row.id, consent, actor, now))
+            tx.add_change(col.id, row.id, "subject", now)
+            self.audit.append(tx, actor=actor, action="consent.grant", now=now, collection=collection, subjects=[subject],
+                              decision="granted", details={"purposes": list(consent.purposes), "evidence_ref": consent.evidence_ref,
+                                                           "expires_at": consent.expires_at.isoformat() if consent.expires_at else None})
+            out = self._subject_obj(tx, collection, row)
+        self.index.sync()
+        return out
+
+    def withdraw_consent(self, collection: str, subject: str, purposes: Iterable[str] | None = None, *,
+                         actor: str = "library") -> Subject:
+        """Withdraw consent for ``purposes`` (None: all). Effective for the very next search in
+        every process. A subject left with no active consent is erased by the next purge."""
+        now = utcnow()
+        plist = None if purposes is None else [p.strip() for p in purposes if p.strip()]
+        with self.store.write() as tx:
+            col = self._col(tx, collection)
+            row = tx.subject(col.id, subject)
+            if row is None:
+                raise SubjectNotFoundError(f"no subject {subject!r} in collection {collection!r}", subject=subject)
+            n = tx.withdraw_consents(row.id, plist, now)
+            tx.add_change(col.id, row.id, "subject", now)
+            self.audit.append(tx, actor=actor, action="consent.withdraw", now=now, collection=collection, subjects=[subject],
+                              decision="withdrawn", details={"purposes": plist, "consents": n})
+            out = self._subject_obj(tx, collection, row)
+        self.index.sync()
+        return out
+
+    # --- retention ----------------------------------------------------------------------------
+
+    def purge(self, *, dry_run: bool = False, actor: str = "purge", now: dt.datetime | None = None) -> PurgeReport:
+        """Erase subjects past their collection's retention (time since last interaction) or
+        with no active consent left. Idempotent and safe from cron: a lease lock in the
+        database keeps two purges from running at once (LockedError for the second)."""
+        now = _aware(now, "now") or utcnow()
+        holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        if not dry_run:
+            with self.store.write() as tx:
+                if not tx.acquire_lock("purge", holder, utcnow(), PURGE_LOCK_TTL):
+                    raise LockedError("another purge is running; try again later")
+        erased: list[PurgeItem] = []
+        try:
+            with self.store.read() as tx:
+                plan = [(c, tx.purge_candidates(c.id, c.retention_days, now)) for c in tx.collections()]
+            for col, candidates in plan:
+                for n, (sid, ext, reason) in enumerate(candidates):
+                    if dry_run:
+                        erased.append(PurgeItem(col.name, ext, reason))
+                        continue
+                    with self.store.write() as tx:
+                        if n % 200 == 199:
+                            tx.acquire_lock("purge", holder, utcnow(), PURGE_LOCK_TTL)
+                        why = tx.purge_reason(sid, col.retention_days, now)
+                        row = tx.subject(col.id, ext)
+                        if why is None or row is None or row.id != sid:
+                            continue
+                        self._erase(tx, col, row, actor=actor, reason=why, now=utcnow())
+                    erased.append(PurgeItem(col.name, ext, why))
+            if not dry_run:
+                with self.store.write() as tx:
+                    tx.prune_changes(utcnow() - CHANGE_FEED_KEEP)
+                    self.audit.append(tx, actor=actor, action="purge.run", now=utcnow(), decision="done",
+                                      details={"erased": len(erased)})
+        finally:
+            if not dry_run:
+                with self.store.write() as tx:
+                    tx.release_lock("purge", holder)
+        if erased and not dry_run:
+            self.index.sync()
+            self.store.checkpoint()
+        return PurgeReport(dry_run, tuple(erased), now)
+
+    # --- audit --------------------------------------------------------------------------------
+
+    def audit_list(self, *, collection: str | None = None, subject: str | None = None, action: str | None = None,
+                   since: dt.datetime | None = None, until: dt.datetime | None = None, limit: int = 100,
+                   before_seq: int | None = None) -> list[AuditEvent]:
+        """Events newest first. ``action`` matches exactly or as a prefix ("subject" → subject.*)."""
+        if not (1 <= limit <= 10_000):
+            raise InvalidArgumentError("limit must be 1–10000")
+        with self.store.read() as tx:
+            rows = tx.audit_query(collection=collection, subject=subject, action=action, since=_aware(since, "since"),
+                                  until=_aware(until, "until"), before_seq=before_seq, limit=limit)
+            return [row_to_event(r) for r in rows]
+
+    def audit_record(self, *, actor: str, action: str, collection: str | None = None, subjects: Sequence[str] = (),
+                     purpose: str | None = None, decision: str | None = None, score: float | None = None,
+                     details: dict[str, Any] | None = None) -> int:
+        """Record a decision made outside the gallery (e.g. the service's image-vs-image verify
+        or a liveness check) in the same hash-chained log. Never pass pixels or templates.
+        Returns the event's seq."""
+        if not AUDIT_ACTION_RE.match(action or ""):
+            raise InvalidArgumentError(f"invalid audit action {action!r}")
+        if details and len(repr(details)) > 4096:
+            raise InvalidArgumentError("audit details are limited to 4 KiB (counts and codes, not data)")
+        with self.store.write() as tx:
+            return self.audit.append(tx, actor=actor, action=action, now=utcnow(), collection=collection,
+                                     subjects=list(subjects), purpose=purpose, decision=decision, score=score, details=details)
+
+    def audit_verify(self, *, expect_head: str | None = None) -> AuditReport:
+        return self.audit.verify(self.store, expect_head=expect_head)
+
+    # --- index --------------------------------------------------------------------------------
+
+    def warm(self, collection: str | None = None) -> None:
+        """Load (decrypt and index) one or every collection now instead of at its first search."""
+        with self.store.read() as tx:
+            rows = [self._col(tx, collection)] if collection else tx.collections()
+        for r in rows:
+            self.index.get(r.id, r.embedding_dim, r.model_id)
+
+    def index_stats(self, collection: str) -> dict[str, Any]:
+        col = self._col_row(collection)
+        idx: CollectionIndex = self.index.get(col.id, col.embedding_dim, col.model_id)
+        return idx.stats()

@@ -1,0 +1,785 @@
+"""In-memory vector index over each collection's decrypted templates.
+
+Design
+------
+* **Source of truth is the store.** A collection's index is built from the database the first
+  time it is searched (decrypting every template), then kept current through the store's
+  change feed: before each search, ``GalleryIndex.sync()`` reads ``max(changes.seq)`` (one
+  indexed query) and, if another process (or thread) wrote since, reconciles exactly the
+  subjects that changed with what the database says now. Every write path (enrol, erase,
+  consent, purge) goes through the same feed, so one code path serves this process's own writes
+  and the writes of a CLI running beside ``facegate serve``.
+* **Exact search** (float32 matrix × probe, numpy) while a collection has at most
+  ``exact_max_rows`` templates, or when the rows allowed for the purpose are few.
+* **Approximate search** above that: faiss IVF with 8-bit scalar quantisation (IVF-SQ8) over
+  template ids, built automatically, ``nprobe`` tuned at build time until recall@1 against
+  exact search on self-test probes reaches ``target_recall``; its top ``rescore`` candidates are
+  re-scored exactly with the float32 vectors, so thresholds always apply to true cosine scores.
+  Retrained in the background when the collection has grown ``rebuild_growth``-fold.
+* **Consent filtering is exact and never costs a result slot.** Each subject slot carries, per
+  purpose, the time its consent for that purpose ends (−inf: none). The allowed-row mask for a
+  (purpose, now) is computed by one vectorised comparison and cached until the next expiry or
+  change. Exact search scores only allowed rows; faiss searches with an ``IDSelectorBitmap`` so
+  disallowed templates are skipped inside the scan; small allowed sets go to exact search on
+  the subset. The gallery re-checks the returned subjects' consent in the database as well.
+* **Thread safety.** faiss indexes must not be modified during a search: every index holds a
+  readers-writer lock (searches share it, mutations take it exclusively).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .crypto import Crypto, SubjectCipher
+from .errors import TemplateIntegrityError
+from .store import Store
+
+log = logging.getLogger("facegate.gallery.index")
+
+NEG_INF = -math.inf
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    exact_max_rows: int = 150_000  # above this many templates an IVF-SQ8 index is built
+    small_subset_rows: int = 30_000  # filtered searches over at most this many rows run exact
+    target_recall: float = 0.995  # recall@1 vs exact that the nprobe self-check must reach
+    nprobes: tuple[int, ...] = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+    rescore: int = 64  # approximate candidates re-scored exactly
+    rebuild_growth: float = 2.0  # retrain once the collection has grown this much since training
+    self_test_queries: int = 300
+    background_build: bool = True  # runtime (re)builds off the search path
+    seed: int = 1234
+
+
+@dataclass(frozen=True)
+class Hit:
+    subject_id: int
+    external_id: str
+    label: str | None
+    score: float
+    template_id: int
+
+
+class RWLock:
+    """Readers-writer lock, writer-preferring (a waiting writer blocks new readers)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._writer = False
+        self._waiting = 0
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if self._readers == 0:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+# --- approximate index ----------------------------------------------------------------------
+
+
+class IvfIndex:
+    """faiss IVF-SQ8 (inner product) keyed by template id. Not thread-safe: callers lock."""
+
+    def __init__(self, dim: int, n_rows: int, seed: int = 1234) -> None:
+        import faiss
+
+        self.faiss = faiss
+        self.dim = dim
+        self.nlist = int(min(8192, max(64, round(2 * math.sqrt(n_rows)))))
+        self.quantizer = faiss.IndexFlatIP(dim)
+        self.index = faiss.IndexIVFScalarQuantizer(self.quantizer, dim, self.nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
+        self.index.cp.seed = seed
+        self.nprobe = 32
+        self.recall: float | None = None
+        self.trained_rows = 0
+
+    def train(self, sample: np.ndarray) -> None:
+        self.index.train(np.ascontiguousarray(sample, dtype=np.float32))
+        self.index.set_direct_map_type(self.faiss.DirectMap.Hashtable)
+
+    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        if len(ids):
+            self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64))
+
+    def remove(self, ids: np.ndarray) -> None:
+        if len(ids):
+            ids = np.ascontiguousarray(ids, dtype=np.int64)
+            self.index.remove_ids(self.faiss.IDSelectorArray(len(ids), self.faiss.swig_ptr(ids)))
+
+    def search(self, q: np.ndarray, k: int, bitmap: np.ndarray | None, nbits: int, nprobe: int | None = None) -> np.ndarray:
+        params = self.faiss.SearchParametersIVF()
+        params.nprobe = nprobe or self.nprobe
+        if bitmap is not None:
+            sel = self.faiss.IDSelectorBitmap(nbits, self.faiss.swig_ptr(bitmap))
+            params.sel = sel
+        _d, ids = self.index.search(q.reshape(1, -1), k, params=params)
+        return ids[0][ids[0] >= 0]
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    def memory_bytes(self) -> int:
+        return self.ntotal * (self.dim + 8 + 8) + self.nlist * self.dim * 4  # codes + ids + hashtable + centroids
+
+
+# --- one collection -------------------------------------------------------------------------
+
+
+@dataclass
+class _Mask:
+    version: int
+    valid_until: float
+    n_rows: int
+    n_subjects: int
+    all_rows: bool
+    row_ok: np.ndarray | None = None
+    _rows: np.ndarray | None = None
+    _bitmap: np.ndarray | None = None
+    _nbits: int = 0
+
+    def rows(self) -> np.ndarray:
+        if self._rows is None:
+            self._rows = np.flatnonzero(self.row_ok)
+        return self._rows
+
+
+@dataclass
+class SubjectState:
+    """What the database says about one subject now (None info = erased)."""
+
+    subject_id: int
+    info: tuple[str, str | None] | None
+    template_ids: set[int] = field(default_factory=set)
+    new_vectors: dict[int, np.ndarray] = field(default_factory=dict)
+    consents: list[tuple[str, float, float, float | None]] = field(default_factory=list)  # purpose, granted, expires, withdrawn
+
+
+class CollectionIndex:
+    """Templates of one collection, exact + approximate search with exact consent filtering."""
+
+    def __init__(self, collection_id: int, dim: int, model_id: str, config: IndexConfig) -> None:
+        self.collection_id = collection_id
+        self.dim = dim
+        self.model_id = model_id
+        self.config = config
+        self.applied_seq = 0
+        self.lock = RWLock()
+        self.n = 0
+        self._X = np.zeros((0, dim), np.float32)
+        self._tid = np.zeros(0, np.int64)
+        self._rslot = np.zeros(0, np.int32)
+        self._row_of: dict[int, int] = {}
+        self._n_slots = 0
+        self._slot_of: dict[int, int] = {}
+        self._free: list[int] = []
+        self._info: dict[int, tuple[str, str | None]] = {}
+        self._tids_of: dict[int, set[int]] = {}
+        self._expiry: dict[str, np.ndarray] = {}
+        self._expiry_any = np.zeros(0, np.float64)
+        self._max_tid = 0
+        self._version = 0
+        self._masks: dict[str | None, _Mask] = {}
+        self._mask_lock = threading.Lock()
+        self.ann: IvfIndex | None = None
+        self._ann_log: list[tuple[str, np.ndarray]] | None = None
+        self._ann_thread: threading.Thread | None = None
+        self.build_seconds = 0.0
+        self.load_seconds = 0.0
+        self._sid_at_slot = np.zeros(0, np.int64)
+        self._sid_cache_version = -1
+
+    # --- capacity -------------------------------------------------------------------------
+
+    def _reserve_rows(self, need: int) -> None:
+        cap = self._X.shape[0]
+        if need <= cap:
+            return
+        new = max(need, int(cap * 1.5) + 1024)
+        X = np.zeros((new, self.dim), np.float32)
+        X[: self.n] = self._X[: self.n]
+        tid = np.zeros(new, np.int64)
+        tid[: self.n] = self._tid[: self.n]
+        rs = np.zeros(new, np.int32)
+        rs[: self.n] = self._rslot[: self.n]
+        self._X, self._tid, self._rslot = X, tid, rs
+
+    def _reserve_slots(self, need: int) -> None:
+        cap = self._expiry_any.shape[0]
+        if need <= cap:
+            return
+        new = max(need, int(cap * 1.5) + 256)
+
+        def grow(a: np.ndarray) -> np.ndarray:
+            b = np.full(new, NEG_INF, np.float64)
+            b[:cap] = a
+            return b
+
+        self._expiry_any = grow(self._expiry_any)
+        self._expiry = {p: grow(a) for p, a in self._expiry.items()}
+
+    # --- mutations (caller holds the write lock) ------------------------------------------
+
+    def _slot(self, sid: int) -> int:
+        slot = self._slot_of.get(sid)
+        if slot is None:
+            if self._free:
+                slot = self._free.pop()
+            else:
+                slot = self._n_slots
+                self._n_slots += 1
+                self._reserve_slots(self._n_slots)
+            self._slot_of[sid] = slot
+            self._tids_of[sid] = set()
+        return slot
+
+    def _set_consents(self, slot: int, consents: list[tuple[str, float, float, float | None]]) -> None:
+        for arr in self._expiry.values():
+            arr[slot] = NEG_INF
+        self._expiry_any[slot] = NEG_INF
+        for purpose, _granted, expires, withdrawn in consents:
+            if withdrawn is not None:
+                continue
+            arr = self._expiry.get(purpose)
+            if arr is None:
+                arr = self._expiry[purpose] = np.full(self._expiry_any.shape[0], NEG_INF, np.float64)
+            arr[slot] = max(arr[slot], expires)
+            self._expiry_any[slot] = max(self._expiry_any[slot], expires)
+
+    def _add_rows(self, sid: int, slot: int, tids: list[int], vectors: np.ndarray) -> None:
+        if not tids:
+            return
+        self._reserve_rows(self.n + len(tids))
+        start = self.n
+        self._X[start : start + len(tids)] = vectors
+        self._tid[start : start + len(tids)] = tids
+        self._rslot[start : start + len(tids)] = slot
+        for i, t in enumerate(tids):
+            self._row_of[t] = start + i
+        self.n += len(tids)
+        self._tids_of[sid].update(tids)
+        self._max_tid = max(self._max_tid, max(tids))
+        ids = np.asarray(tids, np.int64)
+        if self.ann is not None:
+            self.ann.add(vectors, ids)
+        if self._ann_log is not None:
+            self._ann_log.append(("add", ids))
+
+    def _remove_rows(self, sid: int, tids: list[int]) -> None:
+        if not tids:
+            return
+        for t in tids:
+            r = self._row_of.pop(t, None)
+            if r is None:
+                continue
+            last = self.n - 1
+            if r != last:
+                self._X[r] = self._X[last]
+                self._tid[r] = self._tid[last]
+                self._rslot[r] = self._rslot[last]
+                self._row_of[int(self._tid[r])] = r
+            self.n -= 1
+        self._X[self.n : self.n + len(tids)] = 0.0  # do not keep erased vectors in spare capacity
+        self._tids_of.get(sid, set()).difference_update(tids)
+        ids = np.asarray(tids, np.int64)
+        if self.ann is not None:
+            self.ann.remove(ids)
+        if self._ann_log is not None:
+            self._ann_log.append(("remove", ids))
+
+    def apply(self, state: SubjectState) -> None:
+        """Make this subject match the database (caller holds the write lock)."""
+        sid = state.subject_id
+        if state.info is None:
+            if sid in self._slot_of:
+                self._remove_rows(sid, sorted(self._tids_of.get(sid, ())))
+                slot = self._slot_of.pop(sid)
+                self._set_consents(slot, [])
+                self._free.append(slot)
+                self._info.pop(sid, None)
+                self._tids_of.pop(sid, None)
+        else:
+            slot = self._slot(sid)
+            self._info[sid] = state.info
+            gone = [t for t in self._tids_of[sid] if t not in state.template_ids]
+            self._remove_rows(sid, gone)
+            new = [t for t in sorted(state.new_vectors) if t not in self._row_of]
+            if new:
+                self._add_rows(sid, slot, new, np.stack([state.new_vectors[t] for t in new]))
+            self._set_consents(slot, state.consents)
+        self._version += 1
+
+    def bulk_load(self, subjects: dict[int, tuple[str, str | None]], tids: np.ndarray, sids: np.ndarray,
+                  X: np.ndarray, consents: dict[int, list[tuple[str, float, float, float | None]]]) -> None:
+        """Initial fill from the store (not yet shared with other threads)."""
+        for sid, info in subjects.items():
+            slot = self._slot(sid)
+            self._info[sid] = info
+            self._set_consents(slot, consents.get(sid, []))
+        self._X, self._tid = X, tids
+        self.n = len(tids)
+        self._rslot = np.fromiter((self._slot_of[int(s)] for s in sids), np.int32, count=len(sids))
+        self._row_of = {int(t): i for i, t in enumerate(tids.tolist())}
+        for t, s in zip(tids.tolist(), sids.tolist()):
+            self._tids_of[s].add(t)
+        self._max_tid = int(tids.max()) if len(tids) else 0
+        self._version += 1
+
+    # --- queries (caller holds the read lock) ---------------------------------------------
+
+    def has_template(self, tid: int) -> bool:
+        return tid in self._row_of
+
+    def subject_vectors(self, sid: int) -> np.ndarray:
+        rows = [self._row_of[t] for t in sorted(self._tids_of.get(sid, ())) if t in self._row_of]
+        return self._X[rows].copy() if rows else np.zeros((0, self.dim), np.float32)
+
+    def allowed(self, sid: int, purpose: str | None, now: float) -> bool:
+        slot = self._slot_of.get(sid)
+        if slot is None:
+            return False
+        arr = self._expiry_any if purpose is None else self._expiry.get(purpose)
+        return arr is not None and bool(arr[slot] > now)
+
+    def _mask(self, purpose: str | None, now: float) -> _Mask:
+        m = self._masks.get(purpose)
+        if m is not None and m.version == self._version and now < m.valid_until:
+            return m
+        arr = self._expiry_any if purpose is None else self._expiry.get(purpose)
+        if arr is None or self.n == 0:
+            m = _Mask(self._version, math.inf, 0, 0, False)
+        else:
+            exp = arr[: self._n_slots]
+            slot_ok = exp > now
+            live = exp[slot_ok]
+            valid_until = float(live.min()) if live.size else math.inf
+            row_ok = slot_ok[self._rslot[: self.n]]
+            n_rows = int(np.count_nonzero(row_ok))
+            m = _Mask(self._version, valid_until, n_rows, int(np.count_nonzero(slot_ok)), n_rows == self.n, row_ok)
+        with self._mask_lock:
+            self._masks[purpose] = m
+        return m
+
+    def _bitmap(self, m: _Mask) -> tuple[np.ndarray, int]:
+        if m._bitmap is None:
+            nbits = self._max_tid + 1
+            bits = np.zeros(nbits, bool)
+            bits[self._tid[: self.n][m.row_ok]] = True
+            m._bitmap, m._nbits = np.packbits(bits, bitorder="little"), nbits
+        return m._bitmap, m._nbits
+
+    def allowed_subjects(self, purpose: str | None, now: float) -> int:
+        return self._mask(purpose, now).n_subjects
+
+    def _candidates(self, q: np.ndarray, kt: int, m: _Mask, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, exact scores) of up to ``kt`` best allowed rows."""
+        cfg = self.config
+        use_ann = self.ann is not None and self.n > cfg.exact_max_rows and m.n_rows > cfg.small_subset_rows
+        if use_ann:
+            assert self.ann is not None
+            bitmap, nbits = (None, 0) if m.all_rows else self._bitmap(m)
+            ids = self.ann.search(q, max(kt, cfg.rescore), bitmap, nbits, nprobe)
+            rows = np.fromiter((self._row_of.get(int(t), -1) for t in ids), np.int64, count=len(ids))
+            rows = rows[rows >= 0]
+            scores = self._X[rows] @ q
+        elif m.all_rows:
+            scores = self._X[: self.n] @ q
+            rows = None
+        elif m.n_rows * 4 <= self.n:
+            rows = m.rows()
+            scores = self._X[rows] @ q
+        else:
+            scores = self._X[: self.n] @ q
+            scores[~m.row_ok] = NEG_INF
+            rows = None
+        if len(scores) > kt:
+            top = np.argpartition(-scores, kt - 1)[:kt]
+        else:
+            top = np.arange(len(scores))
+        top = top[np.argsort(-scores[top], kind="stable")]
+        picked = top if rows is None else rows[top]
+        sc = scores[top]
+        keep = sc > NEG_INF
+        return np.asarray(picked)[keep], sc[keep]
+
+    def search(self, q: np.ndarray, k: int, purpose: str | None, now: float, *,
+               exclude_subject: int | None = None, nprobe: int | None = None) -> tuple[list[Hit], int]:
+        """Best ``k`` subjects (best template each) whose consent covers ``purpose`` at ``now``
+        (epoch seconds; purpose None = any active consent). Returns (hits, allowed subjects)."""
+        q = np.ascontiguousarray(q, dtype=np.float32).reshape(-1)
+        with self.lock.read():
+            m = self._mask(purpose, now)
+            if m.n_rows == 0:
+                return [], m.n_subjects
+            want = k + (1 if exclude_subject is not None else 0)
+            kt = min(m.n_rows, max(self.config.rescore, 4 * want))
+            while True:
+                rows, scores = self._candidates(q, kt, m, nprobe)
+                best: dict[int, tuple[float, int]] = {}
+                sid_at = self._sid_of_rows(rows)
+                for r, s, sid in zip(rows.tolist(), scores.tolist(), sid_at):
+                    if sid == exclude_subject or sid in best:
+                        continue
+                    best[sid] = (s, int(self._tid[r]))
+                if len(best) >= want or kt >= m.n_rows or (self.ann is not None and self.n > self.config.exact_max_rows and kt >= 4096):
+                    break
+                kt = min(m.n_rows, kt * 4)
+            ranked = sorted(best.items(), key=lambda kv: -kv[1][0])[:k]
+            hits = [Hit(sid, self._info[sid][0], self._info[sid][1], float(s), t) for sid, (s, t) in ranked]
+            return hits, m.n_subjects
+
+    def _sid_of_rows(self, rows: np.ndarray) -> list[int]:
+        if self._sid_cache_version != self._version:
+            sid_at = np.full(max(self._n_slots, 1), -1, np.int64)
+            for sid, slot in self._slot_of.items():
+                sid_at[slot] = sid
+            self._sid_at_slot, self._sid_cache_version = sid_at, self._version
+        return self._sid_at_slot[self._rslot[rows]].tolist()
+
+    # --- approximate index lifecycle ------------------------------------------------------
+
+    def needs_ann(self) -> bool:
+        if self.n <= self.config.exact_max_rows:
+            return False
+        if self.ann is None:
+            return True
+        return self.n > self.config.rebuild_growth * max(self.ann.trained_rows, 1)
+
+    def build_ann(self, *, locked: bool) -> IvfIndex:
+        """Train and fill an IVF-SQ8 index, tune nprobe against exact search.
+
+        ``locked=False`` (runtime rebuild): reads the live arrays in chunks under the read lock
+        while writers continue; their changes are logged and replayed before the swap.
+        """
+        t0 = time.perf_counter()
+        rng = np.random.default_rng(self.config.seed)
+        ctx = _nullcontext if locked else self.lock.read
+        with ctx():
+            n = self.n
+            ann = IvfIndex(self.dim, n, self.config.seed)
+            n_train = min(n, max(40 * ann.nlist, 20_000))
+            sample = self._X[rng.choice(n, n_train, replace=False)] if n_train < n else self._X[:n].copy()
+            tids = self._tid[:n].copy()
+            if not locked:
+                self._ann_log = []
+        ann.train(sample)
+        del sample
+        chunk = 100_000
+        for start in range(0, len(tids), chunk):
+            with ctx():
+                part = tids[start : start + chunk]
+                rows = np.fromiter((self._row_of.get(int(t), -1) for t in part), np.int64, count=len(part))
+                ok = rows >= 0
+                vecs = self._X[rows[ok]].copy()
+            ann.add(vecs, part[ok])
+        ann.trained_rows = len(tids)
+        self._tune(ann, rng, ctx)
+        if not locked:
+            with self.lock.write():
+                for op, ids in self._ann_log or []:
+                    if op == "add":
+                        present = np.array([t for t in ids.tolist() if t in self._row_of], np.int64)
+                        ann.remove(present)  # idempotent re-add
+                        ann.add(self._X[[self._row_of[int(t)] for t in present]], present)
+                    else:
+                        ann.remove(ids)
+                self._ann_log = None
+                self.ann = ann
+                self._version += 1
+        else:
+            self.ann = ann
+        self.build_seconds = time.perf_counter() - t0
+        log.info("collection %s: IVF-SQ8 nlist=%d nprobe=%d recall@1=%.4f over %d rows in %.1fs",
+                 self.collection_id, ann.nlist, ann.nprobe, ann.recall or 0, ann.ntotal, self.build_seconds)
+        return ann
+
+    def _tune(self, ann: IvfIndex, rng: np.random.Generator, ctx: Any) -> None:
+        """Pick the smallest nprobe whose recall@1 (vs exact) on self-test probes meets the target.
+
+        Probes are stored templates plus isotropic noise scaled to cosine ≈ 0.7 with their
+        source — the similarity of a fresh photo of an enrolled person.
+        """
+        with ctx():
+            n = self.n
+            nq = min(self.config.self_test_queries, n)
+            src = self._X[rng.choice(n, nq, replace=False)]
+            noise = rng.standard_normal(src.shape).astype(np.float32) * (1.0 / math.sqrt(self.dim))
+            Q = src + noise
+            Q /= np.linalg.norm(Q, axis=1, keepdims=True)
+            best_s = np.full(nq, NEG_INF, np.float32)
+            best_t = np.zeros(nq, np.int64)
+            for start in range(0, n, 65_536):
+                S = Q @ self._X[start : min(n, start + 65_536)].T
+                j = S.argmax(1)
+                s = S[np.arange(nq), j]
+                better = s > best_s
+                best_s[better] = s[better]
+                best_t[better] = self._tid[start + j[better]]
+            row_of = self._row_of
+            X = self._X
+            for nprobe in self.config.nprobes:
+                hit = 0
+                for i in range(nq):
+                    ids = ann.search(Q[i], self.config.rescore, None, 0, nprobe)
+                    rows = [row_of[int(t)] for t in ids if int(t) in row_of]
+                    if rows:
+                        sc = X[rows] @ Q[i]
+                        top_tid = self._tid[rows[int(sc.argmax())]]
+                        hit += int(top_tid == best_t[i] or sc.max() >= best_s[i] - 1e-6)
+                ann.nprobe, ann.recall = nprobe, hit / max(nq, 1)
+                if ann.recall >= self.config.target_recall:
+                    break
+
+    def maybe_rebuild_ann(self) -> None:
+        """Start a background (re)build when the collection crossed a size threshold."""
+        if not self.needs_ann() or (self._ann_thread is not None and self._ann_thread.is_alive()):
+            return
+        if not self.config.background_build:
+            self.build_ann(locked=False)
+            return
+        self._ann_thread = threading.Thread(target=self._safe_build, name=f"facegate-ivf-{self.collection_id}", daemon=True)
+        self._ann_thread.start()
+
+    def _safe_build(self) -> None:
+        try:
+            self.build_ann(locked=False)
+        except Exception:  # noqa: BLE001 - exact search keeps working
+            self._ann_log = None
+            log.exception("building the approximate index failed; exact search continues")
+
+    def wait_for_build(self, timeout: float | None = None) -> None:
+        t = self._ann_thread
+        if t is not None:
+            t.join(timeout)
+
+    def stats(self) -> dict[str, Any]:
+        with self.lock.read():
+            ann = self.ann
+            mode = "ivf-sq8" if ann is not None and self.n > self.config.exact_max_rows else "exact"
+            return {
+                "templates": self.n,
+                "subjects": len(self._slot_of),
+                "mode": mode,
+                "nlist": ann.nlist if ann else None,
+                "nprobe": ann.nprobe if ann else None,
+                "self_test_recall_at_1": ann.recall if ann else 1.0,
+                "trained_rows": ann.trained_rows if ann else None,
+                "memory_bytes": int(self._X.nbytes + self._tid.nbytes + self._rslot.nbytes + (ann.memory_bytes() if ann else 0)),
+                "load_seconds": round(self.load_seconds, 3),
+                "ann_build_seconds": round(self.build_seconds, 3),
+                "applied_seq": self.applied_seq,
+            }
+
+
+@contextmanager
+def _nullcontext() -> Iterator[None]:
+    yield
+
+
+def _ts(t: Any) -> float:
+    return NEG_INF if t is None else t.timestamp()
+
+
+def _consent_tuple(row: Any) -> tuple[str, float, float, float | None]:
+    expires = math.inf if row.expires_at is None else row.expires_at.timestamp()
+    withdrawn = None if row.withdrawn_at is None else row.withdrawn_at.timestamp()
+    return (row.purpose, row.granted_at.timestamp(), expires, withdrawn)
+
+
+# --- all collections of one process ---------------------------------------------------------
+
+
+class GalleryIndex:
+    """The process's indexes, loaded lazily per collection and synced through the change feed."""
+
+    def __init__(self, store: Store, crypto: Crypto, config: IndexConfig | None = None) -> None:
+        self.store = store
+        self.crypto = crypto
+        self.config = config or IndexConfig()
+        self._cols: dict[int, CollectionIndex] = {}
+        self._sync_lock = threading.RLock()
+
+    def get(self, collection_id: int, dim: int, model_id: str) -> CollectionIndex:
+        """The collection's index, current with the store (loads it on first use)."""
+        idx = self._cols.get(collection_id)
+        if idx is None:
+            with self._sync_lock:
+                idx = self._cols.get(collection_id)
+                if idx is None:
+                    idx = self._load(collection_id, dim, model_id)
+                    self._cols[collection_id] = idx
+        self.sync()
+        return idx
+
+    def loaded(self) -> list[CollectionIndex]:
+        return list(self._cols.values())
+
+    def drop(self, collection_id: int) -> None:
+        with self._sync_lock:
+            self._cols.pop(collection_id, None)
+
+    def _load(self, cid: int, dim: int, model_id: str) -> CollectionIndex:
+        t0 = time.perf_counter()
+        idx = CollectionIndex(cid, dim, model_id, self.config)
+        with self.store.read() as tx:
+            seq = tx.max_seq()
+            subjects = {r.id: r for r in tx.collection_subjects(cid)}
+            consents: dict[int, list] = defaultdict(list)
+            for r in tx.collection_consents(cid):
+                consents[r.subject_id].append(_consent_tuple(r))
+            _n_sub, n_tpl = tx.collection_counts(cid)
+            X = np.zeros((max(n_tpl, 1), dim), np.float32)
+            tids = np.zeros(max(n_tpl, 1), np.int64)
+            sids = np.zeros(max(n_tpl, 1), np.int64)
+            n = 0
+            cipher: SubjectCipher | None = None
+            cipher_sid = None
+            foreign = 0
+            for tid, sid, mid, nonce, ct in tx.collection_templates(cid):
+                if mid != model_id:
+                    foreign += 1
+                    continue
+                if sid != cipher_sid:
+                    s = subjects.get(sid)
+                    if s is None:
+                        continue
+                    cipher, cipher_sid = self.crypto.subject_key(s.wrapped_key, cid, s.external_id), sid
+                if n >= X.shape[0]:  # rows committed between count and scan cannot appear in one snapshot
+                    break
+                assert cipher is not None
+                X[n] = cipher.decrypt(nonce, ct, mid)
+                tids[n], sids[n] = tid, sid
+                n += 1
+        if foreign:
+            log.warning("collection %s: %d templates of another model ignored", cid, foreign)
+        idx.bulk_load({sid: (r.external_id, r.label) for sid, r in subjects.items()}, tids[:n].copy(), sids[:n].copy(),
+                      _own(X, n), consents)
+        idx.applied_seq = seq
+        idx.load_seconds = time.perf_counter() - t0
+        if idx.needs_ann():
+            idx.build_ann(locked=True)
+        return idx
+
+    def sync(self) -> None:
+        """Catch up with every write committed since this process last looked (any process)."""
+        if not self._cols:
+            return
+        head = self.store.max_seq()
+        if all(c.applied_seq >= head for c in list(self._cols.values())):
+            return
+        with self._sync_lock:
+            cols = dict(self._cols)
+            low = min(c.applied_seq for c in cols.values())
+            with self.store.read() as tx:
+                head = tx.max_seq()
+                if low >= head:
+                    return
+                if tx.pruned_through() > low:
+                    reload = [c for c in cols.values() if c.applied_seq < tx.pruned_through()]
+                else:
+                    reload = []
+                changes = tx.changes_since(low, head)
+                touched: dict[int, set[int]] = defaultdict(set)
+                dropped: set[int] = set()
+                for ch in changes:
+                    c = cols.get(ch.collection_id)
+                    if c is None or ch.seq <= c.applied_seq:
+                        continue
+                    if ch.op == "collection":
+                        if tx.collection_by_id(ch.collection_id) is None:
+                            dropped.add(ch.collection_id)
+                    elif ch.subject_id is not None:
+                        touched[ch.collection_id].add(ch.subject_id)
+                all_sids = sorted({s for v in touched.values() for s in v})
+                subj = {r.id: r for r in tx.subjects_by_ids(all_sids)}
+                tids_by_sid: dict[int, set[int]] = defaultdict(set)
+                for tid, sid in tx.template_ids_of(all_sids):
+                    tids_by_sid[sid].add(tid)
+                cons: dict[int, list] = defaultdict(list)
+                for r in tx.consents_of(all_sids):
+                    cons[r.subject_id].append(_consent_tuple(r))
+                need: list[int] = []
+                for cid, sids in touched.items():
+                    c = cols[cid]
+                    need.extend(t for s in sids for t in tids_by_sid.get(s, ()) if not c.has_template(t))
+                cts = tx.template_ciphertexts(need)
+            vectors: dict[int, dict[int, np.ndarray]] = defaultdict(dict)
+            ciphers: dict[int, SubjectCipher] = {}
+            for tid, sid, mid, nonce, ct in cts:
+                s = subj.get(sid)
+                if s is None:
+                    continue
+                c = cols.get(s.collection_id)
+                if c is None or mid != c.model_id:
+                    continue
+                if sid not in ciphers:
+                    ciphers[sid] = self.crypto.subject_key(s.wrapped_key, s.collection_id, s.external_id)
+                try:
+                    vectors[sid][tid] = ciphers[sid].decrypt(nonce, ct, mid)
+                except TemplateIntegrityError:
+                    log.error("template %s of subject %s failed authentication; not indexed", tid, sid)
+            for cid in dropped:
+                self._cols.pop(cid, None)
+            for cid, sids in touched.items():
+                if cid in dropped:
+                    continue
+                c = cols[cid]
+                states = []
+                for sid in sids:
+                    s = subj.get(sid)
+                    if s is None or s.collection_id != cid:
+                        states.append(SubjectState(sid, None))
+                    else:
+                        states.append(SubjectState(sid, (s.external_id, s.label), tids_by_sid.get(sid, set()),
+                                                   vectors.get(sid, {}), cons.get(sid, [])))
+                with c.lock.write():
+                    for st in states:
+                        c.apply(st)
+                    c.applied_seq = head
+                c.maybe_rebuild_ann()
+            for c in cols.values():
+                if c.collection_id not in touched and c.collection_id not in dropped:
+                    c.applied_seq = max(c.applied_seq, head)
+            for c in reload:
+                fresh = self._load(c.collection_id, c.dim, c.model_id)
+                self._cols[c.collection_id] = fresh
+
+
+def _own(X: np.ndarray, n: int) -> np.ndarray:
+    return X if X.shape[0] == n else X[:n].copy()
