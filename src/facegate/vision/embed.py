@@ -1,24 +1,45 @@
-"""Face embedding with onnxruntime: aligned 112×112 RGB crops -> L2-normalised templates."""
+"""Face embedding with onnxruntime: aligned 112×112 RGB crops -> L2-normalised templates.
+
+Speed notes (2-core x86, SFace int8bq; measured by bench/speed.py):
+
+- ``session.disable_quant_qdq``: the weights are block-quantised int8 that only dequantise to
+  float constants (activations stay float), so letting ORT fold the DequantizeLinear nodes
+  gives the same float graph OpenCV runs, without re-dequantising every call.
+- PRelu rewrite (:func:`_rewrite_prelu`): ORT has no fused or blocked-layout kernel for PRelu
+  with per-channel slopes; it fell back to a generic broadcasting loop and forced a layout
+  change (NCHWc -> NCHW -> NCHWc) around every one of SFace's 27 PRelus. More than half the
+  CPU time went there. Rewritten as ``relu(x) + (-slope) * relu(-x)`` every op stays in ORT's
+  NCHWc layout (the per-channel multiplies become fused 1×1 depthwise convs with a fused Relu
+  and a fused Add), which halves the embedding time. The identity is exact in floating point
+  (for x > 0 it is x + 0, for x < 0 it is 0 + slope·x), so templates match the original
+  graph to float rounding of the fused kernels (max abs difference ~1e-7).
+- No busy-waiting of the intra-op threads (``allow_spinning=0``): on a small machine shared
+  with decode/detect threads, or with other processes, spinning threads steal the cores the
+  real work needs.
+"""
 
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+from onnx import helper, numpy_helper
 
 from ..errors import ModelError
 from ..models import ModelSpec
 
 
-def _prepare_graph(data: bytes) -> bytes:
+def _prepare_graph(data: bytes, *, rewrite_prelu: bool = True) -> bytes:
     """Make the exported graph runnable and fast under onnxruntime.
 
     - SFace int8bq lists its weights as graph inputs. ORT would then demand feeds for them
       (or treat them as overridable and skip constant folding), so drop every input that is
       an initializer or unused.
     - Make the batch dimension symbolic so several faces run in one call.
+    - Rewrite per-channel PRelu into ops ORT keeps in its blocked layout (see module doc).
     """
     model = onnx.load_from_string(data)
     inits = {i.name for i in model.graph.initializer}
@@ -30,32 +51,103 @@ def _prepare_graph(data: bytes) -> bytes:
     model.graph.input.extend(keep)
     for value in (model.graph.input[0], model.graph.output[0]):
         value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    if rewrite_prelu:
+        _rewrite_prelu(model)
     return model.SerializeToString()
 
 
+def _rewrite_prelu(model: onnx.ModelProto) -> int:
+    """Replace ``PRelu(x, s)`` with constant per-channel slopes s of shape (C, 1, 1) or
+    (1, C, 1, 1) by ``Relu(x) + Mul(Relu(Mul(x, -1)), -s)``. Returns how many were rewritten.
+
+    Exact: x > 0 gives x + (-s)·0 = x; x ≤ 0 gives 0 + (-s)·(-x) = s·x (negation is exact).
+    Other PRelus (scalar or non-channel slopes, slopes computed at run time) are left alone.
+    """
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    nodes: list[onnx.NodeProto] = []
+    count = 0
+    for node in graph.node:
+        slope = inits.get(node.input[1]) if node.op_type == "PRelu" and len(node.input) == 2 else None
+        shape = tuple(slope.dims) if slope is not None else ()
+        if slope is None or len(shape) not in (3, 4) or shape[-2:] != (1, 1) or (len(shape) == 4 and shape[0] != 1):
+            nodes.append(node)
+            continue
+        s = numpy_helper.to_array(slope).astype(np.float32)
+        x, y = node.input[0], node.output[0]
+        tag = f"{node.name or y}__prelu{count}"
+        graph.initializer.append(numpy_helper.from_array(np.full_like(s, -1.0), f"{tag}_minus_one"))
+        graph.initializer.append(numpy_helper.from_array(-s, f"{tag}_minus_slope"))
+        nodes += [
+            helper.make_node("Relu", [x], [f"{tag}_pos"], name=f"{tag}_relu_pos"),
+            helper.make_node("Mul", [x, f"{tag}_minus_one"], [f"{tag}_neg_x"], name=f"{tag}_negate"),
+            helper.make_node("Relu", [f"{tag}_neg_x"], [f"{tag}_neg"], name=f"{tag}_relu_neg"),
+            helper.make_node("Mul", [f"{tag}_neg", f"{tag}_minus_slope"], [f"{tag}_neg_part"], name=f"{tag}_scale"),
+            helper.make_node("Add", [f"{tag}_pos", f"{tag}_neg_part"], [y], name=f"{tag}_sum"),
+        ]
+        count += 1
+    if count:
+        del graph.node[:]
+        graph.node.extend(nodes)
+    return count
+
+
+def _session(graph: bytes, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.disable_quant_qdq", "1")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+
+
+def default_threads() -> int:
+    """Cores this process may use (affinity-aware), capped at 4: SFace scales poorly beyond."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores))
+
+
 class Embedder:
-    """Thread-safe: onnxruntime sessions may be run from several threads at once."""
+    """Thread-safe: onnxruntime sessions may be run from several threads at once.
+
+    Two sessions over the same graph:
+    - ``embed`` (one call at a time per caller, lowest latency) uses ``threads`` intra-op threads;
+    - ``embed_serial`` runs on the calling thread only (1 intra-op thread). Batch pipelines call
+      it from one worker per core, so cores are not oversubscribed and no thread waits on
+      another's barrier. It is created on first use.
+    """
 
     def __init__(self, spec: ModelSpec, *, threads: int | None = None) -> None:
         if spec.kind != "embedder" or spec.embedding_dim is None:
             raise ModelError(f"{spec.id} is not an embedding model")
         self.spec = spec
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
-        options.log_severity_level = 3
-        # The weights are block-quantised int8 that dequantise to float constants. Letting ORT
-        # fold them (instead of keeping Q/DQ pairs for int8 kernels) halves CPU latency here
-        # and gives bit-identical embeddings to OpenCV's reference.
-        options.add_session_config_entry("session.disable_quant_qdq", "1")
-        self._session = ort.InferenceSession(
-            _prepare_graph(spec.read_verified()), options, providers=["CPUExecutionProvider"]
-        )
+        self.threads = threads or default_threads()
+        self._graph = _prepare_graph(spec.read_verified())
+        self._session = _session(self._graph, self.threads)
+        self._serial: ort.InferenceSession | None = self._session if self.threads == 1 else None
+        self._serial_lock = threading.Lock()
         self._input = self._session.get_inputs()[0].name
         self.dim = spec.embedding_dim
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
         """(N, 112, 112, 3) RGB uint8 -> (N, dim) float32, rows of unit length."""
+        return self._run(self._session, crops)
+
+    def embed_serial(self, crops: np.ndarray) -> np.ndarray:
+        """Same as :meth:`embed`, computed on the calling thread alone (for worker pools)."""
+        if self._serial is None:
+            with self._serial_lock:
+                if self._serial is None:
+                    self._serial = _session(self._graph, 1)
+        return self._run(self._serial, crops)
+
+    def _run(self, session: ort.InferenceSession, crops: np.ndarray) -> np.ndarray:
         crops = np.asarray(crops)
         if crops.ndim == 3:
             crops = crops[None]
@@ -64,7 +156,7 @@ class Embedder:
         x = crops.astype(np.float32).transpose(0, 3, 1, 2)
         if self.spec.mean or self.spec.std != 1.0:
             x = (x - self.spec.mean) / self.spec.std
-        out = self._session.run(None, {self._input: np.ascontiguousarray(x)})[0].astype(np.float32)
+        out = session.run(None, {self._input: np.ascontiguousarray(x)})[0].astype(np.float32)
         out = out.reshape(len(crops), -1)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.maximum(norms, 1e-12)

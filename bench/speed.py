@@ -1,0 +1,241 @@
+"""Speed of facegate vs its peers: detect + align + embed, per image and in batches.
+
+    nice -n 10 .venv/bin/python bench/speed.py            # ~3 min on 2 cores
+    nice -n 10 .venv/bin/python bench/speed.py --quick    # ~1 min smoke run
+
+Measures, in one run and interleaved (every round runs every pipeline, in rotating order, so a
+noisy shared machine slows them alike):
+
+- **single**: median wall ms per image for one call path -> template, warm (facegate:
+  ``FaceEngine.embed``; peers: their pipeline call), over ``--single`` dev photos x rounds.
+- **batch**: faces/s over ``--images`` dev photos (facegate: ``FaceEngine.embed_many``; peers:
+  their natural loop; the OpenCV reference also on a 2-thread pool, and its best variant is the
+  one compared against). CPU seconds per face (all threads) is printed as a noise-robust
+  measure of work.
+
+Photos are sampled (seeded) from the images of pairs.tsv, keeping only those where *every*
+pipeline acquires a face, so each pipeline does the same work per image (one detection, one
+template); how many each acquires is reported too. Results go to bench/out/speed.json.
+Targets (issue 2): single >= as fast as the OpenCV reference; batch >= 1.5x the reference and
+>= 3x dlib.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peers import DlibPipeline, FacegatePipeline, OpenCVReference, versions  # noqa: E402
+
+DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces-dev"
+OUT = Path(__file__).resolve().parent / "out"
+
+
+def machine() -> dict[str, object]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    return {
+        "cpu": model or platform.processor(),
+        "logical_cores": os.cpu_count(),
+        "usable_cores": usable,
+        "cv2_threads": cv2.getNumThreads(),
+        "platform": platform.platform(),
+        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def dev_images(root: Path, n: int, seed: int) -> list[Path]:
+    names: set[str] = set()
+    with open(root / "pairs.tsv", encoding="utf-8") as fh:
+        for line in fh:
+            cols = line.rstrip("\n").split("\t")
+            if len(cols) == 3 and cols[2] in ("0", "1"):
+                names.update(cols[:2])
+    chosen = sorted(names)
+    random.Random(seed).shuffle(chosen)
+    return [root / p for p in chosen[:n]]
+
+
+class RefPool:
+    """The OpenCV reference on a thread pool, one detector/recognizer per thread."""
+
+    def __init__(self, workers: int, cv2_threads: int | None) -> None:
+        self.workers = workers
+        self.cv2_threads = cv2_threads
+        self.local = threading.local()
+        self.pool = ThreadPoolExecutor(workers)
+
+    def _one(self, path: Path):
+        ref = getattr(self.local, "ref", None)
+        if ref is None:
+            ref = self.local.ref = OpenCVReference()
+        return ref(path)
+
+    def many(self, paths: list[Path]):
+        before = cv2.getNumThreads()
+        if self.cv2_threads is not None:
+            cv2.setNumThreads(self.cv2_threads)
+        try:
+            return list(self.pool.map(self._one, paths))
+        finally:
+            cv2.setNumThreads(before)
+
+
+def timed(fn, *args):
+    w, c = time.perf_counter(), time.process_time()
+    out = fn(*args)
+    return out, time.perf_counter() - w, time.process_time() - c
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="faces-dev directory (with pairs.tsv)")
+    ap.add_argument("--images", type=int, default=240, help="photos sampled for the batch figure")
+    ap.add_argument("--single", type=int, default=60, help="photos (of those) timed one call at a time")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="80 photos, 30 single, 2 rounds")
+    ap.add_argument("--out", type=Path, default=OUT / "speed.json")
+    args = ap.parse_args()
+    if args.quick:
+        args.images, args.single, args.rounds = 80, 30, 2
+
+    info = machine()
+    info["versions"] = versions()
+    print(f"machine: {info['cpu']} — {info['usable_cores']} usable cores (of {info['logical_cores']}), "
+          f"cv2 threads {info['cv2_threads']}, load avg {info['loadavg_start']}")
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
+
+    facegate = FacegatePipeline()
+    ref = OpenCVReference()
+    dlib_ = DlibPipeline()
+    workers = info["usable_cores"] or 1
+    ref_pool = RefPool(workers, None)
+    ref_pool1 = RefPool(workers, 1)
+    singles = {"facegate": facegate, "opencv-ref": ref, "dlib": dlib_}
+
+    # Acquisition pass (also the warm-up): which photos does every pipeline get a face from?
+    paths = dev_images(args.root, args.images, args.seed)
+    acquired = {}
+    for name, fn in singles.items():
+        acquired[name] = {p for p in paths if fn(p) is not None}
+    facegate.many(paths[:8]), ref_pool.many(paths[:8]), ref_pool1.many(paths[:8])
+    common = [p for p in paths if all(p in a for a in acquired.values())]
+    print(f"photos: {len(paths)} sampled from {args.root}/pairs.tsv; faces acquired: "
+          + ", ".join(f"{k} {len(v)}" for k, v in acquired.items())
+          + f"; timed on the {len(common)} where all three acquire one")
+
+    # --- single image, warm ----------------------------------------------------------------
+    single_set = common[: args.single]
+    per_image: dict[str, list[float]] = {k: [] for k in singles}
+    order = list(singles)
+    for r in range(args.rounds):
+        for i, p in enumerate(single_set):
+            k = (r + i) % len(order)
+            for name in order[k:] + order[:k]:
+                t = time.perf_counter()
+                singles[name](p)
+                per_image[name].append((time.perf_counter() - t) * 1000)
+    single = {k: {"median_ms": statistics.median(v), "p10_ms": sorted(v)[len(v) // 10],
+                  "p90_ms": sorted(v)[(len(v) * 9) // 10], "samples": len(v)} for k, v in per_image.items()}
+
+    # --- batch -----------------------------------------------------------------------------
+    variants = {
+        "facegate embed_many": facegate.many,
+        "facegate embed loop": lambda ps: [facegate(p) for p in ps],
+        "opencv-ref loop": lambda ps: [ref(p) for p in ps],
+        f"opencv-ref pool{workers}": ref_pool.many,
+        f"opencv-ref pool{workers} cv2x1": ref_pool1.many,
+        "dlib loop": lambda ps: [dlib_(p) for p in ps],
+    }
+    runs: dict[str, list[dict[str, float]]] = {k: [] for k in variants}
+    names = list(variants)
+    for r in range(args.rounds):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            out, wall, cpu = timed(variants[name], common)
+            faces = sum(v is not None for v in out)
+            runs[name].append({"faces": faces, "wall_s": wall, "cpu_s": cpu, "faces_per_s": faces / wall})
+        print(f"  round {r + 1}/{args.rounds} done (load avg {os.getloadavg()[0]:.2f})", file=sys.stderr)
+    batch = {
+        k: {
+            "faces": v[0]["faces"],
+            "faces_per_s": statistics.median(x["faces_per_s"] for x in v),
+            "ms_per_face": statistics.median(1000 * x["wall_s"] / x["faces"] for x in v),
+            "cpu_ms_per_face": statistics.median(1000 * x["cpu_s"] / x["faces"] for x in v),
+            "rounds": v,
+        }
+        for k, v in runs.items()
+    }
+    ref_variants = [k for k in batch if k.startswith("opencv-ref")]
+    best_ref = max(ref_variants, key=lambda k: batch[k]["faces_per_s"])
+
+    def round_ratio(a: str, b: str) -> float:  # same-round ratios, then their median
+        return statistics.median(y["wall_s"] / y["faces"] / (x["wall_s"] / x["faces"]) for x, y in zip(runs[a], runs[b]))
+
+    checks = {
+        "single: facegate <= opencv-ref (ms)": (single["facegate"]["median_ms"], single["opencv-ref"]["median_ms"],
+                                                single["opencv-ref"]["median_ms"] / single["facegate"]["median_ms"], 1.0),
+        f"batch: facegate >= 1.5x {best_ref}": (batch["facegate embed_many"]["faces_per_s"], batch[best_ref]["faces_per_s"],
+                                                round_ratio("facegate embed_many", best_ref), 1.5),
+        "batch: facegate >= 3x dlib": (batch["facegate embed_many"]["faces_per_s"], batch["dlib loop"]["faces_per_s"],
+                                       round_ratio("facegate embed_many", "dlib loop"), 3.0),
+        "single: facegate >= 3x dlib": (single["facegate"]["median_ms"], single["dlib"]["median_ms"],
+                                        single["dlib"]["median_ms"] / single["facegate"]["median_ms"], 3.0),
+    }
+
+    info["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    print(f"\n### Single image, warm (median of {len(single_set)} photos x {args.rounds} rounds)\n")
+    print("| pipeline | median ms/image | p10 | p90 |")
+    print("|---|---:|---:|---:|")
+    for k, v in single.items():
+        print(f"| {k} | {v['median_ms']:.1f} | {v['p10_ms']:.1f} | {v['p90_ms']:.1f} |")
+    print(f"\n### Batch of {len(common)} photos (median of {args.rounds} rounds)\n")
+    print("| pipeline | faces/s | wall ms/face | CPU ms/face (all threads) |")
+    print("|---|---:|---:|---:|")
+    for k, v in batch.items():
+        mark = " (best reference)" if k == best_ref else ""
+        print(f"| {k}{mark} | {v['faces_per_s']:.1f} | {v['ms_per_face']:.1f} | {v['cpu_ms_per_face']:.1f} |")
+    print("\n### Targets (batch ratios: median of same-round ratios)\n")
+    print("| target | facegate | peer | ratio | needed | |")
+    print("|---|---:|---:|---:|---:|---|")
+    verdicts = {}
+    for k, (a, b, ratio, need) in checks.items():
+        ok = ratio >= need
+        verdicts[k] = {"facegate": a, "peer": b, "ratio": ratio, "needed": need, "pass": ok}
+        print(f"| {k} | {a:.1f} | {b:.1f} | {ratio:.2f}x | {need:g}x | {'PASS' if ok else 'FAIL'} |")
+    print(f"\nload avg at start {info['loadavg_start']}, at end {info['loadavg_end']}")
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "machine": info, "photos_sampled": len(paths), "photos_timed": len(common),
+        "acquired": {k: len(v) for k, v in acquired.items()}, "rounds": args.rounds, "seed": args.seed,
+        "single": single, "batch": batch, "best_reference_batch": best_ref, "targets": verdicts,
+    }, indent=2, default=str))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
