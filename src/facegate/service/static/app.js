@@ -829,15 +829,15 @@
     const colSel = h('select', { 'data-testid': 'audit-collection' }, state.me.collections === null ? h('option', { value: '', text: 'All collections' }) : null,
       cols.map((c) => h('option', { value: c.name, selected: q.get('collection') === c.name, text: c.name })));
     const subj = h('input', { type: 'text', value: q.get('subject') || '', placeholder: 'subject id', 'data-testid': 'audit-subject' });
-    const action = h('select', { 'data-testid': 'audit-action' }, ['', 'enroll', 'identify', 'verify', 'erase', 'consent_grant', 'consent_withdraw', 'collection_create', 'collection_delete', 'purge', 'key_create', 'key_revoke']
-      .map((a) => h('option', { value: a, selected: (q.get('action') || '') === a, text: a || 'All actions' })));
+    const action = h('input', { type: 'text', list: 'audit-actions', value: q.get('action') || '', placeholder: 'any action', 'data-testid': 'audit-action' });
+    const actionList = h('datalist', { id: 'audit-actions' }, AUDIT_ACTIONS.map((a) => h('option', { value: a })));
     const since = h('input', { type: 'date', value: q.get('since') || '', 'data-testid': 'audit-since' });
     const until = h('input', { type: 'date', value: q.get('until') || '', 'data-testid': 'audit-until' });
     const apply = h('button', { class: 'primary', text: 'Apply', 'data-testid': 'audit-apply', onclick: () => {
       const p = new URLSearchParams();
       if (colSel.value) p.set('collection', colSel.value);
       if (subj.value.trim()) p.set('subject', subj.value.trim());
-      if (action.value) p.set('action', action.value);
+      if (action.value.trim()) p.set('action', action.value.trim());
       if (since.value) p.set('since', since.value);
       if (until.value) p.set('until', until.value);
       location.hash = '#/audit' + (p.toString() ? '?' + p : '');
@@ -848,7 +848,7 @@
     const more = h('button', { class: 'sm hidden', text: 'Load older', 'data-testid': 'audit-more' });
     let before = null;
     const query = () => ({
-      collection: colSel.value || null, subject: subj.value.trim() || null, action: action.value || null,
+      collection: colSel.value || null, subject: subj.value.trim() || null, action: action.value.trim() || null,
       since: since.value ? new Date(since.value + 'T00:00:00').toISOString() : null,
       until: until.value ? new Date(until.value + 'T23:59:59').toISOString() : null, limit: 50, before_seq: before,
     });
@@ -881,7 +881,7 @@
     } }) : null;
     return h('div', {}, pageHead('Audit log', 'Append-only and hash-chained: who did what, to which subjects, for which purpose. Never images or templates.', [checkBtn]),
       chain,
-      h('div', { class: 'panel' }, h('div', { class: 'filters' }, field('Collection', colSel), field('Subject', subj), field('Action', action), field('From', since), field('To', until), h('div', { class: 'row' }, apply))),
+      h('div', { class: 'panel' }, actionList, h('div', { class: 'filters' }, field('Collection', colSel), field('Subject', subj), field('Action', action), field('From', since), field('To', until), h('div', { class: 'row' }, apply))),
       errSlot,
       h('div', { class: 'panel flush' }, h('div', { class: 'table-wrap' }, h('table', {},
         h('thead', {}, h('tr', {}, ['#', 'Time', 'Actor', 'Action', 'Collection', 'Subjects', 'Purpose', 'Decision'].map((t) => h('th', { text: t })))), tbody)),
@@ -919,6 +919,10 @@
       h('div', { class: 'panel flush' }, h('div', { class: 'table-wrap' }, h('table', {},
         h('thead', {}, h('tr', {}, ['Name', 'Scopes', 'Collections', 'Created', 'Last used', 'Status', ''].map((t) => h('th', { text: t })))), h('tbody', {}, rows)))));
   }
+
+  // Suggestions for the audit action filter (the gallery's action names).
+  const AUDIT_ACTIONS = ['enroll', 'identify', 'verify', 'subject.delete', 'consent.grant', 'consent.withdraw', 'collection.create',
+    'collection.delete', 'purge', 'key.create', 'key.revoke'];
 
   const PAGES = {
     collections: (r) => (r.parts.length >= 4 && r.parts[2] === 'subjects' ? subjectPage(r) : r.parts.length >= 2 ? collectionPage(r) : collectionsPage(r)),
