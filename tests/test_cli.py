@@ -1,0 +1,87 @@
+"""The CLI as a user runs it: real subprocesses, JSON output, exit codes, clear errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FACEGATE = [sys.executable, "-m", "facegate"]
+
+
+def run(*args: str | Path) -> subprocess.CompletedProcess:
+    return subprocess.run([*FACEGATE, *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+def test_verify_json_match(photos):
+    res = run("verify", "--json", photos["obama_1"], photos["obama_2"])
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["match"] is True and out["fmr"] == 1e-4
+    assert out["score"] > out["threshold"] > 0
+
+
+def test_verify_no_match_exits_1_with_human_output(photos):
+    res = run("verify", "--fmr", "1e-3", photos["obama_1"], photos["biden_1"])
+    assert res.returncode == 1
+    assert "NO MATCH" in res.stdout and "FMR 0.001" in res.stdout
+
+
+def test_embed_json_one_object_per_image_with_errors(photos, tmp_path):
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(photos["obama_1"].read_bytes()[:3000])
+    res = run("embed", "--json", photos["obama_1"], corrupt, photos["collins_1"])
+    assert res.returncode == 3
+    lines = [json.loads(line) for line in res.stdout.splitlines()]
+    assert len(lines) == 3
+    assert len(lines[0]["embedding"]) == 128
+    assert sum(v * v for v in lines[0]["embedding"]) == pytest.approx(1.0, abs=1e-4)
+    assert lines[1]["error"]["code"] == "truncated"
+    assert "embedding" in lines[2]
+
+
+def test_detect_json(photos):
+    res = run("detect", "--json", photos["biden_1"])
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert len(out["faces"]) == 1 and len(out["faces"][0]["landmarks"]) == 5
+    assert set(out["faces"][0]["quality"]) >= {"inter_eye_px", "sharpness", "yaw_deg", "pitch_deg", "brightness"}
+
+
+def test_errors_are_clear_messages_not_tracebacks(tmp_path, photos):
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    res = run("verify", text, photos["obama_1"])
+    assert res.returncode == 3
+    assert "not_an_image" in res.stderr and "Traceback" not in res.stderr
+    res = run("verify", tmp_path / "missing.jpg", photos["obama_1"])
+    assert res.returncode == 3 and "no such image file" in res.stderr
+    res = run("verify", "--model", "arcface-mbf", photos["obama_1"], photos["obama_2"])
+    assert res.returncode == 4 and "NON-COMMERCIAL" in res.stderr
+
+
+def test_eval_and_calibrate_on_pairs(tmp_path, photos):
+    root = photos["obama_1"].parent
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text(
+        "path_a\tpath_b\tsame\n"
+        "obama_1.jpg\tobama_2.jpg\t1\nobama_1.jpg\tobama_3.jpg\t1\nobama_2.jpg\tobama_3.jpg\t1\n"
+        "obama_1.jpg\tbiden_1.jpg\t0\nobama_2.jpg\tcollins_1.jpg\t0\nbiden_1.jpg\tcollins_1.jpg\t0\n"
+    )
+    det = tmp_path / "det.png"
+    res = run("eval", "--pairs", pairs, "--root", root, "--det", det, "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["genuine_pairs"] == 3 and out["impostor_pairs"] == 3
+    assert out["eer"] == 0.0 and out["tar_at_fmr"]["0.001"] == 1.0 and out["fta_rate"] == 0.0
+    assert det.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    cal = tmp_path / "cal.json"
+    res = run("calibrate", "--pairs", pairs, "--root", root, "--all-impostors", "-o", cal)
+    assert res.returncode == 0, res.stderr
+    entry = json.loads(cal.read_text())["sface-2021dec-int8bq"]
+    # 5 images, obama x3 vs 2 others + biden vs collins = 7 impostor pairs
+    assert entry["impostor_pairs"] == 7 and entry["genuine_pairs"] == 3
+    assert set(entry["thresholds"]) == {"0.001", "0.0001", "1e-05"}
