@@ -1,0 +1,59 @@
+"""Liveness failures with stable codes (part of the public contract: never rename a code).
+
+A *decision* that a presentation is not live is not an error: it is a LivenessResult with
+``live=False`` and reason codes. These exceptions are for requests that cannot be decided at all
+(unknown, expired or used session, wrong nonce, unreadable frames) and for consuming a session
+whose check did not pass.
+"""
+
+from __future__ import annotations
+
+from ..errors import FacegateError
+
+
+class LivenessError(FacegateError):
+    code = "liveness_error"
+    http_status = 400
+
+
+class SessionNotFoundError(LivenessError):
+    """No such session, or it belongs to another caller (the two are not distinguished)."""
+
+    code = "liveness_session_not_found"
+    http_status = 404
+
+
+class SessionExpiredError(LivenessError):
+    code = "liveness_session_expired"
+    http_status = 410
+
+
+class SessionUsedError(LivenessError):
+    """Frames were already submitted for this session, or its result was already consumed."""
+
+    code = "liveness_session_used"
+    http_status = 409
+
+
+class NonceMismatchError(LivenessError):
+    code = "liveness_nonce_mismatch"
+    http_status = 403
+
+
+class SessionNotLiveError(LivenessError):
+    """The session's check did not pass (or has not run), so it has no frame to hand out."""
+
+    code = "liveness_not_passed"
+    http_status = 409
+
+
+class LivenessInputError(LivenessError):
+    """The frames cannot be checked: none, too many, unreadable, timestamps missing or malformed."""
+
+    code = "liveness_bad_frames"
+    http_status = 422
+
+
+class UnknownChallengeError(LivenessError, ValueError):
+    code = "liveness_unknown_challenge"
+    http_status = 400

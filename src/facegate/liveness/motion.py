@@ -1,0 +1,325 @@
+"""Pose track -> movement events -> challenge matching, and 2D-rigidity tests. Pure functions
+over numbers and small grey images, so they can be tested without a model.
+
+Definitions (docs/liveness.md repeats them for integrators)
+-----------------------------------------------------------
+*Deltas.* Head pose comes from the 5 landmarks (``vision.quality.head_pose``). Absolute pitch
+is biased (frontal photos read about −6 to −18°, person-dependent), so every decision uses
+changes relative to the session's *baseline*: the median yaw, pitch and face size over the
+first ``baseline_s`` seconds of frames with a face. ``dyaw > 0`` means turned to the person's
+left (image right on unmirrored frames); ``dpitch > 0`` means looking up; ``scale`` is the face
+size (√ of box area) over the baseline's.
+
+*Pitch/yaw crosstalk.* head_pose reads beyond ~25° of yaw as "looking up" (on the dev photos the
+median pitch rises ~7° at 40–55° yaw, ~10° beyond 80°). Pitch is corrected by
+``crosstalk × max(0, |yaw| − 25°)`` and a look_up/look_down event may only *start* while the
+head is not turned (|dyaw| < yaw_on).
+
+*Rotation events* (turn_left, turn_right, look_up, look_down), on the smoothed track (running
+median of 3 when frames are ≤ 0.25 s apart):
+
+- starts at the first frame where a direction's normalised magnitude reaches 1
+  (``dyaw/yaw_on``, ``−dyaw/yaw_on``, ``dpitch/pitch_up_on``, ``−dpitch/pitch_down_on``),
+  the largest one winning;
+- while it is active, other directions are ignored (diagonal movement, crosstalk);
+- ends at the first frame where its *own axis* is back inside the neutral band
+  (|dyaw| < yaw_off for turns, |dpitch| < pitch_off for looks) — "a return toward neutral".
+  Turning straight from left to right crosses the neutral band, so it ends the first event
+  and starts the second in the same frame: that is the "clear transition".
+
+*Closer events* (move_closer) are a separate channel, because distance and rotation are
+independent: start when ``scale ≥ closer_on``, end when ``scale < closer_off``.
+
+*Matching.* Events are ordered by start time and consecutive events of the same kind are merged
+(turning left twice is one turn_left). Challenges are matched in order, greedily, each to the
+first unused event of its kind after the previous match. A challenge is ``met`` when matched in
+order and on time; ``late`` when matched but it started more than ``challenge_timeout_s`` after
+the previous challenge ended (the first: after the first frame); ``out_of_order`` when its
+movement happened, but not in the asked order; ``missing`` when it never happened. Any event not
+used by the match is an *unexpected movement* and fails the check: a recording that performs
+every movement must not satisfy every challenge.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from .challenge import Challenge
+
+
+@dataclass(frozen=True)
+class PoseThresholds:
+    yaw_on: float = 20.0  # degrees of change that count as a turn
+    yaw_off: float = 10.0  # back within this of the baseline = released
+    pitch_up_on: float = 12.0
+    pitch_down_on: float = 12.0
+    pitch_off: float = 6.0
+    closer_on: float = 1.30  # face size ratio to the baseline
+    closer_off: float = 1.15
+    crosstalk: float = 0.2  # degrees of pitch removed per degree of |yaw| beyond 25
+    baseline_s: float = 0.5
+    smooth_max_dt: float = 0.25  # smooth (median of 3) only when frames are this close in time
+
+
+@dataclass(frozen=True)
+class PoseSample:
+    index: int  # frame index in the submission
+    t: float  # seconds
+    yaw: float
+    pitch: float
+    size: float  # sqrt(box area), px
+
+
+@dataclass
+class Event:
+    kind: Challenge
+    start_t: float
+    start_index: int
+    peak_t: float
+    peak_index: int
+    peak: float  # peak |dyaw| / |dpitch| in degrees, or peak scale ratio
+    end_t: float | None = None
+    end_index: int | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "movement": self.kind.value,
+            "start_s": round(self.start_t, 3),
+            "peak_s": round(self.peak_t, 3),
+            "end_s": None if self.end_t is None else round(self.end_t, 3),
+            "peak": round(self.peak, 3),
+        }
+
+
+@dataclass(frozen=True)
+class Baseline:
+    yaw: float
+    pitch: float
+    size: float
+    frames: int
+
+
+@dataclass
+class ChallengeStatus:
+    challenge: Challenge
+    status: str  # met | late | out_of_order | missing
+    event: Event | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {"challenge": self.challenge.value, "status": self.status}
+        if self.event is not None:
+            out.update(self.event.to_dict())
+            out.pop("movement")
+        return out
+
+
+@dataclass
+class MatchResult:
+    statuses: list[ChallengeStatus]
+    events: list[Event]
+    unexpected: list[Event] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(s.status == "met" for s in self.statuses) and not self.unexpected
+
+
+def baseline(samples: Sequence[PoseSample], th: PoseThresholds) -> Baseline:
+    t0 = samples[0].t
+    first = [s for s in samples if s.t - t0 <= th.baseline_s][:15] or [samples[0]]
+    return Baseline(
+        yaw=float(np.median([s.yaw for s in first])),
+        pitch=float(np.median([s.pitch for s in first])),
+        size=float(np.median([s.size for s in first])),
+        frames=len(first),
+    )
+
+
+def _median3(x: np.ndarray) -> np.ndarray:
+    if len(x) < 3:
+        return x.copy()
+    out = x.copy()
+    out[1:-1] = np.median(np.stack([x[:-2], x[1:-1], x[2:]]), axis=0)
+    return out
+
+
+def deltas(samples: Sequence[PoseSample], base: Baseline, th: PoseThresholds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(dyaw, dpitch, scale) per sample, crosstalk-corrected and smoothed."""
+    yaw = np.array([s.yaw for s in samples], dtype=np.float64)
+    pitch = np.array([s.pitch for s in samples], dtype=np.float64)
+    size = np.array([s.size for s in samples], dtype=np.float64)
+    pitch = pitch - th.crosstalk * np.maximum(0.0, np.abs(yaw) - 25.0)
+    base_pitch = base.pitch - th.crosstalk * max(0.0, abs(base.yaw) - 25.0)
+    t = np.array([s.t for s in samples], dtype=np.float64)
+    if len(samples) >= 3 and np.median(np.diff(t)) <= th.smooth_max_dt:
+        yaw, pitch, size = _median3(yaw), _median3(pitch), _median3(size)
+    return yaw - base.yaw, pitch - base_pitch, size / max(base.size, 1e-6)
+
+
+_ROTATIONS = (Challenge.TURN_LEFT, Challenge.TURN_RIGHT, Challenge.LOOK_UP, Challenge.LOOK_DOWN)
+
+
+def detect_events(samples: Sequence[PoseSample], th: PoseThresholds = PoseThresholds()) -> tuple[list[Event], Baseline]:
+    """Movement events in start order (same-kind neighbours merged) and the baseline used."""
+    if not samples:
+        return [], Baseline(0.0, 0.0, 0.0, 0)
+    base = baseline(samples, th)
+    dyaw, dpitch, scale = deltas(samples, base, th)
+    events: list[Event] = []
+    active: Event | None = None
+    closer: Event | None = None
+    for k, s in enumerate(samples):
+        dy, dp, sc = dyaw[k], dpitch[k], scale[k]
+        mags = {
+            Challenge.TURN_LEFT: dy / th.yaw_on,
+            Challenge.TURN_RIGHT: -dy / th.yaw_on,
+            Challenge.LOOK_UP: dp / th.pitch_up_on if abs(dy) < th.yaw_on else 0.0,
+            Challenge.LOOK_DOWN: -dp / th.pitch_down_on if abs(dy) < th.yaw_on else 0.0,
+        }
+        amount = {Challenge.TURN_LEFT: dy, Challenge.TURN_RIGHT: -dy, Challenge.LOOK_UP: dp, Challenge.LOOK_DOWN: -dp}
+        # rotation channel
+        if active is not None:
+            own = amount[active.kind]
+            limit = th.yaw_off if active.kind in (Challenge.TURN_LEFT, Challenge.TURN_RIGHT) else th.pitch_off
+            if own < limit:
+                active.end_t, active.end_index = s.t, s.index
+                active = None
+            elif own > active.peak:
+                active.peak, active.peak_t, active.peak_index = float(own), s.t, s.index
+        if active is None:
+            kind = max(_ROTATIONS, key=lambda c: mags[c])
+            if mags[kind] >= 1.0:
+                active = Event(kind, s.t, s.index, s.t, s.index, float(amount[kind]))
+                events.append(active)
+        # distance channel
+        if closer is not None:
+            if sc < th.closer_off:
+                closer.end_t, closer.end_index = s.t, s.index
+                closer = None
+            elif sc > closer.peak:
+                closer.peak, closer.peak_t, closer.peak_index = float(sc), s.t, s.index
+        elif sc >= th.closer_on:
+            closer = Event(Challenge.MOVE_CLOSER, s.t, s.index, s.t, s.index, float(sc))
+            events.append(closer)
+    events.sort(key=lambda e: (e.start_t, e.start_index))
+    merged: list[Event] = []
+    for e in events:
+        if merged and merged[-1].kind is e.kind:
+            prev = merged[-1]
+            if e.peak > prev.peak:
+                prev.peak, prev.peak_t, prev.peak_index = e.peak, e.peak_t, e.peak_index
+            prev.end_t, prev.end_index = e.end_t, e.end_index
+        else:
+            merged.append(e)
+    return merged, base
+
+
+def match_challenges(
+    challenges: Sequence[Challenge], events: Sequence[Event], *, t0: float, challenge_timeout_s: float
+) -> MatchResult:
+    statuses: list[ChallengeStatus] = []
+    used: set[int] = set()
+    pos = 0
+    prev_end = t0
+    for c in challenges:
+        hit = next((j for j in range(pos, len(events)) if events[j].kind is c), None)
+        if hit is None:
+            anywhere = next((j for j, e in enumerate(events) if e.kind is c and j not in used), None)
+            statuses.append(ChallengeStatus(c, "out_of_order" if anywhere is not None else "missing",
+                                            events[anywhere] if anywhere is not None else None))
+            continue
+        e = events[hit]
+        used.add(hit)
+        pos = hit + 1
+        status = "met" if e.start_t - prev_end <= challenge_timeout_s else "late"
+        statuses.append(ChallengeStatus(c, status, e))
+        prev_end = e.end_t if e.end_t is not None else e.peak_t
+    unexpected = [e for j, e in enumerate(events) if j not in used]
+    return MatchResult(statuses, list(events), unexpected)
+
+
+# --- 2D rigidity ---------------------------------------------------------------------------------
+
+RIGID_SIZE = 64
+
+
+def face_window(box: Sequence[float], pad: float = 0.15) -> tuple[float, float, float]:
+    """(x0, y0, side) of a square around a face box, padded."""
+    x, y, w, h = (float(v) for v in box)
+    side = max(w, h) * (1 + 2 * pad)
+    return x + w / 2 - side / 2, y + h / 2 - side / 2, side
+
+
+def _window_transform(box: Sequence[float], size: int = RIGID_SIZE) -> np.ndarray:
+    x0, y0, side = face_window(box)
+    k = size / max(side, 1e-6)
+    return np.array([[k, 0, -x0 * k], [0, k, -y0 * k], [0, 0, 1]], dtype=np.float64)
+
+
+def _face_mask(size: int = RIGID_SIZE) -> np.ndarray:
+    mask = np.zeros((size, size), np.uint8)
+    cv2.ellipse(mask, (size // 2, size // 2), (int(size * 0.33), int(size * 0.42)), 0, 0, 360, 255, -1)
+    return mask
+
+
+_MASK = _face_mask()
+
+
+def rigid_fit(
+    grey_a: np.ndarray, box_a: Sequence[float], lm_a: np.ndarray, grey_b: np.ndarray, lm_b: np.ndarray
+) -> float:
+    """How well one planar (homography) warp explains face B as face A: the ECC correlation
+    (0–1) inside the face after warping B onto A, starting from the landmarks' homography.
+
+    ≈1 for the same image moved, scaled, rotated or tilted (a photo held up, jitter,
+    perspective warps), lower for a real head that turned, changed expression or blinked.
+    0 when no warp fits at all (ECC does not converge): strongly non-rigid.
+    """
+    ta = _window_transform(box_a)
+    a = cv2.warpPerspective(grey_a, ta, (RIGID_SIZE, RIGID_SIZE), flags=cv2.INTER_AREA)
+    h0, _ = cv2.findHomography(np.asarray(lm_b, np.float64), np.asarray(lm_a, np.float64), 0)
+    if h0 is None or not np.all(np.isfinite(h0)):
+        return 0.0
+    b = cv2.warpPerspective(grey_b, ta @ h0, (RIGID_SIZE, RIGID_SIZE), flags=cv2.INTER_AREA)
+    if float(a[_MASK > 0].std()) < 2.0 or float(b[_MASK > 0].std()) < 2.0:
+        return 1.0  # flat patches: nothing non-rigid to see
+    warp = np.eye(3, dtype=np.float32)
+    try:
+        rho, _ = cv2.findTransformECC(
+            a.astype(np.float32), b.astype(np.float32), warp, cv2.MOTION_HOMOGRAPHY,
+            (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 60, 1e-5), _MASK, 3,
+        )
+    except cv2.error:
+        return 0.0
+    return float(rho) if math.isfinite(rho) else 0.0
+
+
+def frame_difference(grey_a: np.ndarray, box_a: Sequence[float], grey_b: np.ndarray) -> float:
+    """Mean absolute grey difference (0–255) of the face window of A and the same window of B,
+    without any alignment: ≈0 for a repeated frame, a few levels for sensor noise."""
+    ta = _window_transform(box_a)
+    a = cv2.warpPerspective(grey_a, ta, (RIGID_SIZE, RIGID_SIZE), flags=cv2.INTER_AREA).astype(np.float32)
+    b = cv2.warpPerspective(grey_b, ta, (RIGID_SIZE, RIGID_SIZE), flags=cv2.INTER_AREA).astype(np.float32)
+    return float(np.abs(a - b)[_MASK > 0].mean())
+
+
+def landmark_parallax(lm_a: np.ndarray, lm_b: np.ndarray) -> float:
+    """Nose-tip parallax: map A's eyes and mouth corners onto B's with the homography they define
+    and measure how far B's nose is from where a flat face would put it, in B's eye distances.
+    A planar picture gives landmark noise (≲0.07 on 40 px eye distances); a real 20° turn ~0.25."""
+    a = np.asarray(lm_a, np.float32).reshape(5, 2)
+    b = np.asarray(lm_b, np.float32).reshape(5, 2)
+    try:
+        h = cv2.getPerspectiveTransform(a[[0, 1, 3, 4]], b[[0, 1, 3, 4]])
+    except cv2.error:
+        return 0.0
+    p = h @ np.array([a[2, 0], a[2, 1], 1.0])
+    if abs(p[2]) < 1e-9:
+        return 0.0
+    ie = float(np.linalg.norm(b[1] - b[0]))
+    return float(np.linalg.norm(p[:2] / p[2] - b[2]) / max(ie, 1e-6))
