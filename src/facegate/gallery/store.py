@@ -74,6 +74,9 @@ class Store:
             if not db or db == ":memory:":
                 raise StoreError("the SQLite store needs a file (WAL mode and several processes)")
             self.path: Path | None = Path(db)
+            if not self.path.exists():  # owner-only, like the master key (WAL/SHM files inherit it)
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
             engine = create_engine(
                 self.url,
                 connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
