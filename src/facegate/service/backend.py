@@ -116,7 +116,7 @@ async def verify_pair(service: Any, principal: Principal, a: bytes, b: bytes, pu
     outcome = "match" if result.match else "no_match"
     service.metrics.decision("verify", outcome)
     faces = {"image_a": result.face_a, "image_b": result.face_b}
-    await audit(service, principal, action="verify_images", purpose=purpose, decision=outcome, score=result.score)
+    await audit(service, principal, action="verify.images", purpose=purpose, decision=outcome, score=result.score)
     return {
         "decision": outcome,
         "match": result.match,

@@ -81,7 +81,7 @@ async def read_payload(request: Request, model: type[M], *, max_images: int = 10
                 continue
             values = value if isinstance(value, list) else [value]
             images[name] = [decode_base64(v, name) for v in values]
-    elif ctype == "multipart/form-data":
+    elif ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
         try:
             form = await request.form(max_files=max_images + 2, max_fields=50)
         except Exception as exc:  # noqa: BLE001 - malformed multipart of any kind is the client's fault

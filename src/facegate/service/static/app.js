@@ -921,8 +921,8 @@
   }
 
   // Suggestions for the audit action filter (the gallery's action names).
-  const AUDIT_ACTIONS = ['enroll', 'identify', 'verify', 'subject.delete', 'consent.grant', 'consent.withdraw', 'collection.create',
-    'collection.delete', 'purge', 'key.create', 'key.revoke'];
+  const AUDIT_ACTIONS = ['enroll', 'identify', 'verify', 'verify.images', 'subject.erase', 'consent.grant', 'consent.withdraw',
+    'collection.create', 'collection.delete', 'purge.run', 'key.create', 'key.revoke', 'liveness'];
 
   const PAGES = {
     collections: (r) => (r.parts.length >= 4 && r.parts[2] === 'subjects' ? subjectPage(r) : r.parts.length >= 2 ? collectionPage(r) : collectionsPage(r)),
