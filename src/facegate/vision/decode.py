@@ -84,6 +84,8 @@ def _from_bytes(data: bytes, max_pixels: int, name: str = "image") -> np.ndarray
     except UnidentifiedImageError as exc:
         raise NotAnImageError(f"not an image: {name} is not in a recognised image format") from exc
     except (OSError, ValueError, SyntaxError) as exc:
+        if _is_truncation(exc):
+            raise TruncatedImageError(f"truncated: {name} ends inside its header") from exc
         raise NotAnImageError(f"not an image: {name} could not be parsed ({exc})") from exc
     if img.format not in SUPPORTED_FORMATS:
         raise UnsupportedFormatError(
@@ -94,7 +96,7 @@ def _from_bytes(data: bytes, max_pixels: int, name: str = "image") -> np.ndarray
     try:
         img.load()
     except OSError as exc:
-        if "truncated" in str(exc).lower() or "broken data stream" in str(exc).lower():
+        if _is_truncation(exc):
             raise TruncatedImageError(f"truncated: {name} ends before the image data is complete") from exc
         raise NotAnImageError(f"not an image: {name} could not be decoded ({exc})") from exc
     except (ValueError, SyntaxError, Image.DecompressionBombError) as exc:
@@ -104,6 +106,11 @@ def _from_bytes(data: bytes, max_pixels: int, name: str = "image") -> np.ndarray
     except Exception:  # a malformed EXIF block must not lose an otherwise good photo
         pass
     return _from_pil(img)
+
+
+def _is_truncation(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "truncat" in text or "broken data stream" in text
 
 
 def _from_pil(img: Image.Image) -> np.ndarray:
