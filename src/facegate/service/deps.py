@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Path, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
@@ -57,3 +57,43 @@ async def current_principal(
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+async def granted_collection(
+    principal: PrincipalDep,
+    collection: Annotated[str, Path(min_length=1, max_length=128, description="Collection name.")],
+) -> str:
+    """The path's collection, if this key is granted it; else 404 exactly like a missing one.
+    A dependency, so it is decided before the body is even read."""
+    principal.require_collection(collection)
+    return collection
+
+
+GrantedCollection = Annotated[str, Depends(granted_collection)]
+
+
+def needs(*scopes: str):  # noqa: ANN201
+    """Dependency: the calling key, if it holds any one of ``scopes`` (checked before the body)."""
+
+    async def dependency(principal: PrincipalDep) -> Principal:
+        principal.require(*scopes)
+        return principal
+
+    return Depends(dependency)
+
+
+async def global_admin(principal: PrincipalDep) -> Principal:
+    """An admin key granted every collection (keys, purge, whole-log checks)."""
+    from .errors import InsufficientAccessError
+
+    principal.require("admin")
+    if principal.collections is not None:
+        raise InsufficientAccessError("this needs an admin key granted every collection")
+    return principal
+
+
+EnrollKey = Annotated[Principal, needs("enroll")]
+IdentifyKey = Annotated[Principal, needs("identify")]
+VerifyKey = Annotated[Principal, needs("verify")]
+AdminKey = Annotated[Principal, needs("admin")]
+GlobalAdminKey = Annotated[Principal, Depends(global_admin)]

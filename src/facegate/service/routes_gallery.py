@@ -12,7 +12,7 @@ from fastapi import APIRouter, Body, Path, Query, Request
 from fastapi.responses import JSONResponse
 
 from . import backend
-from .deps import PrincipalDep, get_service
+from .deps import AdminKey, EnrollKey, GlobalAdminKey, GrantedCollection, IdentifyKey, PrincipalDep, get_service
 from .errors import InsufficientAccessError
 from .payload import openapi_body, read_payload
 from .schemas import (
@@ -39,7 +39,6 @@ from .schemas import (
 
 router = APIRouter(prefix="/v1")
 
-CollectionName = Annotated[str, Path(min_length=1, max_length=64, description="Collection name.")]
 SubjectId = Annotated[str, Path(min_length=1, max_length=256, description="The subject's external id.")]
 PurposeQ = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.:-]*$")]
 
@@ -59,8 +58,7 @@ async def list_collections(request: Request, principal: PrincipalDep) -> dict:
 
 @router.post("/collections", response_model=CollectionOut, status_code=201, tags=["collections"], responses=WRITE,
              summary="Create a collection (admin)")
-async def create_collection(request: Request, principal: PrincipalDep, body: CollectionCreate) -> dict:
-    principal.require("admin")
+async def create_collection(request: Request, principal: AdminKey, body: CollectionCreate) -> dict:
     if not principal.sees(body.name):
         raise InsufficientAccessError(f"this key may not create collection {body.name!r}", collection=body.name)
     return await backend.create_collection(get_service(request), principal, body)
@@ -68,15 +66,13 @@ async def create_collection(request: Request, principal: PrincipalDep, body: Col
 
 @router.get("/collections/{collection}", response_model=CollectionOut, tags=["collections"], responses=READ,
             summary="One collection: model, purposes, threshold, retention, counts")
-async def get_collection(request: Request, principal: PrincipalDep, collection: CollectionName) -> dict:
+async def get_collection(request: Request, collection: GrantedCollection, principal: PrincipalDep) -> dict:
     return await backend.get_collection(get_service(request), principal, collection)
 
 
 @router.delete("/collections/{collection}", response_model=ErasureOut, tags=["collections"], responses=WRITE,
                summary="Delete a collection and erase every subject in it (admin)")
-async def delete_collection(request: Request, principal: PrincipalDep, collection: CollectionName) -> dict:
-    principal.require_collection(collection)
-    principal.require("admin")
+async def delete_collection(request: Request, collection: GrantedCollection, principal: AdminKey) -> dict:
     return await backend.delete_collection(get_service(request), principal, collection)
 
 
@@ -86,20 +82,16 @@ async def delete_collection(request: Request, principal: PrincipalDep, collectio
 @router.get("/collections/{collection}/subjects", response_model=SubjectList, tags=["subjects"], responses=READ,
             summary="Subjects with their consents (enroll)")
 async def list_subjects(
-    request: Request, principal: PrincipalDep, collection: CollectionName,
+    request: Request, collection: GrantedCollection, principal: EnrollKey,
     limit: Annotated[int, Query(ge=1, le=500)] = 100, offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     purpose: Annotated[str | None, Query(max_length=64, description="Only subjects with an active consent for it.")] = None,
 ) -> dict:
-    principal.require_collection(collection)
-    principal.require("enroll")
     return await backend.list_subjects(get_service(request), principal, collection, limit, offset, purpose)
 
 
 @router.get("/collections/{collection}/subjects/{subject}", response_model=SubjectOut, tags=["subjects"],
             responses=READ, summary="One subject: consents and template metadata (enroll)")
-async def get_subject(request: Request, principal: PrincipalDep, collection: CollectionName, subject: SubjectId) -> dict:
-    principal.require_collection(collection)
-    principal.require("enroll")
+async def get_subject(request: Request, collection: GrantedCollection, principal: EnrollKey, subject: SubjectId) -> dict:
     return await backend.get_subject(get_service(request), principal, collection, subject)
 
 
@@ -107,11 +99,9 @@ async def get_subject(request: Request, principal: PrincipalDep, collection: Col
                responses=WRITE, summary="Erase a subject: templates, consents and its data key (enroll)",
                description="Right to erasure. Takes effect for the very next search; only an audit tombstone remains.")
 async def erase_subject(
-    request: Request, principal: PrincipalDep, collection: CollectionName, subject: SubjectId,
+    request: Request, collection: GrantedCollection, principal: EnrollKey, subject: SubjectId,
     reason: Annotated[str, Query(min_length=1, max_length=64, description="Recorded in the audit tombstone.")] = "request",
 ) -> dict:
-    principal.require_collection(collection)
-    principal.require("enroll")
     return await backend.erase_subject(get_service(request), principal, collection, subject, reason)
 
 
@@ -126,9 +116,7 @@ async def erase_subject(
     ),
     openapi_extra=openapi_body(EnrollRequest),
 )
-async def enroll(request: Request, principal: PrincipalDep, collection: CollectionName, subject: SubjectId) -> JSONResponse:
-    principal.require_collection(collection)
-    principal.require("enroll")
+async def enroll(request: Request, collection: GrantedCollection, principal: EnrollKey, subject: SubjectId) -> JSONResponse:
     service = get_service(request)
     body, images = await read_payload(request, EnrollRequest, max_images=service.settings.max_images_per_request)
     out = await backend.enroll(service, principal, collection, subject, body, images.get("images", []))
@@ -137,28 +125,22 @@ async def enroll(request: Request, principal: PrincipalDep, collection: Collecti
 
 @router.post("/collections/{collection}/subjects/{subject}/consents", response_model=SubjectOut, tags=["consents"],
              responses=WRITE, summary="Grant consent for purposes (enroll)")
-async def grant_consent(request: Request, principal: PrincipalDep, collection: CollectionName, subject: SubjectId,
+async def grant_consent(request: Request, collection: GrantedCollection, principal: EnrollKey, subject: SubjectId,
                         body: ConsentIn) -> dict:
-    principal.require_collection(collection)
-    principal.require("enroll")
     return await backend.grant_consent(get_service(request), principal, collection, subject, body)
 
 
 @router.delete("/collections/{collection}/subjects/{subject}/consents/{purpose}", response_model=SubjectOut,
                tags=["consents"], responses=WRITE, summary="Withdraw consent for one purpose (enroll); immediate")
-async def withdraw_consent(request: Request, principal: PrincipalDep, collection: CollectionName, subject: SubjectId,
+async def withdraw_consent(request: Request, collection: GrantedCollection, principal: EnrollKey, subject: SubjectId,
                            purpose: PurposeQ) -> dict:
-    principal.require_collection(collection)
-    principal.require("enroll")
     return await backend.withdraw_consent(get_service(request), principal, collection, subject, [purpose])
 
 
 @router.delete("/collections/{collection}/subjects/{subject}/consents", response_model=SubjectOut, tags=["consents"],
                responses=WRITE, summary="Withdraw every consent of the subject (enroll); immediate")
-async def withdraw_all_consents(request: Request, principal: PrincipalDep, collection: CollectionName,
+async def withdraw_all_consents(request: Request, collection: GrantedCollection, principal: EnrollKey,
                                 subject: SubjectId) -> dict:
-    principal.require_collection(collection)
-    principal.require("enroll")
     return await backend.withdraw_consent(get_service(request), principal, collection, subject, None)
 
 
@@ -174,9 +156,7 @@ async def withdraw_all_consents(request: Request, principal: PrincipalDep, colle
     ),
     openapi_extra=openapi_body(IdentifyRequest),
 )
-async def identify(request: Request, principal: PrincipalDep, collection: CollectionName) -> dict:
-    principal.require_collection(collection)
-    principal.require("identify")
+async def identify(request: Request, collection: GrantedCollection, principal: IdentifyKey) -> dict:
     service = get_service(request)
     body, images = await read_payload(request, IdentifyRequest, max_images=1)
     return await backend.identify(service, principal, collection, body, images.get("image", [None])[0])
@@ -188,7 +168,7 @@ async def identify(request: Request, principal: PrincipalDep, collection: Collec
 @router.get("/audit", response_model=AuditList, tags=["audit"], responses=problem_responses(401, 403, 404, 422, 429),
             summary="Audit events, newest first (admin)")
 async def audit_list(
-    request: Request, principal: PrincipalDep,
+    request: Request, principal: AdminKey,
     collection: Annotated[str | None, Query(max_length=64)] = None,
     subject: Annotated[str | None, Query(max_length=256)] = None,
     action: Annotated[str | None, Query(max_length=64)] = None,
@@ -197,54 +177,40 @@ async def audit_list(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     before_seq: Annotated[int | None, Query(ge=1, le=2**62)] = None,
 ) -> dict:
-    if collection is not None:
-        principal.require_collection(collection)
-    principal.require("admin")
     return await backend.audit_list(get_service(request), principal, collection=collection, subject=subject,
                                     action=action, since=since, until=until, limit=limit, before_seq=before_seq)
 
 
 @router.get("/audit/verify", response_model=AuditReportOut, tags=["audit"], responses=READ,
             summary="Check the audit hash chain (admin of every collection)")
-async def audit_verify(request: Request, principal: PrincipalDep) -> dict:
-    _require_global_admin(principal)
+async def audit_verify(request: Request, principal: GlobalAdminKey) -> dict:
     return await backend.audit_verify(get_service(request), principal)
 
 
 @router.post("/purge", response_model=PurgeOut, tags=["audit"], responses=WRITE,
              summary="Erase subjects past retention or without active consent (admin of every collection)")
-async def purge(request: Request, principal: PrincipalDep,
+async def purge(request: Request, principal: GlobalAdminKey,
                 dry_run: Annotated[bool, Query(description="Only report what would be erased.")] = True) -> dict:
-    _require_global_admin(principal)
     return await backend.purge(get_service(request), principal, dry_run)
 
 
 # --- API keys --------------------------------------------------------------------------------------
 
 
-def _require_global_admin(principal) -> None:  # noqa: ANN001
-    principal.require("admin")
-    if principal.collections is not None:
-        raise InsufficientAccessError("this needs an admin key granted every collection")
-
-
 @router.get("/keys", response_model=KeyList, tags=["keys"], responses=READ, summary="API keys (admin of every collection)")
-async def list_keys(request: Request, principal: PrincipalDep,
+async def list_keys(request: Request, principal: GlobalAdminKey,
                     include_revoked: Annotated[bool, Query()] = False) -> dict:
-    _require_global_admin(principal)
     return {"keys": await backend.list_keys(get_service(request), include_revoked)}
 
 
 @router.post("/keys", response_model=KeyCreated, status_code=201, tags=["keys"], responses=WRITE,
              summary="Create an API key; the secret is shown once (admin of every collection)")
-async def create_key(request: Request, principal: PrincipalDep, body: Annotated[KeyCreate, Body()]) -> dict:
-    _require_global_admin(principal)
+async def create_key(request: Request, principal: GlobalAdminKey, body: Annotated[KeyCreate, Body()]) -> dict:
     return await backend.create_key(get_service(request), principal, body)
 
 
 @router.delete("/keys/{name}", response_model=KeyOut, tags=["keys"], responses=WRITE,
                summary="Revoke an API key by name or prefix (admin of every collection)")
-async def revoke_key(request: Request, principal: PrincipalDep,
+async def revoke_key(request: Request, principal: GlobalAdminKey,
                      name: Annotated[str, Path(min_length=1, max_length=64)]) -> dict:
-    _require_global_admin(principal)
     return await backend.revoke_key(get_service(request), principal, name)
