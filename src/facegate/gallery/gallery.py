@@ -296,7 +296,13 @@ class Gallery:
         if model is None:
             spec = self._engine.spec if self._engine is not None else embedder_spec("sface")
         else:
-            spec = embedder_spec(model, allow_noncommercial=True)  # pinning only; loading still needs the opt-in
+            import warnings
+
+            from ..models import NonCommercialModelWarning
+
+            with warnings.catch_warnings():  # pinning only: loading the weights still needs the opt-in and warns
+                warnings.simplefilter("ignore", NonCommercialModelWarning)
+                spec = embedder_spec(model, allow_noncommercial=True)
         self._threshold(spec.id, fmr, threshold)  # fail now, not at the first search
         now = utcnow()
         policy = quality_policy or QualityPolicy()
