@@ -85,3 +85,22 @@ def test_eval_and_calibrate_on_pairs(tmp_path, photos):
     # 5 images, obama x3 vs 2 others + biden vs collins = 7 impostor pairs
     assert entry["impostor_pairs"] == 7 and entry["genuine_pairs"] == 3
     assert set(entry["thresholds"]) == {"0.001", "0.0001", "1e-05"}
+
+
+def test_verify_against_enrolled_subject(photos, tmp_path):
+    """`facegate verify IMG --subject` runs 1:1 against the gallery, consent and purpose checked."""
+    data = ["--data-dir", tmp_path / "store"]
+    assert run("collection", "create", "staff", "--purposes", "access,fraud", *data).returncode == 0
+    res = run("enroll", "staff", "emp-1", photos["obama_1"], "--purposes", "access", *data)
+    assert res.returncode == 0, res.stderr
+    res = run("verify", photos["obama_2"], "--subject", "emp-1", "--collection", "staff", "--purpose", "access", "--json", *data)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["match"] is True and out["score"] > out["threshold"]
+    res = run("verify", photos["biden_1"], "--subject", "emp-1", "--collection", "staff", "--purpose", "access", *data)
+    assert res.returncode == 1 and "NO MATCH" in res.stdout
+    # Consent covers "access" only: a "fraud" check on this subject is refused, not answered.
+    res = run("verify", photos["obama_2"], "--subject", "emp-1", "--collection", "staff", "--purpose", "fraud", *data)
+    assert res.returncode not in (0, 1) and "consent" in res.stderr.lower()
+    res = run("verify", photos["obama_2"], "--subject", "emp-1")
+    assert res.returncode == 2 and "--collection and --purpose" in res.stderr

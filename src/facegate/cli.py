@@ -89,13 +89,31 @@ def detect(
 @handle_errors
 def verify(
     image_a: Path = typer.Argument(..., help="First image (e.g. the selfie)."),
-    image_b: Path = typer.Argument(..., help="Second image (e.g. the ID photo)."),
-    fmr: float = typer.Option(DEFAULT_FMR, help=f"Target false-match rate: one of {', '.join(f'{f:g}' for f in SUPPORTED_FMRS)}."),
+    image_b: Optional[Path] = typer.Argument(None, help="Second image (e.g. the ID photo); omit with --subject."),
+    subject: Optional[str] = typer.Option(None, "--subject", "-s", help="Verify IMAGE_A against this enrolled subject instead."),
+    collection: Optional[str] = typer.Option(None, "--collection", "-c", help="The subject's collection (with --subject)."),
+    purpose: Optional[str] = typer.Option(None, "--purpose", help="Declared purpose, covered by the subject's consent (with --subject)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", envvar="FACEGATE_DATA_DIR", help="Gallery data directory (with --subject)."),
+    store: Optional[str] = typer.Option(None, "--store", envvar="FACEGATE_STORE", help="Gallery database URL (with --subject)."),
+    actor: Optional[str] = typer.Option(None, "--actor", help="Who acts, for the audit log (with --subject)."),
+    fmr: float = typer.Option(DEFAULT_FMR, help=f"Target false-match rate: one of {', '.join(f'{f:g}' for f in SUPPORTED_FMRS)} (two-image mode; a collection has its own)."),
     model: str = ModelOption,
     allow_noncommercial: bool = NonCommercialOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Is the person in IMAGE_A the person in IMAGE_B? Exit 0 on match, 1 on no match."""
+    """Is the person in IMAGE_A the person in IMAGE_B (or the enrolled --subject)? Exit 0 on match, 1 on no match."""
+    if subject is not None:
+        if image_b is not None:
+            raise typer.BadParameter("give one image with --subject, not two")
+        if not collection or not purpose:
+            raise typer.BadParameter("--subject needs --collection and --purpose")
+        from .cli_gallery import verify_subject
+
+        verify_subject(collection, subject, image_a, purpose, data_dir=data_dir, store=store, actor=actor,
+                       as_json=as_json, allow_noncommercial=allow_noncommercial)
+        return
+    if image_b is None:
+        raise typer.BadParameter("give two images, or one image with --subject/--collection/--purpose")
     result = get_engine(model, allow_noncommercial).verify(image_a, image_b, fmr=fmr)
     if as_json:
         print_json(result.to_dict())
