@@ -242,6 +242,8 @@ class InMemorySessionStore(SessionStore):
         self.max_sessions = max_sessions
         self.replay_ttl_s = replay_ttl_s
         self.max_digests = max_digests
+        self.purge_every_s = 60.0
+        self._last_purge = time.time()
 
     def __len__(self) -> int:
         with self._lock:
@@ -258,6 +260,9 @@ class InMemorySessionStore(SessionStore):
     # -- interface ---------------------------------------------------------------------------
 
     def add(self, session: LivenessSession) -> None:
+        if time.time() - self._last_purge > self.purge_every_s:
+            self._last_purge = time.time()
+            self.purge()
         with self._lock:
             if session.id in self._sessions:
                 raise ValueError("duplicate session id")

@@ -1,0 +1,404 @@
+"""REST endpoints for liveness sessions: an APIRouter the service mounts.
+
+Endpoints (prefix ``/v1/liveness``)::
+
+    POST /sessions                     -> 201 {id, nonce, challenges, prompts, created_at, expires_at, …}
+    GET  /sessions/{id}                -> 200 {id, state, challenges, expires_at, live?, reasons?}
+    POST /sessions/{id}/frames         -> 200 the decision {live, reasons, challenges, best_frame, …}
+
+Frames are sent once per session, either as ``multipart/form-data`` — a ``nonce`` field, a
+``timestamps`` field (JSON array or comma-separated capture times, ms since the Unix epoch, one
+per frame, in order) and one ``frames`` file part per frame — or as ``application/json``:
+``{"nonce": "…", "frames": [{"image": "<base64>", "timestamp_ms": 1767225600000}, …]}``.
+A not-live decision is a 200 with ``live: false`` and reason codes; errors (unknown session 404,
+wrong nonce 403, used 409, expired 410, unreadable frames 422) raise FacegateError subclasses
+(``liveness.errors``), which the service's FacegateError handler turns into problem+json.
+
+Mounting (the service engineer's side)::
+
+    from facegate.liveness import api as liveness_api
+    from facegate.liveness.flow import liveness_frame_hook
+
+    app.include_router(liveness_api.router)
+    store = liveness_api.InMemorySessionStore()          # or a database-backed SessionStore
+    app.dependency_overrides[liveness_api.get_liveness_engine] = lambda: service.engine
+    app.dependency_overrides[liveness_api.get_liveness_store] = lambda: store
+    app.dependency_overrides[liveness_api.liveness_principal] = caller_key_id   # see below
+    app.dependency_overrides[liveness_api.get_liveness_audit] = lambda: write_audit_record
+    app.dependency_overrides[liveness_api.get_liveness_settings] = lambda: LivenessSettings(…)  # optional
+    service.extensions["liveness_frame"] = liveness_frame_hook(store)  # verify/enrol with a session id
+
+Dependencies (all overridable with ``app.dependency_overrides``):
+
+- ``get_liveness_engine() -> FaceEngine``: default a process-wide ``FaceEngine()`` created on
+  first use. Override with the service's engine so only one is loaded.
+- ``get_liveness_store() -> SessionStore``: default a process-wide ``InMemorySessionStore``
+  (one process only; with several workers use a shared store).
+- ``liveness_principal() -> str | None``: who is calling; sessions are bound to it, and only the
+  same caller may submit frames to, read or consume a session. The default **refuses every
+  request** (401 ``liveness_auth_not_configured``): override it with a dependency that
+  authenticates (e.g. the service's API-key dependency, scope check included) and returns a stable
+  id for the caller (an object with ``key_id``/``id`` is also accepted). For local experiments
+  only, ``allow_anonymous`` accepts everyone as one anonymous caller.
+- ``get_liveness_audit() -> Callable[[dict], None]``: where decisions go. Records carry the
+  session id, decision, reason codes, challenge statuses, frame count and the caller id — never
+  images, landmarks or templates. Default: the ``facegate.liveness`` logger at INFO.
+- ``get_liveness_settings() -> LivenessSettings``: session lifetime, upload limits and the
+  checker's thresholds (``LivenessConfig``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Request
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from .challenge import DEFAULT_TTL_S, InMemorySessionStore, SessionStore, create_session
+from .checker import LivenessChecker, LivenessConfig
+from .errors import LivenessError, LivenessInputError
+from .flow import FlowSettings, SubmittedFrame, owner_of, submit_frames
+
+log = logging.getLogger("facegate.liveness")
+
+__all__ = [
+    "InMemorySessionStore",
+    "LivenessSettings",
+    "allow_anonymous",
+    "get_liveness_audit",
+    "get_liveness_engine",
+    "get_liveness_settings",
+    "get_liveness_store",
+    "liveness_principal",
+    "router",
+]
+
+
+class LivenessAuthNotConfiguredError(LivenessError):
+    code = "liveness_auth_not_configured"
+    http_status = 401
+
+
+class UnsupportedMediaTypeError(LivenessInputError):
+    code = "liveness_unsupported_media_type"
+    http_status = 415
+
+
+@dataclass(frozen=True)
+class LivenessSettings:
+    session_ttl_s: float = DEFAULT_TTL_S
+    checker: LivenessConfig = field(default_factory=LivenessConfig)
+    flow: FlowSettings = field(default_factory=FlowSettings)
+    recommended_fps: float = 10.0
+
+
+# --- overridable dependencies -------------------------------------------------------------------
+
+_engine_lock = threading.Lock()
+_default_engine: Any = None
+_default_store = InMemorySessionStore()
+_default_settings = LivenessSettings()
+
+
+def get_liveness_engine() -> Any:
+    """The FaceEngine the checks run on. Default: one process-wide FaceEngine()."""
+    global _default_engine
+    if _default_engine is None:
+        with _engine_lock:
+            if _default_engine is None:
+                from ..engine import FaceEngine
+
+                _default_engine = FaceEngine()
+    return _default_engine
+
+
+def get_liveness_store() -> SessionStore:
+    """Where sessions live. Default: one process-wide InMemorySessionStore."""
+    return _default_store
+
+
+def get_liveness_settings() -> LivenessSettings:
+    return _default_settings
+
+
+def liveness_principal() -> str | None:
+    """Who is calling. Placeholder: refuses until the service overrides it with real auth."""
+    raise LivenessAuthNotConfiguredError(
+        "liveness endpoints need authentication; the service must override liveness_principal"
+    )
+
+
+def allow_anonymous() -> str | None:
+    """An override for ``liveness_principal`` that lets everyone in as one caller (tests, demos)."""
+    return None
+
+
+def _log_audit(record: dict[str, Any]) -> None:
+    log.info("liveness %s", json.dumps(record, sort_keys=True))
+
+
+def get_liveness_audit() -> Callable[[dict[str, Any]], None]:
+    """Where decision records go. Default: the facegate.liveness logger."""
+    return _log_audit
+
+
+Engine = Annotated[Any, Depends(get_liveness_engine)]
+Store = Annotated[SessionStore, Depends(get_liveness_store)]
+Settings = Annotated[LivenessSettings, Depends(get_liveness_settings)]
+Caller = Annotated[Any, Depends(liveness_principal)]
+Audit = Annotated[Callable[[dict[str, Any]], None], Depends(get_liveness_audit)]
+SessionId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$", description="Liveness session id.")]
+
+
+# --- response models ----------------------------------------------------------------------------
+
+
+class UploadLimits(BaseModel):
+    max_frames: int
+    max_frame_bytes: int
+    recommended_fps: float
+    timestamp_unit: str = "ms_since_unix_epoch"
+
+
+class SessionCreated(BaseModel):
+    id: str
+    nonce: str = Field(description="Send it back with the frames.")
+    challenges: list[str] = Field(description="Movements to perform, in this order: turn_left, turn_right, look_up, look_down, move_closer (the person's own left/right).")
+    prompts: list[str] = Field(description="Human-readable instructions, one per challenge.")
+    created_at: str
+    expires_at: str
+    state: str
+    upload: UploadLimits
+
+
+class SessionState(BaseModel):
+    id: str
+    state: str = Field(description="pending | checking | passed | failed | consumed")
+    challenges: list[str]
+    prompts: list[str]
+    created_at: str
+    expires_at: str
+    live: bool | None = None
+    reasons: list[str] | None = None
+
+
+class ChallengeOut(BaseModel):
+    challenge: str
+    status: str = Field(description="met | late | out_of_order | missing")
+    start_s: float | None = None
+    peak_s: float | None = None
+    end_s: float | None = None
+    peak: float | None = None
+
+
+class Decision(BaseModel):
+    session_id: str
+    state: str
+    live: bool
+    decision: str = Field(description="live | not_live")
+    reasons: list[str]
+    challenges: list[ChallengeOut]
+    movements: list[dict[str, Any]]
+    frames: int
+    face_frames: int
+    duration_s: float
+    best_frame: int | None
+    best_face: dict[str, Any] | None
+    metrics: dict[str, Any]
+    model: str
+
+
+_FRAMES_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["nonce", "timestamps", "frames"],
+                "properties": {
+                    "nonce": {"type": "string"},
+                    "timestamps": {
+                        "type": "string",
+                        "description": "Capture times in ms since the Unix epoch, one per frame in order: a JSON array or comma-separated.",
+                    },
+                    "frames": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                },
+            }
+        },
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["nonce", "frames"],
+                "properties": {
+                    "nonce": {"type": "string"},
+                    "frames": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["image", "timestamp_ms"],
+                            "properties": {
+                                "image": {"type": "string", "description": "base64-encoded JPEG/PNG/WebP"},
+                                "timestamp_ms": {"type": "number"},
+                            },
+                        },
+                    },
+                },
+            }
+        },
+    },
+}
+
+router = APIRouter(prefix="/v1/liveness", tags=["liveness"])
+
+
+def _session_dict(session: Any) -> dict[str, Any]:
+    return session.to_dict(include_nonce=False)
+
+
+@router.post("/sessions", status_code=201, response_model=SessionCreated, summary="Start a liveness session")
+async def create_liveness_session(store: Store, settings: Settings, caller: Caller, audit: Audit) -> dict[str, Any]:
+    """A random 2–4 movement challenge, a nonce and an expiry. Capture the person performing the
+    movements in order (about 10 frames per second, starting facing the camera) and post the
+    frames to ``/sessions/{id}/frames`` before ``expires_at``."""
+    owner = owner_of(caller)
+    session = create_session(ttl_s=settings.session_ttl_s, owner=owner)
+    store.add(session)
+    audit({"event": "liveness.session_created", "session_id": session.id, "actor": owner,
+           "challenges": [c.value for c in session.challenges]})
+    return {
+        **session.to_dict(include_nonce=True),
+        "upload": {
+            "max_frames": min(settings.flow.max_frames, settings.checker.max_frames),
+            "max_frame_bytes": settings.flow.max_frame_bytes,
+            "recommended_fps": settings.recommended_fps,
+        },
+    }
+
+
+@router.get("/sessions/{session_id}", response_model=SessionState, summary="A liveness session's state")
+async def get_liveness_session(session_id: SessionId, store: Store, caller: Caller) -> dict[str, Any]:
+    return _session_dict(store.get(session_id, owner=owner_of(caller)))
+
+
+@router.post(
+    "/sessions/{session_id}/frames",
+    response_model=Decision,
+    summary="Submit the captured frames and get the liveness decision",
+    openapi_extra={"requestBody": _FRAMES_BODY},
+)
+async def submit_liveness_frames(
+    session_id: SessionId, request: Request, engine: Engine, store: Store, settings: Settings, caller: Caller, audit: Audit
+) -> dict[str, Any]:
+    """Checks, once per session: one face throughout, the same person in every frame, the asked
+    movements in order and in time and nothing else, natural (not planar, not repeated) change,
+    and a large, sharp best frame. ``live: false`` comes with reason codes (docs/liveness.md)."""
+    owner = owner_of(caller)
+    limit = min(settings.flow.max_frames, settings.checker.max_frames)
+    nonce, frames = await _read_frames(request, limit, settings.flow.max_frame_bytes)
+    checker = LivenessChecker(engine, settings.checker)
+    try:
+        session, result = await run_in_threadpool(
+            submit_frames, store, checker, session_id, nonce, frames, owner=owner, settings=settings.flow
+        )
+    except LivenessError as exc:
+        audit({"event": "liveness.rejected", "session_id": session_id, "actor": owner, "code": exc.code})
+        raise
+    record = result.audit_record(session.id)
+    record["actor"] = owner
+    audit(record)
+    body = result.to_dict()
+    return {"session_id": session.id, "state": session.state, "decision": "live" if result.live else "not_live", **body}
+
+
+# --- request parsing ----------------------------------------------------------------------------
+
+
+def _parse_timestamps(raw: Any, count: int) -> list[float]:
+    if not isinstance(raw, str) or not raw.strip():
+        raise LivenessInputError("the timestamps field is required: one capture time (ms since the Unix epoch) per frame")
+    text = raw.strip()
+    try:
+        values = json.loads(text) if text.startswith("[") else [float(v) for v in re.split(r"[,\s]+", text) if v]
+    except (ValueError, json.JSONDecodeError):
+        raise LivenessInputError("timestamps must be numbers: a JSON array or comma-separated") from None
+    if not isinstance(values, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise LivenessInputError("timestamps must be numbers: a JSON array or comma-separated")
+    if len(values) != count:
+        raise LivenessInputError(f"{len(values)} timestamps for {count} frames; send one per frame", timestamps=len(values), frames=count)
+    return [float(v) for v in values]
+
+
+async def _read_frames(request: Request, limit: int, max_bytes: int) -> tuple[str, list[SubmittedFrame]]:
+    ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if ctype == "multipart/form-data":
+        try:
+            form = await request.form(max_files=limit + 1, max_fields=16)
+        except Exception as exc:  # malformed multipart, too many parts
+            raise LivenessInputError(f"unreadable multipart body: {exc}") from None
+        nonce = form.get("nonce")
+        if not isinstance(nonce, str) or not nonce:
+            raise LivenessInputError("the nonce field is required")
+        parts = form.getlist("frames")
+        if not parts:
+            raise LivenessInputError("no frames: send one 'frames' file part per frame")
+        if len(parts) > limit:
+            raise LivenessInputError(f"{len(parts)} frames, more than the limit of {limit}", frames=len(parts), limit=limit)
+        images: list[bytes] = []
+        for i, part in enumerate(parts):
+            if isinstance(part, str) or not hasattr(part, "read"):
+                raise LivenessInputError(f"frame {i} is not a file part", frame=i)
+            data = await part.read(max_bytes + 1)
+            if len(data) > max_bytes:
+                raise LivenessInputError(f"frame {i} is larger than {max_bytes} bytes", frame=i)
+            images.append(data)
+        stamps = _parse_timestamps(form.get("timestamps"), len(images))
+        return nonce, [SubmittedFrame(img, ts) for img, ts in zip(images, stamps)]
+    if ctype == "application/json" or ctype.endswith("+json"):
+        try:
+            body = await request.json()
+        except Exception:
+            raise LivenessInputError("the body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise LivenessInputError("the body must be a JSON object with nonce and frames")
+        nonce = body.get("nonce")
+        items = body.get("frames")
+        if not isinstance(nonce, str) or not nonce:
+            raise LivenessInputError("nonce (string) is required")
+        if not isinstance(items, list) or not items:
+            raise LivenessInputError("frames (non-empty array) is required")
+        if len(items) > limit:
+            raise LivenessInputError(f"{len(items)} frames, more than the limit of {limit}", frames=len(items), limit=limit)
+        frames: list[SubmittedFrame] = []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict) or not isinstance(item.get("image"), str):
+                raise LivenessInputError(f"frames[{i}] needs image (base64 string) and timestamp_ms", frame=i)
+            ts = item.get("timestamp_ms")
+            if not isinstance(ts, (int, float)) or isinstance(ts, bool):
+                raise LivenessInputError(f"frames[{i}].timestamp_ms must be a number", frame=i)
+            text = item["image"]
+            if "," in text[:100] and text.lstrip().startswith("data:"):
+                text = text.split(",", 1)[1]  # data URL
+            if len(text) > max_bytes * 4 // 3 + 8:
+                raise LivenessInputError(f"frame {i} is larger than {max_bytes} bytes", frame=i)
+            try:
+                data = base64.b64decode(text, validate=True)
+            except (binascii.Error, ValueError):
+                raise LivenessInputError(f"frames[{i}].image is not valid base64", frame=i) from None
+            frames.append(SubmittedFrame(data, float(ts)))
+        return nonce, frames
+    raise UnsupportedMediaTypeError("send frames as multipart/form-data or application/json", content_type=ctype[:100])
+
+
+def now_ms() -> float:
+    """Capture-time helper for Python clients: ms since the Unix epoch."""
+    return time.time() * 1000.0
