@@ -30,13 +30,19 @@ class FaceLikeGenerator:
         # cos(sample_a, sample_b) ≈ 1 / (1 + a²) for two samples of one identity.
         self.noise = math.sqrt(1.0 / same_cos - 1.0)
 
+    BLOCK = 16_384
+
     def centres(self, ids: np.ndarray) -> np.ndarray:
+        """Unit centres of identities ``ids`` (the same vector for an id whatever the call)."""
+        ids = np.asarray(ids, np.int64)
         out = np.empty((len(ids), self.dim), np.float32)
-        for start in range(0, len(ids), 65_536):
-            part = np.asarray(ids[start : start + 65_536], np.int64)
-            # One generator per block keyed by the first id: reproducible and fast.
-            rng = np.random.default_rng([self.seed, int(part[0]), len(part)])
-            out[start : start + len(part)] = rng.standard_normal((len(part), self.dim), np.float32) * self.scales
+        blocks = ids // self.BLOCK
+        for b in np.unique(blocks):
+            rng = np.random.default_rng([self.seed, int(b)])
+            block = rng.standard_normal((self.BLOCK, self.dim), np.float32)
+            sel = blocks == b
+            out[sel] = block[ids[sel] - b * self.BLOCK]
+        out *= self.scales
         return _normalise(out)
 
     def samples(self, centres: np.ndarray, per_centre: int = 1, *, seed: int = 1) -> np.ndarray:
