@@ -1,0 +1,409 @@
+"""Vector search inside PostgreSQL (pgvector), with consent filtering in the same query.
+
+Replaces the in-memory ``GalleryIndex`` when the store is PostgreSQL: nothing is loaded into
+the process and there is nothing to keep in sync, so any number of service replicas share one
+gallery, and a committed erasure or withdrawal is invisible to every replica's next query.
+
+Per collection (``fg_vectors_<id>``, rotated vectors, see ``store.py``):
+
+* **Exact** (sequential scan, or index lookups on the allowed subjects) while the collection
+  has no IVFFlat index, and whenever the subjects allowed for the purpose are few
+  (``small_subset_subjects``): a purpose granted by 1 % of a million subjects scans those
+  ~10k templates exactly instead of walking an approximate index that mostly returns
+  filtered-out rows.
+* **IVFFlat** (``vector_cosine_ops``; lists ≈ rows/1000, √rows beyond 1M) once the collection
+  passes ``ann_min_rows``: built with ``CREATE INDEX CONCURRENTLY`` in the background (one
+  builder across replicas: an advisory lock), rebuilt when the collection grew
+  ``rebuild_growth``-fold. ``ivfflat.probes`` is tuned right after the build until recall@1
+  against exact search on self-test probes reaches ``target_recall``. Chosen over HNSW by
+  measurement (``../shared/notes/vector-search.md``): HNSW lost rank-1 at 1M with defaults and
+  its VACUUM after erasures took minutes; IVFFlat's took about a second.
+* **Filtering never costs a result slot**: the consent check is a per-row filter of the same
+  query, with ``ivfflat.iterative_scan = relaxed_order`` so the scan continues past filtered-out
+  rows until ``LIMIT`` rows pass. Candidates are re-scored with the exact float32 cosine
+  (``embedding <=> q``) and de-duplicated per subject, so thresholds apply to true scores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import math
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import text
+
+from ..errors import StoreError
+from ..index import Hit
+from .store import PgStore, PgStoreTx, vec_table, vector_literal
+
+log = logging.getLogger("facegate.gallery.pg.index")
+
+
+@dataclass(frozen=True)
+class PgIndexConfig:
+    ann_min_rows: int = 50_000  # below this many templates: exact scans, no IVFFlat index
+    small_subset_subjects: int = 10_000  # filtered searches over at most this many subjects run exact
+    target_recall: float = 0.995  # recall@1 vs exact the probes self-test must reach
+    probes: tuple[int, ...] = (1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+    rescore: int = 64  # candidate templates fetched (then de-duplicated per subject)
+    rebuild_growth: float = 4.0  # rebuild (new lists) once the collection grew this much
+    self_test_queries: int = 200
+    auto_build: bool = True  # build/rebuild in a background thread when a search notices the need
+    count_ttl_s: float = 30.0  # cache of allowed-subject counts (plan choice and audit figure)
+    seed: int = 1234
+
+
+class _NoLock:
+    """The in-memory index's RW lock interface; the database does the isolation here."""
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[None]:
+        yield
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[None]:
+        yield
+
+
+def _active_sql(alias: str, purpose: bool) -> str:
+    cond = (f"{alias}.withdrawn_at IS NULL AND {alias}.granted_at <= :now "
+            f"AND ({alias}.expires_at IS NULL OR {alias}.expires_at > :now)")
+    return cond + (f" AND {alias}.purpose = :purpose" if purpose else "")
+
+
+def lists_for(rows: int) -> int:
+    """pgvector's advice: rows/1000 up to 1M rows, √rows beyond."""
+    if rows <= 1_000_000:
+        return max(1, rows // 1000)
+    return int(math.sqrt(rows))
+
+
+class PgCollectionIndex:
+    """One collection's search in the database. Thread-safe (stateless but for caches)."""
+
+    def __init__(self, parent: "PgGalleryIndex", cid: int, dim: int, model_id: str) -> None:
+        self.parent = parent
+        self.store: PgStore = parent.store
+        self.config: PgIndexConfig = parent.config
+        self.collection_id = cid
+        self.dim = dim
+        self.model_id = model_id
+        self.lock = _NoLock()
+        self.applied_seq = 0
+        self._counts: dict[str | None, tuple[float, int]] = {}
+        self._counts_lock = threading.Lock()
+        self._refreshing: set[str | None] = set()
+        self._build_thread: threading.Thread | None = None
+        self._checked_at = 0.0
+        self.last_plan = ""
+
+    # --- allowed-subject counts (plan choice) ---------------------------------------------
+
+    def _count_allowed(self, purpose: str | None, now: dt.datetime) -> int:
+        with self.store.read() as tx:
+            sql = (f"SELECT count(*) FROM subjects s WHERE s.collection_id = :cid AND EXISTS "
+                   f"(SELECT 1 FROM consents k WHERE k.subject_id = s.id AND {_active_sql('k', purpose is not None)})")
+            return int(tx.execute(text(sql), {"cid": self.collection_id, "now": now, "purpose": purpose}).scalar() or 0)
+
+    def allowed_subjects(self, purpose: str | None, now: float | dt.datetime) -> int:
+        """Subjects whose consent covers ``purpose`` (cached ``count_ttl_s``, refreshed in the
+        background once known: a stale figure only affects the plan choice, never the result)."""
+        when = now if isinstance(now, dt.datetime) else dt.datetime.fromtimestamp(now, dt.timezone.utc)
+        hit = self._counts.get(purpose)
+        t = time.monotonic()
+        if hit is None:
+            n = self._count_allowed(purpose, when)
+            self._counts[purpose] = (t, n)
+            return n
+        if t - hit[0] > self.config.count_ttl_s:
+            with self._counts_lock:
+                if purpose not in self._refreshing:
+                    self._refreshing.add(purpose)
+                    threading.Thread(target=self._refresh, args=(purpose, when), daemon=True).start()
+        return hit[1]
+
+    def _refresh(self, purpose: str | None, when: dt.datetime) -> None:
+        try:
+            self._counts[purpose] = (time.monotonic(), self._count_allowed(purpose, when))
+        except Exception:  # noqa: BLE001 - keep the old figure
+            log.debug("refreshing the allowed count failed", exc_info=True)
+        finally:
+            with self._counts_lock:
+                self._refreshing.discard(purpose)
+
+    def invalidate_counts(self) -> None:
+        self._counts.clear()
+
+    # --- search -------------------------------------------------------------------------------
+
+    def search(self, q: np.ndarray, k: int, purpose: str | None, now: float, *,
+               exclude_subject: int | None = None, nprobe: int | None = None, mode: str | None = None) -> tuple[list[Hit], int]:
+        """Best ``k`` subjects (best template each) whose consent covers ``purpose`` at ``now``
+        (epoch seconds; None = any active consent). Returns (hits, allowed subjects).
+        ``mode``: force "exact" or "ann" (benchmarks, tests)."""
+        q = np.ascontiguousarray(q, dtype=np.float32).reshape(-1)
+        when = dt.datetime.fromtimestamp(now, dt.timezone.utc)
+        n_allowed = self.allowed_subjects(purpose, when)
+        want = k + (1 if exclude_subject is not None else 0)
+        n = max(self.config.rescore, 4 * want)
+        with self.store.read() as tx:
+            R, st = tx.current_rotation(self.collection_id)
+            qr = vector_literal(R @ q)
+            use_ann = st.index_name is not None and n_allowed > self.config.small_subset_subjects
+            if mode is not None:
+                use_ann = mode == "ann" and st.index_name is not None
+            probes = int(nprobe or st.probes or 8)
+            while True:
+                rows = self._query(tx, qr, n, purpose, when, exclude_subject, use_ann, probes, st)
+                best: dict[int, tuple[float, int, str, str | None]] = {}
+                for tid, sid, ext, label, dist in rows:
+                    if sid not in best:
+                        best[sid] = (1.0 - float(dist), int(tid), ext, label)
+                if len(best) >= want or len(rows) < n or n >= 4096:
+                    break
+                n *= 4
+        ranked = sorted(best.items(), key=lambda kv: -kv[1][0])[:k]
+        hits = [Hit(sid, ext, label, score, tid) for sid, (score, tid, ext, label) in ranked]
+        self._maybe_build(st)
+        return hits, n_allowed
+
+    def _query(self, tx: PgStoreTx, qr: str, n: int, purpose: str | None, when: dt.datetime, exclude: int | None,
+               use_ann: bool, probes: int, st: Any) -> list[Any]:
+        t = vec_table(self.collection_id)
+        params: dict[str, Any] = {"q": qr, "n": n, "now": when, "purpose": purpose, "cid": self.collection_id, "ex": exclude}
+        excl = " AND v.subject_id <> :ex" if exclude is not None else ""
+        if use_ann:
+            self.last_plan = f"ivfflat(probes={probes})"
+            tx.execute(text(f"SET LOCAL ivfflat.probes = {int(probes)}"))
+            tx.execute(text("SET LOCAL ivfflat.iterative_scan = relaxed_order"))
+            tx.execute(text("SET LOCAL enable_seqscan = off"))
+            # A scalar sub-query with LIMIT stays a per-row filter of the index scan (a semi-join
+            # would make the planner sort the whole table instead).
+            inner = (f"SELECT v.template_id, v.subject_id, v.embedding FROM {t} v "
+                     f"WHERE (SELECT true FROM consents k WHERE k.subject_id = v.subject_id AND "
+                     f"{_active_sql('k', purpose is not None)} LIMIT 1){excl} "
+                     f"ORDER BY v.embedding <=> CAST(:q AS vector) LIMIT :n")
+        else:
+            self.last_plan = "exact"
+            # "+ 0" keeps the planner off the IVFFlat index: an exact scan of the allowed rows.
+            inner = (f"SELECT v.template_id, v.subject_id, v.embedding FROM {t} v "
+                     f"WHERE v.subject_id IN (SELECT k.subject_id FROM consents k JOIN subjects s ON s.id = k.subject_id "
+                     f"WHERE s.collection_id = :cid AND {_active_sql('k', purpose is not None)}){excl} "
+                     f"ORDER BY (v.embedding <=> CAST(:q AS vector)) + 0 LIMIT :n")
+        sql = (f"SELECT c.template_id, c.subject_id, s.external_id, s.label, c.embedding <=> CAST(:q AS vector) AS d "
+               f"FROM ({inner} OFFSET 0) c JOIN subjects s ON s.id = c.subject_id ORDER BY d")
+        return list(tx.execute(text(sql), params))
+
+    # --- other queries used by Gallery ---------------------------------------------------------
+
+    def subject_vectors(self, sid: int) -> np.ndarray:
+        with self.store.read() as tx:
+            return tx.subject_search_vectors(self.collection_id, sid)
+
+    def has_template(self, tid: int) -> bool:
+        with self.store.read() as tx:
+            return tx.execute(text(f"SELECT 1 FROM {vec_table(self.collection_id)} WHERE template_id = :t"), {"t": tid}).first() is not None
+
+    def allowed(self, sid: int, purpose: str | None, now: float) -> bool:
+        when = dt.datetime.fromtimestamp(now, dt.timezone.utc)
+        with self.store.read() as tx:
+            return bool(tx.active_consent_subjects([sid], purpose, when))
+
+    # --- IVFFlat lifecycle --------------------------------------------------------------------
+
+    def _maybe_build(self, st: Any) -> None:
+        if not self.config.auto_build:
+            return
+        t = time.monotonic()
+        if t - self._checked_at < 10.0:
+            return
+        self._checked_at = t
+        if self._build_thread is not None and self._build_thread.is_alive():
+            return
+        try:
+            with self.store.read() as tx:
+                rows = tx.estimate_vectors(self.collection_id)
+        except StoreError:
+            return
+        need = (st.index_name is None and rows >= self.config.ann_min_rows) or (
+            st.index_name is not None and st.index_rows and rows > self.config.rebuild_growth * st.index_rows)
+        if need:
+            self._build_thread = threading.Thread(target=self._safe_build, name=f"facegate-ivfflat-{self.collection_id}", daemon=True)
+            self._build_thread.start()
+
+    def _safe_build(self) -> None:
+        try:
+            self.build()
+        except Exception:  # noqa: BLE001 - exact search keeps working
+            log.exception("building the IVFFlat index of collection %s failed; exact search continues", self.collection_id)
+
+    def wait_for_build(self, timeout: float | None = None) -> None:
+        t = self._build_thread
+        if t is not None:
+            t.join(timeout)
+
+    def build(self, *, lists: int | None = None, tune: bool = True, probes: int | None = None) -> dict[str, Any]:
+        """(Re)build the IVFFlat index concurrently (searches and writes continue), swap it in,
+        then tune ``probes``. Returns build facts. Only one builder per collection across all
+        processes (advisory lock); a second caller returns {"skipped": True}."""
+        cid = self.collection_id
+        t = vec_table(cid)
+        lock_key = 4242100 + (zlib.crc32(t.encode()) % 1_000_000)
+        with self.store.autocommit() as conn:
+            if not conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({lock_key})").scalar():
+                return {"skipped": True}
+            try:
+                rows = int(conn.exec_driver_sql(f"SELECT count(*) FROM {t}").scalar() or 0)
+                L = int(lists or lists_for(rows))
+                old = conn.exec_driver_sql("SELECT index_name FROM fg_vector_collections WHERE collection_id = %(c)s", {"c": cid}).scalar()
+                name = f"{t}_ivf_{int(time.time() * 1000) % 10**10}"
+                t0 = time.perf_counter()
+                conn.exec_driver_sql("SET maintenance_work_mem = '512MB'")
+                conn.exec_driver_sql(f"CREATE INDEX CONCURRENTLY {name} ON {t} USING ivfflat (embedding vector_cosine_ops) WITH (lists = {L})")
+                build_s = time.perf_counter() - t0
+                conn.exec_driver_sql(
+                    "UPDATE fg_vector_collections SET index_name = %(n)s, index_lists = %(l)s, index_rows = %(r)s, built_at = now(), "
+                    "build_seconds = %(b)s, probes = COALESCE(%(p)s, probes, 8) WHERE collection_id = %(c)s",
+                    {"n": name, "l": L, "r": rows, "b": build_s, "p": probes, "c": cid},
+                )
+                if old and old != name:
+                    conn.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {old}")
+            finally:
+                conn.exec_driver_sql(f"SELECT pg_advisory_unlock({lock_key})")
+        facts: dict[str, Any] = {"index": name, "lists": L, "rows": rows, "build_seconds": round(build_s, 3)}
+        if tune and probes is None and rows:
+            facts.update(self.tune())
+        log.info("collection %s: IVFFlat %s", cid, facts)
+        return facts
+
+    def drop_index(self) -> None:
+        with self.store.autocommit() as conn:
+            old = conn.exec_driver_sql("SELECT index_name FROM fg_vector_collections WHERE collection_id = %(c)s",
+                                       {"c": self.collection_id}).scalar()
+            conn.exec_driver_sql("UPDATE fg_vector_collections SET index_name = NULL, index_lists = NULL, index_rows = NULL, "
+                                 "probes = NULL, recall = NULL WHERE collection_id = %(c)s", {"c": self.collection_id})
+            if old:
+                conn.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {old}")
+
+    def self_test_probes(self, nq: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(unrotated probes, exact best template ids, exact best scores): stored templates plus
+        noise to cosine ≈ 0.7 (a fresh photo of an enrolled person), exact answers from a
+        streamed pass over the table (numpy, not one sequential scan per probe)."""
+        nq = nq or self.config.self_test_queries
+        rng = np.random.default_rng(self.config.seed)
+        with self.store.read() as tx:
+            R, st = tx.current_rotation(self.collection_id)
+            tx.execute(text(f"SELECT setseed({(self.config.seed % 1000) / 1000.0})"))
+            src = tx.execute(text(f"SELECT embedding::real[] FROM {vec_table(self.collection_id)} ORDER BY random() LIMIT :n"),
+                             {"n": int(nq)}).all()
+            Qr = np.asarray([r[0] for r in src], np.float32).reshape(-1, st.dim)
+            Qr += rng.standard_normal(Qr.shape).astype(np.float32) / math.sqrt(st.dim)
+            Qr /= np.maximum(np.linalg.norm(Qr, axis=1, keepdims=True), 1e-12)
+            best_s = np.full(len(Qr), -np.inf, np.float32)
+            best_t = np.zeros(len(Qr), np.int64)
+            for tids, _sids, V in tx.stream_vectors(self.collection_id):
+                S = Qr @ V.T
+                j = S.argmax(1)
+                s = S[np.arange(len(Qr)), j]
+                better = s > best_s
+                best_s[better], best_t[better] = s[better], tids[j[better]]
+        Q = Qr @ R  # unrotated: search() rotates again
+        return Q, best_t, best_s
+
+    def tune(self, target: float | None = None) -> dict[str, Any]:
+        """Smallest ``probes`` whose recall@1 vs exact reaches ``target`` on self-test probes."""
+        target = target or self.config.target_recall
+        t0 = time.perf_counter()
+        Q, best_t, best_s = self.self_test_probes()
+        with self.store.read() as tx:
+            st = tx.vector_state(self.collection_id)
+        lists = int(st.index_lists or 1)
+        chosen, recall = lists, 1.0
+        now = time.time()
+        for p in [p for p in self.config.probes if p < lists] + [lists]:
+            hit = 0
+            for i in range(len(Q)):
+                hits, _ = self.search(Q[i], 1, None, now, nprobe=p, mode="ann")
+                hit += int(bool(hits) and (hits[0].template_id == best_t[i] or hits[0].score >= best_s[i] - 1e-5))
+            recall = hit / max(len(Q), 1)
+            chosen = p
+            if recall >= target:
+                break
+        tune_s = time.perf_counter() - t0
+        with self.store.write() as tx:
+            tx.update_vector_state(self.collection_id, probes=chosen, recall=recall, tune_seconds=tune_s)
+        return {"probes": chosen, "self_test_recall_at_1": recall, "tune_seconds": round(tune_s, 3)}
+
+    def stats(self) -> dict[str, Any]:
+        with self.store.read() as tx:
+            st = tx.vector_state(self.collection_id)
+            t = vec_table(self.collection_id)
+            n = tx.count_vectors(self.collection_id)
+            subjects = int(tx.execute(text(f"SELECT count(DISTINCT subject_id) FROM {t}")).scalar() or 0)
+            table_bytes = int(tx.execute(text("SELECT pg_total_relation_size(CAST(:t AS regclass))"), {"t": t}).scalar() or 0)
+            index_bytes = 0
+            if st.index_name:
+                index_bytes = int(tx.execute(text("SELECT pg_relation_size(CAST(:t AS regclass))"), {"t": st.index_name}).scalar() or 0)
+        return {
+            "templates": n,
+            "subjects": subjects,
+            "mode": "ivfflat" if st.index_name else "exact",
+            "backend": "postgresql",
+            "nlist": st.index_lists,
+            "nprobe": st.probes,
+            "self_test_recall_at_1": st.recall if st.index_name else 1.0,
+            "trained_rows": st.index_rows,
+            "rotation_version": st.rotation_version,
+            "memory_bytes": 0,
+            "table_bytes": table_bytes,
+            "index_bytes": index_bytes,
+            "ann_build_seconds": st.build_seconds,
+            "tune_seconds": st.tune_seconds,
+            "load_seconds": 0.0,
+            "applied_seq": 0,
+        }
+
+
+class PgGalleryIndex:
+    """Drop-in for ``GalleryIndex``: ``get()``, ``sync()`` (a no-op), ``drop()``, ``loaded()``."""
+
+    def __init__(self, store: PgStore, config: Any = None) -> None:
+        self.store = store
+        if isinstance(config, PgIndexConfig):
+            self.config = config
+        elif config is not None:  # the in-memory IndexConfig: keep what applies
+            self.config = PgIndexConfig(target_recall=getattr(config, "target_recall", 0.995),
+                                        rescore=getattr(config, "rescore", 64),
+                                        auto_build=getattr(config, "background_build", True))
+        else:
+            self.config = PgIndexConfig()
+        self._cols: dict[int, PgCollectionIndex] = {}
+        self._lock = threading.Lock()
+
+    def get(self, collection_id: int, dim: int, model_id: str) -> PgCollectionIndex:
+        idx = self._cols.get(collection_id)
+        if idx is None:
+            with self._lock:
+                idx = self._cols.setdefault(collection_id, PgCollectionIndex(self, collection_id, dim, model_id))
+        return idx
+
+    def loaded(self) -> list[PgCollectionIndex]:
+        return list(self._cols.values())
+
+    def drop(self, collection_id: int) -> None:
+        with self._lock:
+            self._cols.pop(collection_id, None)
+
+    def sync(self) -> None:
+        """Nothing to do: the database is the index. Plan-choice counts are refreshed so a
+        process's own consent changes pick the right plan at once."""
+        for c in list(self._cols.values()):
+            c.invalidate_counts()

@@ -1,0 +1,433 @@
+"""PostgreSQL + pgvector store: the gallery's relational data plus an in-database search copy.
+
+Same tables and Alembic migrations as the SQLite store (``gallery/migrations``), plus, created
+by :meth:`PgStore.migrate` on PostgreSQL only:
+
+* ``fg_vector_collections`` — per collection: dimension, rotation key version, the IVFFlat
+  index (name, lists, rows at build time), tuned ``ivfflat.probes`` and its measured recall.
+* ``fg_vectors_<collection id>`` — one row per template: ``(template_id, subject_id,
+  embedding vector(dim))`` where ``embedding = R · v`` (``rotation.py``). Foreign keys to
+  ``templates`` and ``subjects`` with ``ON DELETE CASCADE``: the search copy of an erased
+  subject disappears in the very transaction that erases it, and any replica's next query
+  (a new snapshot) cannot return it.
+* ``fg_consents_purpose`` — an index on ``consents (purpose, subject_id)`` for filtered search.
+
+Writers are serialised with a transaction-level advisory lock, as SQLite's ``BEGIN IMMEDIATE``
+serialises them, so every gallery operation keeps its embedded-store semantics (check then
+insert, hash-chained audit appends) across any number of processes and hosts.
+
+Connection loss, a stopped server or a server in recovery raise ``StoreUnavailableError``
+(HTTP 503); the pool pre-pings, so the next call after the server is back just works.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+from sqlalchemy import insert, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from ..errors import StoreError, StoreUnavailableError
+from ..store import C, S, T, Store, StoreTx
+from .rotation import RotationCache, keyring_name, orthogonal_from_seed, wrap_context
+
+log = logging.getLogger("facegate.gallery.pg")
+
+PG_SCHEMA = "1"  # version of the PostgreSQL-only objects below (meta key "pg_schema")
+WRITE_LOCK_KEY = 4242002  # pg_advisory_xact_lock: one writer at a time, like SQLite
+MIGRATE_LOCK_KEY = 4242001  # the same key Store.migrate() uses
+COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
+COPY_TRAILER = (-1).to_bytes(2, "big", signed=True)
+
+PG_DDL = [
+    """CREATE TABLE IF NOT EXISTS fg_vector_collections (
+        collection_id BIGINT PRIMARY KEY REFERENCES collections(id) ON DELETE CASCADE,
+        dim INTEGER NOT NULL,
+        rotation_version INTEGER NOT NULL,
+        index_name TEXT,
+        index_lists INTEGER,
+        index_rows BIGINT,
+        probes INTEGER,
+        recall DOUBLE PRECISION,
+        built_at TIMESTAMPTZ,
+        build_seconds DOUBLE PRECISION,
+        tune_seconds DOUBLE PRECISION
+    )""",
+    "CREATE INDEX IF NOT EXISTS fg_consents_purpose ON consents (purpose, subject_id)",
+]
+
+
+def vec_table(collection_id: int) -> str:
+    return f"fg_vectors_{int(collection_id)}"
+
+
+def vector_literal(v: np.ndarray) -> str:
+    """pgvector's text form; 9 significant digits round-trip float32 exactly."""
+    return "[" + ",".join(f"{x:.9g}" for x in np.asarray(v, np.float32).tolist()) + "]"
+
+
+def copy_rows(tids: np.ndarray, sids: np.ndarray, V: np.ndarray) -> bytes:
+    """Binary COPY payload for (template_id bigint, subject_id bigint, embedding vector(dim))."""
+    n, dim = V.shape
+    dt_ = np.dtype([("nf", ">i2"), ("l1", ">i4"), ("tid", ">i8"), ("l2", ">i4"), ("sid", ">i8"), ("l3", ">i4"),
+                    ("dim", ">i2"), ("unused", ">i2"), ("v", ">f4", (dim,))])
+    rec = np.empty(n, dt_)
+    rec["nf"], rec["l1"], rec["l2"], rec["l3"] = 3, 8, 8, 4 + 4 * dim
+    rec["tid"], rec["sid"] = tids, sids
+    rec["dim"], rec["unused"] = dim, 0
+    rec["v"] = V
+    return COPY_HEADER + rec.tobytes() + COPY_TRAILER
+
+
+def parse_copy_rows(data: bytes, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inverse of :func:`copy_rows` for ``COPY (SELECT template_id, subject_id, embedding …) TO
+    STDOUT (FORMAT BINARY)``: (template ids, subject ids, float32 vectors)."""
+    body = data[len(COPY_HEADER): len(data) - len(COPY_TRAILER)]
+    dt_ = np.dtype([("nf", ">i2"), ("l1", ">i4"), ("tid", ">i8"), ("l2", ">i4"), ("sid", ">i8"), ("l3", ">i4"),
+                    ("dim", ">i2"), ("unused", ">i2"), ("v", ">f4", (dim,))])
+    rec = np.frombuffer(body, dt_)
+    return rec["tid"].astype(np.int64), rec["sid"].astype(np.int64), rec["v"].astype(np.float32)
+
+
+def _unavailable(exc: DBAPIError) -> bool:
+    if exc.connection_invalidated:
+        return True
+    state = getattr(exc.orig, "sqlstate", None) or ""
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        # 08: connection exceptions, 57: operator intervention (shutdown, cancel), 53: resources,
+        # 40: serialisation/deadlock (transient); no SQLSTATE: the client lost the connection.
+        return state == "" or state[:2] in ("08", "57", "53", "40")
+    return state[:2] in ("08", "57")
+
+
+@contextmanager
+def pg_errors() -> Iterator[None]:
+    try:
+        yield
+    except DBAPIError as exc:
+        msg = str(exc.orig) if exc.orig is not None else str(exc)
+        msg = msg.strip().splitlines()[0] if msg.strip() else type(exc).__name__
+        if _unavailable(exc):
+            raise StoreUnavailableError(f"the gallery database is unavailable: {msg}") from exc
+        raise StoreError(f"database error: {msg}") from exc
+
+
+def normalise_url(url: str) -> str:
+    """``postgresql://`` / ``postgres://`` → SQLAlchemy's psycopg 3 driver, with a connect timeout."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    u = make_url(url)
+    if u.get_backend_name() != "postgresql":
+        raise StoreError(f"not a PostgreSQL URL: {u.render_as_string(hide_password=True)}")
+    if u.drivername in ("postgresql", "postgresql+psycopg2"):
+        u = u.set(drivername="postgresql+psycopg")
+    query = dict(u.query)
+    query.setdefault("connect_timeout", "10")
+    query.setdefault("application_name", "facegate")
+    return u.set(query=query).render_as_string(hide_password=False)
+
+
+class PgStore(Store):
+    """:class:`Store` on PostgreSQL with the pgvector search copy. Thread-safe; one per process."""
+
+    def __init__(self, url: str, *, durability: str = "normal", pool_size: int = 8) -> None:
+        super().__init__(normalise_url(url), durability=durability, pool_size=pool_size)
+        self.crypto: Any = None  # set by make_index() (Gallery.__init__); needed to write vectors
+        self.rotations = RotationCache()
+        self._vacuum_lock = threading.Lock()
+        self._vacuum_due: set[str] = set()
+        self._vacuum_thread: threading.Thread | None = None
+        self.vacuum_delay_s = 2.0
+
+    # --- transactions -----------------------------------------------------------------------
+
+    @contextmanager
+    def read(self) -> Iterator["PgStoreTx"]:
+        with pg_errors(), self.read_engine.begin() as conn:
+            yield PgStoreTx(conn, self)
+
+    @contextmanager
+    def write(self) -> Iterator["PgStoreTx"]:
+        with pg_errors(), self.write_engine.begin() as conn:
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
+            yield PgStoreTx(conn, self)
+
+    @contextmanager
+    def autocommit(self) -> Iterator[Any]:
+        """A connection outside any transaction (CREATE INDEX CONCURRENTLY, VACUUM)."""
+        with pg_errors(), self.engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            yield conn
+
+    def max_seq(self) -> int:
+        with pg_errors():
+            return super().max_seq()
+
+    # --- index factory (Gallery.__init__) -----------------------------------------------------
+
+    def make_index(self, crypto: Any, config: Any = None) -> Any:
+        from .index import PgGalleryIndex
+
+        self.crypto = crypto
+        return PgGalleryIndex(self, config)
+
+    # --- migrations ---------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        with pg_errors():
+            super().migrate()
+            with self.engine.connect() as conn:
+                have = conn.exec_driver_sql("SELECT value FROM meta WHERE key = 'pg_schema'").scalar()
+                conn.rollback()
+            if have == PG_SCHEMA:
+                return
+            with self.write_engine.begin() as conn:
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATE_LOCK_KEY})")
+                have = conn.exec_driver_sql("SELECT value FROM meta WHERE key = 'pg_schema'").scalar()
+                if have == PG_SCHEMA:
+                    return
+                try:
+                    with conn.begin_nested():
+                        conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS vector")
+                except DBAPIError as exc:
+                    raise StoreError(
+                        "the pgvector extension is missing and this role may not create it: "
+                        "ask the DBA to run CREATE EXTENSION vector in this database"
+                    ) from exc
+                for stmt in PG_DDL:
+                    conn.exec_driver_sql(stmt)
+                if have is None:
+                    conn.exec_driver_sql("INSERT INTO meta (key, value) VALUES ('pg_schema', %(v)s)", {"v": PG_SCHEMA})
+                else:
+                    conn.exec_driver_sql("UPDATE meta SET value = %(v)s WHERE key = 'pg_schema'", {"v": PG_SCHEMA})
+
+    # --- housekeeping -------------------------------------------------------------------------
+
+    def checkpoint(self) -> bool:
+        """Called by the gallery after erasures: schedule a VACUUM of the erased data's tables
+        (debounced, off the request path). VACUUM removes dead rows from the IVFFlat index and
+        makes their heap space reusable (cheap with IVFFlat, unlike HNSW)."""
+        self.schedule_vacuum(["templates", "subjects", "consents", *self._vector_tables()])
+        return True
+
+    def _vector_tables(self) -> list[str]:
+        try:
+            with self.read() as tx:
+                return [vec_table(c) for c in tx.vector_collection_ids()]
+        except StoreError:
+            return []
+
+    def schedule_vacuum(self, tables: Sequence[str]) -> None:
+        with self._vacuum_lock:
+            self._vacuum_due.update(tables)
+            if self._vacuum_thread is None or not self._vacuum_thread.is_alive():
+                self._vacuum_thread = threading.Thread(target=self._vacuum_worker, name="facegate-pg-vacuum", daemon=True)
+                self._vacuum_thread.start()
+
+    def _vacuum_worker(self) -> None:
+        time.sleep(self.vacuum_delay_s)
+        with self._vacuum_lock:
+            tables, self._vacuum_due = sorted(self._vacuum_due), set()
+        try:
+            self.vacuum(tables)
+        except Exception:  # noqa: BLE001 - autovacuum remains the fallback
+            log.warning("background VACUUM failed (autovacuum will catch up)", exc_info=True)
+
+    def vacuum(self, tables: Sequence[str] | None = None) -> float:
+        """VACUUM now (blocking); returns seconds taken."""
+        if tables is None:
+            tables = ["templates", "subjects", "consents", *self._vector_tables()]
+        t0 = time.perf_counter()
+        with self.autocommit() as conn:
+            for t in tables:
+                if t.replace("_", "").isalnum():
+                    conn.exec_driver_sql(f"VACUUM {t}")
+        return time.perf_counter() - t0
+
+    def wait_vacuum(self, timeout: float = 60.0) -> None:
+        t = self._vacuum_thread
+        if t is not None:
+            t.join(timeout)
+
+    def close(self) -> None:
+        self.wait_vacuum(5.0)
+        super().close()
+
+
+class PgStoreTx(StoreTx):
+    """:class:`StoreTx` that also maintains each collection's search copy."""
+
+    store: PgStore
+
+    def __init__(self, conn: Any, store: PgStore) -> None:
+        super().__init__(conn, store)
+        self._ciphers: dict[int, Any] = {}
+
+    # --- raw driver access --------------------------------------------------------------------
+
+    def _cursor(self) -> Any:
+        return self.conn.connection.dbapi_connection.cursor()
+
+    def copy_in(self, sql: str, payload: bytes) -> None:
+        with self._cursor() as cur, cur.copy(sql) as cp:
+            for start in range(0, len(payload), 8 << 20):
+                cp.write(payload[start: start + (8 << 20)])
+
+    def copy_out(self, sql: str) -> bytes:
+        buf = bytearray()
+        with self._cursor() as cur, cur.copy(sql) as cp:
+            for chunk in cp:
+                buf += chunk
+        return bytes(buf)
+
+    # --- vector collections -------------------------------------------------------------------
+
+    def vector_state(self, cid: int) -> Any:
+        return self.conn.execute(text("SELECT * FROM fg_vector_collections WHERE collection_id = :c"), {"c": cid}).first()
+
+    def vector_collection_ids(self) -> list[int]:
+        return [r[0] for r in self.conn.execute(text("SELECT collection_id FROM fg_vector_collections"))]
+
+    def update_vector_state(self, cid: int, **values: Any) -> None:
+        sets = ", ".join(f"{k} = :{k}" for k in values)
+        self.conn.execute(text(f"UPDATE fg_vector_collections SET {sets} WHERE collection_id = :cid"), {**values, "cid": cid})
+
+    def rotation(self, cid: int, version: int, dim: int) -> np.ndarray:
+        cached = self.store.rotations.get((cid, version))
+        if cached is not None:
+            return cached
+        entry = self.get_keyring(keyring_name(cid, version))
+        if entry is None:
+            raise StoreError(f"the rotation key {version} of collection {cid} is missing from the keyring")
+        seed = self._crypto().unwrap(entry.wrapped, wrap_context(cid, version))
+        return self.store.rotations.put((cid, version), orthogonal_from_seed(seed, dim))
+
+    def current_rotation(self, cid: int) -> tuple[np.ndarray, Any]:
+        st = self.vector_state(cid)
+        if st is None:
+            raise StoreError(f"collection {cid} has no vector table")
+        return self.rotation(cid, st.rotation_version, st.dim), st
+
+    def new_rotation_key(self, cid: int, version: int, now: dt.datetime) -> None:
+        crypto = self._crypto()
+        self.put_keyring(keyring_name(cid, version), crypto.master_key_id,
+                         crypto.wrap(secrets.token_bytes(32), wrap_context(cid, version)), now)
+
+    def create_vector_table(self, cid: int, dim: int) -> None:
+        t = vec_table(cid)
+        self.conn.exec_driver_sql(
+            f"CREATE TABLE {t} ("
+            f" template_id BIGINT PRIMARY KEY REFERENCES templates(id) ON DELETE CASCADE,"
+            f" subject_id BIGINT NOT NULL REFERENCES subjects(id) ON DELETE CASCADE,"
+            f" embedding vector({int(dim)}) NOT NULL)"
+        )
+        self.conn.exec_driver_sql(f"ALTER TABLE {t} ALTER COLUMN embedding SET STORAGE PLAIN")
+        self.conn.exec_driver_sql(f"CREATE INDEX {t}_subject ON {t} (subject_id)")
+
+    def _crypto(self) -> Any:
+        if self.store.crypto is None:
+            raise StoreError("the PostgreSQL store needs the master key to write search vectors: open it with Gallery.open")
+        return self.store.crypto
+
+    # --- overrides: collections ---------------------------------------------------------------
+
+    def insert_collection(self, **values: Any) -> int:
+        cid = super().insert_collection(**values)
+        dim = int(values["embedding_dim"])
+        self.create_vector_table(cid, dim)
+        self.conn.execute(text("INSERT INTO fg_vector_collections (collection_id, dim, rotation_version) VALUES (:c, :d, 1)"),
+                          {"c": cid, "d": dim})
+        self.new_rotation_key(cid, 1, values.get("created_at") or dt.datetime.now(dt.timezone.utc))
+        return cid
+
+    def delete_collection(self, cid: int) -> None:
+        self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS {vec_table(cid)}")
+        super().delete_collection(cid)  # fg_vector_collections cascades
+        self.conn.execute(text("DELETE FROM keyring WHERE name LIKE :p"), {"p": f"vecrot:{int(cid)}:%"})
+        self.store.rotations.forget(cid)
+
+    # --- overrides: templates -----------------------------------------------------------------
+
+    def _cipher(self, sid: int, cid: int) -> Any:
+        c = self._ciphers.get(sid)
+        if c is None:
+            row = self.conn.execute(select(S.c.wrapped_key, S.c.external_id).where(S.c.id == sid)).one()
+            c = self._ciphers[sid] = self._crypto().subject_key(row.wrapped_key, cid, row.external_id)
+        return c
+
+    def _plain(self, values: dict[str, Any]) -> np.ndarray:
+        cipher = self._cipher(int(values["subject_id"]), int(values["collection_id"]))
+        return cipher.decrypt(values["nonce"], values["ciphertext"], values["model_id"])
+
+    def insert_template(self, **values: Any) -> int:
+        tid = super().insert_template(**values)
+        self.insert_vectors(int(values["collection_id"]), np.array([tid]), np.array([int(values["subject_id"])]),
+                            self._plain(values)[None, :])
+        return tid
+
+    def insert_templates_many(self, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        res = self.conn.execute(insert(T).returning(T.c.id, sort_by_parameter_order=True), rows)
+        tids = np.array([r[0] for r in res], np.int64)
+        by_col: dict[int, list[int]] = {}
+        for i, r in enumerate(rows):
+            by_col.setdefault(int(r["collection_id"]), []).append(i)
+        for cid, idx in by_col.items():
+            V = np.stack([self._plain(rows[i]) for i in idx])
+            self.insert_vectors(cid, tids[idx], np.array([int(rows[i]["subject_id"]) for i in idx], np.int64), V)
+
+    def insert_vectors(self, cid: int, tids: np.ndarray, sids: np.ndarray, V: np.ndarray, *, rotated: bool = False) -> None:
+        """Insert plaintext (or already ``rotated``) unit vectors into the collection's search copy."""
+        if not len(tids):
+            return
+        if not rotated:
+            R, _st = self.current_rotation(cid)
+            V = np.asarray(V, np.float32) @ R.T
+        self.copy_in(f"COPY {vec_table(cid)} (template_id, subject_id, embedding) FROM STDIN (FORMAT BINARY)",
+                     copy_rows(np.asarray(tids, np.int64), np.asarray(sids, np.int64), np.asarray(V, np.float32)))
+
+    def subject_search_vectors(self, cid: int, sid: int) -> np.ndarray:
+        """A subject's templates (plaintext, unrotated), ordered by template id."""
+        R, st = self.current_rotation(cid)
+        rows = self.conn.execute(text(f"SELECT embedding::real[] FROM {vec_table(cid)} WHERE subject_id = :s ORDER BY template_id"),
+                                 {"s": sid}).all()
+        if not rows:
+            return np.zeros((0, st.dim), np.float32)
+        return np.asarray([r[0] for r in rows], np.float32) @ R
+
+    def stream_vectors(self, cid: int, *, chunk: int = 100_000) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """All (rotated) search vectors of a collection in template-id chunks via binary COPY."""
+        st = self.vector_state(cid)
+        last = 0
+        while True:
+            data = self.copy_out(
+                f"COPY (SELECT template_id, subject_id, embedding FROM {vec_table(cid)} WHERE template_id > {int(last)} "
+                f"ORDER BY template_id LIMIT {int(chunk)}) TO STDOUT (FORMAT BINARY)"
+            )
+            tids, sids, V = parse_copy_rows(data, st.dim)
+            if not len(tids):
+                return
+            yield tids, sids, V
+            last = int(tids[-1])
+            if len(tids) < chunk:
+                return
+
+    def count_vectors(self, cid: int) -> int:
+        return int(self.conn.exec_driver_sql(f"SELECT count(*) FROM {vec_table(cid)}").scalar() or 0)
+
+    def estimate_vectors(self, cid: int) -> int:
+        n = self.conn.execute(text("SELECT reltuples::bigint FROM pg_class WHERE relname = :t"), {"t": vec_table(cid)}).scalar()
+        return int(n) if n is not None and n >= 0 else self.count_vectors(cid)
+
+    def collection_ids(self) -> list[int]:
+        return [r[0] for r in self.conn.execute(select(C.c.id))]
