@@ -130,7 +130,8 @@ class Gallery:
         self.crypto = crypto
         self.audit = audit
         self.data_dir = data_dir
-        self.index = GalleryIndex(store, crypto, index_config)
+        # A backend may bring its own search (issue 6: PostgreSQL searches in the database).
+        self.index = store.make_index(crypto, index_config) if hasattr(store, "make_index") else GalleryIndex(store, crypto, index_config)
         self.keys = ApiKeys(store, audit)
         self._engine = engine
         self._engines: dict[str, Any] = {}
@@ -162,10 +163,15 @@ class Gallery:
         the process, may lose the last commits on power loss).
         """
         ddir = Path(data_dir) if data_dir is not None else default_data_dir()
-        url = store or os.environ.get("FACEGATE_STORE") or None
+        url = store or os.environ.get("FACEGATE_STORE") or os.environ.get("FACEGATE_DATABASE_URL") or None
         if url is None or url.startswith("sqlite"):
             ddir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        st = Store(url or sqlite_url(ddir), durability=durability)
+        if url is not None and not url.startswith("sqlite"):
+            from .pg import open_store  # issue 6: "postgresql://…" or "embedded-postgres"
+
+            st = open_store(url, data_dir=ddir, durability=durability)
+        else:
+            st = Store(url or sqlite_url(ddir), durability=durability)
         try:
             st.migrate()
             crypto = cls._master(st, ddir, master_key)
