@@ -63,7 +63,7 @@ def test_approximate_index_recall_and_filtering():
     idx, gen, centres, X = build(n, 2, cfg, allowed_every=4)
     assert idx.ann is not None and idx.ann.recall >= cfg.target_recall
     stats = idx.stats()
-    assert stats["mode"] == "ivf-sq8" and stats["templates"] == 2 * n
+    assert stats["mode"] == "ivf-pq4fs" and stats["templates"] == 2 * n
     sids = np.repeat(np.arange(n), 2)
     Q = gen.samples(centres[:400], 1, seed=11)  # fresh photos of enrolled people
     agree = rank1 = 0

@@ -892,12 +892,15 @@ class Gallery:
 
     # --- index --------------------------------------------------------------------------------
 
-    def warm(self, collection: str | None = None) -> None:
-        """Load (decrypt and index) one or every collection now instead of at its first search."""
+    def warm(self, collection: str | None = None, *, wait: bool = False) -> None:
+        """Load (decrypt and index) one or every collection now instead of at its first search;
+        ``wait=True`` also waits for approximate indexes being built in the background."""
         with self.store.read() as tx:
             rows = [self._col(tx, collection)] if collection else tx.collections()
         for r in rows:
-            self.index.get(r.id, r.embedding_dim, r.model_id)
+            idx = self.index.get(r.id, r.embedding_dim, r.model_id)
+            if wait:
+                idx.wait_for_build()
 
     def index_stats(self, collection: str) -> dict[str, Any]:
         col = self._col_row(collection)

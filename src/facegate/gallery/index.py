@@ -11,11 +11,16 @@ Design
   and the writes of a CLI running beside ``facegate serve``.
 * **Exact search** (float32 matrix × probe, numpy) while a collection has at most
   ``exact_max_rows`` templates, or when the rows allowed for the purpose are few.
-* **Approximate search** above that: faiss IVF with 8-bit scalar quantisation (IVF-SQ8) over
-  template ids, built automatically, ``nprobe`` tuned at build time until recall@1 against
-  exact search on self-test probes reaches ``target_recall``; its top ``rescore`` candidates are
-  re-scored exactly with the float32 vectors, so thresholds always apply to true cosine scores.
-  Retrained in the background when the collection has grown ``rebuild_growth``-fold.
+* **Approximate search** above that: faiss IVF with 4-bit product-quantised fast-scan codes
+  (``IVF√n,PQ(d/4)x4fs``, 16 bytes per 128-d template) over template ids, built automatically
+  in the background (exact search serves meanwhile). ``nprobe`` is tuned at build time until
+  recall@1 against exact search on self-test probes reaches ``target_recall`` (if it cannot,
+  the collection stays on exact search). Its top ``rescore`` candidates are re-scored exactly
+  with the float32 vectors, so thresholds always apply to true cosine scores. Retrained in the
+  background when the collection has grown ``rebuild_growth``-fold. (Face probes sit at cosine
+  ≈ 0.6 from their match, far from "near duplicate": IVF needs to scan 20–40 % of the lists for
+  recall@1 ≥ 0.995, which 4-bit fast-scan codes make cheap; HNSW graphs lose rank-1 on such
+  data at 1M — see ../shared/notes/vector-search.md.)
 * **Consent filtering is exact and never costs a result slot.** Each subject slot carries, per
   purpose, the time its consent for that purpose ends (−inf: none). The allowed-row mask for a
   (purpose, now) is computed by one vectorised comparison and cached until the next expiry or
@@ -51,15 +56,18 @@ NEG_INF = -math.inf
 
 @dataclass(frozen=True)
 class IndexConfig:
-    exact_max_rows: int = 150_000  # above this many templates an IVF-SQ8 index is built
-    small_subset_rows: int = 30_000  # filtered searches over at most this many rows run exact
+    exact_max_rows: int = 50_000  # above this many templates an approximate index is built
+    small_subset_rows: int = 20_000  # filtered searches over at most this many rows run exact
     target_recall: float = 0.995  # recall@1 vs exact that the nprobe self-check must reach
-    nprobes: tuple[int, ...] = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
-    rescore: int = 64  # approximate candidates re-scored exactly
+    nprobe_fractions: tuple[float, ...] = (0.05, 0.08, 0.12, 0.16, 0.2, 0.25, 0.3, 0.4, 0.5, 0.65)
+    rescore: int = 256  # approximate candidates re-scored exactly
     rebuild_growth: float = 2.0  # retrain once the collection has grown this much since training
-    self_test_queries: int = 300
+    self_test_queries: int = 200
     background_build: bool = True  # runtime (re)builds off the search path
     seed: int = 1234
+    # faiss's OpenMP threads spin while waiting; on a shared or busy host two of them can make
+    # training 10x slower than one. Searches are single-query anyway.
+    faiss_threads: int = 1
 
 
 @dataclass(frozen=True)
@@ -114,37 +122,41 @@ class RWLock:
 
 
 class IvfIndex:
-    """faiss IVF-SQ8 (inner product) keyed by template id. Not thread-safe: callers lock."""
+    """faiss IVF + 4-bit PQ fast-scan (inner product) keyed by template id: a compact candidate
+    generator (16 bytes per 128-d template) whose top candidates the caller re-scores exactly.
+    Not thread-safe: callers hold the collection's lock."""
 
     def __init__(self, dim: int, n_rows: int, seed: int = 1234) -> None:
         import faiss
 
         self.faiss = faiss
         self.dim = dim
-        self.nlist = int(min(8192, max(64, round(2 * math.sqrt(n_rows)))))
-        self.quantizer = faiss.IndexFlatIP(dim)
-        self.index = faiss.IndexIVFScalarQuantizer(self.quantizer, dim, self.nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
-        self.index.cp.seed = seed
+        self.nlist = int(min(4096, max(32, round(math.sqrt(n_rows)))))
+        self.m = dim // 4 if dim <= 128 else dim // 8
+        self.index = faiss.index_factory(dim, f"IVF{self.nlist},PQ{self.m}x4fs", faiss.METRIC_INNER_PRODUCT)
+        ivf = faiss.extract_index_ivf(self.index)
+        ivf.cp.seed = seed
+        ivf.cp.niter = 12
         self.nprobe = 32
         self.recall: float | None = None
         self.trained_rows = 0
 
     def train(self, sample: np.ndarray) -> None:
         self.index.train(np.ascontiguousarray(sample, dtype=np.float32))
-        self.index.set_direct_map_type(self.faiss.DirectMap.Hashtable)
 
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
         if len(ids):
             self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64))
 
     def remove(self, ids: np.ndarray) -> None:
+        """Remove templates for real (not a tombstone): erased codes do not linger in memory."""
         if len(ids):
             ids = np.ascontiguousarray(ids, dtype=np.int64)
-            self.index.remove_ids(self.faiss.IDSelectorArray(len(ids), self.faiss.swig_ptr(ids)))
+            self.index.remove_ids(self.faiss.IDSelectorBatch(len(ids), self.faiss.swig_ptr(ids)))
 
     def search(self, q: np.ndarray, k: int, bitmap: np.ndarray | None, nbits: int, nprobe: int | None = None) -> np.ndarray:
         params = self.faiss.SearchParametersIVF()
-        params.nprobe = nprobe or self.nprobe
+        params.nprobe = min(nprobe or self.nprobe, self.nlist)
         if bitmap is not None:
             sel = self.faiss.IDSelectorBitmap(nbits, self.faiss.swig_ptr(bitmap))
             params.sel = sel
@@ -156,7 +168,7 @@ class IvfIndex:
         return int(self.index.ntotal)
 
     def memory_bytes(self) -> int:
-        return self.ntotal * (self.dim + 8 + 8) + self.nlist * self.dim * 4  # codes + ids + hashtable + centroids
+        return self.ntotal * (self.m // 2 + 8) + self.nlist * self.dim * 4  # codes + ids + centroids
 
 
 # --- one collection -------------------------------------------------------------------------
@@ -223,7 +235,6 @@ class CollectionIndex:
         self.build_seconds = 0.0
         self.load_seconds = 0.0
         self._sid_at_slot = np.zeros(0, np.int64)
-        self._sid_cache_version = -1
 
     # --- capacity -------------------------------------------------------------------------
 
@@ -253,6 +264,9 @@ class CollectionIndex:
 
         self._expiry_any = grow(self._expiry_any)
         self._expiry = {p: grow(a) for p, a in self._expiry.items()}
+        sid_at = np.full(new, -1, np.int64)
+        sid_at[:cap] = self._sid_at_slot[:cap]
+        self._sid_at_slot = sid_at
 
     # --- mutations (caller holds the write lock) ------------------------------------------
 
@@ -266,6 +280,7 @@ class CollectionIndex:
                 self._n_slots += 1
                 self._reserve_slots(self._n_slots)
             self._slot_of[sid] = slot
+            self._sid_at_slot[slot] = sid
             self._tids_of[sid] = set()
         return slot
 
@@ -330,6 +345,7 @@ class CollectionIndex:
             if sid in self._slot_of:
                 self._remove_rows(sid, sorted(self._tids_of.get(sid, ())))
                 slot = self._slot_of.pop(sid)
+                self._sid_at_slot[slot] = -1
                 self._set_consents(slot, [])
                 self._free.append(slot)
                 self._info.pop(sid, None)
@@ -407,10 +423,14 @@ class CollectionIndex:
     def allowed_subjects(self, purpose: str | None, now: float) -> int:
         return self._mask(purpose, now).n_subjects
 
+    def _ann_usable(self) -> bool:
+        ann = self.ann
+        return ann is not None and self.n > self.config.exact_max_rows and (ann.recall or 0.0) >= self.config.target_recall
+
     def _candidates(self, q: np.ndarray, kt: int, m: _Mask, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(rows, exact scores) of up to ``kt`` best allowed rows."""
         cfg = self.config
-        use_ann = self.ann is not None and self.n > cfg.exact_max_rows and m.n_rows > cfg.small_subset_rows
+        use_ann = self._ann_usable() and m.n_rows > cfg.small_subset_rows
         if use_ann:
             assert self.ann is not None
             bitmap, nbits = (None, 0) if m.all_rows else self._bitmap(m)
@@ -457,7 +477,7 @@ class CollectionIndex:
                     if sid == exclude_subject or sid in best:
                         continue
                     best[sid] = (s, int(self._tid[r]))
-                if len(best) >= want or kt >= m.n_rows or (self.ann is not None and self.n > self.config.exact_max_rows and kt >= 4096):
+                if len(best) >= want or kt >= m.n_rows or (self._ann_usable() and kt >= 4096):
                     break
                 kt = min(m.n_rows, kt * 4)
             ranked = sorted(best.items(), key=lambda kv: -kv[1][0])[:k]
@@ -465,11 +485,6 @@ class CollectionIndex:
             return hits, m.n_subjects
 
     def _sid_of_rows(self, rows: np.ndarray) -> list[int]:
-        if self._sid_cache_version != self._version:
-            sid_at = np.full(max(self._n_slots, 1), -1, np.int64)
-            for sid, slot in self._slot_of.items():
-                sid_at[slot] = sid
-            self._sid_at_slot, self._sid_cache_version = sid_at, self._version
         return self._sid_at_slot[self._rslot[rows]].tolist()
 
     # --- approximate index lifecycle ------------------------------------------------------
@@ -482,11 +497,14 @@ class CollectionIndex:
         return self.n > self.config.rebuild_growth * max(self.ann.trained_rows, 1)
 
     def build_ann(self, *, locked: bool) -> IvfIndex:
-        """Train and fill an IVF-SQ8 index, tune nprobe against exact search.
+        """Train and fill an IVF-PQ fast-scan index, tune nprobe against exact search.
 
         ``locked=False`` (runtime rebuild): reads the live arrays in chunks under the read lock
         while writers continue; their changes are logged and replayed before the swap.
         """
+        import faiss
+
+        faiss.omp_set_num_threads(max(1, self.config.faiss_threads))
         t0 = time.perf_counter()
         rng = np.random.default_rng(self.config.seed)
         ctx = _nullcontext if locked else self.lock.read
@@ -525,7 +543,7 @@ class CollectionIndex:
         else:
             self.ann = ann
         self.build_seconds = time.perf_counter() - t0
-        log.info("collection %s: IVF-SQ8 nlist=%d nprobe=%d recall@1=%.4f over %d rows in %.1fs",
+        log.info("collection %s: IVF-PQfs nlist=%d nprobe=%d recall@1=%.4f over %d rows in %.1fs",
                  self.collection_id, ann.nlist, ann.nprobe, ann.recall or 0, ann.ntotal, self.build_seconds)
         return ann
 
@@ -533,38 +551,49 @@ class CollectionIndex:
         """Pick the smallest nprobe whose recall@1 (vs exact) on self-test probes meets the target.
 
         Probes are stored templates plus isotropic noise scaled to cosine ≈ 0.7 with their
-        source — the similarity of a fresh photo of an enrolled person.
+        source — the similarity of a fresh photo of an enrolled person. Reads the live arrays
+        under short read-lock holds, so writers (and the searches queued behind them) never
+        wait for the whole tuning.
         """
         with ctx():
             n = self.n
             nq = min(self.config.self_test_queries, n)
-            src = self._X[rng.choice(n, nq, replace=False)]
-            noise = rng.standard_normal(src.shape).astype(np.float32) * (1.0 / math.sqrt(self.dim))
-            Q = src + noise
-            Q /= np.linalg.norm(Q, axis=1, keepdims=True)
-            best_s = np.full(nq, NEG_INF, np.float32)
-            best_t = np.zeros(nq, np.int64)
-            for start in range(0, n, 65_536):
-                S = Q @ self._X[start : min(n, start + 65_536)].T
-                j = S.argmax(1)
-                s = S[np.arange(nq), j]
-                better = s > best_s
-                best_s[better] = s[better]
-                best_t[better] = self._tid[start + j[better]]
-            row_of = self._row_of
-            X = self._X
-            for nprobe in self.config.nprobes:
-                hit = 0
-                for i in range(nq):
-                    ids = ann.search(Q[i], self.config.rescore, None, 0, nprobe)
-                    rows = [row_of[int(t)] for t in ids if int(t) in row_of]
-                    if rows:
-                        sc = X[rows] @ Q[i]
-                        top_tid = self._tid[rows[int(sc.argmax())]]
-                        hit += int(top_tid == best_t[i] or sc.max() >= best_s[i] - 1e-6)
-                ann.nprobe, ann.recall = nprobe, hit / max(nq, 1)
-                if ann.recall >= self.config.target_recall:
+            src = self._X[rng.choice(n, nq, replace=False)].copy()
+        noise = rng.standard_normal(src.shape).astype(np.float32) * (1.0 / math.sqrt(self.dim))
+        Q = src + noise
+        Q /= np.linalg.norm(Q, axis=1, keepdims=True)
+        best_s = np.full(nq, NEG_INF, np.float32)
+        best_t = np.zeros(nq, np.int64)
+        for start in range(0, n, 65_536):
+            with ctx():
+                stop = min(self.n, start + 65_536)
+                if stop <= start:
                     break
+                S = Q @ self._X[start:stop].T
+                tids = self._tid[start:stop].copy()
+            j = S.argmax(1)
+            sc = S[np.arange(nq), j]
+            better = sc > best_s
+            best_s[better] = sc[better]
+            best_t[better] = tids[j[better]]
+        nprobes = sorted({max(1, min(ann.nlist, round(f * ann.nlist))) for f in self.config.nprobe_fractions} | {ann.nlist})
+        for nprobe in nprobes:
+            hit = 0
+            for i in range(nq):
+                ids = ann.search(Q[i], self.config.rescore, None, 0, nprobe)
+                with ctx():
+                    rows = [self._row_of[t] for t in ids.tolist() if t in self._row_of]
+                    if not rows:
+                        continue
+                    sc = self._X[rows] @ Q[i]
+                    top_tid = int(self._tid[rows[int(sc.argmax())]])
+                hit += int(top_tid == best_t[i] or float(sc.max()) >= best_s[i] - 1e-6)
+            ann.nprobe, ann.recall = nprobe, hit / max(nq, 1)
+            if ann.recall >= self.config.target_recall:
+                break
+        if (ann.recall or 0.0) < self.config.target_recall:
+            log.warning("collection %s: approximate recall@1 %.4f below target %.4f even at nprobe=%d; staying exact",
+                        self.collection_id, ann.recall or 0.0, self.config.target_recall, ann.nprobe)
 
     def maybe_rebuild_ann(self) -> None:
         """Start a background (re)build when the collection crossed a size threshold."""
@@ -591,7 +620,7 @@ class CollectionIndex:
     def stats(self) -> dict[str, Any]:
         with self.lock.read():
             ann = self.ann
-            mode = "ivf-sq8" if ann is not None and self.n > self.config.exact_max_rows else "exact"
+            mode = "ivf-pq4fs" if self._ann_usable() else "exact"
             return {
                 "templates": self.n,
                 "subjects": len(self._slot_of),
@@ -693,7 +722,7 @@ class GalleryIndex:
         idx.applied_seq = seq
         idx.load_seconds = time.perf_counter() - t0
         if idx.needs_ann():
-            idx.build_ann(locked=True)
+            idx.maybe_rebuild_ann()  # background by default: exact search serves until it is ready
         return idx
 
     def sync(self) -> None:

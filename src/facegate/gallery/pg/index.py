@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import text
 
-from ..errors import StoreError
+from ..errors import StoreError, StoreUnavailableError
 from ..index import Hit
 from .store import PgStore, PgStoreTx, vec_table, vector_literal
 
@@ -103,6 +103,7 @@ class PgCollectionIndex:
         self._refreshing: set[str | None] = set()
         self._build_thread: threading.Thread | None = None
         self._checked_at = 0.0
+        self._st: tuple[float, Any, np.ndarray] | None = None
         self.last_plan = ""
 
     # --- allowed-subject counts (plan choice) ---------------------------------------------
@@ -144,63 +145,117 @@ class PgCollectionIndex:
 
     # --- search -------------------------------------------------------------------------------
 
+    def _state(self, *, fresh: bool = False) -> Any:
+        """The collection's vector state (rotation version, index), cached for a few seconds:
+        every search checks the rotation version inside its own statement anyway."""
+        t = time.monotonic()
+        if fresh or self._st is None or t - self._st[0] > 5.0:
+            with self.store.read() as tx:
+                R, st = tx.current_rotation(self.collection_id)
+            self._st = (t, st, R)
+        return self._st[1], self._st[2]
+
     def search(self, q: np.ndarray, k: int, purpose: str | None, now: float, *,
                exclude_subject: int | None = None, nprobe: int | None = None, mode: str | None = None) -> tuple[list[Hit], int]:
         """Best ``k`` subjects (best template each) whose consent covers ``purpose`` at ``now``
         (epoch seconds; None = any active consent). Returns (hits, allowed subjects).
-        ``mode``: force "exact" or "ann" (benchmarks, tests)."""
+        ``mode``: force "exact" or "ann" (benchmarks, tests).
+
+        The allowed-subject figure is exact when the allowed set is small (counted by the
+        same statement); for large sets it is a count at most ``count_ttl_s`` old."""
         q = np.ascontiguousarray(q, dtype=np.float32).reshape(-1)
         when = dt.datetime.fromtimestamp(now, dt.timezone.utc)
-        n_allowed = self.allowed_subjects(purpose, when)
         want = k + (1 if exclude_subject is not None else 0)
-        n = max(self.config.rescore, 4 * want)
-        with self.store.read() as tx:
-            R, st = tx.current_rotation(self.collection_id)
-            qr = vector_literal(R @ q)
-            use_ann = st.index_name is not None and n_allowed > self.config.small_subset_subjects
-            if mode is not None:
-                use_ann = mode == "ann" and st.index_name is not None
-            probes = int(nprobe or st.probes or 8)
-            while True:
-                rows = self._query(tx, qr, n, purpose, when, exclude_subject, use_ann, probes, st)
-                best: dict[int, tuple[float, int, str, str | None]] = {}
-                for tid, sid, ext, label, dist in rows:
-                    if sid not in best:
-                        best[sid] = (1.0 - float(dist), int(tid), ext, label)
-                if len(best) >= want or len(rows) < n or n >= 4096:
-                    break
-                n *= 4
+        for attempt in range(3):
+            try:
+                st, R = self._state(fresh=attempt > 0)
+                hit = self._counts.get(purpose)
+                if hit is None and st.index_name is not None:
+                    self.allowed_subjects(purpose, when)  # the plan choice needs the figure once
+                    hit = self._counts.get(purpose)
+                small = hit is None or hit[1] <= self.config.small_subset_subjects
+                plan = "exact-small" if small else ("ann" if st.index_name is not None else "exact-large")
+                if mode == "exact":
+                    plan = "exact-small" if small else "exact-large"
+                elif mode == "ann" and st.index_name is not None:
+                    plan = "ann"
+                probes = int(nprobe or st.probes or 8)
+                qr = vector_literal(R @ q)
+                n = max(self.config.rescore, 4 * want)
+                with self.store.search_conn() as conn:
+                    while True:
+                        rows, n_allowed, version_ok = self._query(conn, plan, qr, n, purpose, when, exclude_subject, probes,
+                                                                  st.rotation_version)
+                        best: dict[int, tuple[float, int, str, str | None]] = {}
+                        for tid, sid, ext, label, dist in rows:
+                            if sid not in best:
+                                best[sid] = (1.0 - float(dist), int(tid), ext, label)
+                        if len(best) >= want or len(rows) < n or n >= 4096:
+                            break
+                        n *= 4
+                if not version_ok:  # the key was rotated since the state was cached
+                    continue
+                break
+            except StoreUnavailableError:
+                if attempt:  # a pooled connection from before a server restart fails once
+                    raise
+        if n_allowed is None:
+            n_allowed = self.allowed_subjects(purpose, when)
+        elif plan == "exact-small":
+            self._counts[purpose] = (time.monotonic(), n_allowed)
         ranked = sorted(best.items(), key=lambda kv: -kv[1][0])[:k]
         hits = [Hit(sid, ext, label, score, tid) for sid, (score, tid, ext, label) in ranked]
         self._maybe_build(st)
         return hits, n_allowed
 
-    def _query(self, tx: PgStoreTx, qr: str, n: int, purpose: str | None, when: dt.datetime, exclude: int | None,
-               use_ann: bool, probes: int, st: Any) -> list[Any]:
+    def _query(self, conn: Any, plan: str, qr: str, n: int, purpose: str | None, when: dt.datetime, exclude: int | None,
+               probes: int, version: int) -> tuple[list[Any], int | None, bool]:
+        """One statement. Returns (rows of template id, subject id, external id, label, cosine
+        distance; allowed subjects or None when this plan does not count them; whether the
+        rotation version still matched)."""
         t = vec_table(self.collection_id)
-        params: dict[str, Any] = {"q": qr, "n": n, "now": when, "purpose": purpose, "cid": self.collection_id, "ex": exclude}
+        params: dict[str, Any] = {"q": qr, "n": n, "now": when, "purpose": purpose, "cid": self.collection_id,
+                                  "ex": exclude, "ver": version}
         excl = " AND v.subject_id <> :ex" if exclude is not None else ""
-        if use_ann:
+        guard = "(SELECT rotation_version FROM fg_vector_collections WHERE collection_id = :cid) AS ver"
+        active = _active_sql("k", purpose is not None)
+        if plan == "ann":
             self.last_plan = f"ivfflat(probes={probes})"
-            tx.execute(text(f"SET LOCAL ivfflat.probes = {int(probes)}"))
-            tx.execute(text("SET LOCAL ivfflat.iterative_scan = relaxed_order"))
-            tx.execute(text("SET LOCAL enable_seqscan = off"))
+            if conn.info.get("probes") != probes:
+                conn.exec_driver_sql(f"SET ivfflat.probes = {int(probes)}")
+                conn.info["probes"] = probes
             # A scalar sub-query with LIMIT stays a per-row filter of the index scan (a semi-join
-            # would make the planner sort the whole table instead).
-            inner = (f"SELECT v.template_id, v.subject_id, v.embedding FROM {t} v "
-                     f"WHERE (SELECT true FROM consents k WHERE k.subject_id = v.subject_id AND "
-                     f"{_active_sql('k', purpose is not None)} LIMIT 1){excl} "
-                     f"ORDER BY v.embedding <=> CAST(:q AS vector) LIMIT :n")
+            # would make the planner sort the whole table instead); iterative_scan continues the
+            # scan past filtered-out rows.
+            sql = (f"SELECT c.template_id, c.subject_id, s.external_id, s.label, c.embedding <=> CAST(:q AS vector) AS d, "
+                   f"NULL AS allowed, {guard} FROM (SELECT v.template_id, v.subject_id, v.embedding FROM {t} v "
+                   f"WHERE (SELECT true FROM consents k WHERE k.subject_id = v.subject_id AND {active} LIMIT 1){excl} "
+                   f"ORDER BY v.embedding <=> CAST(:q AS vector) LIMIT :n OFFSET 0) c JOIN subjects s ON s.id = c.subject_id ORDER BY d")
+        elif plan == "exact-large":
+            self.last_plan = "exact"
+            sql = (f"SELECT c.template_id, c.subject_id, s.external_id, s.label, c.d, NULL AS allowed, {guard} FROM "
+                   f"(SELECT v.template_id, v.subject_id, v.embedding <=> CAST(:q AS vector) AS d FROM {t} v "
+                   f"WHERE EXISTS (SELECT 1 FROM consents k WHERE k.subject_id = v.subject_id AND {active}){excl} "
+                   f"ORDER BY (v.embedding <=> CAST(:q AS vector)) + 0 LIMIT :n) c JOIN subjects s ON s.id = c.subject_id ORDER BY c.d")
         else:
             self.last_plan = "exact"
-            # "+ 0" keeps the planner off the IVFFlat index: an exact scan of the allowed rows.
-            inner = (f"SELECT v.template_id, v.subject_id, v.embedding FROM {t} v "
-                     f"WHERE v.subject_id IN (SELECT k.subject_id FROM consents k JOIN subjects s ON s.id = k.subject_id "
-                     f"WHERE s.collection_id = :cid AND {_active_sql('k', purpose is not None)}){excl} "
-                     f"ORDER BY (v.embedding <=> CAST(:q AS vector)) + 0 LIMIT :n")
-        sql = (f"SELECT c.template_id, c.subject_id, s.external_id, s.label, c.embedding <=> CAST(:q AS vector) AS d "
-               f"FROM ({inner} OFFSET 0) c JOIN subjects s ON s.id = c.subject_id ORDER BY d")
-        return list(tx.execute(text(sql), params))
+            # The allowed subjects first (few), then an exact scan of their templates ("+ 0"
+            # keeps the planner off the IVFFlat index); the allowed count comes with the rows.
+            sql = (f"WITH allowed AS MATERIALIZED (SELECT DISTINCT k.subject_id FROM consents k JOIN subjects s ON s.id = k.subject_id "
+                   f"WHERE s.collection_id = :cid AND {active}), "
+                   f"cand AS (SELECT v.template_id, v.subject_id, v.embedding <=> CAST(:q AS vector) AS d FROM {t} v "
+                   f"WHERE v.subject_id IN (SELECT subject_id FROM allowed){excl} "
+                   f"ORDER BY (v.embedding <=> CAST(:q AS vector)) + 0 LIMIT :n) "
+                   f"SELECT c.template_id, c.subject_id, s.external_id, s.label, c.d, (SELECT count(*) FROM allowed), {guard} "
+                   f"FROM cand c JOIN subjects s ON s.id = c.subject_id ORDER BY c.d")
+        rows = list(conn.execute(text(sql), params))
+        if rows:
+            ok = rows[0][6] == version
+            return [tuple(r[:5]) for r in rows], (int(rows[0][5]) if rows[0][5] is not None else None), ok
+        row = conn.execute(text(
+            f"SELECT (SELECT count(DISTINCT k.subject_id) FROM consents k JOIN subjects s ON s.id = k.subject_id "
+            f"WHERE s.collection_id = :cid AND {active}), {guard}"), params).one()
+        return [], int(row[0] or 0), row[1] == version
 
     # --- other queries used by Gallery ---------------------------------------------------------
 

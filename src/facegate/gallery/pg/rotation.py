@@ -41,13 +41,20 @@ def wrap_context(collection_id: int, version: int) -> bytes:
 def orthogonal_from_seed(seed: bytes, dim: int) -> np.ndarray:
     """A Haar-random orthogonal ``dim × dim`` matrix (float32) determined by ``seed``.
 
-    QR of a Gaussian matrix with the signs of R's diagonal folded into Q (Mezzadri 2007)."""
+    Q of the QR decomposition of a Gaussian matrix with R's diagonal made positive (Mezzadri 2007)."""
     digest = hashlib.sha256(b"facegate/vecrot/v1|" + seed + dim.to_bytes(4, "big")).digest()
     rng = np.random.Generator(np.random.PCG64(np.frombuffer(digest, dtype=np.uint64)))
     a = rng.standard_normal((dim, dim))
-    q, r = np.linalg.qr(a)
-    q *= np.sign(np.diag(r))[None, :]
-    return np.ascontiguousarray(q, dtype=np.float64).astype(np.float32)
+    # Gram-Schmidt (twice, for float64 orthogonality) gives the QR factor with a positive
+    # diagonal of R, i.e. Haar measure, without LAPACK (whose threaded QR can stall for
+    # seconds on a loaded machine).
+    q = np.zeros((dim, dim))
+    for i in range(dim):
+        v = a[:, i].copy()
+        for _ in range(2):
+            v -= q[:, :i] @ (q[:, :i].T @ v)
+        q[:, i] = v / np.linalg.norm(v)
+    return np.ascontiguousarray(q, dtype=np.float32)
 
 
 class RotationCache:

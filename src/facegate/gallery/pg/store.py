@@ -32,8 +32,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-from sqlalchemy import insert, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import event, insert, select, text
+from sqlalchemy.engine import create_engine, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from ..errors import StoreError, StoreUnavailableError
@@ -142,6 +142,17 @@ class PgStore(Store):
     def __init__(self, url: str, *, durability: str = "normal", pool_size: int = 8) -> None:
         super().__init__(normalise_url(url), durability=durability, pool_size=pool_size)
         self.crypto: Any = None  # set by make_index() (Gallery.__init__); needed to write vectors
+        # Searches: one statement each (a consistent snapshot by itself), autocommit, on
+        # connections prepared once for pgvector: one round trip per search.
+        self.search_engine = create_engine(self.url, pool_size=pool_size, max_overflow=16, isolation_level="AUTOCOMMIT")
+
+        @event.listens_for(self.search_engine, "connect")
+        def _prepare(dbapi_conn: Any, record: Any) -> None:
+            with dbapi_conn.cursor() as cur:
+                cur.execute("SELECT NULL::vector")  # loads pgvector so that its settings exist
+                cur.execute("SET ivfflat.iterative_scan = relaxed_order")
+            dbapi_conn.commit()
+            record.info["probes"] = None
         self.rotations = RotationCache()
         self._vacuum_lock = threading.Lock()
         self._vacuum_due: set[str] = set()
@@ -160,6 +171,13 @@ class PgStore(Store):
         with pg_errors(), self.write_engine.begin() as conn:
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
             yield PgStoreTx(conn, self)
+
+    @contextmanager
+    def search_conn(self) -> Iterator[Any]:
+        """An autocommit connection for single-statement searches (``conn.info["probes"]`` is
+        the ``ivfflat.probes`` currently set on it)."""
+        with pg_errors(), self.search_engine.connect() as conn:
+            yield conn
 
     @contextmanager
     def autocommit(self) -> Iterator[Any]:
@@ -260,6 +278,7 @@ class PgStore(Store):
 
     def close(self) -> None:
         self.wait_vacuum(5.0)
+        self.search_engine.dispose()
         super().close()
 
 
@@ -364,6 +383,15 @@ class PgStoreTx(StoreTx):
             c = self._ciphers[sid] = self._crypto().subject_key(row.wrapped_key, cid, row.external_id)
         return c
 
+    def _prefetch_ciphers(self, pairs: set[tuple[int, int]]) -> None:
+        need = {sid: cid for sid, cid in pairs if sid not in self._ciphers}
+        ids = sorted(need)
+        crypto = self._crypto() if ids else None
+        for start in range(0, len(ids), 5000):
+            q = select(S.c.id, S.c.wrapped_key, S.c.external_id).where(S.c.id.in_(ids[start: start + 5000]))
+            for sid, wrapped, ext in self.conn.execute(q):
+                self._ciphers[sid] = crypto.subject_key(wrapped, need[sid], ext)
+
     def _plain(self, values: dict[str, Any]) -> np.ndarray:
         cipher = self._cipher(int(values["subject_id"]), int(values["collection_id"]))
         return cipher.decrypt(values["nonce"], values["ciphertext"], values["model_id"])
@@ -377,6 +405,7 @@ class PgStoreTx(StoreTx):
     def insert_templates_many(self, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
+        self._prefetch_ciphers({(int(r["subject_id"]), int(r["collection_id"])) for r in rows})
         res = self.conn.execute(insert(T).returning(T.c.id, sort_by_parameter_order=True), rows)
         tids = np.array([r[0] for r in res], np.int64)
         by_col: dict[int, list[int]] = {}
