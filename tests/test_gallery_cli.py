@@ -1,0 +1,119 @@
+"""The gallery CLI as an operator runs it: real subprocesses, one data dir, JSON and exit codes."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def fg(tmp_path, monkeypatch):
+    monkeypatch.delenv("FACEGATE_MASTER_KEY", raising=False)
+    monkeypatch.delenv("FACEGATE_STORE", raising=False)
+    data = tmp_path / "data"
+
+    def run(*args: object, input: str | None = None) -> subprocess.CompletedProcess:
+        env = {**__import__("os").environ, "FACEGATE_DATA_DIR": str(data), "COLUMNS": "200"}
+        return subprocess.run([sys.executable, "-m", "facegate", *map(str, args)], capture_output=True, text=True,
+                              timeout=300, env=env, input=input)
+
+    run.data = data  # type: ignore[attr-defined]
+    return run
+
+
+def test_operator_workflow(fg, photos):
+    r = fg("collection", "create", "staff", "--purposes", "access,payments", "--retention-days", "30", "--json")
+    assert r.returncode == 0, r.stderr
+    col = json.loads(r.stdout)
+    assert col["purposes"] == ["access", "payments"] and col["retention_days"] == 30 and col["threshold_source"] in ("calibration", "provisional")
+
+    r = fg("enroll", "staff", "E1", photos["obama_1"], photos["obama_2"], "-p", "access", "--evidence", "form-9", "--label", "B.O.", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["created"] and out["accepted"] == 2 and out["consents"][0]["evidence_ref"] == "form-9"
+
+    r = fg("enroll", "staff", "E2", photos["obama_3"], "-p", "payments")  # human output: duplicate warning
+    assert r.returncode == 0 and "possible duplicate identity" in r.stdout and "E1" in r.stdout
+
+    r = fg("enroll", "staff", "E3", photos["collins_1"])  # no consent for a new subject
+    assert r.returncode != 0 and "consent_required" in r.stderr
+
+    r = fg("identify", "staff", photos["obama_3"], "--purpose", "access", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["candidates"][0]["subject"] == "E1"
+    r = fg("identify", "staff", photos["biden_1"], "--purpose", "access")
+    assert r.returncode == 1 and "NO MATCH" in r.stdout
+    r = fg("identify", "staff", photos["obama_3"], "--purpose", "marketing")
+    assert r.returncode == 3 and "purpose_not_allowed" in r.stderr
+
+    r = fg("subject", "verify", "staff", "E1", photos["obama_3"], "--purpose", "access", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["match"] is True
+    r = fg("subject", "verify", "staff", "E1", photos["obama_3"], "--purpose", "payments")
+    assert r.returncode == 5 and "consent_required" in r.stderr
+
+    r = fg("consent", "withdraw", "staff", "E1", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["active_purposes"] == []
+    r = fg("identify", "staff", photos["obama_3"], "--purpose", "access")
+    assert r.returncode == 1
+    r = fg("consent", "grant", "staff", "E1", "-p", "access", "--expires", "365d", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["active_purposes"] == ["access"]
+
+    r = fg("subject", "list", "staff", "--json")
+    assert [s["external_id"] for s in json.loads(r.stdout)] == ["E1", "E2"]
+    r = fg("subject", "show", "staff", "E1")
+    assert r.returncode == 0 and "form-9" in r.stdout
+    r = fg("subject", "delete", "staff", "E2", input="n\n")  # asks first
+    assert r.returncode == 1
+    r = fg("subject", "delete", "staff", "E2", "--yes", "--reason", "gdpr-art17")
+    assert r.returncode == 0
+    r = fg("subject", "show", "staff", "E2")
+    assert r.returncode == 3 and "subject_not_found" in r.stderr
+
+    r = fg("purge", "--dry-run", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["count"] == 0
+
+    r = fg("audit", "list", "--subject", "E2", "--json")
+    actions = [e["action"] for e in json.loads(r.stdout)]
+    assert actions[0] == "subject.erase" and "enroll" in actions
+    r = fg("audit", "verify", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["ok"] is True
+
+    r = fg("collection", "list", "--json")
+    assert json.loads(r.stdout)[0]["subjects"] == 1
+    r = fg("collection", "show", "nope")
+    assert r.returncode == 3 and "collection_not_found" in r.stderr
+
+
+def test_audit_verify_exits_1_when_tampered(fg, photos):
+    fg("collection", "create", "c", "-p", "access")
+    fg("enroll", "c", "E1", photos["biden_1"], "-p", "access")
+    r = fg("audit", "verify")
+    assert r.returncode == 0 and "intact" in r.stdout
+    db = sqlite3.connect(Path(fg.data) / "gallery.db")
+    with db:
+        db.execute("DROP TRIGGER audit_events_no_update")
+        db.execute("UPDATE audit_events SET actor='someone-else' WHERE seq=2")
+    r = fg("audit", "verify")
+    assert r.returncode == 1 and "TAMPERED" in r.stdout
+
+
+def test_keys_commands(fg):
+    r = fg("keys", "create", "kiosk", "--scopes", "verify,identify", "--collections", "staff", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["secret"].startswith("fg_") and out["scopes"] == ["verify", "identify"] and out["collections"] == ["staff"]
+    r = fg("keys", "create", "kiosk", "--scopes", "verify")
+    assert r.returncode == 5 and "api_key_exists" in r.stderr
+    r = fg("keys", "create", "bad", "--scopes", "everything")
+    assert r.returncode == 3 and "invalid_argument" in r.stderr
+    r = fg("keys", "list", "--json")
+    assert [k["name"] for k in json.loads(r.stdout)] == ["kiosk"] and "secret" not in r.stdout
+    r = fg("keys", "revoke", "kiosk")
+    assert r.returncode == 0
+    assert json.loads(fg("keys", "list", "--json").stdout) == []
+    assert json.loads(fg("keys", "list", "--all", "--json").stdout)[0]["revoked_at"]
