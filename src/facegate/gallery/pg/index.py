@@ -73,10 +73,13 @@ class _NoLock:
         yield
 
 
-def _active_sql(alias: str, purpose: bool) -> str:
-    cond = (f"{alias}.withdrawn_at IS NULL AND {alias}.granted_at <= :now "
-            f"AND ({alias}.expires_at IS NULL OR {alias}.expires_at > :now)")
-    return cond + (f" AND {alias}.purpose = :purpose" if purpose else "")
+def _active_sql(alias: str, purpose: bool, style: str = "named") -> str:
+    """SQL for "this consent row is active [for the purpose]" (``style``: SQLAlchemy ``:now``
+    or psycopg ``%(now)s`` parameters)."""
+    now, p = (":now", ":purpose") if style == "named" else ("%(now)s", "%(purpose)s")
+    cond = (f"{alias}.withdrawn_at IS NULL AND {alias}.granted_at <= {now} "
+            f"AND ({alias}.expires_at IS NULL OR {alias}.expires_at > {now})")
+    return cond + (f" AND {alias}.purpose = {p}" if purpose else "")
 
 
 def lists_for(rows: int) -> int:
@@ -216,45 +219,48 @@ class PgCollectionIndex:
         t = vec_table(self.collection_id)
         params: dict[str, Any] = {"q": qr, "n": n, "now": when, "purpose": purpose, "cid": self.collection_id,
                                   "ex": exclude, "ver": version}
-        excl = " AND v.subject_id <> :ex" if exclude is not None else ""
-        guard = "(SELECT rotation_version FROM fg_vector_collections WHERE collection_id = :cid) AS ver"
-        active = _active_sql("k", purpose is not None)
+        excl = " AND v.subject_id <> %(ex)s" if exclude is not None else ""
+        guard = "(SELECT rotation_version FROM fg_vector_collections WHERE collection_id = %(cid)s) AS ver"
+        active = _active_sql("k", purpose is not None, "pyformat")
         if plan == "ann":
             self.last_plan = f"ivfflat(probes={probes})"
             if conn.info.get("probes") != probes:
-                conn.exec_driver_sql(f"SET ivfflat.probes = {int(probes)}")
+                with conn.cursor() as cur:
+                    cur.execute(f"SET ivfflat.probes = {int(probes)}")
                 conn.info["probes"] = probes
             # A scalar sub-query with LIMIT stays a per-row filter of the index scan (a semi-join
             # would make the planner sort the whole table instead); iterative_scan continues the
             # scan past filtered-out rows.
-            sql = (f"SELECT c.template_id, c.subject_id, s.external_id, s.label, c.embedding <=> CAST(:q AS vector) AS d, "
+            sql = (f"SELECT c.template_id, c.subject_id, s.external_id, s.label, c.embedding <=> CAST(%(q)s AS vector) AS d, "
                    f"NULL AS allowed, {guard} FROM (SELECT v.template_id, v.subject_id, v.embedding FROM {t} v "
                    f"WHERE (SELECT true FROM consents k WHERE k.subject_id = v.subject_id AND {active} LIMIT 1){excl} "
-                   f"ORDER BY v.embedding <=> CAST(:q AS vector) LIMIT :n OFFSET 0) c JOIN subjects s ON s.id = c.subject_id ORDER BY d")
+                   f"ORDER BY v.embedding <=> CAST(%(q)s AS vector) LIMIT %(n)s OFFSET 0) c JOIN subjects s ON s.id = c.subject_id ORDER BY d")
         elif plan == "exact-large":
             self.last_plan = "exact"
             sql = (f"SELECT c.template_id, c.subject_id, s.external_id, s.label, c.d, NULL AS allowed, {guard} FROM "
-                   f"(SELECT v.template_id, v.subject_id, v.embedding <=> CAST(:q AS vector) AS d FROM {t} v "
+                   f"(SELECT v.template_id, v.subject_id, v.embedding <=> CAST(%(q)s AS vector) AS d FROM {t} v "
                    f"WHERE EXISTS (SELECT 1 FROM consents k WHERE k.subject_id = v.subject_id AND {active}){excl} "
-                   f"ORDER BY (v.embedding <=> CAST(:q AS vector)) + 0 LIMIT :n) c JOIN subjects s ON s.id = c.subject_id ORDER BY c.d")
+                   f"ORDER BY (v.embedding <=> CAST(%(q)s AS vector)) + 0 LIMIT %(n)s) c JOIN subjects s ON s.id = c.subject_id ORDER BY c.d")
         else:
             self.last_plan = "exact"
             # The allowed subjects first (few), then an exact scan of their templates ("+ 0"
             # keeps the planner off the IVFFlat index); the allowed count comes with the rows.
             sql = (f"WITH allowed AS MATERIALIZED (SELECT DISTINCT k.subject_id FROM consents k JOIN subjects s ON s.id = k.subject_id "
-                   f"WHERE s.collection_id = :cid AND {active}), "
-                   f"cand AS (SELECT v.template_id, v.subject_id, v.embedding <=> CAST(:q AS vector) AS d FROM {t} v "
+                   f"WHERE s.collection_id = %(cid)s AND {active}), "
+                   f"cand AS (SELECT v.template_id, v.subject_id, v.embedding <=> CAST(%(q)s AS vector) AS d FROM {t} v "
                    f"WHERE v.subject_id IN (SELECT subject_id FROM allowed){excl} "
-                   f"ORDER BY (v.embedding <=> CAST(:q AS vector)) + 0 LIMIT :n) "
+                   f"ORDER BY (v.embedding <=> CAST(%(q)s AS vector)) + 0 LIMIT %(n)s) "
                    f"SELECT c.template_id, c.subject_id, s.external_id, s.label, c.d, (SELECT count(*) FROM allowed), {guard} "
                    f"FROM cand c JOIN subjects s ON s.id = c.subject_id ORDER BY c.d")
-        rows = list(conn.execute(text(sql), params))
+        with conn.cursor() as cur:
+            rows = cur.execute(sql, params).fetchall()
         if rows:
             ok = rows[0][6] == version
             return [tuple(r[:5]) for r in rows], (int(rows[0][5]) if rows[0][5] is not None else None), ok
-        row = conn.execute(text(
-            f"SELECT (SELECT count(DISTINCT k.subject_id) FROM consents k JOIN subjects s ON s.id = k.subject_id "
-            f"WHERE s.collection_id = :cid AND {active}), {guard}"), params).one()
+        with conn.cursor() as cur:
+            row = cur.execute(
+                f"SELECT (SELECT count(DISTINCT k.subject_id) FROM consents k JOIN subjects s ON s.id = k.subject_id "
+                f"WHERE s.collection_id = %(cid)s AND {active}), {guard}", params).fetchone()
         return [], int(row[0] or 0), row[1] == version
 
     # --- other queries used by Gallery ---------------------------------------------------------

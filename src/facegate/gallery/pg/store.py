@@ -174,10 +174,27 @@ class PgStore(Store):
 
     @contextmanager
     def search_conn(self) -> Iterator[Any]:
-        """An autocommit connection for single-statement searches (``conn.info["probes"]`` is
-        the ``ivfflat.probes`` currently set on it)."""
-        with pg_errors(), self.search_engine.connect() as conn:
+        """A pooled autocommit psycopg connection for single-statement searches (no SQLAlchemy
+        layer: it cost more than the query). ``conn.info["probes"]`` is the ``ivfflat.probes``
+        currently set on it. A connection that failed is discarded, not returned to the pool."""
+        import psycopg
+
+        with pg_errors():
+            conn = self.search_engine.raw_connection()
+        try:
             yield conn
+        except psycopg.Error as exc:
+            broken = isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)) or conn.dbapi_connection.closed
+            if broken:
+                conn.invalidate()
+            state = getattr(exc, "sqlstate", None) or ""
+            msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            if broken and (state == "" or state[:2] in ("08", "57", "53", "40")):
+                raise StoreUnavailableError(f"the gallery database is unavailable: {msg}") from exc
+            raise StoreError(f"database error: {msg}") from exc
+        finally:
+            if conn.dbapi_connection is not None:
+                conn.close()
 
     @contextmanager
     def autocommit(self) -> Iterator[Any]:
