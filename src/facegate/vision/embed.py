@@ -8,14 +8,17 @@ Speed notes (2-core x86, SFace int8bq; measured by bench/speed.py):
 - PRelu rewrite (:func:`_rewrite_prelu`): ORT has no fused or blocked-layout kernel for PRelu
   with per-channel slopes; it fell back to a generic broadcasting loop and forced a layout
   change (NCHWc -> NCHW -> NCHWc) around every one of SFace's 27 PRelus. More than half the
-  CPU time went there. Rewritten as ``relu(x) + (-slope) * relu(-x)`` every op stays in ORT's
-  NCHWc layout (the per-channel multiplies become fused 1×1 depthwise convs with a fused Relu
-  and a fused Add), which halves the embedding time. The identity is exact in floating point
-  (for x > 0 it is x + 0, for x < 0 it is 0 + slope·x), so templates match the original
-  graph to float rounding of the fused kernels (max abs difference ~1e-7).
+  CPU time went there. Rewritten with Relu, per-channel Mul and Add only, every op stays in
+  ORT's NCHWc layout (a per-channel Mul becomes a 1×1 depthwise conv with the following Relu
+  or Add fused into it), which halves the embedding time. Templates match the original graph
+  to float rounding (cosine ≥ 0.99999; tests/test_embed_perf_invariants.py).
 - No busy-waiting of the intra-op threads (``allow_spinning=0``): on a small machine shared
   with decode/detect threads, or with other processes, spinning threads steal the cores the
   real work needs.
+- Tried and rejected: ORT's int8 kernels (QLinearConv via static QDQ quantisation of the
+  activations: one quantised layer already lowers template cosine to 0.9991, all layers to
+  0.94); large batches (per face, 2 crops per run is fastest here, 8 is ~10 % slower: the
+  activations no longer fit in cache); spinning threads.
 """
 
 from __future__ import annotations
@@ -57,16 +60,25 @@ def _prepare_graph(data: bytes, *, rewrite_prelu: bool = True) -> bytes:
 
 
 def _rewrite_prelu(model: onnx.ModelProto) -> int:
-    """Replace ``PRelu(x, s)`` with constant per-channel slopes s of shape (C, 1, 1) or
-    (1, C, 1, 1) by ``Relu(x) + Mul(Relu(Mul(x, -1)), -s)``. Returns how many were rewritten.
+    """Replace ``PRelu(x, s)`` with constant per-channel slopes s (shape (C, 1, 1) or
+    (1, C, 1, 1)) by ops ORT keeps in its blocked layout. Returns how many were rewritten.
 
-    Exact: x > 0 gives x + (-s)·0 = x; x ≤ 0 gives 0 + (-s)·(-x) = s·x (negation is exact).
+    - every slope ≤ 1: ``s·x + Relu((1 − s)·x)`` — two passes over x (each a 1×1 depthwise
+      conv, one with the Relu fused, one with the Add fused). For x > 0 it is s·x + (1 − s)·x
+      = x (to one rounding), for x ≤ 0 it is s·x + 0.
+    - otherwise (SFace's first two layers have a few slopes up to 1.12):
+      ``Relu(x) + (−s)·Relu(−x)`` — three passes, exact in floating point.
     Other PRelus (scalar or non-channel slopes, slopes computed at run time) are left alone.
     """
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
     nodes: list[onnx.NodeProto] = []
     count = 0
+
+    def const(name: str, value: np.ndarray) -> str:
+        graph.initializer.append(numpy_helper.from_array(value.astype(np.float32), name))
+        return name
+
     for node in graph.node:
         slope = inits.get(node.input[1]) if node.op_type == "PRelu" and len(node.input) == 2 else None
         shape = tuple(slope.dims) if slope is not None else ()
@@ -75,16 +87,22 @@ def _rewrite_prelu(model: onnx.ModelProto) -> int:
             continue
         s = numpy_helper.to_array(slope).astype(np.float32)
         x, y = node.input[0], node.output[0]
-        tag = f"{node.name or y}__prelu{count}"
-        graph.initializer.append(numpy_helper.from_array(np.full_like(s, -1.0), f"{tag}_minus_one"))
-        graph.initializer.append(numpy_helper.from_array(-s, f"{tag}_minus_slope"))
-        nodes += [
-            helper.make_node("Relu", [x], [f"{tag}_pos"], name=f"{tag}_relu_pos"),
-            helper.make_node("Mul", [x, f"{tag}_minus_one"], [f"{tag}_neg_x"], name=f"{tag}_negate"),
-            helper.make_node("Relu", [f"{tag}_neg_x"], [f"{tag}_neg"], name=f"{tag}_relu_neg"),
-            helper.make_node("Mul", [f"{tag}_neg", f"{tag}_minus_slope"], [f"{tag}_neg_part"], name=f"{tag}_scale"),
-            helper.make_node("Add", [f"{tag}_pos", f"{tag}_neg_part"], [y], name=f"{tag}_sum"),
-        ]
+        t = f"{node.name or y}__prelu{count}"
+        if float(s.max()) <= 1.0:
+            nodes += [
+                helper.make_node("Mul", [x, const(f"{t}_one_minus_slope", 1.0 - s)], [f"{t}_kx"], name=f"{t}_k"),
+                helper.make_node("Relu", [f"{t}_kx"], [f"{t}_pos"], name=f"{t}_relu"),
+                helper.make_node("Mul", [x, const(f"{t}_slope", s)], [f"{t}_sx"], name=f"{t}_s"),
+                helper.make_node("Add", [f"{t}_sx", f"{t}_pos"], [y], name=f"{t}_sum"),
+            ]
+        else:
+            nodes += [
+                helper.make_node("Relu", [x], [f"{t}_pos"], name=f"{t}_relu_pos"),
+                helper.make_node("Mul", [x, const(f"{t}_minus_one", np.full_like(s, -1.0))], [f"{t}_neg_x"], name=f"{t}_negate"),
+                helper.make_node("Relu", [f"{t}_neg_x"], [f"{t}_neg"], name=f"{t}_relu_neg"),
+                helper.make_node("Mul", [f"{t}_neg", const(f"{t}_minus_slope", -s)], [f"{t}_neg_part"], name=f"{t}_scale"),
+                helper.make_node("Add", [f"{t}_pos", f"{t}_neg_part"], [y], name=f"{t}_sum"),
+            ]
         count += 1
     if count:
         del graph.node[:]
