@@ -530,13 +530,13 @@ class CollectionIndex:
         self._tune(ann, rng, ctx)
         if not locked:
             with self.lock.write():
-                for op, ids in self._ann_log or []:
-                    if op == "add":
-                        present = np.array([t for t in ids.tolist() if t in self._row_of], np.int64)
-                        ann.remove(present)  # idempotent re-add
+                # Replay what changed while building: every touched id ends up as the arrays say.
+                touched = sorted({int(t) for _op, ids in (self._ann_log or []) for t in ids.tolist()})
+                if touched:
+                    ann.remove(np.asarray(touched, np.int64))
+                    present = np.asarray([t for t in touched if t in self._row_of], np.int64)
+                    if len(present):
                         ann.add(self._X[[self._row_of[int(t)] for t in present]], present)
-                    else:
-                        ann.remove(ids)
                 self._ann_log = None
                 self.ann = ann
                 self._version += 1

@@ -1,0 +1,363 @@
+"""Gallery benchmark: 1:N search at 10k / 100k / 1M templates through the real store, and 1:N
+identification on real photos (faces-dev).
+
+    .venv/bin/python bench/gallery.py --sizes 10k,100k          # quick
+    nice -n 10 .venv/bin/python bench/gallery.py --sizes 1M --no-real
+    .venv/bin/python bench/gallery.py --sizes 100k --store postgresql://…   # issue 6 backend
+
+Synthetic part (per size N templates = N/2 identities × 2 templates; face-like clustered vectors
+from facegate.gallery.synth at 128-d, same-identity cosine ≈ 0.65, impostors 0.00 ± 0.09):
+* enrol throughput: Gallery.import_templates through the real store (AES-GCM per template, one
+  transaction per 1000 subjects, change feed and audit events included);
+* start-up: a fresh Gallery decrypting every template into the index (exact search ready), then
+  the background approximate index (train + add + nprobe self-test) ready;
+* search latency p50/p99 of the index (what the 5 ms target is about) and of the whole
+  ``identify_vector`` call (index + consent re-check + audit event commit);
+* recall@1 vs exact (same best score as a brute-force float32 search), rank-1 identity, and the
+  false-positive identification rate of probes of people never enrolled;
+* a consent filter that only 1 % of subjects satisfy (latency, rank-1);
+* erasure: delete a subject that the probe found, search again at once: it must be gone;
+* memory: process RSS growth and the index's own accounting.
+
+Real-photo part: enrol one photo per identity of faces-dev (the first that passes the
+enrolment quality gate), hold out the singleton identities and every 5th other identity as
+"never enrolled", probe with every other photo: rank-1 (closed set), true-positive
+identification rate at the collection threshold, and FPIR for the never-enrolled probes.
+
+Results: bench/out/gallery.json and a Markdown summary on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from facegate.gallery import ConsentSpec, Gallery  # noqa: E402
+from facegate.gallery.synth import FaceLikeGenerator  # noqa: E402
+
+MODEL = "sface-2021dec-int8bq"
+DIM = 128
+FACES_DEV = Path(os.environ.get("FACES_DEV", ROOT.parent / "shared" / "data" / "faces-dev"))
+
+
+def rss_mb() -> float:
+    try:
+        import psutil
+
+        return psutil.Process().memory_info().rss / 2**20
+    except ImportError:  # pragma: no cover
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS"):
+                    return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def parse_size(text: str) -> int:
+    text = text.strip().lower()
+    mult = {"k": 1_000, "m": 1_000_000}.get(text[-1], 1)
+    return int(float(text[:-1] if text[-1] in "km" else text) * mult)
+
+
+# --- synthetic ---------------------------------------------------------------------------------
+
+
+def synthetic(n_templates: int, args: argparse.Namespace, workdir: Path) -> dict:
+    per = 2
+    n_id = n_templates // per
+    gen = FaceLikeGenerator(DIM, seed=11)
+    data = workdir / f"synthetic-{n_templates}"
+    shutil.rmtree(data, ignore_errors=True)
+    out: dict = {"templates": n_id * per, "identities": n_id}
+    log = lambda *a: print(f"[{n_templates:,}]", *a, file=sys.stderr, flush=True)  # noqa: E731
+
+    # --- enrol through the real store -----------------------------------------------------
+    g = Gallery.open(data, store=args.store)
+    g.create_collection("bench", purposes=["common", "rare"])
+    common, both = ConsentSpec(["common"], evidence_ref="bench"), ConsentSpec(["common", "rare"], evidence_ref="bench")
+    X = np.empty((n_id * per, DIM), np.float32)
+    chunk = 10_000
+    t0 = time.perf_counter()
+    for start in range(0, n_id, chunk):
+        ids = np.arange(start, min(n_id, start + chunk))
+        V = gen.samples(gen.centres(ids), per, seed=int(start))
+        X[start * per : (start + len(ids)) * per] = V
+        items = [(f"id{i}", V[per * k : per * k + per], both if i % 100 == 0 else common) for k, i in enumerate(ids.tolist())]
+        g.import_templates("bench", items, model_id=MODEL, batch=1000)
+        if start and start % 100_000 == 0:
+            log(f"enrolled {start * per:,} templates, {start * per / (time.perf_counter() - t0):,.0f}/s")
+    enrol_s = time.perf_counter() - t0
+    out["enrol_templates_per_s"] = round(n_id * per / enrol_s, 1)
+    out["enrol_seconds"] = round(enrol_s, 1)
+    if g.store.path is not None:
+        out["db_mb"] = round(sum(p.stat().st_size for p in g.store.path.parent.glob("gallery.db*")) / 2**20, 1)
+    g.close()
+    log(f"enrolled in {enrol_s:.1f}s")
+
+    # --- start-up: a fresh process state rebuilds the index from the store ------------------
+    gc.collect()
+    rss0 = rss_mb()
+    t0 = time.perf_counter()
+    g = Gallery.open(data, store=args.store)
+    g.warm("bench")
+    out["startup_exact_ready_s"] = round(time.perf_counter() - t0, 2)
+    g.warm("bench", wait=True)
+    out["startup_ann_ready_s"] = round(time.perf_counter() - t0, 2)
+    stats = g.index_stats("bench")
+    out["index"] = stats
+    out["rss_growth_mb"] = round(rss_mb() - rss0, 1)
+    log(f"start-up: exact ready {out['startup_exact_ready_s']}s, approximate ready {out['startup_ann_ready_s']}s, mode {stats.get('mode')}")
+
+    col = g.get_collection("bench")
+    idx = g.index.get(g._col_row("bench").id, DIM, MODEL)  # noqa: SLF001 - the bench measures the index itself
+    rng = np.random.default_rng(5)
+    nq = min(args.queries, n_id)
+    q_ids = rng.choice(n_id, nq, replace=False)
+    Q = gen.samples(gen.centres(q_ids), 1, seed=424242)  # fresh photos of enrolled people
+
+    # Exact reference: brute force over the generated vectors (not the index's copy).
+    best = np.full(nq, -np.inf, np.float32)
+    best_row = np.zeros(nq, np.int64)
+    for s in range(0, len(X), 100_000):
+        S = Q @ X[s : s + 100_000].T
+        j = S.argmax(1)
+        v = S[np.arange(nq), j]
+        b = v > best
+        best[b], best_row[b] = v[b], s + j[b]
+    exact_subject = best_row // per
+
+    now = time.time()
+    lat, hit_exact, rank1 = [], 0, 0
+    for i in range(nq):
+        t = time.perf_counter()
+        hits, _ = idx.search(Q[i], 5, "common", now)
+        lat.append((time.perf_counter() - t) * 1000)
+        top = hits[0]
+        hit_exact += int(top.external_id == f"id{exact_subject[i]}" or abs(top.score - best[i]) < 1e-4)
+        rank1 += int(top.external_id == f"id{q_ids[i]}")
+    out["search_ms_p50"] = round(pct(lat, 50), 3)
+    out["search_ms_p99"] = round(pct(lat, 99), 3)
+    out["recall_at_1_vs_exact"] = round(hit_exact / nq, 4)
+    out["rank1_identity"] = round(rank1 / nq, 4)
+    out["queries"] = nq
+
+    # Exact search at this size, for comparison (the same index code path, forced exact).
+    lat_exact = []
+    saved = idx.ann
+    idx.ann = None
+    for i in range(min(nq, 100)):
+        t = time.perf_counter()
+        idx.search(Q[i], 5, "common", now)
+        lat_exact.append((time.perf_counter() - t) * 1000)
+    idx.ann = saved
+    out["exact_search_ms_p50"] = round(pct(lat_exact, 50), 3)
+
+    # End to end: identify_vector = index + consent re-check in the DB + audit event commit.
+    lat_e2e = []
+    for i in range(min(nq, 200)):
+        t = time.perf_counter()
+        g.identify_vector("bench", Q[i], purpose="common", model_id=MODEL, actor="bench")
+        lat_e2e.append((time.perf_counter() - t) * 1000)
+    out["identify_e2e_ms_p50"] = round(pct(lat_e2e, 50), 3)
+    out["identify_e2e_ms_p99"] = round(pct(lat_e2e, 99), 3)
+
+    # 1 % consent filter.
+    rare_ids = rng.choice(np.arange(0, n_id, 100), min(200, max(1, n_id // 100)), replace=False)
+    Qr = gen.samples(gen.centres(rare_ids), 1, seed=99)
+    lat_r, ok_r = [], 0
+    for i in range(len(rare_ids)):
+        t = time.perf_counter()
+        hits, allowed = idx.search(Qr[i], 5, "rare", now)
+        lat_r.append((time.perf_counter() - t) * 1000)
+        ok_r += int(bool(hits) and hits[0].external_id == f"id{rare_ids[i]}")
+        assert all(int(h.external_id[2:]) % 100 == 0 for h in hits), "a subject without the purpose was returned"
+    out["filtered_1pct"] = {"allowed_subjects": allowed, "search_ms_p50": round(pct(lat_r, 50), 3),
+                            "search_ms_p99": round(pct(lat_r, 99), 3), "rank1_identity": round(ok_r / len(rare_ids), 4)}
+
+    # Probes of people never enrolled: any candidate at or above the threshold is a false positive.
+    Qn = gen.samples(gen.centres(np.arange(n_id, n_id + 300)), 1, seed=5)
+    fp = sum(bool(g.identify_vector("bench", q, purpose="common", model_id=MODEL, actor="bench").candidates) for q in Qn)
+    out["threshold"] = round(col.threshold, 6)
+    out["fpir_non_enrolled"] = round(fp / len(Qn), 4)
+    out["expected_fpir_n_x_fmr"] = min(1.0, n_id * col.fmr)
+
+    # Erasure: the very next search must not return the erased subject.
+    lat_del, still = [], 0
+    for i in range(min(20, nq)):
+        ext = f"id{q_ids[i]}"
+        t = time.perf_counter()
+        g.delete_subject("bench", ext, actor="bench")
+        lat_del.append((time.perf_counter() - t) * 1000)
+        hits, _ = idx.search(Q[i], 5, "common", time.time())
+        still += int(ext in [h.external_id for h in hits])
+    out["erase_ms_p50"] = round(pct(lat_del, 50), 2)
+    out["erased_returned_by_next_search"] = still
+    g.close()
+    if not args.keep:
+        shutil.rmtree(data, ignore_errors=True)
+    return out
+
+
+# --- real photos -------------------------------------------------------------------------------
+
+
+def real_photos(args: argparse.Namespace, workdir: Path) -> dict:
+    from facegate import FaceEngine
+    from facegate.errors import FacegateError
+
+    root = FACES_DEV / "images"
+    people = sorted(p for p in root.iterdir() if p.is_dir())
+    photos = {p.name: sorted(p.glob("*.jpg")) for p in people}
+    multi = [n for n in photos if len(photos[n]) >= 2]
+    held_out = set(n for n in photos if len(photos[n]) < 2) | set(multi[4::5])
+    enrolled_people = [n for n in photos if n not in held_out]
+
+    engine = FaceEngine()
+    data = workdir / "faces-dev"
+    shutil.rmtree(data, ignore_errors=True)
+    g = Gallery.open(data, engine=engine, store=args.store)
+    col = g.create_collection("dev", purposes=["research"])
+    consent = ConsentSpec(["research"], evidence_ref="bench")
+    enrolled: dict[str, Path] = {}
+    tries = 0
+    t0 = time.perf_counter()
+    for name in enrolled_people:
+        for photo in photos[name]:
+            tries += 1
+            r = g.enroll("dev", name, [photo], consent=consent, actor="bench")
+            if r.accepted:
+                enrolled[name] = photo
+                break
+    enrol_s = time.perf_counter() - t0
+    idx = g.index.get(g._col_row("dev").id, engine.spec.embedding_dim, engine.model_id)  # noqa: SLF001
+
+    def probe(photo: Path):
+        try:
+            vec = engine.embed(photo).vector
+        except FacegateError:
+            return None
+        hits, _ = idx.search(vec, 1, "research", time.time())
+        res = g.identify_vector("dev", vec, purpose="research", model_id=engine.model_id, actor="bench")
+        return hits, res
+
+    genuine = [(n, p) for n in enrolled for p in photos[n] if p != enrolled[n]]
+    impostor = [(n, p) for n in held_out for p in photos[n]]
+    rank1 = tpir = fta = 0
+    top_scores_gen: list[tuple[bool, float]] = []
+    for name, p in genuine:
+        r = probe(p)
+        if r is None:
+            fta += 1
+            continue
+        hits, res = r
+        rank1 += int(bool(hits) and hits[0].external_id == name)
+        top_scores_gen.append((bool(hits) and hits[0].external_id == name, hits[0].score if hits else -1.0))
+        tpir += int(bool(res.candidates) and res.candidates[0].subject == name)
+    fp = fta_i = 0
+    top_scores_imp: list[float] = []
+    for name, p in impostor:
+        r = probe(p)
+        if r is None:
+            fta_i += 1
+            continue
+        hits, res = r
+        fp += int(bool(res.candidates))
+        top_scores_imp.append(hits[0].score if hits else -1.0)
+    n_gen = len(genuine) - fta
+    n_imp = len(impostor) - fta_i
+    per_fmr = {}
+    from facegate.calibration import calibration_for
+
+    for fmr, thr in sorted(calibration_for(engine.model_id).thresholds.items(), reverse=True):
+        per_fmr[f"{fmr:g}"] = {
+            "threshold": round(thr, 6),
+            "tpir": round(sum(ok and s >= thr for ok, s in top_scores_gen) / max(n_gen, 1), 4),
+            "fpir": round(sum(s >= thr for s in top_scores_imp) / max(n_imp, 1), 4),
+        }
+    g.close()
+    shutil.rmtree(data, ignore_errors=True)
+    return {
+        "identities": len(photos), "enrolled": len(enrolled), "held_out": len(held_out),
+        "enrol_attempts": tries, "enrol_photos_per_s": round(tries / enrol_s, 2),
+        "genuine_probes": n_gen, "genuine_fta": fta, "non_enrolled_probes": n_imp, "non_enrolled_fta": fta_i,
+        "rank1_closed_set": round(rank1 / max(n_gen, 1), 4),
+        "collection_fmr": col.fmr, "threshold": round(col.threshold, 6),
+        "tpir_at_threshold": round(tpir / max(n_gen, 1), 4), "fpir_non_enrolled": round(fp / max(n_imp, 1), 4),
+        "by_fmr": per_fmr,
+    }
+
+
+# --- main --------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="10k,100k,1M", help="Comma-separated template counts (10k,100k,1M).")
+    ap.add_argument("--queries", type=int, default=1000, help="Probes per size.")
+    ap.add_argument("--store", default=None, help="Database URL (default: a SQLite file per size in --workdir).")
+    ap.add_argument("--workdir", default=None, help="Where the benchmark stores live [default: a temp dir].")
+    ap.add_argument("--keep", action="store_true", help="Keep the synthetic stores.")
+    ap.add_argument("--no-real", action="store_true", help="Skip the real-photo part.")
+    ap.add_argument("--real-only", action="store_true", help="Only the real-photo part.")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "gallery.json"))
+    args = ap.parse_args()
+    os.environ.pop("FACEGATE_MASTER_KEY", None)
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="facegate-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    out_path = Path(args.out)
+    results = json.loads(out_path.read_text()) if out_path.exists() else {}
+    results["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg": os.getloadavg(),
+                          "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    results.setdefault("synthetic", {})
+    if not args.real_only:
+        for size in [parse_size(s) for s in args.sizes.split(",") if s.strip()]:
+            res = synthetic(size, args, workdir)
+            res["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
+            results["synthetic"][str(size)] = res
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            out_path.write_text(json.dumps(results, indent=2) + "\n")
+    if not args.no_real:
+        results["real_photos"] = real_photos(args, workdir)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(results, indent=2) + "\n")
+    if not args.workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    if results["synthetic"]:
+        print("| templates | enrol tpl/s | start-up exact / approx s | search p50 / p99 ms | exact p50 ms | identify e2e p50 / p99 ms | recall@1 vs exact | rank-1 | 1 % filter p50 ms, rank-1 | FPIR non-enrolled (N×FMR) | erased returned | RSS MB | mode |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for size, r in sorted(results["synthetic"].items(), key=lambda kv: int(kv[0])):
+            f = r["filtered_1pct"]
+            print(f"| {int(size):,} | {r['enrol_templates_per_s']:,.0f} | {r['startup_exact_ready_s']} / {r['startup_ann_ready_s']} | "
+                  f"{r['search_ms_p50']} / {r['search_ms_p99']} | {r['exact_search_ms_p50']} | {r['identify_e2e_ms_p50']} / {r['identify_e2e_ms_p99']} | "
+                  f"{r['recall_at_1_vs_exact']} | {r['rank1_identity']} | {f['search_ms_p50']}, {f['rank1_identity']} | "
+                  f"{r['fpir_non_enrolled']} ({r['expected_fpir_n_x_fmr']:.2g}) | {r['erased_returned_by_next_search']} | {r['rss_growth_mb']} | "
+                  f"{r['index']['mode']} nprobe {r['index'].get('nprobe')}/{r['index'].get('nlist')} |")
+    if "real_photos" in results:
+        r = results["real_photos"]
+        print(f"\nfaces-dev: {r['enrolled']} enrolled ({r['enrol_attempts']} attempts), {r['genuine_probes']} genuine probes, "
+              f"{r['non_enrolled_probes']} non-enrolled probes: rank-1 {r['rank1_closed_set']}, TPIR {r['tpir_at_threshold']} and "
+              f"FPIR {r['fpir_non_enrolled']} at threshold {r['threshold']} (FMR {r['collection_fmr']:g}); by FMR: {json.dumps(r['by_fmr'])}")
+
+
+if __name__ == "__main__":
+    main()
