@@ -115,10 +115,12 @@ def dev_poses(engine: FaceEngine, limit_ids: int | None) -> dict[str, dict[str, 
         for p in paths:
             try:
                 rgb = small(decode(p))
-                face = engine.face(rgb)
+                faces = engine.detect(rgb)
             except FacegateError:
                 continue
-            rows.append((rgb, face))
+            if len(faces) != 1:  # a webcam capture has one face; group photos are not one
+                continue
+            rows.append((rgb, faces[0]))
         frontal = [f.quality.pitch_deg for _, f in rows if abs(f.quality.yaw_deg) <= 10]
         if len(frontal) < 2:
             continue
@@ -139,7 +141,20 @@ def dev_poses(engine: FaceEngine, limit_ids: int | None) -> dict[str, dict[str, 
                 poses["look_up"].append(canvas)
             elif dp <= -16 and abs(y) <= 12:
                 poses["look_down"].append(canvas)
-        if len(poses["neutral"]) >= 2 and len([k for k in poses if k not in ("neutral", "move_closer")]) >= 1:
+            # half-way poses (transition band), for the photo-sequence attack with ramps
+            if 12 <= y <= 20 and abs(dp) <= 5:
+                poses["half_turn_left"].append(canvas)
+            elif -20 <= y <= -12 and abs(dp) <= 5:
+                poses["half_turn_right"].append(canvas)
+            elif 7 <= dp <= 11 and abs(y) <= 8:
+                poses["half_look_up"].append(canvas)
+            elif -11 <= dp <= -7 and abs(y) <= 8:
+                poses["half_look_down"].append(canvas)
+        if poses.get("neutral"):
+            poses["half_move_closer"] = [on_canvas(rgb, np.asarray(f.landmarks), zoom=1.22)
+                                         for rgb, f in rows if abs(f.quality.yaw_deg) <= 8][:2]
+        moves = [k for k, v in poses.items() if v and not k.startswith("half_") and k not in ("neutral", "move_closer")]
+        if len(poses["neutral"]) >= 2 and moves:
             out[ident] = dict(poses)
         if limit_ids and len(out) >= limit_ids:
             break
@@ -178,11 +193,18 @@ class Tally:
     def __init__(self) -> None:
         self.rows: dict[str, dict] = {}
 
-    def add(self, name: str, kind: str, live: bool, reasons: list[str], note: str = "") -> None:
-        r = self.rows.setdefault(name, {"kind": kind, "n": 0, "live": 0, "reasons": collections.Counter(), "note": note})
+    def add(self, name: str, kind: str, live: bool, reasons: list[str], note: str = "", metrics: dict | None = None) -> None:
+        r = self.rows.setdefault(name, {"kind": kind, "n": 0, "live": 0, "reasons": collections.Counter(), "note": note,
+                                        "fits": [], "ref_match": []})
+        if metrics:
+            if metrics.get("min_rigid_fit") is not None:
+                r["fits"].append(float(metrics["min_rigid_fit"]))
+            if metrics.get("identity_ref_match_fraction") is not None:
+                r["ref_match"].append(float(metrics["identity_ref_match_fraction"]))
         r["n"] += 1
         r["live"] += int(live)
         r["reasons"].update(reasons)
+        log(f"  {name}: {'LIVE' if live else 'not live'} {','.join(reasons)}")
 
     def table(self) -> list[dict]:
         out = []
@@ -195,8 +217,17 @@ class Tally:
                 "rate": rate, "errors": r["live"] if r["kind"] == "attack" else n - r["live"],
                 "upper95": _upper95(r["live"] if r["kind"] == "attack" else n - r["live"], n),
                 "reasons": dict(r["reasons"].most_common()), "note": r["note"],
+                "min_rigid_fit": _pcts(r["fits"]), "identity_ref_match_fraction": _pcts(r["ref_match"]),
             })
         return out
+
+
+def _pcts(values: list[float]) -> dict | None:
+    if not values:
+        return None
+    v = np.asarray(values)
+    return {"min": float(v.min()), "p5": float(np.percentile(v, 5)), "median": float(np.median(v)),
+            "p95": float(np.percentile(v, 95)), "max": float(v.max())}
 
 
 def _upper95(k: int, n: int) -> float:
@@ -220,9 +251,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer trials (a smoke run)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "liveness.json")
     ap.add_argument("--seed", type=int, default=20261126)
+    ap.add_argument("--sections", default="clip,photos,assembled,splice,binding",
+                    help="comma-separated subset of: clip, photos, assembled, splice, binding")
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     q = args.quick
+    sections = set(args.sections.split(","))
     t_start = time.time()
 
     engine = FaceEngine()
@@ -230,6 +264,9 @@ def main() -> None:
     logic = LivenessChecker(engine, LivenessConfig(check_motion=False))  # challenge logic + faces + identity
     tally = Tally()
     timings: list[float] = []
+
+    def add_result(name: str, kind: str, r, note: str = "") -> None:
+        tally.add(name, kind, r.live, r.reasons, note, r.metrics)
 
     def run(checker: LivenessChecker, frames: list[Frame], challenges) -> object:
         t = time.perf_counter()
@@ -242,17 +279,17 @@ def main() -> None:
     clip = clip_frames()
     windows = clip_windows(clip, lengths=(2.0,) if q else (2.0, 3.0))
     oracle: list[tuple[list[Frame], list[Challenge]]] = []
-    for name, frames in windows:
+    for name, frames in windows if "clip" in sections or "splice" in sections or "binding" in sections else []:
         r = run(full, frames, [])
-        tally.add("genuine: clip natural motion (passive checks)", "genuine", r.live, r.reasons,
+        add_result("genuine: clip natural motion (passive checks)", "genuine", r,
                   "public-domain clip, real motion, no challenge asked")
         seen = [e.kind for e in r.events]
         if r.live and len(seen) >= 1:
             oracle.append((frames, seen))
     # the clip as a challenge response: challenges = the movements it happens to contain
-    for frames, seen in oracle[: 4 if q else 12]:
+    for frames, seen in oracle[: 4 if q else 12] if "clip" in sections else []:
         r = run(full, frames, seen)
-        tally.add("genuine: clip, challenges = its own movements", "genuine", r.live, r.reasons,
+        add_result("genuine: clip, challenges = its own movements", "genuine", r,
                   "optimistic: the challenge is chosen after the fact")
 
     # -- photos ---------------------------------------------------------------------------------
@@ -273,23 +310,23 @@ def main() -> None:
                     break
     attack_photos = photos + dev_frontal[: 6 if q else 30]
     log(f"{len(attack_photos)} attack photos")
-    for name, rgb in attack_photos:
+    for name, rgb in attack_photos if "photos" in sections else []:
         seq = random_challenges(rng=_Rand(rng))
         r = run(full, still_frames(rgb, 20, rng, move=False), seq)
-        tally.add("attack: one photo repeated (identical frames)", "attack", r.live, r.reasons)
+        add_result("attack: one photo repeated (identical frames)", "attack", r)
         r = run(full, still_frames(rgb, 20, rng), seq)
-        tally.add("attack: photo with hand jitter", "attack", r.live, r.reasons, "shift ±4 px, rot ±2°, scale ±2 %, exposure, noise, JPEG")
+        add_result("attack: photo with hand jitter", "attack", r, "shift ±4 px, rot ±2°, scale ±2 %, exposure, noise, JPEG")
         for sign in (1.0, -1.0):
-            r = run(full, photo_following(rgb, seq, rng, sign=sign), seq)
-            tally.add("attack: photo tilted/moved to imitate the challenges", "attack", r.live, r.reasons,
+            r = run(full, photo_following(rgb, seq, rng, sign=sign, fps=5.0), seq)
+            add_result("attack: photo tilted/moved to imitate the challenges", "attack", r,
                       "perspective warps ±40° yaw / ±35° pitch, ×1.5 closer, + jitter; both tilt senses")
-            r = run(logic, photo_following(rgb, seq, rng, sign=sign), seq)
-            tally.add("attack: photo tilted/moved — challenge logic only", "attack", r.live, r.reasons,
+            r = run(logic, photo_following(rgb, seq, rng, sign=sign, fps=5.0), seq)
+            add_result("attack: photo tilted/moved — challenge logic only", "attack", r,
                       "same, natural-change checks off: does tilting a photo fake the pose?")
 
     # -- assembled genuine sequences (dev photos) ------------------------------------------------
     identities: dict[str, dict[str, list[np.ndarray]]] = {}
-    if DEV.is_dir():
+    if DEV.is_dir() and "assembled" in sections:
         log("assembling pose sequences from the dev set …")
         identities = dev_poses(engine, 8 if q else None)
     log(f"{len(identities)} identities with usable poses")
@@ -297,37 +334,41 @@ def main() -> None:
     ids = sorted(identities)
     for n_id, ident in enumerate(ids):
         poses = identities[ident]
-        available = {k for k, v in poses.items() if v}
+        available = {k for k, v in poses.items() if v and not k.startswith("half_") and k != "neutral"}
         for seq in sequences_for(available, rng, 2 if q else 4):
             kinds_used.update(c.value for c in seq)
             frames = assemble(poses, seq, rng=rng)
             r = run(logic, frames, seq)
-            tally.add("genuine (assembled): challenge logic", "genuine", r.live, r.reasons,
+            add_result("genuine (assembled): challenge logic", "genuine", r,
                       "ASSEMBLED from real photos of one person; natural-change checks off")
             wrong = other_order(seq)
             if wrong is not None:
                 r = run(logic, frames, wrong)
-                tally.add("attack (assembled): right poses, wrong order", "attack", r.live, r.reasons,
+                add_result("attack (assembled): right poses, wrong order", "attack", r,
                           "ASSEMBLED; challenge logic only")
                 r = run(full, assemble(poses, seq, rng=rng, move=True), wrong)
-                tally.add("attack (assembled): right poses, wrong order — full checks", "attack", r.live, r.reasons, "ASSEMBLED")
+                add_result("attack (assembled): right poses, wrong order — full checks", "attack", r, "ASSEMBLED")
             r = run(full, assemble(poses, seq, rng=rng, move=True), seq)
-            tally.add("attack (assembled): photo sequence, right poses, right order", "attack", r.live, r.reasons,
+            add_result("attack (assembled): photo sequence, right poses, right order", "attack", r,
                       "ASSEMBLED photos of the victim with jitter; full checks")
+            if all(poses.get("half_" + c.value) for c in seq):
+                r = run(full, assemble(poses, seq, rng=rng, move=True, ramps=True), seq)
+                add_result("attack (assembled): photo sequence with half-way poses", "attack", r,
+                          "ASSEMBLED; one half-turned photo on the way out and back; full checks")
             # splice: victim's neutral photos, another person's poses
             other = next((identities[o] for o in ids[n_id + 1:] + ids[:n_id] if all(identities[o].get(c.value) for c in seq)), None)
             if other is not None:
                 spliced = {"neutral": poses["neutral"], **{c.value: other[c.value] for c in seq}}
                 r = run(logic, assemble(spliced, seq, rng=rng), seq)
-                tally.add("attack (assembled): two people spliced — logic", "attack", r.live, r.reasons,
+                add_result("attack (assembled): two people spliced — logic", "attack", r,
                           "ASSEMBLED; victim neutral + other person's poses; natural-change checks off")
                 r = run(full, assemble(spliced, seq, rng=rng, move=True), seq)
-                tally.add("attack (assembled): two people spliced — full checks", "attack", r.live, r.reasons, "ASSEMBLED")
+                add_result("attack (assembled): two people spliced — full checks", "attack", r, "ASSEMBLED")
 
     # -- splice: victim photo, then real motion of someone else (clip) -------------------------
     log("splices with the clip …")
     h, w = clip[0].shape[:2]
-    for name, rgb in attack_photos[: 4 if q else 12]:
+    for name, rgb in attack_photos[: 4 if q else 12] if "splice" in sections else []:
         try:
             f = engine.face(rgb)
         except FacegateError:
@@ -338,13 +379,13 @@ def main() -> None:
             dt = frames[1].t - frames[0].t
             spliced = lead + [Frame(fr.image, lead[-1].t + dt + fr.t) for fr in frames]
             r = run(full, spliced, seen)
-            tally.add("attack: victim photo, then another person's real motion", "attack", r.live, r.reasons,
+            add_result("attack: victim photo, then another person's real motion", "attack", r,
                       "victim photo (jitter) 1 s + clip window; challenges = the clip's own movements")
 
     # -- session binding: replay, pre-recorded, expiry ------------------------------------------
     log("session binding …")
     store = InMemorySessionStore()
-    replay_sources: list[tuple[list[Frame], list[Challenge]]] = oracle[: 3 if q else 8]
+    replay_sources: list[tuple[list[Frame], list[Challenge]]] = oracle[: 3 if q else 8] if "binding" in sections else []
     for frames, seen in replay_sources:
         jpegs = [cv2.imencode(".jpg", cv2.cvtColor(fr.image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes() for fr in frames]
         now = time.time()
@@ -357,25 +398,25 @@ def main() -> None:
         store.add(b)
         sub_b = [SubmittedFrame(j, (now + 32 + fr.t) * 1000) for j, fr in zip(jpegs, frames)]
         _, rb = submit_frames(store, full, b.id, b.nonce, sub_b, now=now + 40)
-        tally.add("attack: verbatim replay of an earlier session's frames (same challenges)", "attack", rb.live, rb.reasons,
+        add_result("attack: verbatim replay of an earlier session's frames (same challenges)", "attack", rb,
                   "worst case: the new session happens to ask the same movements; timestamps re-stamped")
         # re-encoded replay, same challenges (only the challenge draw protects)
         reenc = [cv2.imencode(".jpg", cv2.cvtColor(fr.image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes() for fr in frames]
         c = create_session(a.challenges, now=now + 60)
         store.add(c)
         _, rc = submit_frames(store, full, c.id, c.nonce, [SubmittedFrame(j, (now + 62 + fr.t) * 1000) for j, fr in zip(reenc, frames)], now=now + 70)
-        tally.add("attack: re-encoded replay, new session asks the same movements", "attack", rc.live, rc.reasons,
+        add_result("attack: re-encoded replay, new session asks the same movements", "attack", rc,
                   "digests differ: only the random challenge protects (see draw probability)")
         # re-encoded replay into a session with a random challenge
         d = create_session(now=now + 90)
         store.add(d)
         _, rd = submit_frames(store, full, d.id, d.nonce, [SubmittedFrame(j, (now + 92 + fr.t) * 1000) for j, fr in zip(reenc, frames)], now=now + 100)
-        tally.add("attack: re-encoded replay into a new random session", "attack", rd.live, rd.reasons)
+        add_result("attack: re-encoded replay into a new random session", "attack", rd)
         # pre-recorded: original capture times (before the session existed)
         e = create_session(a.challenges, now=now + 3600)
         store.add(e)
         _, re_ = submit_frames(store, full, e.id, e.nonce, [SubmittedFrame(j, (now - 8 + fr.t) * 1000) for j, fr in zip(reenc, frames)], now=now + 3610)
-        tally.add("attack: pre-recorded frames with their original timestamps", "attack", re_.live, re_.reasons)
+        add_result("attack: pre-recorded frames with their original timestamps", "attack", re_)
         # after expiry
         x = create_session(a.challenges, now=now, ttl_s=180)
         store.add(x)
@@ -384,7 +425,7 @@ def main() -> None:
             tally.add("attack: frames submitted after expiry", "attack", True, [])
         except SessionExpiredError as exc:
             tally.add("attack: frames submitted after expiry", "attack", False, [exc.code])
-        tally.add("genuine: clip through a session (binding + checks)", "genuine", ra.live, ra.reasons,
+        add_result("genuine: clip through a session (binding + checks)", "genuine", ra,
                   "clip window, session asks its own movements; fresh timestamps")
 
     # chance that a new random session asks exactly the movements of one recording

@@ -170,3 +170,16 @@ def test_nose_out_of_plane_shows_parallax_and_other_content_is_not_rigid():
     other = _textured(1)  # different content (3D change, other person): no warp explains it
     assert rigid_fit(img, BOX, LM, other, LM) < 0.5
     assert frame_difference(img, BOX, other) > 20
+
+
+def test_abrupt_pose_jumps_are_flagged():
+    from facegate.liveness.motion import abrupt_events, deltas
+
+    th = PoseThresholds()
+    smooth = track(NEUTRAL, (30, 0, 100, 4), (30, 0, 100, 3), (0, 0, 100, 4), (0, 0, 100, 3))
+    jumpy = track(NEUTRAL, (30, 0, 100, 1), (30, 0, 100, 3), (0, 0, 100, 1), (0, 0, 100, 3))
+    for samples, expected in ((smooth, 0), (jumpy, 1)):
+        events, base = detect_events(samples, th)
+        assert [e.kind for e in events] == [L]
+        dy, dp, sc = deltas(samples, base, th)
+        assert len(abrupt_events(events, samples, dy, dp, sc, th)) == expected

@@ -43,6 +43,7 @@ from .errors import LivenessInputError
 from .motion import (
     ChallengeStatus,
     Event,
+    abrupt_events,
     PoseSample,
     PoseThresholds,
     detect_events,
@@ -80,6 +81,7 @@ REASONS: dict[str, str] = {
     # natural change
     "static_frames": "(nearly) the same frame repeated",
     "planar_motion": "every frame is one 2D warp of the same picture (a photo or screen moved)",
+    "abrupt_motion": "a movement jumped between poses with no intermediate frame (still photos shown in turn)",
     # quality
     "face_too_small": "the best frame's face is too small",
     "too_blurry": "the best frame is too blurred",
@@ -126,6 +128,7 @@ class LivenessConfig:
     max_static_fraction: float = 0.8
     rigid_fit_max: float = 0.95  # ECC fit at or above this = explained by a 2D warp of the reference
     rigid_samples: int = 16
+    min_nonrigid_frames: int = 2  # frames that no 2D warp of the reference explains
     # quality (of the best frame)
     min_inter_eye_px: float = 32.0
     min_sharpness: float = 40.0
@@ -301,9 +304,9 @@ class LivenessChecker:
         result.metrics.update(baseline_yaw=base.yaw, baseline_pitch=base.pitch,
                               max_abs_dyaw=float(np.abs(dyaw).max()), max_dpitch=float(dpitch.max()),
                               min_dpitch=float(dpitch.min()), max_scale=float(scale.max()))
-        if abs(base.yaw) > cfg.max_start_yaw:
-            reasons.add("no_neutral_start")
         if asked:
+            if abs(base.yaw) > cfg.max_start_yaw:
+                reasons.add("no_neutral_start")
             match = match_challenges(asked, events, t0=times[0], challenge_timeout_s=cfg.challenge_timeout_s)
             result.challenges = match.statuses
             statuses = {s.status for s in match.statuses}
@@ -320,6 +323,10 @@ class LivenessChecker:
         # -- natural change --------------------------------------------------------------------
         if cfg.check_motion and len(good_frames) >= 2:
             reasons |= self._motion(good_frames, dyaw, dpitch, result)
+            jumps = abrupt_events(events, samples, dyaw, dpitch, scale, cfg.pose)
+            result.metrics["abrupt_movements"] = len(jumps)
+            if jumps:
+                reasons.add("abrupt_motion")
 
         # -- best frame and quality ------------------------------------------------------------
         th = cfg.pose
@@ -386,19 +393,38 @@ class LivenessChecker:
         if len(order) > cfg.rigid_samples:
             spread = np.linspace(0, len(good) - 1, cfg.rigid_samples // 2).round().astype(int).tolist()
             order = list(dict.fromkeys(order[: cfg.rigid_samples // 2] + [k for k in spread if k != 0]))
-        fits = []
+        fits: list[float] = []
+        untestable = 0
+        nonrigid = 0
         for k in order:
             a = good[k]
-            fit = rigid_fit(ref.grey, ref.face.box, ref_lm, a.grey, np.asarray(a.face.landmarks))
+            fit = None
+            if _inside(a.face, a.grey.shape):
+                fit = rigid_fit(ref.grey, ref.face.box, ref_lm, a.grey, np.asarray(a.face.landmarks))
+            if fit is None:
+                untestable += 1
+                continue
             fits.append(fit)
-            if fit < cfg.rigid_fit_max:
+            nonrigid += fit < cfg.rigid_fit_max
+            if nonrigid >= cfg.min_nonrigid_frames:
                 break
-        min_fit = min(fits) if fits else 1.0
-        if min_fit >= cfg.rigid_fit_max:
+        # Planar unless enough testable frames show change no 2D warp explains. A face cut by the
+        # image border is not testable (its landmarks are unreliable); nothing testable cannot
+        # show 3D change either.
+        min_fit = min(fits) if fits else None
+        if nonrigid < cfg.min_nonrigid_frames:
             reasons.add("planar_motion")
-        result.metrics.update(static_fraction=static_fraction, min_rigid_fit=float(min_fit),
-                              max_parallax=float(parallax.max()), rigid_tests=len(fits))
+        result.metrics.update(static_fraction=static_fraction, min_rigid_fit=min_fit,
+                              max_parallax=float(parallax.max()), rigid_tests=len(fits), rigid_untestable=untestable)
         return reasons
+
+
+def _inside(face: Face, shape: tuple[int, ...], margin: float = 0.02) -> bool:
+    """The whole face box lies inside the image (not cut by its border)."""
+    h, w = shape[:2]
+    x, y, bw, bh = face.box
+    mx, my = margin * w, margin * h
+    return x >= mx and y >= my and x + bw <= w - mx and y + bh <= h - my
 
 
 def _portrait(rgb: np.ndarray, face: Face, pad: float) -> np.ndarray:

@@ -243,6 +243,42 @@ def match_challenges(
     return MatchResult(statuses, list(events), unexpected)
 
 
+def abrupt_events(
+    events: Sequence[Event], samples: Sequence[PoseSample], dyaw: np.ndarray, dpitch: np.ndarray, scale: np.ndarray,
+    th: PoseThresholds = PoseThresholds(),
+) -> list[Event]:
+    """Events with no frame in their transition band (between the neutral and the movement
+    threshold) on the way out *or* on the way back: the pose jumped, as when still photos of
+    different poses are shown one after the other. A real head passes through intermediate
+    poses; at ~10 frames per second at least one frame lands in the band on one of the two
+    transitions unless the movement is very fast."""
+    pos = {s.index: k for k, s in enumerate(samples)}
+    out = []
+    for e in events:
+        if e.kind in (Challenge.TURN_LEFT, Challenge.TURN_RIGHT):
+            amount = dyaw if e.kind is Challenge.TURN_LEFT else -dyaw
+            lo, hi = th.yaw_off, th.yaw_on
+        elif e.kind in (Challenge.LOOK_UP, Challenge.LOOK_DOWN):
+            amount = dpitch if e.kind is Challenge.LOOK_UP else -dpitch
+            lo, hi = th.pitch_off, th.pitch_up_on if e.kind is Challenge.LOOK_UP else th.pitch_down_on
+        else:
+            amount, lo, hi = scale, th.closer_off, th.closer_on
+        k0 = pos[e.start_index]
+        ramp = 0
+        k = k0 - 1
+        while k >= 0 and lo <= amount[k] < hi:
+            ramp += 1
+            k -= 1
+        if e.end_index is not None and ramp == 0:
+            k = pos[e.end_index] - 1
+            while k > k0 and lo <= amount[k] < hi:
+                ramp += 1
+                k -= 1
+        if ramp == 0:
+            out.append(e)
+    return out
+
+
 # --- 2D rigidity ---------------------------------------------------------------------------------
 
 RIGID_SIZE = 64
@@ -270,33 +306,54 @@ def _face_mask(size: int = RIGID_SIZE) -> np.ndarray:
 _MASK = _face_mask()
 
 
+def _ncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    av = a[mask].astype(np.float64)
+    bv = b[mask].astype(np.float64)
+    av -= av.mean()
+    bv -= bv.mean()
+    den = math.sqrt(float((av * av).sum() * (bv * bv).sum()))
+    return float((av * bv).sum() / den) if den > 1e-9 else 1.0
+
+
 def rigid_fit(
     grey_a: np.ndarray, box_a: Sequence[float], lm_a: np.ndarray, grey_b: np.ndarray, lm_b: np.ndarray
-) -> float:
-    """How well one planar (homography) warp explains face B as face A: the ECC correlation
-    (0–1) inside the face after warping B onto A, starting from the landmarks' homography.
+) -> float | None:
+    """How well one planar (homography) warp explains face B as face A: the best normalised
+    correlation (−1…1) inside the face after warping B onto A — from the homography of the 5
+    landmarks, refined by ECC when ECC converges.
 
     ≈1 for the same image moved, scaled, rotated or tilted (a photo held up, jitter,
-    perspective warps), lower for a real head that turned, changed expression or blinked.
-    0 when no warp fits at all (ECC does not converge): strongly non-rigid.
+    perspective warps); lower for a real head that turned, changed expression or blinked.
+    ``None`` when less than half of the face window lies inside both images (not testable).
     """
     ta = _window_transform(box_a)
-    a = cv2.warpPerspective(grey_a, ta, (RIGID_SIZE, RIGID_SIZE), flags=cv2.INTER_AREA)
+    size = (RIGID_SIZE, RIGID_SIZE)
     h0, _ = cv2.findHomography(np.asarray(lm_b, np.float64), np.asarray(lm_a, np.float64), 0)
     if h0 is None or not np.all(np.isfinite(h0)):
-        return 0.0
-    b = cv2.warpPerspective(grey_b, ta @ h0, (RIGID_SIZE, RIGID_SIZE), flags=cv2.INTER_AREA)
-    if float(a[_MASK > 0].std()) < 2.0 or float(b[_MASK > 0].std()) < 2.0:
+        return None
+    m = ta @ h0
+    a = cv2.warpPerspective(grey_a, ta, size, flags=cv2.INTER_AREA)
+    b = cv2.warpPerspective(grey_b, m, size, flags=cv2.INTER_AREA)
+    inside_a = cv2.warpPerspective(np.full(grey_a.shape[:2], 255, np.uint8), ta, size, flags=cv2.INTER_NEAREST)
+    inside_b = cv2.warpPerspective(np.full(grey_b.shape[:2], 255, np.uint8), m, size, flags=cv2.INTER_NEAREST)
+    mask = cv2.erode(_MASK & inside_a & inside_b, np.ones((3, 3), np.uint8))
+    if np.count_nonzero(mask) < 0.5 * np.count_nonzero(_MASK):
+        return None
+    sel = mask > 0
+    if float(a[sel].std()) < 2.0 or float(b[sel].std()) < 2.0:
         return 1.0  # flat patches: nothing non-rigid to see
+    best = _ncc(a, b, sel)
     warp = np.eye(3, dtype=np.float32)
     try:
         rho, _ = cv2.findTransformECC(
             a.astype(np.float32), b.astype(np.float32), warp, cv2.MOTION_HOMOGRAPHY,
-            (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 60, 1e-5), _MASK, 3,
+            (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 60, 1e-5), mask, 3,
         )
+        if math.isfinite(rho):
+            best = max(best, float(rho))
     except cv2.error:
-        return 0.0
-    return float(rho) if math.isfinite(rho) else 0.0
+        pass  # ECC diverged: keep the landmark homography's correlation
+    return best
 
 
 def frame_difference(grey_a: np.ndarray, box_a: Sequence[float], grey_b: np.ndarray) -> float:

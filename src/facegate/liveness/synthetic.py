@@ -125,17 +125,24 @@ def on_canvas(rgb: np.ndarray, landmarks: np.ndarray, *, inter_eye: float = 60.0
 
 
 def assemble(poses: Mapping[str, Sequence[np.ndarray]], challenges: Sequence[Challenge], *, fps: float = 5.0,
-             hold: int = 3, rng: np.random.Generator | None = None, move: bool = False) -> list[Frame]:
+             hold: int = 3, rng: np.random.Generator | None = None, move: bool = False, ramps: bool = False) -> list[Frame]:
     """Frames from canvas-normalised photos of one person: ``poses["neutral"]`` (≥1) and one list
     per challenge value (``poses["turn_left"]`` …; move_closer falls back to a zoomed neutral
     in ``poses["move_closer"]``). Each photo is held ``hold`` frames: neutral, then per challenge
-    the pose and a neutral again. ``move=True`` adds jitter/noise to every frame (attack)."""
+    the pose and a neutral again. ``move=True`` adds jitter/noise to every frame (attack);
+    ``ramps=True`` shows a half-way photo (``poses["half_turn_left"]`` …) for one frame on the way
+    out and back where one exists (an attacker imitating a continuous movement)."""
     rng = rng or np.random.default_rng(0)
     neutral = list(poses["neutral"])
     seq: list[np.ndarray] = [neutral[0]] * hold
     for k, c in enumerate(challenges):
         options = list(poses[c.value])
+        half = list(poses.get("half_" + c.value, ())) if ramps else []
+        if half:
+            seq.append(half[int(rng.integers(len(half)))])
         seq += [options[int(rng.integers(len(options)))]] * hold
+        if half:
+            seq.append(half[int(rng.integers(len(half)))])
         seq += [neutral[(k + 1) % len(neutral)]] * hold
     if move:
         return [Frame(degrade(jitter(img, rng, shift=2, rot=1, zoom=0.01), rng), i / fps) for i, img in enumerate(seq)]

@@ -1,0 +1,185 @@
+"""The liveness REST router mounted on a bare FastAPI app with its dependencies overridden, the
+way the service mounts it. Frames: the public-domain test clip."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+from fastapi import FastAPI, Header, Request
+from fastapi.responses import JSONResponse
+from fastapi.testclient import TestClient
+
+from facegate.errors import FacegateError
+from facegate.liveness import InMemorySessionStore, LivenessChecker, create_session, read_video
+from facegate.liveness import api as liveness_api
+from facegate.liveness.flow import liveness_frame_hook
+
+CLIP = Path(__file__).parent / "data" / "liveness" / "miranda_motion.mp4"
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return read_video(CLIP)
+
+
+@pytest.fixture(scope="module")
+def moves(engine, clip):
+    return [e.kind for e in LivenessChecker(engine).check(clip, []).events]
+
+
+@pytest.fixture(scope="module")
+def jpegs(clip):
+    return [cv2.imencode(".jpg", cv2.cvtColor(f.image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes() for f in clip]
+
+
+@pytest.fixture()
+def env(engine):
+    store = InMemorySessionStore()
+    audit: list[dict] = []
+    app = FastAPI()
+
+    @app.exception_handler(FacegateError)
+    async def problem(request: Request, exc: FacegateError):  # what the service's handler does
+        return JSONResponse({"type": exc.code, "detail": exc.message}, status_code=exc.http_status)
+
+    def caller(x_api_key: str = Header(default="")) -> str:
+        if not x_api_key:
+            raise FacegateError("no key")  # 400 here; the service answers 401
+        return x_api_key
+
+    app.include_router(liveness_api.router)
+    app.dependency_overrides[liveness_api.get_liveness_engine] = lambda: engine
+    app.dependency_overrides[liveness_api.get_liveness_store] = lambda: store
+    app.dependency_overrides[liveness_api.liveness_principal] = caller
+    app.dependency_overrides[liveness_api.get_liveness_audit] = lambda: audit.append
+    client = TestClient(app)
+    client.headers["X-API-Key"] = "key-1"
+    return client, store, audit
+
+
+def _session(store, moves, owner="key-1", age_s=10.0, ttl_s=180.0):
+    s = create_session(moves, now=time.time() - age_s, owner=owner, ttl_s=ttl_s)
+    store.add(s)
+    return s
+
+
+def _multipart(jpegs, clip, nonce, start_s):
+    files = [("frames", (f"f{i}.jpg", j, "image/jpeg")) for i, j in enumerate(jpegs)]
+    stamps = json.dumps([round((start_s + f.t) * 1000.0, 1) for f in clip[: len(jpegs)]])
+    return {"data": {"nonce": nonce, "timestamps": stamps}, "files": files}
+
+
+def test_default_auth_refuses(engine):
+    app = FastAPI()
+
+    @app.exception_handler(FacegateError)
+    async def problem(request: Request, exc: FacegateError):
+        return JSONResponse({"type": exc.code}, status_code=exc.http_status)
+
+    app.include_router(liveness_api.router)
+    app.dependency_overrides[liveness_api.get_liveness_engine] = lambda: engine
+    r = TestClient(app).post("/v1/liveness/sessions")
+    assert r.status_code == 401 and r.json()["type"] == "liveness_auth_not_configured"
+
+
+def test_create_and_read_session(env):
+    client, store, audit = env
+    r = client.post("/v1/liveness/sessions")
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert 2 <= len(body["challenges"]) <= 4 and len(body["prompts"]) == len(body["challenges"])
+    assert body["nonce"] and body["expires_at"].endswith("Z") and body["state"] == "pending"
+    assert body["upload"]["max_frames"] > 0
+    assert audit[-1]["event"] == "liveness.session_created" and audit[-1]["actor"] == "key-1"
+    got = client.get(f"/v1/liveness/sessions/{body['id']}")
+    assert got.status_code == 200 and "nonce" not in got.json()
+    other = client.get(f"/v1/liveness/sessions/{body['id']}", headers={"X-API-Key": "key-2"})
+    assert other.status_code == 404  # another caller cannot see it
+    assert client.get("/v1/liveness/sessions/nope").status_code == 404
+
+
+def test_multipart_submission_live_then_used(env, clip, jpegs, moves):
+    client, store, audit = env
+    s = _session(store, moves)
+    r = client.post(f"/v1/liveness/sessions/{s.id}/frames", **_multipart(jpegs, clip, s.nonce, time.time() - 8))
+    assert r.status_code == 200, r.text
+    d = r.json()
+    assert d["live"] is True and d["decision"] == "live" and d["reasons"] == [] and d["state"] == "passed"
+    assert all(c["status"] == "met" for c in d["challenges"])
+    assert d["best_face"]["quality"]["inter_eye_px"] > 0
+    rec = audit[-1]
+    assert rec["event"] == "liveness.decision" and rec["live"] is True and rec["actor"] == "key-1"
+    assert not {"landmarks", "box", "best_face", "embedding"} & set(rec)
+    again = client.post(f"/v1/liveness/sessions/{s.id}/frames", **_multipart(jpegs, clip, s.nonce, time.time() - 8))
+    assert again.status_code == 409 and again.json()["type"] == "liveness_session_used"
+    assert audit[-1]["event"] == "liveness.rejected"
+    # verify/enrol take the best frame through the service hook, once
+    hook = liveness_frame_hook(store)
+    assert hook(s.id, "key-1", "kyc").ndim == 3
+
+
+def test_json_submission_and_replay(env, clip, jpegs, moves):
+    client, store, _ = env
+    s = _session(store, moves)
+    frames = [{"image": base64.b64encode(j).decode(), "timestamp_ms": (time.time() - 8 + f.t) * 1000} for j, f in zip(jpegs, clip)]
+    r = client.post(f"/v1/liveness/sessions/{s.id}/frames", json={"nonce": s.nonce, "frames": frames})
+    assert r.status_code == 200 and r.json()["live"] is True, r.text
+    s2 = _session(store, moves)
+    frames2 = [{**f, "timestamp_ms": f["timestamp_ms"] + 5000} for f in frames]
+    r = client.post(f"/v1/liveness/sessions/{s2.id}/frames", json={"nonce": s2.nonce, "frames": frames2})
+    assert r.status_code == 200 and r.json()["live"] is False
+    assert "frame_replayed" in r.json()["reasons"]
+
+
+def test_still_photo_is_not_live(env, moves):
+    client, store, _ = env
+    s = _session(store, moves)
+    img = (Path(__file__).parent / "data" / "obama_1.jpg").read_bytes()
+    now = time.time()
+    files = [("frames", (f"f{i}.jpg", img, "image/jpeg")) for i in range(10)]
+    stamps = ",".join(str((now - 5 + i * 0.1) * 1000) for i in range(10))
+    r = client.post(f"/v1/liveness/sessions/{s.id}/frames", data={"nonce": s.nonce, "timestamps": stamps}, files=files)
+    assert r.status_code == 200
+    d = r.json()
+    assert d["live"] is False and {"static_frames", "planar_motion", "challenge_not_met"} <= set(d["reasons"])
+    assert "frame_replayed" not in d["reasons"]  # duplicates inside one session are not a replay
+
+
+def test_request_errors(env, clip, jpegs, moves):
+    client, store, _ = env
+    s = _session(store, moves)
+    url = f"/v1/liveness/sessions/{s.id}/frames"
+    body = _multipart(jpegs[:6], clip, s.nonce, time.time() - 5)
+    assert client.post(url, **{**body, "data": {**body["data"], "nonce": "x"}}).status_code == 403
+    assert client.post(url, **{**body, "data": {**body["data"], "timestamps": "[1,2]"}}).status_code == 422
+    assert client.post(url, **{**body, "data": {**body["data"], "timestamps": "a,b"}}).status_code == 422
+    assert client.post(url, data={"nonce": s.nonce, "timestamps": "1"}).status_code == 422
+    assert client.post(url, content=b"xx", headers={"content-type": "text/plain"}).status_code == 415
+    assert client.post(url, content=b"{", headers={"content-type": "application/json"}).status_code == 422
+    assert client.post(url, json={"nonce": s.nonce, "frames": [{"image": "***", "timestamp_ms": 1}]}).status_code == 422
+    assert client.post(url, json={"nonce": s.nonce, "frames": [{"image": "aGk=", "timestamp_ms": True}]}).status_code == 422
+    assert client.post(url, json=[1, 2]).status_code == 422
+    bad_img = {"nonce": s.nonce, "frames": [{"image": base64.b64encode(b"junk").decode(), "timestamp_ms": 1.0}]}
+    assert client.post(url, json=bad_img).status_code == 422
+    assert store.get(s.id).state == "pending"  # none of these used the session up
+    assert client.post("/v1/liveness/sessions/unknown/frames", **body).status_code == 404
+    assert client.post("/v1/liveness/sessions/bad id!/frames", **body).status_code in (404, 422)
+    expired = _session(store, moves, age_s=400)
+    r = client.post(f"/v1/liveness/sessions/{expired.id}/frames", **_multipart(jpegs[:6], clip, expired.nonce, time.time() - 5))
+    assert r.status_code == 410 and r.json()["type"] == "liveness_session_expired"
+    mine = _session(store, moves, owner="key-2")
+    r = client.post(f"/v1/liveness/sessions/{mine.id}/frames", **_multipart(jpegs[:6], clip, mine.nonce, time.time() - 5))
+    assert r.status_code == 404  # someone else's session
+
+
+def test_openapi_documents_both_bodies(env):
+    client, _, _ = env
+    spec = client.get("/openapi.json").json()
+    op = spec["paths"]["/v1/liveness/sessions/{session_id}/frames"]["post"]
+    assert {"multipart/form-data", "application/json"} <= set(op["requestBody"]["content"])
+    assert "/v1/liveness/sessions" in spec["paths"]
