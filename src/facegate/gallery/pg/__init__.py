@@ -32,6 +32,7 @@ def open_store(url: str, *, data_dir: str | Path, durability: str = "normal"):
     """The PgStore for ``url`` (a postgresql:// URL or ``embedded-postgres``)."""
     from .store import PgStore
 
+    Path(data_dir).mkdir(parents=True, exist_ok=True, mode=0o700)  # the master key file may be created there
     return PgStore(resolve_url(url, data_dir), durability=durability)
 
 

@@ -158,6 +158,7 @@ class PgStore(Store):
         self._vacuum_due: set[str] = set()
         self._vacuum_thread: threading.Thread | None = None
         self.vacuum_delay_s = 2.0
+        self._closed = False
 
     # --- transactions -----------------------------------------------------------------------
 
@@ -269,11 +270,17 @@ class PgStore(Store):
                 self._vacuum_thread.start()
 
     def _vacuum_worker(self) -> None:
-        time.sleep(self.vacuum_delay_s)
+        deadline = time.monotonic() + self.vacuum_delay_s
+        while time.monotonic() < deadline and not self._closed:
+            time.sleep(0.05)
         with self._vacuum_lock:
             tables, self._vacuum_due = sorted(self._vacuum_due), set()
+        if self._closed:
+            return
         try:
             self.vacuum(tables)
+        except StoreUnavailableError as exc:
+            log.info("background VACUUM skipped: %s (autovacuum will catch up)", exc)
         except Exception:  # noqa: BLE001 - autovacuum remains the fallback
             log.warning("background VACUUM failed (autovacuum will catch up)", exc_info=True)
 
@@ -294,6 +301,7 @@ class PgStore(Store):
             t.join(timeout)
 
     def close(self) -> None:
+        self._closed = True
         self.wait_vacuum(5.0)
         self.search_engine.dispose()
         super().close()

@@ -1,0 +1,301 @@
+"""PostgreSQL + pgvector backend against a real server started by the test suite (issue 6):
+shared gallery across instances, erasure and withdrawal visibility, filtering that never costs a
+result slot (exact and IVFFlat plans), rotated search vectors and key rotation, the database
+stopped mid-enrolment, and SQLite → PostgreSQL migration. Small data: seconds, not minutes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import numpy as np
+import pytest
+from sqlalchemy import text
+
+import pg_support
+from facegate.gallery import ConsentSpec, Gallery, StoreUnavailableError
+from facegate.gallery.pg.index import PgIndexConfig
+from facegate.gallery.pg.store import PgStore, PgStoreTx, vec_table
+from facegate.gallery.synth import FaceLikeGenerator
+
+MODEL = "sface-2021dec-int8bq"
+DIM = 128
+UTC = dt.timezone.utc
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch):
+    monkeypatch.delenv("FACEGATE_MASTER_KEY", raising=False)
+    monkeypatch.delenv("FACEGATE_STORE", raising=False)
+    monkeypatch.delenv("FACEGATE_DATABASE_URL", raising=False)
+
+
+@pytest.fixture
+def pg_url():
+    url = pg_support.fresh_database()
+    yield url
+    pg_support.drop_database(url)
+
+
+def open_pg(data_dir, url, **kw) -> Gallery:
+    kw.setdefault("index_config", PgIndexConfig(auto_build=False))
+    return Gallery.open(data_dir, store=url, **kw)
+
+
+def synth(n_subjects: int, per: int = 2, seed: int = 0):
+    gen = FaceLikeGenerator(DIM, seed=seed)
+    C = gen.centres(np.arange(n_subjects))
+    return gen, C, gen.samples(C, per, seed=1)
+
+
+def cid_of(g: Gallery, name: str) -> int:
+    with g.store.read() as tx:
+        return tx.collection_by_name(name).id
+
+
+def test_embedded_server_is_loopback_only_with_passwords():
+    srv = pg_support.server()
+    st = srv.status()
+    assert st["running"] and st["port"]
+    assert (srv.root / "password").stat().st_mode & 0o077 == 0
+    import psycopg
+
+    with pytest.raises(psycopg.OperationalError):  # no password, no entry
+        psycopg.connect(host="127.0.0.1", port=st["port"], user="facegate", dbname="facegate", password="wrong", connect_timeout=5)
+    with psycopg.connect(srv.url(driver="postgresql")) as conn:
+        assert conn.execute("SHOW listen_addresses").fetchone()[0] == "127.0.0.1"
+        assert conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()[0].startswith("0.8")
+
+
+def test_two_galleries_share_one_database(tmp_path, pg_url):
+    """Enrolment through one instance is identified through the other; an erasure or a
+    withdrawal through one is never returned by the other afterwards."""
+    a = open_pg(tmp_path / "a", pg_url)
+    key = (tmp_path / "a" / "master.key").read_text().strip()
+    b = open_pg(tmp_path / "b", pg_url, master_key=key)  # another host: same master key, own data dir
+    a.create_collection("c", purposes=["access", "payments"], threshold=0.5)
+    _gen, C, V = synth(40)
+    gen2 = FaceLikeGenerator(DIM, seed=0)
+    P = gen2.samples(C, 1, seed=7)  # fresh "photos" of the same people
+    a.import_templates("c", [(f"s{i}", V[2 * i: 2 * i + 2], ConsentSpec(["access"])) for i in range(30)], model_id=MODEL)
+    for i in range(30):
+        assert b.identify_vector("c", P[i], purpose="access", model_id=MODEL).candidates[0].subject == f"s{i}"
+    b.import_templates("c", [(f"s{i}", V[2 * i: 2 * i + 2], ConsentSpec(["access", "payments"])) for i in range(30, 40)], model_id=MODEL)
+    assert a.identify_vector("c", P[35], purpose="payments", model_id=MODEL).candidates[0].subject == "s35"
+    # Erasure through a: b never returns s3 again, whatever the probe.
+    a.delete_subject("c", "s3")
+    for q in (P[3], V[6], V[7]):
+        assert "s3" not in [c.subject for c in b.identify_vector("c", q, purpose="access", top_k=10, model_id=MODEL).candidates]
+    # Withdrawal through b: invisible to a's very next search.
+    b.withdraw_consent("c", "s36", ["payments"])
+    assert a.identify_vector("c", P[36], purpose="payments", model_id=MODEL).candidates == ()
+    assert a.identify_vector("c", P[36], purpose="access", model_id=MODEL).candidates[0].subject == "s36"
+    assert a.index_stats("c")["templates"] == b.index_stats("c")["templates"] == 78
+    assert a.audit_verify().ok and b.audit_verify().ok
+    a.close()
+    b.close()
+
+
+def test_erasure_removes_search_vectors_in_the_same_transaction(tmp_path, pg_url):
+    g = open_pg(tmp_path, pg_url)
+    g.create_collection("c", purposes=["p"], threshold=0.5)
+    _gen, _C, V = synth(10)
+    g.import_templates("c", [(f"s{i}", V[2 * i: 2 * i + 2], ConsentSpec(["p"])) for i in range(10)], model_id=MODEL)
+    cid = cid_of(g, "c")
+    with g.store.read() as tx:
+        sid = tx.subject(cid, "s4").id
+    g.delete_subject("c", "s4")
+    with g.store.read() as tx:
+        for table, col in (("subjects", "id"), ("templates", "subject_id"), ("consents", "subject_id"), (vec_table(cid), "subject_id")):
+            assert tx.execute(text(f"SELECT count(*) FROM {table} WHERE {col} = :s"), {"s": sid}).scalar() == 0
+    assert g.store.vacuum() < 30
+    assert [tuple(e.subjects) for e in g.audit_list(action="subject.erase")] == [("s4",)]
+    # Deleting the collection drops its vector table and rotation keys.
+    g.delete_collection("c")
+    with g.store.read() as tx:
+        assert tx.execute(text("SELECT to_regclass(:t)"), {"t": vec_table(cid)}).scalar() is None
+        assert tx.execute(text("SELECT count(*) FROM keyring WHERE name LIKE 'vecrot:%'")).scalar() == 0
+    g.close()
+
+
+@pytest.mark.parametrize("plan", ["exact", "ivfflat"])
+def test_heavy_filtering_never_costs_a_result_slot(tmp_path, pg_url, plan):
+    """Only 5 of 400 subjects consented to "rare": top-5 for "rare" returns exactly those,
+    even when the nearest templates all belong to subjects who did not consent."""
+    g = open_pg(tmp_path, pg_url, index_config=PgIndexConfig(auto_build=False, small_subset_subjects=0 if plan == "ivfflat" else 10_000))
+    g.create_collection("c", purposes=["common", "rare"], threshold=-1.0)
+    _gen, C, V = synth(400)
+    rare = {7, 77, 177, 277, 377}
+    g.import_templates("c", [(f"s{i}", V[2 * i: 2 * i + 2], ConsentSpec(["common", "rare"] if i in rare else ["common"]))
+                             for i in range(400)], model_id=MODEL)
+    idx = g.index.get(cid_of(g, "c"), DIM, MODEL)
+    if plan == "ivfflat":
+        facts = idx.build(lists=8, probes=1)  # one list probed: most allowed rows are elsewhere
+        assert facts["lists"] == 8
+    for probe in (V[0], V[100], C[200]):  # probes close to subjects without the purpose
+        res = g.identify_vector("c", probe, purpose="rare", top_k=5, model_id=MODEL)
+        assert sorted(c.subject for c in res.candidates) == sorted(f"s{i}" for i in rare)
+        assert res.searched_subjects == 5
+        expect = plan if plan == "exact" else "ivfflat(probes=1)"
+        assert idx.last_plan == expect
+        res = g.identify_vector("c", probe, purpose="common", top_k=5, model_id=MODEL)
+        assert len(res.candidates) == 5
+    g.close()
+
+
+def test_ivfflat_recall_tuning_and_deletes(tmp_path, pg_url):
+    g = open_pg(tmp_path, pg_url)
+    g.create_collection("c", purposes=["p"], threshold=0.3)
+    gen, C, V = synth(3000)
+    g.import_templates("c", [(f"s{i}", V[2 * i: 2 * i + 2], ConsentSpec(["p"])) for i in range(3000)], model_id=MODEL)
+    idx = g.index.get(cid_of(g, "c"), DIM, MODEL)
+    idx.config = PgIndexConfig(auto_build=False, small_subset_subjects=100, self_test_queries=100)
+    facts = idx.build(lists=30)
+    assert facts["self_test_recall_at_1"] >= 0.995 and 1 <= facts["probes"] <= 30
+    P = gen.samples(C[:200], 1, seed=11)
+    now = time.time()
+    agree = sum(idx.search(P[i], 1, "p", now, mode="ann")[0][0].template_id == idx.search(P[i], 1, "p", now, mode="exact")[0][0].template_id
+                for i in range(200))
+    assert agree / 200 >= 0.97
+    assert idx.last_plan == "exact"
+    # Erasure with the index in place: gone from the very next ANN search; VACUUM is cheap (IVFFlat).
+    for i in range(20):
+        g.delete_subject("c", f"s{i}")
+    for i in range(20):
+        hits, _ = idx.search(P[i], 5, "p", time.time(), mode="ann")
+        assert f"s{i}" not in [h.external_id for h in hits]
+    assert g.store.vacuum() < 30
+    st = g.index_stats("c")
+    assert st["mode"] == "ivfflat" and st["nlist"] == 30 and st["templates"] == 5960
+    g.close()
+
+
+def test_stored_vectors_are_rotated_per_collection_and_key_rotation_keeps_scores(tmp_path, pg_url):
+    from facegate.gallery.pg.admin import rotate_key
+
+    g = open_pg(tmp_path, pg_url)
+    for name in ("a", "b"):
+        g.create_collection(name, purposes=["p"], threshold=0.3)
+    _gen, C, V = synth(50)
+    for name in ("a", "b"):
+        g.import_templates(name, [(f"s{i}", V[2 * i: 2 * i + 2], ConsentSpec(["p"])) for i in range(50)], model_id=MODEL)
+    ca, cb = cid_of(g, "a"), cid_of(g, "b")
+
+    def stored(cid):
+        with g.store.read() as tx:
+            rows = tx.execute(text(f"SELECT embedding::real[] FROM {vec_table(cid)} ORDER BY template_id")).all()
+        return np.asarray([r[0] for r in rows], np.float32)
+
+    Sa, Sb = stored(ca), stored(cb)
+    # Not the plaintext, not each other's, yet the same geometry (orthogonal maps keep cosines).
+    assert np.abs((Sa * V).sum(1)).max() < 0.5 and np.abs((Sa * Sb).sum(1)).max() < 0.5
+    np.testing.assert_allclose(Sa @ Sa.T, V @ V.T, atol=2e-5)
+    np.testing.assert_allclose(np.linalg.norm(Sa, axis=1), 1.0, atol=1e-5)
+    before = g.identify_vector("a", V[10], purpose="p", model_id=MODEL).candidates[0]
+
+    other = open_pg(tmp_path, pg_url)  # a second process that cached the old rotation
+    assert other.identify_vector("a", V[11], purpose="p", model_id=MODEL).candidates[0].subject == "s5"
+    out = rotate_key(g, "a", actor="test")
+    assert out["version"] == 2 and out["vectors"] == 100
+    Sa2 = stored(ca)
+    assert np.abs((Sa2 * Sa).sum(1)).max() < 0.5  # every stored vector changed
+    np.testing.assert_allclose(Sa2 @ Sa2.T, V @ V.T, atol=3e-5)
+    after = g.identify_vector("a", V[10], purpose="p", model_id=MODEL).candidates[0]
+    assert after.subject == before.subject and after.score == pytest.approx(before.score, abs=1e-5)
+    assert other.identify_vector("a", V[11], purpose="p", model_id=MODEL).candidates[0].subject == "s5"  # saw the new version
+    with g.store.read() as tx:
+        names = {r[0] for r in tx.execute(text("SELECT name FROM keyring WHERE name LIKE 'vecrot:%'"))}
+    assert names == {f"vecrot:{ca}:2", f"vecrot:{cb}:1"}  # the old seed is gone
+    assert g.audit_list(action="collection.vector_key_rotate")[0].details == {"version": 2, "vectors": 100}
+    assert g.audit_verify().ok
+    # The subject's own templates come back unrotated (1:1 verify and duplicate checks use them).
+    with g.store.read() as tx:
+        sid = tx.subject(ca, "s3").id
+    idx = g.index.get(ca, DIM, MODEL)
+    np.testing.assert_allclose(idx.subject_vectors(sid), V[6:8], atol=2e-6)
+    other.close()
+    g.close()
+
+
+def test_database_stopped_mid_enrolment_then_recovers(tmp_path, pg_url, engine, photos, monkeypatch):
+    """Stop the server between writing the template and committing: a clear
+    StoreUnavailableError, nothing half-written, and the next enrolment works once the server
+    is back."""
+    srv = pg_support.server()
+    g = open_pg(tmp_path, pg_url, engine=engine)
+    g.create_collection("c", purposes=["access"])
+    g.enroll("c", "first", photos["biden_1"], consent=ConsentSpec(["access"]))
+    real = PgStoreTx.insert_template
+
+    def insert_then_stop(self, **values):
+        tid = real(self, **values)
+        srv.stop(mode="immediate")  # the database dies mid-transaction
+        return tid
+
+    monkeypatch.setattr(PgStoreTx, "insert_template", insert_then_stop)
+    try:
+        with pytest.raises(StoreUnavailableError) as err:
+            g.enroll("c", "E1", [photos["obama_1"], photos["obama_2"]], consent=ConsentSpec(["access"]))
+        assert err.value.http_status == 503 and err.value.code == "store_unavailable"
+        with pytest.raises(StoreUnavailableError):  # still down: every call says so, quickly
+            g.list_collections()
+    finally:
+        monkeypatch.setattr(PgStoreTx, "insert_template", real)
+        srv.start()
+    # Back: the same Gallery object recovers; nothing of E1 was committed.
+    assert [s.external_id for s in g.list_subjects("c")] == ["first"]
+    cid = cid_of(g, "c")
+    with g.store.read() as tx:
+        assert tx.count_vectors(cid) == 1
+        assert tx.execute(text("SELECT count(*) FROM templates")).scalar() == 1
+    assert g.audit_verify().ok
+    r = g.enroll("c", "E1", [photos["obama_1"], photos["obama_2"]], consent=ConsentSpec(["access"]))
+    assert r.accepted >= 1, [o.reason for o in r.images]
+    assert g.identify("c", photos["obama_3"], purpose="access").candidates[0].subject == "E1"
+    g.close()
+
+
+def test_migrate_sqlite_gallery_to_postgresql_without_reenrolment(tmp_path, pg_url):
+    from facegate.gallery.pg.admin import migrate_gallery
+
+    d = tmp_path / "data"
+    src = Gallery.open(d)  # the embedded SQLite default
+    src.create_collection("staff", purposes=["access", "payments"], threshold=0.5)
+    src.create_collection("visitors", purposes=["access"], threshold=0.5)
+    _gen, C, V = synth(60)
+    src.import_templates("staff", [(f"s{i}", V[2 * i: 2 * i + 2], ConsentSpec(["access"] if i % 2 else ["access", "payments"]))
+                                   for i in range(50)], model_id=MODEL)
+    src.import_templates("visitors", [(f"v{i}", V[2 * i: 2 * i + 1], ConsentSpec(["access"])) for i in range(50, 60)], model_id=MODEL)
+    src.withdraw_consent("staff", "s4", ["access"])
+    src.delete_subject("staff", "s7")
+    _rec, secret = src.keys.create("kiosk", ["identify"], ["staff"])
+    expected = {name: [src.identify_vector(name, V[2 * i + 1], purpose="access", top_k=3, model_id=MODEL).candidates
+                       for i in rng] for name, rng in (("staff", range(0, 50, 3)), ("visitors", range(50, 60)))}
+    head = src.audit_verify().head_mac
+
+    report = migrate_gallery(src, pg_url, data_dir=d, sample=50)
+    assert report["ok"] and report["probes"] == 60 and report["max_score_diff"] < 1e-4
+    assert report["counts"]["templates"] == 108 and report["counts"]["subjects"] == 59
+    src.close()
+
+    dst = open_pg(d, pg_url)  # same data dir: same master key file
+    assert isinstance(dst.store, PgStore)
+    assert {c.name: (c.subjects, c.templates) for c in dst.list_collections()} == {"staff": (49, 98), "visitors": (10, 10)}
+    for name, rng in (("staff", range(0, 50, 3)), ("visitors", range(50, 60))):
+        for i, want in zip(rng, expected[name]):
+            got = dst.identify_vector(name, V[2 * i + 1], purpose="access", top_k=3, model_id=MODEL).candidates
+            assert [c.subject for c in got] == [c.subject for c in want]
+            assert [round(c.score, 4) for c in got] == [round(c.score, 4) for c in want]
+    assert dst.get_subject("staff", "s4").active_purposes() == ("payments",)
+    rep = dst.audit_verify()
+    assert rep.ok
+    assert dst.audit_list(limit=1)[0].action != "store.migrate"  # the chain continues as it was
+    assert dst.keys.authenticate(secret).name == "kiosk"
+    # New writes continue the chain and the id sequences.
+    dst.import_templates("staff", [("new", V[118:120], ConsentSpec(["access"]))], model_id=MODEL)
+    assert dst.identify_vector("staff", V[119], purpose="access", model_id=MODEL).candidates[0].subject == "new"
+    assert dst.audit_verify().ok and head
+    # A second migration into the same (now non-empty) database is refused.
+    with pytest.raises(Exception, match="already holds a gallery"):
+        migrate_gallery(Gallery.open(d), pg_url, data_dir=d)
+    dst.close()
