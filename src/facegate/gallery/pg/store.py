@@ -141,6 +141,13 @@ class PgStore(Store):
 
     def __init__(self, url: str, *, durability: str = "normal", pool_size: int = 8) -> None:
         super().__init__(normalise_url(url), durability=durability, pool_size=pool_size)
+        # Same engine as the base class but for bulk inserts: psycopg's pipelined executemany
+        # beats SQLAlchemy's multi-VALUES rewriting here (the driver re-parses every huge
+        # statement); template ids come from the sequence instead of RETURNING.
+        self.engine.dispose()
+        self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=16, pool_pre_ping=True, use_insertmanyvalues=False)
+        self.write_engine = self.engine
+        self.read_engine = self.engine.execution_options(isolation_level="REPEATABLE READ")
         self.crypto: Any = None  # set by make_index() (Gallery.__init__); needed to write vectors
         # Searches: one statement each (a consistent snapshot by itself), autocommit, on
         # connections prepared once for pgvector: one round trip per search.
@@ -431,8 +438,9 @@ class PgStoreTx(StoreTx):
         if not rows:
             return
         self._prefetch_ciphers({(int(r["subject_id"]), int(r["collection_id"])) for r in rows})
-        res = self.conn.execute(insert(T).returning(T.c.id, sort_by_parameter_order=True), rows)
-        tids = np.array([r[0] for r in res], np.int64)
+        tids = np.array([r[0] for r in self.conn.execute(
+            text("SELECT nextval(pg_get_serial_sequence('templates', 'id')) FROM generate_series(1, :n)"), {"n": len(rows)})], np.int64)
+        self.conn.execute(insert(T), [{**r, "id": int(t)} for r, t in zip(rows, tids)])
         by_col: dict[int, list[int]] = {}
         for i, r in enumerate(rows):
             by_col.setdefault(int(r["collection_id"]), []).append(i)
