@@ -129,7 +129,7 @@ class FaceEngine:
             out.extend(Embedding(v, self.spec.id, f) for v, f in zip(vectors, chunk))
         return out
 
-    def embed_many(self, images: Iterable[ImageInput], *, chunk: int = 4) -> list[Embedding | FacegateError]:
+    def embed_many(self, images: Iterable[ImageInput], *, chunk: int | None = None) -> list[Embedding | FacegateError]:
         """Subject templates for many images, in input order. A failing image yields its error
         in place; the others still succeed.
 
@@ -139,6 +139,10 @@ class FaceEngine:
         and one worker's detection overlaps the other's embedding. Templates are the same as
         :meth:`embed` gives (up to float rounding). The workers live as long as the engine, so
         their per-thread detectors are built once.
+
+        ``chunk`` defaults to two embedding rows per call (1 image with flip TTA, else 2):
+        measured on SFace, CPU time per face rises with larger batches (~4 % at 4 rows, ~10 % at
+        8) because the activations stop fitting in cache.
         """
         items = list(images)
         workers = max(1, min(self._workers, len(items)))
@@ -170,6 +174,8 @@ class FaceEngine:
             pool = self.__dict__.setdefault("_embed_pool", created)
             if pool is created:  # let the idle workers go when the engine does
                 weakref.finalize(self, created.shutdown, wait=False)
+        if chunk is None:
+            chunk = 1 if getattr(self, "flip_tta", False) else 2
         size = max(1, min(chunk, math.ceil(len(items) / workers)))
         parts = [items[i : i + size] for i in range(0, len(items), size)]
         return [result for done in pool.map(run, parts) for result in done]
