@@ -19,8 +19,10 @@ _server = None
 _error: str | None = None
 _counter = itertools.count(1)
 
-# Durability is not under test here: skip fsync so databases are created in milliseconds.
-TEST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off", "shared_buffers": "'128MB'"}
+# Skip fsync so databases are created in milliseconds. Commits still write their WAL before
+# returning (synchronous_commit stays on), so a server killed mid-test (a process crash, not a
+# power cut) keeps every committed transaction, as the "database stopped" tests require.
+TEST_SETTINGS = {"fsync": "off", "full_page_writes": "off", "shared_buffers": "'128MB'"}
 
 
 def server():
