@@ -37,7 +37,7 @@ class FaceDetector:
         nms_threshold: float = 0.3,
         max_side: int = 640,
         min_side: int = 320,
-        pad_ratio: float = 0.2,
+        pad_ratio: float = 0.15,
     ) -> None:
         self.spec = spec
         self._buffer = np.frombuffer(spec.read_verified(), dtype=np.uint8)
