@@ -166,7 +166,7 @@ def test_request_errors(env, clip, jpegs, moves):
     assert client.post(url, json=[1, 2]).status_code == 422
     bad_img = {"nonce": s.nonce, "frames": [{"image": base64.b64encode(b"junk").decode(), "timestamp_ms": 1.0}]}
     assert client.post(url, json=bad_img).status_code == 422
-    assert store.get(s.id).state == "pending"  # none of these used the session up
+    assert store.get(s.id, owner="key-1").state == "pending"  # none of these used the session up
     assert client.post("/v1/liveness/sessions/unknown/frames", **body).status_code == 404
     assert client.post("/v1/liveness/sessions/bad id!/frames", **body).status_code in (404, 422)
     expired = _session(store, moves, age_s=400)

@@ -340,7 +340,7 @@ def _parse_timestamps(raw: Any, count: int) -> list[float]:
 
 async def _read_frames(request: Request, limit: int, max_bytes: int) -> tuple[str, list[SubmittedFrame]]:
     ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
-    if ctype == "multipart/form-data":
+    if ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
         try:
             form = await request.form(max_files=limit + 1, max_fields=16)
         except Exception as exc:  # malformed multipart, too many parts
