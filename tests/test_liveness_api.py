@@ -164,6 +164,10 @@ def test_request_errors(env, clip, jpegs, moves):
     assert client.post(url, json={"nonce": s.nonce, "frames": [{"image": "***", "timestamp_ms": 1}]}).status_code == 422
     assert client.post(url, json={"nonce": s.nonce, "frames": [{"image": "aGk=", "timestamp_ms": True}]}).status_code == 422
     assert client.post(url, json=[1, 2]).status_code == 422
+    huge = {"nonce": s.nonce, "frames": [{"image": "aGk=", "timestamp_ms": 10**400}]}
+    assert client.post(url, content=json.dumps(huge), headers={"content-type": "application/json"}).status_code == 422
+    assert client.post(url, **{**body, "data": {**body["data"], "timestamps": "[" * 5000 + "]" * 5000}}).status_code == 422
+    assert client.post(url, **{**body, "data": {**body["data"], "timestamps": json.dumps([10**400] * 6)}}).status_code == 422
     bad_img = {"nonce": s.nonce, "frames": [{"image": base64.b64encode(b"junk").decode(), "timestamp_ms": 1.0}]}
     assert client.post(url, json=bad_img).status_code == 422
     assert store.get(s.id, owner="key-1").state == "pending"  # none of these used the session up

@@ -329,13 +329,14 @@ def _parse_timestamps(raw: Any, count: int) -> list[float]:
     text = raw.strip()
     try:
         values = json.loads(text) if text.startswith("[") else [float(v) for v in re.split(r"[,\s]+", text) if v]
-    except (ValueError, json.JSONDecodeError):
+        if not isinstance(values, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise ValueError("not numbers")
+        numbers = [float(v) for v in values]
+    except Exception:  # malformed JSON, non-numbers, integers too large for a float, absurd nesting
         raise LivenessInputError("timestamps must be numbers: a JSON array or comma-separated") from None
-    if not isinstance(values, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        raise LivenessInputError("timestamps must be numbers: a JSON array or comma-separated")
-    if len(values) != count:
-        raise LivenessInputError(f"{len(values)} timestamps for {count} frames; send one per frame", timestamps=len(values), frames=count)
-    return [float(v) for v in values]
+    if len(numbers) != count:
+        raise LivenessInputError(f"{len(numbers)} timestamps for {count} frames; send one per frame", timestamps=len(numbers), frames=count)
+    return numbers
 
 
 async def _read_frames(request: Request, limit: int, max_bytes: int) -> tuple[str, list[SubmittedFrame]]:
@@ -394,7 +395,11 @@ async def _read_frames(request: Request, limit: int, max_bytes: int) -> tuple[st
                 data = base64.b64decode(text, validate=True)
             except (binascii.Error, ValueError):
                 raise LivenessInputError(f"frames[{i}].image is not valid base64", frame=i) from None
-            frames.append(SubmittedFrame(data, float(ts)))
+            try:
+                stamp = float(ts)
+            except OverflowError:
+                raise LivenessInputError(f"frames[{i}].timestamp_ms is out of range", frame=i) from None
+            frames.append(SubmittedFrame(data, stamp))
         return nonce, frames
     raise UnsupportedMediaTypeError("send frames as multipart/form-data or application/json", content_type=ctype[:100])
 

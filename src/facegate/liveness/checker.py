@@ -113,6 +113,7 @@ class LivenessConfig:
     # capture
     min_frames: int = 5
     max_frames: int = 120
+    max_frame_pixels: int = 4_000_000  # per frame; 640×480 is plenty (the decision needs ~60 px between the eyes)
     max_gap_s: float = 1.0
     max_duration_s: float = 45.0
     max_missing_fraction: float = 0.25
@@ -227,13 +228,19 @@ class LivenessChecker:
         times = [float(f.t) for f in frames]
         if not all(math.isfinite(t) for t in times) or any(b <= a for a, b in zip(times, times[1:])):
             reasons.add("bad_timestamps")
-        images = []
+        # One frame at a time: decode, detect, keep the grey image (for the natural-change tests)
+        # and a small crop around the face; the colour frame is dropped straight away.
+        analysed: list[_Analysed] = []
+        shapes = set()
         for i, f in enumerate(frames):
             try:
-                images.append(decode(f.image, max_pixels=getattr(self.engine, "max_pixels", 40_000_000)))
+                rgb = decode(f.image, max_pixels=cfg.max_frame_pixels)
             except FacegateError as exc:
                 raise LivenessInputError(f"frame {i}: {exc.message}", frame=i, cause=exc.code) from None
-        n = len(images)
+            shapes.add(rgb.shape)
+            analysed.append(self._analyse(i, times[i], rgb))
+            del rgb
+        n = len(analysed)
         duration = (times[-1] - times[0]) if n >= 2 and "bad_timestamps" not in reasons else 0.0
         result = LivenessResult(False, [], [ChallengeStatus(c, "missing") for c in asked], n, 0, duration,
                                 model=getattr(self.engine, "model_id", ""))
@@ -249,11 +256,10 @@ class LivenessChecker:
                 reasons.add("frame_gap")
             if duration > cfg.max_duration_s:
                 reasons.add("capture_too_long")
-        if len({im.shape for im in images}) > 1:
+        if len(shapes) > 1:
             reasons.add("inconsistent_frames")
 
         # -- faces -----------------------------------------------------------------------------
-        analysed = [self._analyse(i, times[i], im) for i, im in enumerate(images)]
         with_face = [a for a in analysed if a.face is not None]
         result.face_frames = len(with_face)
         if not with_face:
@@ -338,7 +344,8 @@ class LivenessChecker:
         result.best_frame = bf.index
         result.best_face = bf.face
         result.best_embedding = good_vectors[best]
-        result.best_image = _portrait(images[bf.index], bf.face, cfg.portrait_pad)
+        # decode the best frame once more (cheaper than keeping every colour frame)
+        result.best_image = _portrait(decode(frames[bf.index].image, max_pixels=cfg.max_frame_pixels), bf.face, cfg.portrait_pad)
         if bf.face.quality.inter_eye_px < cfg.min_inter_eye_px:
             reasons.add("face_too_small")
         if bf.face.quality.sharpness < cfg.min_sharpness:

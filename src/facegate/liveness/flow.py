@@ -53,7 +53,7 @@ class SubmittedFrame:
 @dataclass(frozen=True)
 class FlowSettings:
     max_frames: int = 120
-    max_frame_bytes: int = 4 * 1024 * 1024
+    max_frame_bytes: int = 2 * 1024 * 1024
     clock_skew_s: float = 120.0  # tolerated client/server clock difference
     span_slack_s: float = 2.0  # capture span may exceed the session's age by this much
 
@@ -94,7 +94,7 @@ def submit_frames(
         raise LivenessInputError(
             f"{len(frames)} frames, more than the limit of {settings.max_frames}", frames=len(frames), limit=settings.max_frames
         )
-    decoded: list[np.ndarray] = []
+    images: list[bytes | np.ndarray] = []
     digests: list[str] = []
     for i, f in enumerate(frames):
         raw = bytes(f.image) if isinstance(f.image, (bytes, bytearray, memoryview)) else None
@@ -102,16 +102,17 @@ def submit_frames(
             raise LivenessInputError(f"frame {i} is larger than {settings.max_frame_bytes} bytes", frame=i)
         try:
             ts = float(f.timestamp_ms)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise LivenessInputError(f"frame {i} has no numeric timestamp", frame=i) from None
         if not np.isfinite(ts):
             raise LivenessInputError(f"frame {i} has no finite timestamp", frame=i)
         try:
-            rgb = decode(raw if raw is not None else f.image, max_pixels=getattr(checker.engine, "max_pixels", 40_000_000))
+            rgb = decode(raw if raw is not None else f.image, max_pixels=checker.config.max_frame_pixels)
         except FacegateError as exc:
             raise LivenessInputError(f"frame {i}: {exc.message}", frame=i, cause=exc.code) from None
-        decoded.append(rgb)
         digests.extend(frame_digests(raw, rgb))
+        images.append(raw if raw is not None else rgb)  # encoded bytes stay encoded until checked
+        del rgb
 
     now = time.time() if now is None else now
     session = store.claim(session_id, owner=owner, now=now)
@@ -127,7 +128,7 @@ def submit_frames(
         if max(times) - min(times) > (now - session.created_at) + settings.span_slack_s:
             binding.add("capture_span_too_long")
         t0 = times[0]
-        result = checker.check([Frame(img, t - t0) for img, t in zip(decoded, times)], session.challenges)
+        result = checker.check([Frame(img, t - t0) for img, t in zip(images, times)], session.challenges)
         result.add_reasons(binding)
         if not result.live:
             result.best_image = None
@@ -139,7 +140,7 @@ def submit_frames(
             log.exception("liveness check failed for session %s", session.id)
         raise
     finally:
-        decoded.clear()  # frames are not kept
+        images.clear()  # frames are not kept
     store.finish(
         session.id,
         SessionOutcome(

@@ -328,7 +328,10 @@ def rigid_fit(
     """
     ta = _window_transform(box_a)
     size = (RIGID_SIZE, RIGID_SIZE)
-    h0, _ = cv2.findHomography(np.asarray(lm_b, np.float64), np.asarray(lm_a, np.float64), 0)
+    try:
+        h0, _ = cv2.findHomography(np.asarray(lm_b, np.float64), np.asarray(lm_a, np.float64), 0)
+    except cv2.error:
+        return None
     if h0 is None or not np.all(np.isfinite(h0)):
         return None
     m = ta @ h0
