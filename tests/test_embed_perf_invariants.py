@@ -4,12 +4,15 @@
   OpenCV's own FaceRecognizerSF on the same weights, and really keeps SFace in ORT's blocked
   (NCHWc) layout where ORT uses one;
 - embed_many (worker pool, single-threaded session, chunks) returns what per-image embed
-  returns, in input order, with each failure in its own slot, also when called from threads.
+  returns, in input order, with each failure in its own slot, also when called from threads
+  and in a forked child.
 """
 
 from __future__ import annotations
 
 import importlib.resources
+import os
+import signal
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
@@ -125,3 +128,24 @@ def test_embed_many_from_several_threads_at_once(engine, photos):
     for run in runs:
         for res, ref in zip(run, reference):
             assert float(np.dot(res.vector, ref)) > 0.9999
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_embed_many_works_in_a_forked_child(engine, photos):
+    """Pre-forking servers: the parent's worker threads do not exist in the child."""
+    paths = [photos["obama_1"], photos["biden_1"]]
+    parent = [r.vector for r in engine.embed_many(paths)]  # the parent's pool is running now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: report and leave without running pytest's teardown
+        ok = b"0"
+        try:
+            signal.alarm(60)  # a hang (the old behaviour) kills the child instead of the run
+            child = [r.vector for r in engine.embed_many(paths)]
+            ok = b"1" if all(float(np.dot(a, b)) > 0.9999 for a, b in zip(child, parent)) else b"0"
+        finally:
+            os.write(write, ok)
+            os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1" and status == 0

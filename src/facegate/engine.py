@@ -166,14 +166,20 @@ class FaceEngine:
             vectors = iter(self.embed_crops(np.stack([f.crop for f in faces]), serial=True) if faces else ())
             return [Embedding(next(vectors), spec_id, f) if isinstance(f, Face) else f for f in found]
 
-        pool = self.__dict__.get("_embed_pool")
-        if pool is None:  # dict.setdefault is atomic; a losing executor never started a thread
+        # Workers persist per engine and process: after a fork (pre-forking servers) the
+        # parent's threads do not exist in the child, so a child builds its own pool.
+        state = self.__dict__.get("_embed_pool")
+        if state is None or state[0] != os.getpid():
             import weakref
 
-            created = ThreadPoolExecutor(self._workers, thread_name_prefix="facegate-embed")
-            pool = self.__dict__.setdefault("_embed_pool", created)
-            if pool is created:  # let the idle workers go when the engine does
-                weakref.finalize(self, created.shutdown, wait=False)
+            created = (os.getpid(), ThreadPoolExecutor(self._workers, thread_name_prefix="facegate-embed"))
+            if state is None:  # dict.setdefault is atomic; a losing executor never started a thread
+                state = self.__dict__.setdefault("_embed_pool", created)
+            else:
+                self.__dict__["_embed_pool"] = state = created
+            if state is created:  # let the idle workers go when the engine does
+                weakref.finalize(self, created[1].shutdown, wait=False)
+        pool = state[1]
         if chunk is None:
             chunk = 1 if getattr(self, "flip_tta", False) else 2
         size = max(1, min(chunk, math.ceil(len(items) / workers)))
