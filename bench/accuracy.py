@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peers import DlibPipeline, FacegatePipeline, OpenCVReference, versions  # noqa: E402
+from peers import DlibPipeline, FacegatePipeline, OpenCVReference, source_state, versions  # noqa: E402
 
 from facegate.evaluation import evaluate, plot_det, read_pairs, score_pairs  # noqa: E402
 
@@ -81,6 +81,8 @@ def main() -> None:
     images = sorted({p for a, b, _ in pairs for p in (a, b)})
     print(f"{len(pairs):,} pairs ({sum(s for *_, s in pairs):,} genuine) over {len(images)} images from {pairs_file}")
     print(f"machine: {os.cpu_count()} cores; " + ", ".join(f"{k} {v}" for k, v in versions().items()))
+    source = source_state()
+    print(f"facegate source: {source}")
 
     pipelines: list[tuple[str, object, object]] = []  # (name, per-image fn, batch fn)
     fg = FacegatePipeline()
@@ -141,7 +143,7 @@ def main() -> None:
     det = args.out / "accuracy_det.png"
     plot_det(curves, str(det), title=f"DET — {pairs_file.name} ({len(pairs):,} pairs)")
     (args.out / "accuracy.json").write_text(json.dumps({
-        "pairs_file": str(pairs_file), "pairs": len(pairs), "images": len(images), "versions": versions(),
+        "pairs_file": str(pairs_file), "pairs": len(pairs), "images": len(images), "versions": versions(), "source": source,
         "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M:%S"), "results": results, "det_png": str(det),
     }, indent=2))
     print(f"\nwrote {args.out / 'accuracy.json'} and {det}")

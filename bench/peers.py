@@ -162,3 +162,22 @@ def versions() -> dict[str, str]:
         except PackageNotFoundError:
             pass
     return out
+
+
+PIPELINE_SOURCES = ("src/facegate/vision", "src/facegate/engine.py", "src/facegate/models.py")
+
+
+def source_state() -> str:
+    """The facegate source the numbers belong to: commit, plus uncommitted pipeline files."""
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", *PIPELINE_SOURCES], cwd=repo, capture_output=True, text=True,
+                               timeout=10).stdout.split("\n")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    changed = [line[3:] for line in dirty if line.strip()]
+    return head + (f" + uncommitted: {', '.join(changed)}" if changed else "")
