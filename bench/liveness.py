@@ -284,7 +284,8 @@ def main() -> None:
         add_result("genuine: clip natural motion (passive checks)", "genuine", r,
                   "public-domain clip, real motion, no challenge asked")
         seen = [e.kind for e in r.events]
-        if r.live and len(seen) >= 1:
+        # usable as a challenge response only when it starts facing the camera
+        if r.live and len(seen) >= 1 and abs(r.metrics.get("baseline_yaw", 90.0)) <= full.config.max_start_yaw:
             oracle.append((frames, seen))
     # the clip as a challenge response: challenges = the movements it happens to contain
     for frames, seen in oracle[: 4 if q else 12] if "clip" in sections else []:

@@ -131,7 +131,7 @@ class LivenessConfig:
     rigid_samples: int = 16
     min_nonrigid_frames: int = 2  # frames that no 2D warp of the reference explains
     # quality (of the best frame)
-    min_inter_eye_px: float = 32.0
+    min_inter_eye_px: float = 30.0
     min_sharpness: float = 40.0
     portrait_pad: float = 0.6  # best-frame crop kept for verify/enrol: face box + this much each side
 
@@ -228,8 +228,8 @@ class LivenessChecker:
         times = [float(f.t) for f in frames]
         if not all(math.isfinite(t) for t in times) or any(b <= a for a, b in zip(times, times[1:])):
             reasons.add("bad_timestamps")
-        # One frame at a time: decode, detect, keep the grey image (for the natural-change tests)
-        # and a small crop around the face; the colour frame is dropped straight away.
+        # One frame at a time: decode, detect, keep the face and the grey image (for the
+        # natural-change tests); the colour frame is dropped straight away.
         analysed: list[_Analysed] = []
         shapes = set()
         for i, f in enumerate(frames):

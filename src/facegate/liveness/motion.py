@@ -248,10 +248,11 @@ def abrupt_events(
     th: PoseThresholds = PoseThresholds(),
 ) -> list[Event]:
     """Events with no frame in their transition band (between the neutral and the movement
-    threshold) on the way out *or* on the way back: the pose jumped, as when still photos of
-    different poses are shown one after the other. A real head passes through intermediate
-    poses; at ~10 frames per second at least one frame lands in the band on one of the two
-    transitions unless the movement is very fast."""
+    threshold) on the way out *and* none on the way back: the pose jumped both times, as when
+    still photos of different poses are shown one after the other. A real head passes through
+    intermediate poses; at ~10 frames per second at least one frame lands in the band on one of
+    the two transitions unless the movement is very fast. A movement still under way when the
+    capture ends (no way back observed) is not judged."""
     pos = {s.index: k for k, s in enumerate(samples)}
     out = []
     for e in events:
@@ -263,13 +264,15 @@ def abrupt_events(
             lo, hi = th.pitch_off, th.pitch_up_on if e.kind is Challenge.LOOK_UP else th.pitch_down_on
         else:
             amount, lo, hi = scale, th.closer_off, th.closer_on
+        if e.end_index is None:
+            continue
         k0 = pos[e.start_index]
         ramp = 0
         k = k0 - 1
         while k >= 0 and lo <= amount[k] < hi:
             ramp += 1
             k -= 1
-        if e.end_index is not None and ramp == 0:
+        if ramp == 0:
             k = pos[e.end_index] - 1
             while k > k0 and lo <= amount[k] < hi:
                 ramp += 1
