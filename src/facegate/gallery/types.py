@@ -33,8 +33,8 @@ class QualityPolicy:
 
     min_inter_eye_px: float = 32.0
     min_sharpness: float = 40.0
-    max_abs_yaw_deg: float = 35.0
-    max_abs_pitch_deg: float = 35.0
+    max_abs_yaw_deg: float = 40.0
+    max_abs_pitch_deg: float = 25.0
     max_abs_roll_deg: float = 25.0
     min_brightness: float = 40.0
     max_brightness: float = 225.0

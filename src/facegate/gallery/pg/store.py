@@ -400,7 +400,24 @@ class PgStoreTx(StoreTx):
         self.new_rotation_key(cid, 1, values.get("created_at") or dt.datetime.now(dt.timezone.utc))
         return cid
 
+    # --- erasure and withdrawal: visible on synchronous standbys before the commit returns ----
+
+    def _apply_on_standbys(self) -> None:
+        """With read replicas as synchronous standbys, ``remote_apply`` makes COMMIT wait until
+        they have applied it: a replica serving searches can then never return an erased or
+        withdrawn subject after the erasure returned. Without standbys it is an ordinary commit."""
+        self.conn.exec_driver_sql("SET LOCAL synchronous_commit = 'remote_apply'")
+
+    def delete_subject(self, sid: int) -> tuple[int, int]:
+        self._apply_on_standbys()
+        return super().delete_subject(sid)
+
+    def withdraw_consents(self, sid: int, purposes: Sequence[str] | None, now: dt.datetime) -> int:
+        self._apply_on_standbys()
+        return super().withdraw_consents(sid, purposes, now)
+
     def delete_collection(self, cid: int) -> None:
+        self._apply_on_standbys()
         self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS {vec_table(cid)}")
         super().delete_collection(cid)  # fg_vector_collections cascades
         self.conn.execute(text("DELETE FROM keyring WHERE name LIKE :p"), {"p": f"vecrot:{int(cid)}:%"})
