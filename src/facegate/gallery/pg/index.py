@@ -173,7 +173,7 @@ class PgCollectionIndex:
             try:
                 st, R = self._state(fresh=attempt > 0)
                 hit = self._counts.get(purpose)
-                if hit is None and st.index_name is not None:
+                if hit is None:
                     self.allowed_subjects(purpose, when)  # the plan choice needs the figure once
                     hit = self._counts.get(purpose)
                 small = hit is None or hit[1] <= self.config.small_subset_subjects
@@ -243,15 +243,14 @@ class PgCollectionIndex:
                    f"ORDER BY (v.embedding <=> CAST(%(q)s AS vector)) + 0 LIMIT %(n)s) c JOIN subjects s ON s.id = c.subject_id ORDER BY c.d")
         else:
             self.last_plan = "exact"
-            # The allowed subjects first (few), then an exact scan of their templates ("+ 0"
-            # keeps the planner off the IVFFlat index); the allowed count comes with the rows.
-            sql = (f"WITH allowed AS MATERIALIZED (SELECT DISTINCT k.subject_id FROM consents k JOIN subjects s ON s.id = k.subject_id "
-                   f"WHERE s.collection_id = %(cid)s AND {active}), "
-                   f"cand AS (SELECT v.template_id, v.subject_id, v.embedding <=> CAST(%(q)s AS vector) AS d FROM {t} v "
-                   f"WHERE v.subject_id IN (SELECT subject_id FROM allowed){excl} "
-                   f"ORDER BY (v.embedding <=> CAST(%(q)s AS vector)) + 0 LIMIT %(n)s) "
-                   f"SELECT c.template_id, c.subject_id, s.external_id, s.label, c.d, (SELECT count(*) FROM allowed), {guard} "
-                   f"FROM cand c JOIN subjects s ON s.id = c.subject_id ORDER BY c.d")
+            # The allowed subjects first (few: an index range of consents by purpose), then their
+            # templates by subject id, scored exactly; the count comes with the rows (subjects
+            # of other collections with the same purpose drop out at the join).
+            sql = (f"WITH allowed AS MATERIALIZED (SELECT DISTINCT k.subject_id FROM consents k WHERE {active}), "
+                   f"r AS MATERIALIZED (SELECT v.template_id, v.subject_id, v.embedding <=> CAST(%(q)s AS vector) AS d FROM {t} v "
+                   f"WHERE v.subject_id = ANY(ARRAY(SELECT subject_id FROM allowed))) "
+                   f"SELECT c.template_id, c.subject_id, s.external_id, s.label, c.d, (SELECT count(DISTINCT subject_id) FROM r), {guard} "
+                   f"FROM (SELECT * FROM r v WHERE true{excl} ORDER BY d LIMIT %(n)s) c JOIN subjects s ON s.id = c.subject_id ORDER BY c.d")
         with conn.cursor() as cur:
             rows = cur.execute(sql, params).fetchall()
         if rows:
