@@ -137,9 +137,9 @@ def dev_poses(engine: FaceEngine, limit_ids: int | None) -> dict[str, dict[str, 
                 poses["turn_left"].append(canvas)
             elif -60 <= y <= -28 and abs(dp) <= 10:
                 poses["turn_right"].append(canvas)
-            elif dp >= 16 and abs(y) <= 12:
+            elif dp >= 14 and abs(y) <= 12:
                 poses["look_up"].append(canvas)
-            elif dp <= -16 and abs(y) <= 12:
+            elif dp <= -14 and abs(y) <= 12:
                 poses["look_down"].append(canvas)
             # half-way poses (transition band), for the photo-sequence attack with ramps
             if 12 <= y <= 20 and abs(dp) <= 5:
@@ -251,8 +251,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer trials (a smoke run)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "liveness.json")
     ap.add_argument("--seed", type=int, default=20261126)
-    ap.add_argument("--sections", default="clip,photos,assembled,splice,binding",
-                    help="comma-separated subset of: clip, photos, assembled, splice, binding")
+    ap.add_argument("--sections", default="calibration,clip,photos,assembled,splice,binding",
+                    help="comma-separated subset of: calibration, clip, photos, assembled, splice, binding")
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     q = args.quick
@@ -274,9 +274,11 @@ def main() -> None:
         timings.append((time.perf_counter() - t) / max(len(frames), 1))
         return r
 
+    clip = clip_frames()
+    calibration = pose_calibration(engine, clip) if "calibration" in sections else None
+
     # -- genuine: natural motion (clip) --------------------------------------------------------
     log("clip windows …")
-    clip = clip_frames()
     windows = clip_windows(clip, lengths=(2.0,) if q else (2.0, 3.0))
     oracle: list[tuple[list[Frame], list[Challenge]]] = []
     for name, frames in windows if "clip" in sections or "splice" in sections or "binding" in sections else []:
@@ -441,6 +443,7 @@ def main() -> None:
         "identity_threshold_fmr_1e-3": engine.threshold(1e-3),
         "config": _config_dict(full.config),
         "rows": rows,
+        "pose_calibration": calibration,
         "assembled_identities": len(identities),
         "assembled_challenge_kinds": dict(kinds_used),
         "challenge_sequences": n_seq,
@@ -453,6 +456,55 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(markdown(report))
+
+
+def pose_calibration(engine: FaceEngine, clip: list[np.ndarray]) -> dict:
+    """Where the pose thresholds come from: landmark pose noise on real video, the size of real
+    movements, and how much 'neutral' varies between photos of one person."""
+    log("pose calibration …")
+    from facegate.liveness.motion import PoseThresholds, _median3
+
+    lo, hi = SHOT
+    yaw, pitch = [], []
+    for i in range(lo, hi + 1, 3):
+        faces = engine.detect(clip[i])
+        if faces:
+            yaw.append(faces[0].quality.yaw_deg)
+            pitch.append(faces[0].quality.pitch_deg)
+    yaw_a, pitch_a = np.array(yaw), np.array(pitch)
+    out: dict = {
+        "clip_frames_10fps": len(yaw),
+        # frame-to-frame estimation noise: raw minus its running median of 3
+        "clip_yaw_noise_p95": float(np.percentile(np.abs(yaw_a - _median3(yaw_a)), 95)),
+        "clip_pitch_noise_p95": float(np.percentile(np.abs(pitch_a - _median3(pitch_a)), 95)),
+        "clip_yaw_range": [float(yaw_a.min()), float(yaw_a.max())],
+        "clip_pitch_range": [float(pitch_a.min()), float(pitch_a.max())],
+        "thresholds": PoseThresholds().__dict__,
+    }
+    if DEV.is_dir():
+        by_id: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
+        for p in sorted(DEV.glob("*/*.jpg")):
+            try:
+                faces = engine.detect(small(decode(p)))
+            except FacegateError:
+                continue
+            if len(faces) == 1:
+                by_id[p.parent.name].append((faces[0].quality.yaw_deg, faces[0].quality.pitch_deg))
+        frontal_pitch = [np.array([pt for y, pt in v if abs(y) <= 8]) for v in by_id.values()]
+        spreads = [float(np.abs(a[:, None] - a[None, :])[np.triu_indices(len(a), 1)].mean()) for a in frontal_pitch if len(a) >= 2]
+        allp = np.concatenate([a for a in frontal_pitch if len(a)]) if frontal_pitch else np.zeros(0)
+        ys = np.array([y for v in by_id.values() for y, _ in v])
+        ps = np.array([pt for v in by_id.values() for _, pt in v])
+        out.update({
+            "dev_frontal_pitch_p10_p50_p90": [float(x) for x in np.percentile(allp, [10, 50, 90])] if allp.size else None,
+            "dev_frontal_pitch_mean_abs_diff_within_identity": float(np.median(spreads)) if spreads else None,
+            "dev_pitch_median_by_abs_yaw": {
+                f"{a}-{b}": float(np.median(ps[(np.abs(ys) >= a) & (np.abs(ys) < b)]))
+                for a, b in ((0, 10), (10, 25), (25, 40), (40, 55), (55, 80), (80, 91))
+                if ((np.abs(ys) >= a) & (np.abs(ys) < b)).any()
+            },
+        })
+    return out
 
 
 class _Rand:
@@ -488,8 +540,11 @@ def markdown(report: dict) -> str:
         f"{report['challenge_sequences']} possible challenge sequences; a new session asks exactly the movements of a "
         f"recording of length 2/3/4 with probability {p[2]:.4f}/{p[3]:.5f}/{p[4]:.6f}.",
         f"Assembled sequences: {report['assembled_identities']} identities; challenge kinds used {report['assembled_challenge_kinds']}.",
-        f"Median check time per frame: {report['seconds_per_frame_median']:.3f} s.",
+        f"Median check time per frame: {report['seconds_per_frame_median'] or float('nan'):.3f} s.",
     ]
+    cal = report.get("pose_calibration")
+    if cal:
+        lines += ["", "Pose calibration: " + json.dumps({k: v for k, v in cal.items() if k != "thresholds"}, default=str)]
     return "\n".join(lines)
 
 

@@ -4,16 +4,17 @@ over numbers and small grey images, so they can be tested without a model.
 Definitions (docs/liveness.md repeats them for integrators)
 -----------------------------------------------------------
 *Deltas.* Head pose comes from the 5 landmarks (``vision.quality.head_pose``). Absolute pitch
-is biased (frontal photos read about −6 to −18°, person-dependent), so every decision uses
+is biased per person (the nose/eye/mouth proportions differ: level faces read roughly −5…+2°
+on the dev photos, and −6…−18° before head_pose's level-face reference was measured), so every decision uses
 changes relative to the session's *baseline*: the median yaw, pitch and face size over the
 first ``baseline_s`` seconds of frames with a face. ``dyaw > 0`` means turned to the person's
 left (image right on unmirrored frames); ``dpitch > 0`` means looking up; ``scale`` is the face
 size (√ of box area) over the baseline's.
 
-*Pitch/yaw crosstalk.* head_pose reads beyond ~25° of yaw as "looking up" (on the dev photos the
-median pitch rises ~7° at 40–55° yaw, ~10° beyond 80°). Pitch is corrected by
-``crosstalk × max(0, |yaw| − 25°)`` and a look_up/look_down event may only *start* while the
-head is not turned (|dyaw| < yaw_on).
+*Pitch/yaw crosstalk.* head_pose reads beyond ~25° of yaw as partly "looking up" (on the dev
+photos the median pitch is ~3° higher at 40–55° of yaw and ~5° beyond 80° than at frontal).
+Pitch is corrected by ``crosstalk × max(0, |yaw| − 25°)`` and a look_up/look_down event may only
+*start* while the head is not turned (|dyaw| < yaw_on).
 
 *Rotation events* (turn_left, turn_right, look_up, look_down), on the smoothed track (running
 median of 3 when frames are ≤ 0.25 s apart):
@@ -61,7 +62,7 @@ class PoseThresholds:
     pitch_off: float = 6.0
     closer_on: float = 1.30  # face size ratio to the baseline
     closer_off: float = 1.15
-    crosstalk: float = 0.2  # degrees of pitch removed per degree of |yaw| beyond 25
+    crosstalk: float = 0.1  # degrees of pitch removed per degree of |yaw| beyond 25
     baseline_s: float = 0.5
     smooth_max_dt: float = 0.25  # smooth (median of 3) only when frames are this close in time
 
