@@ -161,8 +161,11 @@ class SubjectCipher:
         return nonce, self._aead.encrypt(nonce, data, self._prefix + model_id.encode())
 
     def decrypt(self, nonce: bytes, ciphertext: bytes, model_id: str) -> np.ndarray:
+        return np.frombuffer(self.decrypt_bytes(nonce, ciphertext, model_id), dtype="<f4")
+
+    def decrypt_bytes(self, nonce: bytes, ciphertext: bytes, model_id: str) -> bytes:
+        """The plaintext float32 little-endian bytes (bulk loading joins these)."""
         try:
-            data = self._aead.decrypt(nonce, ciphertext, self._prefix + model_id.encode())
+            return self._aead.decrypt(nonce, ciphertext, self._prefix + model_id.encode())
         except InvalidTag as exc:
             raise TemplateIntegrityError("a stored template failed authentication (tampered row or wrong key)") from exc
-        return np.frombuffer(data, dtype="<f4")

@@ -788,21 +788,25 @@ class GalleryIndex:
             cipher: SubjectCipher | None = None
             cipher_sid = None
             foreign = 0
-            for tid, sid, mid, nonce, ct in tx.collection_templates(cid):
-                if mid != model_id:
-                    foreign += 1
-                    continue
-                if sid != cipher_sid:
-                    s = subjects.get(sid)
-                    if s is None:
+            for part in tx.collection_template_chunks(cid):
+                plains: list[bytes] = []
+                for tid, sid, mid, nonce, ct in part:
+                    if mid != model_id:
+                        foreign += 1
                         continue
-                    cipher, cipher_sid = self.crypto.subject_key(s.wrapped_key, cid, s.external_id), sid
-                if n >= X.shape[0]:  # rows committed between count and scan cannot appear in one snapshot
-                    break
-                assert cipher is not None
-                X[n] = cipher.decrypt(nonce, ct, mid)
-                tids[n], sids[n] = tid, sid
-                n += 1
+                    if sid != cipher_sid:
+                        s = subjects.get(sid)
+                        if s is None:
+                            continue
+                        cipher, cipher_sid = self.crypto.subject_key(s.wrapped_key, cid, s.external_id), sid
+                    if n + len(plains) >= X.shape[0]:  # rows committed after the count are not in this snapshot
+                        break
+                    assert cipher is not None
+                    plains.append(cipher.decrypt_bytes(nonce, ct, mid))
+                    tids[n + len(plains) - 1], sids[n + len(plains) - 1] = tid, sid
+                if plains:
+                    X[n : n + len(plains)] = np.frombuffer(b"".join(plains), dtype="<f4").reshape(len(plains), dim)
+                    n += len(plains)
         if foreign:
             log.warning("collection %s: %d templates of another model ignored", cid, foreign)
         idx.bulk_load({sid: (r.external_id, r.label) for sid, r in subjects.items()}, tids[:n].copy(), sids[:n].copy(),

@@ -370,7 +370,7 @@ class StoreTx:
         q = select(K.c.subject_id, K.c.purpose, K.c.granted_at, K.c.expires_at, K.c.withdrawn_at).join(
             S, S.c.id == K.c.subject_id
         ).where(S.c.collection_id == cid)
-        return list(self.conn.execute(q))
+        return list(self.conn.execute(q).all())
 
     def withdraw_consents(self, sid: int, purposes: Sequence[str] | None, now: dt.datetime) -> int:
         q = update(K).where(K.c.subject_id == sid, K.c.withdrawn_at.is_(None))
@@ -420,18 +420,23 @@ class StoreTx:
     def collection_templates(self, cid: int) -> Iterator[tuple[int, int, str, bytes, bytes]]:
         """Every template of a collection as (id, subject id, model id, nonce, ciphertext),
         ordered by subject (streamed: a million rows never sit in memory twice)."""
+        for part in self.collection_template_chunks(cid):
+            yield from part
+
+    def collection_template_chunks(self, cid: int, chunk: int = 20_000) -> Iterator[list[tuple[int, int, str, bytes, bytes]]]:
+        """``collection_templates`` in lists of up to ``chunk`` rows (faster bulk loading)."""
         q = (
             select(T.c.id, T.c.subject_id, T.c.model_id, T.c.nonce, T.c.ciphertext)
             .where(T.c.collection_id == cid)
             .order_by(T.c.subject_id, T.c.id)
-            .execution_options(yield_per=20_000)
+            .execution_options(yield_per=chunk)
         )
-        for row in self.conn.execute(q):
-            yield row[0], row[1], row[2], row[3], row[4]
+        for part in self.conn.execute(q).partitions(chunk):
+            yield [tuple(r) for r in part]  # type: ignore[misc]
 
     def collection_subjects(self, cid: int) -> list[Row]:
         q = select(S.c.id, S.c.external_id, S.c.label, S.c.wrapped_key).where(S.c.collection_id == cid)
-        return list(self.conn.execute(q))
+        return list(self.conn.execute(q).all())
 
     # --- change feed ------------------------------------------------------------------------
 
