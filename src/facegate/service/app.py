@@ -68,7 +68,11 @@ class Service:
     # --- start / stop ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Load the engine and open the store (blocking; called on a thread at startup)."""
+        """Load the engine and open the store (blocking; called on a thread at startup).
+        Restartable: a stopped service starts again with a fresh worker pool and store handle."""
+        if self.pool.closed:
+            self.pool = WorkerPool(self.settings.workers, self.settings.max_queue, self.settings.request_timeout_s, self.metrics)
+        self.shutting_down = False
         if self.engine is None:
             from ..engine import FaceEngine
 
@@ -78,6 +82,7 @@ class Service:
         backend.open_backend(self)
 
     def stop(self) -> None:
+        """Stop taking work, let running jobs finish, close what start() opened."""
         self.shutting_down = True
         self.ready = False
         self.pool.shutdown(wait=True)
@@ -279,11 +284,35 @@ def create_app(settings: Settings | None = None, *, engine: Any = None, gallery:
                              routes=app.routes)
         comps = schema.setdefault("components", {}).setdefault("schemas", {})
         comps["Problem"] = Problem.model_json_schema()
+        _problems_everywhere(schema)
         app.openapi_schema = schema
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+_PROBLEM_REF = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+
+
+def _problems_everywhere(schema: dict[str, Any]) -> None:
+    """Every error of every operation is RFC 9457 problem+json: replace FastAPI's default 422
+    (application/json HTTPValidationError) and add a ``default`` problem response for the
+    codes any route can return (400, 401, 403, 404, 413, 415, 429, 503, 504)."""
+    for path_item in schema.get("paths", {}).values():
+        for op in path_item.values():
+            if not isinstance(op, dict) or "responses" not in op:
+                continue
+            responses = op["responses"]
+            for code, resp in list(responses.items()):
+                if code == "422" or (code.isdigit() and int(code) >= 400):
+                    resp["content"] = dict(_PROBLEM_REF)
+                    if code == "422":
+                        resp["description"] = "Invalid input or no usable face"
+            responses.setdefault("default", {"description": "Error (RFC 9457 problem details)", "content": dict(_PROBLEM_REF)})
+    comps = schema.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        comps.pop(name, None)
 
 
 def _include_liveness(app: FastAPI, service: Service) -> None:

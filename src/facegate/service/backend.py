@@ -34,12 +34,17 @@ def open_backend(service: Any) -> None:
         service._own_gallery = True
     if service.authenticator is None and service.gallery is not None and hasattr(service.gallery, "keys"):
         service.authenticator = _gallery_authenticator(service.gallery)
+        service._own_authenticator = True
 
 
 def close_backend(service: Any) -> None:
     gallery = service.gallery
     if gallery is not None and service._own_gallery and hasattr(gallery, "close"):
         gallery.close()
+        service.gallery = None
+        if getattr(service, "_own_authenticator", False):
+            service.authenticator = None
+            service._own_authenticator = False
 
 
 def _gallery_authenticator(gallery: Any):

@@ -158,6 +158,10 @@ class WorkerPool:
         self._closed = False
 
     @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
     def queued(self) -> int:
         return self._queued
 
@@ -205,7 +209,7 @@ class WorkerPool:
         except RuntimeError as exc:  # executor shut down
             with self._lock:
                 self._queued -= 1
-            raise ShuttingDownError("the service is shutting down") from exc
+            raise ShuttingDownError(f"the service is shutting down ({exc})") from exc
         wrapped = asyncio.wrap_future(future)
         limit = self.timeout if timeout is None else timeout
         try:

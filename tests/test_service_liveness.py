@@ -1,0 +1,123 @@
+"""Liveness endpoints mounted on the service: API-key auth, sessions bound to the key, decisions
+in the gallery's audit log, and enrol/verify with a completed session instead of an image.
+Frames: the public-domain test clip (tests/data/liveness)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+from fastapi.testclient import TestClient
+
+pytest.importorskip("facegate.liveness.api")
+
+from facegate.liveness import LivenessChecker, create_session, read_video  # noqa: E402
+from facegate.service import Settings, create_app  # noqa: E402
+from facegate.service.backend import ensure_admin_key  # noqa: E402
+
+CLIP = Path(__file__).parent / "data" / "liveness" / "miranda_motion.mp4"
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return read_video(CLIP)
+
+
+@pytest.fixture(scope="module")
+def moves(engine, clip):
+    return [e.kind for e in LivenessChecker(engine).check(clip, []).events]
+
+
+def _encode(clip, quality: int) -> list[bytes]:
+    return [cv2.imencode(".jpg", cv2.cvtColor(f.image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes() for f in clip]
+
+
+@pytest.fixture(scope="module")
+def jpegs(clip):
+    return _encode(clip, 90)
+
+
+@pytest.fixture(scope="module")
+def jpegs_again(clip):
+    """The same capture re-encoded: a verbatim replay would be refused (frame_replayed)."""
+    return _encode(clip, 84)
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, engine):
+    app = create_app(Settings(data_dir=tmp_path_factory.mktemp("live"), rate_limit_per_s=1000, rate_limit_burst=1000), engine=engine)
+    with TestClient(app) as client:
+        g = app.state.service.gallery
+        admin = ensure_admin_key(g)
+        g.create_collection("staff", purposes=["access"])
+        keys = {"admin": admin, "verify": g.keys.create("door", ["verify"], ["staff"])[1],
+                "enroll": g.keys.create("hr", ["enroll"], ["staff"])[1]}
+        yield app, client, keys
+
+
+def _passed_session(app, client, key, clip, jpegs, moves):
+    """A session whose challenges are the clip's own movements, completed with the clip."""
+    service = app.state.service
+    me = client.get("/v1/me", headers={"X-API-Key": key}).json()
+    s = create_session(moves, now=time.time() - 10, owner=me["key_id"])
+    service.extensions["liveness_store"].add(s)
+    files = [("frames", (f"f{i}.jpg", j, "image/jpeg")) for i, j in enumerate(jpegs)]
+    stamps = json.dumps([round((time.time() - 8 + f.t) * 1000.0, 1) for f in clip])
+    r = client.post(f"/v1/liveness/sessions/{s.id}/frames", headers={"X-API-Key": key}, files=files,
+                    data={"nonce": s.nonce, "timestamps": stamps})
+    assert r.status_code == 200, r.text
+    assert r.json()["live"] is True, r.json()["reasons"]
+    return s.id
+
+
+def test_sessions_need_a_key_with_a_biometric_scope(svc):
+    app, client, keys = svc
+    r = client.post("/v1/liveness/sessions")
+    assert r.status_code == 401 and r.json()["code"] == "api_key_required"
+    app.state.service.gallery.keys.create("nothing", ["admin"], ["other"])  # admin implies the scopes
+    r = client.post("/v1/liveness/sessions", headers={"X-API-Key": keys["verify"]})
+    assert r.status_code == 201 and 2 <= len(r.json()["challenges"]) <= 4 and r.json()["nonce"]
+    sid = r.json()["id"]
+    assert client.get(f"/v1/liveness/sessions/{sid}", headers={"X-API-Key": keys["verify"]}).json()["state"] == "pending"
+    # bound to the key that created it
+    r = client.get(f"/v1/liveness/sessions/{sid}", headers={"X-API-Key": keys["enroll"]})
+    assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem+json")
+
+
+def test_enrol_and_verify_with_liveness_sessions(svc, clip, jpegs, jpegs_again, moves):
+    app, client, keys = svc
+    sid = _passed_session(app, client, keys["enroll"], clip, jpegs, moves)
+    r = client.post("/v1/collections/staff/subjects/E-7/faces", headers={"X-API-Key": keys["enroll"]},
+                    json={"liveness_session": sid, "purposes": ["access"], "evidence_ref": "badge-form-7"})
+    assert r.status_code == 201, r.text
+    assert r.json()["accepted"] == 1 and r.json()["liveness_session"] == sid
+    # a session is used once
+    r = client.post("/v1/collections/staff/subjects/E-7/faces", headers={"X-API-Key": keys["enroll"]}, json={"liveness_session": sid})
+    assert r.status_code == 409 and r.json()["code"] == "liveness_session_used"
+    sid2 = _passed_session(app, client, keys["verify"], clip, jpegs_again, moves)
+    r = client.post("/v1/verify", headers={"X-API-Key": keys["verify"]},
+                    json={"purpose": "access", "collection": "staff", "subject": "E-7", "liveness_session": sid2})
+    assert r.status_code == 200, r.text
+    assert r.json()["decision"] == "match" and r.json()["liveness_session"] == sid2
+    events = client.get("/v1/audit", headers={"X-API-Key": keys["admin"]}, params={"action": "liveness"}).json()["events"]
+    decisions = [e for e in events if e["action"] == "liveness.decision"]
+    assert decisions and decisions[0]["decision"] == "live" and decisions[0]["actor"].startswith("key:door")
+    assert "best_face" not in json.dumps(decisions)
+
+
+def test_a_still_photo_does_not_pass_and_cannot_be_used(svc, photos):
+    app, client, keys = svc
+    h = {"X-API-Key": keys["verify"]}
+    s = client.post("/v1/liveness/sessions", headers=h).json()
+    jpeg = photos["obama_1"].read_bytes()
+    now = time.time() * 1000
+    files = [("frames", (f"f{i}.jpg", jpeg, "image/jpeg")) for i in range(20)]
+    r = client.post(f"/v1/liveness/sessions/{s['id']}/frames", headers=h, files=files,
+                    data={"nonce": s["nonce"], "timestamps": ",".join(str(now - 2000 + 100 * i) for i in range(20))})
+    assert r.status_code == 200 and r.json()["live"] is False
+    r = client.post("/v1/verify", headers=h, json={"purpose": "access", "collection": "staff", "subject": "E-7", "liveness_session": s["id"]})
+    assert r.status_code == 409 and r.json()["code"] == "liveness_not_passed"
+    assert 'facegate_decisions_total{operation="liveness",outcome="not_live"}' in client.get("/metrics").text
