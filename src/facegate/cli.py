@@ -286,7 +286,7 @@ def _register_optional() -> None:
     """Sub-command groups live in their own modules; each adds itself to ``app``."""
     import importlib
 
-    for name in ("cli_gallery", "cli_service", "cli_liveness"):
+    for name in ("cli_gallery", "cli_service", "cli_liveness", "cli_pg"):
         try:
             module = importlib.import_module(f"facegate.{name}")
         except ModuleNotFoundError as exc:
