@@ -166,7 +166,7 @@ def test_ivfflat_recall_tuning_and_deletes(tmp_path, pg_url):
         assert f"s{i}" not in [h.external_id for h in hits]
     assert g.store.vacuum() < 30
     st = g.index_stats("c")
-    assert st["mode"] == "ivfflat" and st["nlist"] == 30 and st["templates"] == 5960
+    assert st["mode"] == "ivfflat-halfvec" and st["nlist"] == 30 and st["templates"] == 5960
     g.close()
 
 

@@ -11,7 +11,8 @@ Per collection (``fg_vectors_<id>``, rotated vectors, see ``store.py``):
   (``small_subset_subjects``): a purpose granted by 1 % of a million subjects scans those
   ~10k templates exactly instead of walking an approximate index that mostly returns
   filtered-out rows.
-* **IVFFlat** (``vector_cosine_ops``; lists ≈ rows/1000, √rows beyond 1M) once the collection
+* **IVFFlat** over ``halfvec(dim)`` (half the size of float32; lists ≈ rows/1000, √rows beyond
+  1M; ``index_type="vector"`` for float32) once the collection
   passes ``ann_min_rows``: built with ``CREATE INDEX CONCURRENTLY`` in the background (one
   builder across replicas: an advisory lock), rebuilt when the collection grew
   ``rebuild_growth``-fold. ``ivfflat.probes`` is tuned right after the build until recall@1
@@ -50,6 +51,7 @@ log = logging.getLogger("facegate.gallery.pg.index")
 @dataclass(frozen=True)
 class PgIndexConfig:
     ann_min_rows: int = 50_000  # below this many templates: exact scans, no IVFFlat index
+    index_type: str = "halfvec"  # IVFFlat over halfvec(dim) (half the size) or "vector" (float32)
     small_subset_subjects: int = 10_000  # filtered searches over at most this many subjects run exact
     target_recall: float = 0.995  # recall@1 vs exact the probes self-test must reach
     probes: tuple[int, ...] = (1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
@@ -188,7 +190,7 @@ class PgCollectionIndex:
                 with self.store.search_conn() as conn:
                     while True:
                         rows, n_allowed, version_ok = self._query(conn, plan, qr, n, purpose, when, exclude_subject, probes,
-                                                                  st.rotation_version)
+                                                                  st.rotation_version, st.index_type or "vector", st.dim)
                         best: dict[int, tuple[float, int, str, str | None]] = {}
                         for tid, sid, ext, label, dist in rows:
                             if sid not in best:
@@ -212,7 +214,7 @@ class PgCollectionIndex:
         return hits, n_allowed
 
     def _query(self, conn: Any, plan: str, qr: str, n: int, purpose: str | None, when: dt.datetime, exclude: int | None,
-               probes: int, version: int) -> tuple[list[Any], int | None, bool]:
+               probes: int, version: int, index_type: str = "vector", dim: int = 0) -> tuple[list[Any], int | None, bool]:
         """One statement. Returns (rows of template id, subject id, external id, label, cosine
         distance; allowed subjects or None when this plan does not count them; whether the
         rotation version still matched)."""
@@ -231,10 +233,14 @@ class PgCollectionIndex:
             # A scalar sub-query with LIMIT stays a per-row filter of the index scan (a semi-join
             # would make the planner sort the whole table instead); iterative_scan continues the
             # scan past filtered-out rows.
+            # Candidates by the index's own distance (half precision for a halfvec index), then
+            # re-scored with the exact float32 cosine, so thresholds apply to true scores.
+            order = ("v.embedding <=> CAST(%(q)s AS vector)" if index_type == "vector"
+                     else f"CAST(v.embedding AS halfvec({int(dim)})) <=> CAST(%(q)s AS halfvec({int(dim)}))")
             sql = (f"SELECT c.template_id, c.subject_id, s.external_id, s.label, c.embedding <=> CAST(%(q)s AS vector) AS d, "
                    f"NULL AS allowed, {guard} FROM (SELECT v.template_id, v.subject_id, v.embedding FROM {t} v "
                    f"WHERE (SELECT true FROM consents k WHERE k.subject_id = v.subject_id AND {active} LIMIT 1){excl} "
-                   f"ORDER BY v.embedding <=> CAST(%(q)s AS vector) LIMIT %(n)s OFFSET 0) c JOIN subjects s ON s.id = c.subject_id ORDER BY d")
+                   f"ORDER BY {order} LIMIT %(n)s OFFSET 0) c JOIN subjects s ON s.id = c.subject_id ORDER BY d")
         elif plan == "exact-large":
             self.last_plan = "exact"
             sql = (f"SELECT c.template_id, c.subject_id, s.external_id, s.label, c.d, NULL AS allowed, {guard} FROM "
@@ -327,18 +333,21 @@ class PgCollectionIndex:
                 name = f"{t}_ivf_{int(time.time() * 1000) % 10**10}"
                 t0 = time.perf_counter()
                 conn.exec_driver_sql("SET maintenance_work_mem = '512MB'")
-                conn.exec_driver_sql(f"CREATE INDEX CONCURRENTLY {name} ON {t} USING ivfflat (embedding vector_cosine_ops) WITH (lists = {L})")
+                kind = self.config.index_type
+                dim = int(conn.exec_driver_sql("SELECT dim FROM fg_vector_collections WHERE collection_id = %(c)s", {"c": cid}).scalar())
+                expr = "embedding vector_cosine_ops" if kind == "vector" else f"(CAST(embedding AS halfvec({dim}))) halfvec_cosine_ops"
+                conn.exec_driver_sql(f"CREATE INDEX CONCURRENTLY {name} ON {t} USING ivfflat ({expr}) WITH (lists = {L})")
                 build_s = time.perf_counter() - t0
                 conn.exec_driver_sql(
-                    "UPDATE fg_vector_collections SET index_name = %(n)s, index_lists = %(l)s, index_rows = %(r)s, built_at = now(), "
-                    "build_seconds = %(b)s, probes = COALESCE(%(p)s, probes, 8) WHERE collection_id = %(c)s",
-                    {"n": name, "l": L, "r": rows, "b": build_s, "p": probes, "c": cid},
+                    "UPDATE fg_vector_collections SET index_name = %(n)s, index_type = %(k)s, index_lists = %(l)s, index_rows = %(r)s, "
+                    "built_at = now(), build_seconds = %(b)s, probes = COALESCE(%(p)s, probes, 8) WHERE collection_id = %(c)s",
+                    {"n": name, "k": kind, "l": L, "r": rows, "b": build_s, "p": probes, "c": cid},
                 )
                 if old and old != name:
                     conn.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {old}")
             finally:
                 conn.exec_driver_sql(f"SELECT pg_advisory_unlock({lock_key})")
-        facts: dict[str, Any] = {"index": name, "lists": L, "rows": rows, "build_seconds": round(build_s, 3)}
+        facts: dict[str, Any] = {"index": name, "type": kind, "lists": L, "rows": rows, "build_seconds": round(build_s, 3)}
         if tune and probes is None and rows:
             facts.update(self.tune())
         log.info("collection %s: IVFFlat %s", cid, facts)
@@ -415,7 +424,7 @@ class PgCollectionIndex:
         return {
             "templates": n,
             "subjects": subjects,
-            "mode": "ivfflat" if st.index_name else "exact",
+            "mode": f"ivfflat-{st.index_type or 'vector'}" if st.index_name else "exact",
             "backend": "postgresql",
             "nlist": st.index_lists,
             "nprobe": st.probes,

@@ -42,7 +42,7 @@ from .rotation import RotationCache, keyring_name, orthogonal_from_seed, wrap_co
 
 log = logging.getLogger("facegate.gallery.pg")
 
-PG_SCHEMA = "1"  # version of the PostgreSQL-only objects below (meta key "pg_schema")
+PG_SCHEMA = "2"  # version of the PostgreSQL-only objects below (meta key "pg_schema")
 WRITE_LOCK_KEY = 4242002  # pg_advisory_xact_lock: one writer at a time, like SQLite
 MIGRATE_LOCK_KEY = 4242001  # the same key Store.migrate() uses
 COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
@@ -63,6 +63,8 @@ PG_DDL = [
         tune_seconds DOUBLE PRECISION
     )""",
     "CREATE INDEX IF NOT EXISTS fg_consents_purpose ON consents (purpose, subject_id)",
+    # 2: the index's vector type (halfvec: half the size, candidates re-scored in float32).
+    "ALTER TABLE fg_vector_collections ADD COLUMN IF NOT EXISTS index_type TEXT",
 ]
 
 
