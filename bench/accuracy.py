@@ -129,6 +129,7 @@ def main() -> None:
     rep = evaluate(raw_scores, same, fmrs=FMRS)
     results[raw_name] = {**rep.to_dict(), "images": len(images), "fta_images": results[dlib_name]["fta_images"],
                          "fta_image_rate": results[dlib_name]["fta_image_rate"], "embed_seconds": None}
+    curves[raw_name] = (raw_scores, same)
 
     print(f"\n### Accuracy on {pairs_file.name}: {len(pairs):,} pairs, {len(images)} images "
           f"(FMR resolution {1 / rep.impostor:.1e}; FTA counts as rejection)\n")
