@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from .cli_common import console, err_console, handle_errors
+from . import __version__
+from .cli_common import err_console, handle_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -38,17 +40,19 @@ def register(app: typer.Typer) -> None:
 
         shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
         url = f"http://{shown_host}:{settings.port}/"
-        console.print(f"[bold]facegate[/] serving on [link={url}]{url}[/]  (store: {settings.data_dir.resolve()})")
+        # Plain prints (no wrapping, no markup): the URL and the key must survive copy-paste and pipes.
+        print(f"facegate {__version__} serving on {url}  (store: {settings.data_dir.resolve()})")
         if settings.console:
-            console.print(f"  console  {url}")
-        console.print(f"  API docs {url}docs   OpenAPI {url}openapi.json")
+            print(f"  console   {url}")
+        print(f"  API docs  {url}docs   (OpenAPI: {url}openapi.json)")
         if secret:
-            console.print(
-                "\n[bold yellow]First start: an admin API key was created. It is shown only this once;[/]\n"
-                "[bold yellow]store it now (sign in to the console with it, or send it as a Bearer token):[/]\n\n"
-                f"    [bold]{secret}[/]\n\n"
-                "  More keys: facegate keys create NAME --scopes verify,identify,enroll --collections COLL\n"
+            print(
+                "\nFirst start: an admin API key was created. It is shown only this once; store it now\n"
+                "(sign in to the console with it, or send it as 'Authorization: Bearer <key>'):\n\n"
+                f"    {secret}\n\n"
+                "More keys: facegate keys create NAME --scopes verify,identify,enroll --collections COLL\n"
             )
+        sys.stdout.flush()
         app = create_app(settings)
         config = uvicorn.Config(
             app, host=settings.host, port=settings.port, log_config=None, access_log=False,

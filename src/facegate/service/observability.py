@@ -46,7 +46,7 @@ class JsonFormatter(logging.Formatter):
         if rid:
             out["request_id"] = rid
         for key, value in record.__dict__.items():
-            if key not in self._skip and key not in out and not key.startswith("_"):
+            if key not in self._skip and key not in out and not key.startswith("_") and value is not None:
                 out[key] = value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)

@@ -306,26 +306,49 @@
     // Map cosine -0.2..1 to 0..100% so the interesting part is readable.
     const lo = -0.2, hi = 1.0;
     const pos = (v) => Math.max(0, Math.min(100, ((v - lo) / (hi - lo)) * 100));
-    const bar = h('div', { class: 'bar' }, h('div', { class: 'thr' }), h('div', { class: 'mark' }));
+    const thr = h('div', { class: 'thr' }, h('span', { class: 'tag', text: `threshold ${fmtNum(threshold)}` }));
+    const mark = h('div', { class: 'mark' }, h('span', { class: 'tag', text: `score ${fmtNum(score)}` }));
+    const bar = h('div', { class: 'bar' }, thr, mark);
     bar.style.setProperty('--t', pos(threshold) + '%');
-    bar.querySelector('.thr').style.left = pos(threshold) + '%';
-    bar.querySelector('.mark').style.left = pos(score) + '%';
+    thr.style.left = pos(threshold) + '%';
+    mark.style.left = pos(score) + '%';
     return h('div', { class: 'gauge', 'data-testid': 'gauge' }, bar,
-      h('div', { class: 'labels' }, h('span', { text: 'different people' }), h('span', { text: `threshold ${fmtNum(threshold)}` }), h('span', { text: 'same person' })));
+      h('div', { class: 'labels' }, h('span', { text: 'different people' }), h('span', { text: 'same person' })));
   }
 
   // ------------------------------------------------------------------------------------------
   // shell, routing, sign-in
   // ------------------------------------------------------------------------------------------
 
+  // Stroke icons (24x24 viewBox), drawn inline: no icon font, nothing fetched.
+  const ICONS = {
+    collections: ['M4 6h16', 'M4 12h16', 'M4 18h16', 'M4 4h16v16H4z'],
+    enrol: ['M9 11a4 4 0 1 0 0-8 4 4 0 0 0 0 8z', 'M2 21c0-4 3-6 7-6s7 2 7 6', 'M19 8v6', 'M16 11h6'],
+    verify: ['M7 7h13', 'M16 3l4 4-4 4', 'M17 17H4', 'M8 13l-4 4 4 4'],
+    identify: ['M11 18a7 7 0 1 0 0-14 7 7 0 0 0 0 14z', 'M21 21l-5-5'],
+    audit: ['M9 6h11', 'M9 12h11', 'M9 18h11', 'M4 6h1', 'M4 12h1', 'M4 18h1'],
+    keys: ['M8 16a4 4 0 1 0 0-8 4 4 0 0 0 0 8z', 'M12 12h9', 'M18 12v3', 'M21 12v2'],
+    logo: ['M12 13a4.5 4.5 0 1 0 0-9 4.5 4.5 0 0 0 0 9z', 'M4.5 21c1.5-3.5 4.3-5 7.5-5s6 1.5 7.5 5'],
+  };
+  function icon(name, size = 18) {
+    const NS = 'http://www.w3.org/2000/svg';
+    const svg = document.createElementNS(NS, 'svg');
+    svg.setAttribute('viewBox', '0 0 24 24'); svg.setAttribute('width', size); svg.setAttribute('height', size);
+    svg.setAttribute('fill', 'none'); svg.setAttribute('stroke', 'currentColor'); svg.setAttribute('stroke-width', '2');
+    svg.setAttribute('stroke-linecap', 'round'); svg.setAttribute('stroke-linejoin', 'round'); svg.setAttribute('aria-hidden', 'true');
+    for (const d of ICONS[name] || []) { const p = document.createElementNS(NS, 'path'); p.setAttribute('d', d); svg.append(p); }
+    return svg;
+  }
+  const logo = () => h('div', { class: 'logo' }, icon('logo', 18));
+
   const NAV = [
-    { href: '#/collections', label: 'Collections', ico: '▤', show: () => true },
-    { href: '#/enrol', label: 'Enrol', ico: '＋', show: () => can('enroll') },
-    { href: '#/verify', label: 'Verify', ico: '⇆', show: () => can('verify') },
-    { href: '#/identify', label: 'Identify', ico: '⌕', show: () => can('identify') },
+    { href: '#/collections', label: 'Collections', ico: 'collections', show: () => true },
+    { href: '#/enrol', label: 'Enrol', ico: 'enrol', show: () => can('enroll') },
+    { href: '#/verify', label: 'Verify', ico: 'verify', show: () => can('verify') },
+    { href: '#/identify', label: 'Identify', ico: 'identify', show: () => can('identify') },
     { sep: true },
-    { href: '#/audit', label: 'Audit log', ico: '☰', show: () => can('admin') },
-    { href: '#/keys', label: 'API keys', ico: '⚿', show: () => globalAdmin() },
+    { href: '#/audit', label: 'Audit log', ico: 'audit', show: () => can('admin') },
+    { href: '#/keys', label: 'API keys', ico: 'keys', show: () => globalAdmin() },
   ];
 
   function route() {
@@ -337,9 +360,11 @@
 
   function shell(content) {
     const r = route();
-    const nav = h('nav', { class: 'nav', 'aria-label': 'Main' }, NAV.filter((n) => n.sep || n.show()).map((n) => n.sep ? h('div', { class: 'sep' }) :
+    const items = NAV.filter((n) => n.sep || n.show());
+    while (items.length && items[items.length - 1].sep) items.pop();
+    const nav = h('nav', { class: 'nav', 'aria-label': 'Main' }, items.map((n) => n.sep ? h('div', { class: 'sep' }) :
       h('a', { href: n.href, class: ('#/' + r.parts[0]) === n.href ? 'active' : '', 'data-testid': 'nav-' + n.href.slice(2) },
-        h('span', { class: 'ico', text: n.ico }), n.label)));
+        h('span', { class: 'ico' }, icon(n.ico)), n.label)));
     const me = state.me;
     const who = h('div', { class: 'who' },
       h('div', { class: 'muted small', text: 'Signed in as' }),
@@ -348,7 +373,7 @@
       h('div', { class: 'small muted', text: me.collections === null ? 'All collections' : `Collections: ${me.collections.join(', ') || 'none'}` }),
       h('div', { class: 'row', style: null }, h('button', { class: 'sm', text: 'Sign out', 'data-testid': 'signout', onclick: () => signOut() })));
     const side = h('aside', { class: 'sidebar' },
-      h('div', { class: 'brand' }, h('div', { class: 'logo', text: '◉' }), h('div', {}, 'facegate', h('small', { text: 'consent-first face verification' }))),
+      h('div', { class: 'brand' }, logo(), h('div', {}, 'facegate', h('small', { text: 'consent-first face verification' }))),
       nav, who);
     return h('div', { class: 'shell' }, side, h('main', { class: 'main', id: 'main' }, content));
   }
@@ -388,7 +413,7 @@
     h('label', { class: 'check' }, remember, h('span', { text: 'Keep me signed in on this device' })),
     errSlot, btn);
     return h('div', { class: 'signin' }, h('div', { class: 'card' },
-      h('div', { class: 'brand' }, h('div', { class: 'logo', text: '◉' }), h('div', {}, 'facegate', h('small', { text: 'console' }))),
+      h('div', { class: 'brand' }, logo(), h('div', {}, 'facegate', h('small', { text: 'console' }))),
       h('p', { class: 'lead', text: 'Sign in with an API key to manage collections, enrol consenting subjects, and verify or identify faces.' }),
       form,
       h('div', { class: 'foot' }, 'No key yet? The first ', h('code', { text: 'facegate serve' }), ' prints an admin key; more with ',
@@ -401,6 +426,14 @@
     const app = document.getElementById('app');
     clear(app).append(signInPage(message));
     document.getElementById('apikey').focus();
+  }
+
+  function errorPage(err) {
+    const title = err.status === 404 ? 'Not found' : err.status === 403 ? 'Not allowed' : err.status === 0 ? 'Service unreachable' : 'Something went wrong';
+    const hint = err.status === 404 ? 'It does not exist, or this API key is not granted it.'
+      : err.status === 403 ? 'This API key does not have the scope for this page.' : null;
+    return h('div', { 'data-testid': 'error-page' }, pageHead(title, hint), errorBox(err),
+      h('a', { class: 'btn', href: '#/collections', text: '← Back to collections' }));
   }
 
   let renderSeq = 0;
@@ -423,7 +456,7 @@
       const el = await page(r);
       if (seq === renderSeq) clear(content).append(el);
     } catch (err) {
-      if (seq === renderSeq) clear(content).append(pageHead('Something went wrong'), errorBox(err));
+      if (seq === renderSeq) clear(content).append(errorPage(err));
     }
   }
 
@@ -561,10 +594,11 @@
 
     return h('div', {},
       pageHead(sid, s.label ? `Label: ${s.label}` : 'No label stored',
-        [h('a', { class: 'btn', href: `#/enrol?collection=${enc(name)}&subject=${enc(sid)}`, text: 'Add photos' })],
+        [can('verify') ? h('a', { class: 'btn', href: `#/verify?mode=subject&collection=${enc(name)}&subject=${enc(sid)}`, text: 'Verify a photo' }) : null,
+          h('a', { class: 'btn', href: `#/enrol?collection=${enc(name)}&subject=${enc(sid)}`, text: 'Add photos' })],
         [h('a', { href: '#/collections', text: 'Collections' }), ' / ', h('a', { href: '#/collections/' + enc(name), text: name }), ' / ']),
-      h('div', { class: 'stats' }, [['Active purposes', s.active_purposes.join(', ') || 'none'], ['Templates', s.templates.length], ['Created', fmtTime(s.created_at)], ['Last seen', fmtTime(s.last_seen_at)]]
-        .map(([k, v]) => h('div', { class: 'stat' }, h('div', { class: 'k', text: k }), h('div', { class: 'v', text: String(v) })))),
+      h('div', { class: 'stats' }, [['Active purposes', s.active_purposes.join(', ') || 'none'], ['Templates', s.templates.length], ['Created', fmtTime(s.created_at), 1], ['Last seen', fmtTime(s.last_seen_at), 1]]
+        .map(([k, v, small]) => h('div', { class: 'stat' }, h('div', { class: 'k', text: k }), h('div', { class: small ? 'v date' : 'v', text: String(v) })))),
       h('div', { class: 'panel flush' }, h('h2', { text: 'Consents' }),
         s.consents.length ? h('div', { class: 'table-wrap' }, h('table', {}, h('thead', {}, h('tr', {}, ['Purpose', 'Status', 'Granted', 'Expires', 'Evidence', ''].map((t) => h('th', { text: t })))), h('tbody', {}, consentRows)))
           : h('div', { class: 'empty', text: 'No consent recorded.' })),
@@ -649,6 +683,8 @@
     }
 
     const errSlot = h('div');
+    consentPanel.addEventListener('change', () => clear(errSlot));
+    subject.addEventListener('input', () => clear(errSlot));
     const submit = h('button', { class: 'primary', text: 'Enrol', 'data-testid': 'enrol-submit' });
     submit.addEventListener('click', () => withBusy(submit, async () => {
       clear(errSlot); clear(result);
@@ -673,6 +709,13 @@
       } catch (err) { showError(errSlot, err, 'Enrolment refused'); }
     }));
 
+    function resetForm() {
+      subject.value = ''; label.value = ''; evidence.value = ''; expiry.value = ''; attest.checked = false;
+      renderPurposes(); picker.reset(); clear(result); clear(verdict); clear(errSlot);
+      existing = null; subjectInfo.textContent = ''; submit.classList.remove('hidden');
+      subject.focus();
+    }
+
     function showEnrolResult(out) {
       const img = out.images[0];
       if (img && img.face) picker.draw([{ ...img.face, color: img.accepted ? COLORS.ok : COLORS.bad, label: img.accepted ? 'enrolled' : (REASON_TEXT[img.reason] || img.reason) }]);
@@ -683,7 +726,9 @@
         out.duplicates.length ? h('div', { class: 'alert warn', 'data-testid': 'duplicate-warning' }, h('strong', { text: 'Possible duplicate identity: ' }),
           'this face also matches ', out.duplicates.map((d, i) => [i ? ', ' : '', h('a', { href: `#/collections/${enc(out.collection)}/subjects/${enc(d.subject)}`, text: d.subject }), ` (score ${fmtNum(d.score)})`]), '. Review before relying on this enrolment.') : null,
         h('div', { class: 'row' }, h('a', { class: 'btn', href: `#/collections/${enc(out.collection)}/subjects/${enc(out.subject)}`, text: 'Open subject' }),
-          h('button', { text: 'Enrol another', onclick: () => { subject.value = ''; label.value = ''; attest.checked = false; picker.reset(); clear(result); existing = null; subjectInfo.textContent = ''; } })));
+          h('button', { class: 'primary', text: 'Enrol another', 'data-testid': 'enrol-another', onclick: resetForm })));
+      // Consent belongs to one person: the form is not reused until it is reset.
+      submit.classList.add('hidden');
     }
 
     return h('div', {},

@@ -1,0 +1,115 @@
+"""End-to-end fixtures: the real `facegate serve` in a subprocess on a free 127.0.0.1 port with a
+temp data dir, and Debian's chromium driven by Playwright (never `playwright install`)."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "bench" / "out" / "screenshots"
+DATA = ROOT / "tests" / "data"
+
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium); E2E tests skipped", allow_module_level=True)
+pytest.importorskip("playwright.sync_api", reason="playwright (Python package) is not installed")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, url: str, admin_key: str, proc: subprocess.Popen, log: Path, data_dir: Path) -> None:
+        self.url, self.admin_key, self.proc, self.log, self.data_dir = url, admin_key, proc, log, data_dir
+
+    def api(self, key: str | None = None) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"X-API-Key": key or self.admin_key}, timeout=30)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory) -> Server:
+    data_dir = tmp_path_factory.mktemp("e2e-data")
+    port = _free_port()
+    log = data_dir / "server.log"
+    out = data_dir / "server.out"
+    env = {**os.environ, "FACEGATE_RATE_LIMIT_PER_S": "200", "FACEGATE_RATE_LIMIT_BURST": "400", "PYTHONUNBUFFERED": "1"}
+    env.pop("FACEGATE_MASTER_KEY", None)
+    cmd = [sys.executable, "-c", "from facegate.cli import app; app()", "serve", "--data-dir", str(data_dir),
+           "--port", str(port), "--host", "127.0.0.1"]
+    with open(out, "wb") as stdout, open(log, "wb") as stderr:
+        proc = subprocess.Popen(cmd, stdout=stdout, stderr=stderr, env=env, cwd=str(data_dir))
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"facegate serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    else:
+        proc.terminate()
+        raise RuntimeError(f"facegate serve did not become ready:\n{log.read_text()[-3000:]}")
+    printed = out.read_text()
+    m = re.search(r"\b(fg_[0-9a-f]{8}_[A-Za-z0-9_-]{43})\b", printed)
+    assert m, f"first start did not print an admin key:\n{printed}"
+    srv = Server(url, m.group(1), proc, log, data_dir)
+    yield srv
+    proc.terminate()  # SIGTERM: graceful shutdown
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    # uvicorn re-raises SIGTERM after its graceful shutdown, so the exit status is 143 (-15 here).
+    assert proc.returncode in (0, -15, 143), f"facegate serve exited with {proc.returncode}:\n{log.read_text()[-2000:]}"
+    assert "Application shutdown complete" in log.read_text()
+
+
+@pytest.fixture(scope="session")
+def launch():
+    """launch(*extra_args) -> a Debian-chromium Browser (closed at the end of the session)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        opened = []
+
+        def _launch(*extra: str):
+            b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS + list(extra))
+            opened.append(b)
+            return b
+
+        yield _launch
+        for b in opened:
+            b.close()
+
+
+@pytest.fixture(scope="session")
+def browser(launch):
+    return launch()
+
+
+@pytest.fixture(scope="session")
+def shots() -> Path:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    return SHOTS
+
+
+@pytest.fixture(scope="session")
+def photos() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(DATA.glob("*.jpg"))}

@@ -1,0 +1,288 @@
+"""The web console in headless Chromium against the real server: sign-in, collections, enrolment
+with consent (quality verdict on the photo), verify, identify, audit, erasure, and keys without
+access being refused. Screenshots go to bench/out/screenshots/ for a look by eye.
+
+The tests run in order and share one signed-in page (a user's session).
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlparse
+
+import pytest
+from playwright.sync_api import Page, expect
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def outside_requests():
+    return []
+
+
+@pytest.fixture(scope="module")
+def context(browser, server, outside_requests):
+    ctx = browser.new_context(viewport={"width": 1360, "height": 900}, device_scale_factor=1)
+    local = urlparse(server.url).netloc
+
+    def guard(route):
+        url = route.request.url
+        parsed = urlparse(url)
+        if parsed.scheme in ("data", "blob") or parsed.netloc == local:
+            return route.continue_()
+        outside_requests.append(url)
+        return route.abort()
+
+    ctx.route("**/*", guard)
+    ctx.set_default_timeout(20_000)
+    yield ctx
+    ctx.close()
+
+
+@pytest.fixture(scope="module")
+def page(context, server) -> Page:
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.goto(server.url + "/")
+    yield pg
+    assert not errors, f"JavaScript errors in the console: {errors}"
+
+
+def snap(page: Page, shots, name: str) -> None:
+    page.wait_for_timeout(150)  # let canvases paint
+    page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+
+
+def sign_in(page: Page, key: str) -> None:
+    page.get_by_test_id("apikey").fill(key)
+    page.get_by_test_id("signin").click()
+
+
+def test_01_sign_in(page, server, shots):
+    expect(page.get_by_test_id("signin")).to_be_visible()
+    snap(page, shots, "01-sign-in")
+    sign_in(page, "fg_00000000_" + "x" * 43)
+    expect(page.get_by_test_id("error")).to_contain_text("not accepted")
+    snap(page, shots, "02-sign-in-refused")
+    sign_in(page, server.admin_key)
+    expect(page.get_by_test_id("whoami")).to_have_text("admin")
+    expect(page.get_by_role("heading", name="Collections")).to_be_visible()
+    expect(page.get_by_text("No collections yet")).to_be_visible()
+    snap(page, shots, "03-collections-empty")
+
+
+def test_02_create_collection(page, shots):
+    page.get_by_test_id("new-collection").click()
+    page.get_by_test_id("col-name").fill("bank")
+    page.get_by_test_id("col-purposes").fill("kyc, fraud")
+    page.get_by_test_id("col-desc").fill("Retail customers (KYC onboarding)")
+    snap(page, shots, "04-new-collection-dialog")
+    page.get_by_test_id("confirm-ok").click()
+    expect(page.get_by_role("heading", name="bank")).to_be_visible()
+    expect(page.get_by_text("No subjects yet")).to_be_visible()
+    page.goto(page.url.split("#")[0] + "#/collections")
+    expect(page.get_by_test_id("collection-row")).to_have_count(1)
+    snap(page, shots, "05-collections")
+
+
+def enrol(page: Page, subject: str, photo, purposes=("kyc",), attest=True):
+    if "#/enrol" in page.url:
+        page.get_by_test_id("enrol-another").click()
+    else:
+        page.goto(page.url.split("#")[0] + "#/enrol?collection=bank")
+    expect(page.get_by_role("heading", name="Enrol a subject")).to_be_visible()
+    page.get_by_test_id("enrol-subject").fill(subject)
+    page.get_by_test_id("enrol-subject").press("Tab")
+    for p in purposes:
+        page.get_by_test_id(f"enrol-purpose-{p}").check()
+    page.get_by_test_id("enrol-evidence").fill(f"form-{subject}")
+    if attest:
+        page.get_by_test_id("enrol-attest").check()
+    page.get_by_test_id("enrol-picker-file").set_input_files(str(photo))
+
+
+def test_03_enrol_with_consent(page, photos, shots):
+    # No consent: the console refuses before sending.
+    enrol(page, "C-1001", photos["obama_1"], purposes=(), attest=False)
+    expect(page.get_by_test_id("quality-verdict")).to_contain_text("Good quality")
+    page.get_by_test_id("enrol-submit").click()
+    expect(page.get_by_test_id("error")).to_contain_text("consented")
+    page.get_by_test_id("enrol-purpose-kyc").check()
+    page.get_by_test_id("enrol-attest").check()
+    snap(page, shots, "06-enrol-quality-verdict")
+    page.get_by_test_id("enrol-submit").click()
+    expect(page.get_by_test_id("enrol-accepted")).to_contain_text("C-1001 enrolled")
+    snap(page, shots, "07-enrolled")
+    enrol(page, "C-1002", photos["biden_1"], purposes=("kyc", "fraud"))
+    expect(page.get_by_test_id("quality-verdict")).to_contain_text("Good quality")
+    page.get_by_test_id("enrol-submit").click()
+    expect(page.get_by_test_id("enrol-accepted")).to_contain_text("C-1002 enrolled")
+    # the same person again under another id: accepted, with a duplicate-identity warning
+    enrol(page, "C-1003", photos["obama_2"])
+    page.get_by_test_id("enrol-submit").click()
+    expect(page.get_by_test_id("duplicate-warning")).to_contain_text("C-1001")
+    snap(page, shots, "08-duplicate-warning")
+
+
+def test_04_subject_and_consents(page, shots):
+    page.goto(page.url.split("#")[0] + "#/collections/bank")
+    expect(page.get_by_test_id("subject-row")).to_have_count(3)
+    snap(page, shots, "09-collection-subjects")
+    page.get_by_test_id("subject-row").filter(has_text="C-1002").click()
+    expect(page.get_by_role("heading", name="C-1002")).to_be_visible()
+    expect(page.get_by_test_id("consent-row")).to_have_count(2)
+    page.get_by_test_id("withdraw-fraud").click()
+    page.get_by_test_id("confirm-ok").click()
+    expect(page.get_by_test_id("consent-row").filter(has_text="fraud")).to_contain_text("withdrawn")
+    snap(page, shots, "10-subject-consents")
+
+
+def test_05_verify(page, photos, shots):
+    page.goto(page.url.split("#")[0] + "#/verify")
+    page.get_by_test_id("verify-a-file").set_input_files(str(photos["obama_2"]))
+    page.get_by_test_id("verify-b-file").set_input_files(str(photos["obama_3"]))
+    page.get_by_test_id("verify-submit").click()
+    expect(page.get_by_test_id("decision-badge")).to_have_text("✓ MATCH")
+    expect(page.get_by_test_id("gauge")).to_be_visible()
+    snap(page, shots, "11-verify-pair-match")
+    page.get_by_test_id("tab-subject").click()
+    page.get_by_test_id("verify-subject").fill("C-1001")
+    page.get_by_test_id("verify-probe-file").set_input_files(str(photos["biden_1"]))
+    page.get_by_test_id("verify-subject-submit").click()
+    expect(page.get_by_test_id("decision-badge")).to_have_text("✕ NO MATCH")
+    snap(page, shots, "12-verify-subject-no-match")
+    page.get_by_role("button", name="Replace").click()
+    page.get_by_test_id("verify-probe-file").set_input_files(str(photos["obama_3"]))
+    page.get_by_test_id("verify-subject-submit").click()
+    expect(page.get_by_test_id("decision-badge")).to_have_text("✓ MATCH")
+    snap(page, shots, "13-verify-subject-match")
+
+
+def test_06_identify(page, photos, shots):
+    page.goto(page.url.split("#")[0] + "#/identify?collection=bank")
+    page.get_by_test_id("identify-purpose").select_option("kyc")
+    page.get_by_test_id("identify-probe-file").set_input_files(str(photos["obama_3"]))
+    page.get_by_test_id("identify-submit").click()
+    expect(page.get_by_test_id("candidate").first).to_contain_text("C-1001")
+    snap(page, shots, "14-identify-match")
+    # C-1002 withdrew fraud, nobody else consented to it: nobody is searched
+    page.get_by_test_id("identify-purpose").select_option("fraud")
+    page.get_by_test_id("identify-submit").click()
+    expect(page.get_by_test_id("decision-badge")).to_have_text("✕ NO MATCH")
+    expect(page.get_by_test_id("decision")).to_contain_text("No subject has an active consent")
+    snap(page, shots, "15-identify-no-consent")
+
+
+def test_07_audit(page, shots):
+    page.goto(page.url.split("#")[0] + "#/audit")
+    expect(page.get_by_test_id("audit-row").first).to_be_visible()
+    page.get_by_test_id("audit-verify").click()
+    expect(page.get_by_text("Chain intact")).to_be_visible()
+    page.get_by_test_id("audit-subject").fill("C-1001")
+    page.get_by_test_id("audit-apply").click()
+    expect(page.get_by_test_id("audit-row").first).to_contain_text("C-1001")
+    rows = page.get_by_test_id("audit-row")
+    for i in range(rows.count()):
+        expect(rows.nth(i)).to_contain_text("C-1001")
+    snap(page, shots, "16-audit-filtered")
+
+
+def test_08_erasure(page, photos, shots):
+    page.goto(page.url.split("#")[0] + "#/collections/bank/subjects/C-1003")
+    page.get_by_test_id("erase-subject").click()
+    expect(page.get_by_test_id("confirm-ok")).to_be_disabled()
+    page.get_by_test_id("confirm-input").fill("C-1003")
+    snap(page, shots, "17-erase-confirm")
+    page.get_by_test_id("confirm-ok").click()
+    expect(page.get_by_role("heading", name="bank")).to_be_visible()
+    expect(page.get_by_test_id("subject-row")).to_have_count(2)
+    page.goto(page.url.split("#")[0] + "#/collections/bank/subjects/C-1001")
+    page.get_by_test_id("erase-subject").click()
+    page.get_by_test_id("confirm-input").fill("C-1001")
+    page.get_by_test_id("confirm-ok").click()
+    expect(page.get_by_test_id("subject-row")).to_have_count(1)
+    # the very next search cannot find the erased subjects
+    page.goto(page.url.split("#")[0] + "#/identify?collection=bank")
+    page.get_by_test_id("identify-probe-file").set_input_files(str(photos["obama_3"]))
+    page.get_by_test_id("identify-submit").click()
+    expect(page.get_by_test_id("decision-badge")).to_have_text("✕ NO MATCH")
+    snap(page, shots, "18-identify-after-erasure")
+    page.goto(page.url.split("#")[0] + "#/audit?action=subject.erase")
+    expect(page.get_by_test_id("audit-row")).to_have_count(2)
+    snap(page, shots, "19-audit-tombstones")
+
+
+def test_09_keys_page(page, shots):
+    page.goto(page.url.split("#")[0] + "#/keys")
+    expect(page.get_by_test_id("key-row").first).to_be_visible()
+    snap(page, shots, "20-keys")
+
+
+def test_10_key_without_access_is_refused(browser, server, photos, shots, outside_requests):
+    with server.api() as admin:
+        admin.post("/v1/collections", json={"name": "branch", "purposes": ["access"]}).raise_for_status()
+        other = admin.post("/v1/keys", json={"name": "branch-kiosk", "scopes": ["verify", "identify"], "collections": ["branch"]}).json()["secret"]
+        verify_only = admin.post("/v1/keys", json={"name": "bank-verify", "scopes": ["verify"], "collections": ["bank"]}).json()["secret"]
+    ctx = browser.new_context(viewport={"width": 1360, "height": 900})
+    ctx.set_default_timeout(20_000)
+    pg = ctx.new_page()
+    pg.goto(server.url + "/")
+    sign_in(pg, other)
+    expect(pg.get_by_test_id("whoami")).to_have_text("branch-kiosk")
+    expect(pg.get_by_test_id("collection-row")).to_have_count(1)
+    expect(pg.get_by_test_id("collection-row")).to_contain_text("branch")
+    expect(pg.get_by_test_id("nav-audit")).to_have_count(0)
+    expect(pg.get_by_test_id("nav-enrol")).to_have_count(0)
+    pg.goto(server.url + "/#/collections/bank")
+    expect(pg.get_by_test_id("error")).to_contain_text("not found")
+    snap(pg, shots, "21-other-collection-refused")
+    # a verify-only key of this collection cannot identify
+    pg.get_by_test_id("signout").click()
+    sign_in(pg, verify_only)
+    expect(pg.get_by_test_id("nav-identify")).to_have_count(0)
+    pg.goto(server.url + "/#/identify?collection=bank")
+    pg.get_by_test_id("identify-probe-file").set_input_files(str(photos["obama_3"]))
+    pg.get_by_test_id("identify-submit").click()
+    expect(pg.get_by_test_id("error")).to_contain_text("scope")
+    snap(pg, shots, "22-scope-refused")
+    # a revoked key is signed out on its next request
+    with server.api() as admin:
+        admin.delete("/v1/keys/bank-verify").raise_for_status()
+    pg.goto(server.url + "/#/verify")
+    pg.reload()
+    expect(pg.get_by_test_id("signin")).to_be_visible()
+    ctx.close()
+    assert not outside_requests, f"the console tried to reach the internet: {outside_requests}"
+
+
+def test_11_webcam_capture(launch, server, shots):
+    """The webcam path with Chromium's fake camera (a test pattern, no face): capture works and
+    the quality check says so."""
+    b = launch("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream")
+    ctx = b.new_context(viewport={"width": 1360, "height": 900}, permissions=["camera"])
+    ctx.set_default_timeout(20_000)
+    pg = ctx.new_page()
+    pg.goto(server.url + "/")
+    sign_in(pg, server.admin_key)
+    expect(pg.get_by_test_id("whoami")).to_be_visible()
+    pg.goto(server.url + "/#/enrol?collection=bank")
+    pg.get_by_test_id("enrol-picker-webcam").click()
+    expect(pg.get_by_test_id("enrol-picker-capture")).to_be_visible()
+    pg.wait_for_timeout(800)
+    pg.get_by_test_id("enrol-picker-capture").click()
+    expect(pg.get_by_test_id("quality-verdict")).to_contain_text(re.compile("No face found|quality", re.I))
+    snap(pg, shots, "23-webcam-capture")
+    ctx.close()
+
+
+def test_12_metrics_and_logs(server):
+    import httpx
+
+    text = httpx.get(server.url + "/metrics").text
+    assert 'facegate_decisions_total{operation="identify",outcome="match"}' in text
+    assert 'route="/v1/collections/{collection}/identify"' in text
+    log = server.log.read_text()
+    assert '"request_id"' in log and '"route": "/v1/verify"' in log
+    assert server.admin_key not in log
