@@ -299,3 +299,53 @@ def test_migrate_sqlite_gallery_to_postgresql_without_reenrolment(tmp_path, pg_u
     with pytest.raises(Exception, match="already holds a gallery"):
         migrate_gallery(Gallery.open(d), pg_url, data_dir=d)
     dst.close()
+
+
+def test_threads_and_two_instances_enrol_identify_erase_concurrently(tmp_path, pg_url):
+    """Writers on two Gallery instances (two processes' worth of pools) and searchers at once:
+    no errors, no lost writes, search copy always equal to the templates, audit chain intact."""
+    import threading
+
+    a = open_pg(tmp_path / "a", pg_url)
+    key = (tmp_path / "a" / "master.key").read_text().strip()
+    b = open_pg(tmp_path / "b", pg_url, master_key=key)
+    a.create_collection("c", purposes=["p"], threshold=0.5)
+    _gen, C, V = synth(240)
+    errors: list[BaseException] = []
+
+    def writer(g: Gallery, lo: int, hi: int) -> None:
+        try:
+            for i in range(lo, hi, 4):
+                g.import_templates("c", [(f"s{j}", V[2 * j: 2 * j + 2], ConsentSpec(["p"])) for j in range(i, min(hi, i + 4))],
+                                   model_id=MODEL)
+                if i % 20 == 0:
+                    g.delete_subject("c", f"s{i}")
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    def searcher(g: Gallery) -> None:
+        try:
+            for i in range(60):
+                g.identify_vector("c", V[2 * (i * 4 % 240) + 1], purpose="p", model_id=MODEL)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(a, 0, 120)), threading.Thread(target=writer, args=(b, 120, 240)),
+               threading.Thread(target=searcher, args=(a,)), threading.Thread(target=searcher, args=(b,))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert not errors, errors
+    erased = {f"s{i}" for i in range(0, 240, 20)}
+    names = {s.external_id for s in a.list_subjects("c", limit=1000)}
+    assert names == {f"s{i}" for i in range(240)} - erased
+    cid = cid_of(a, "c")
+    with a.store.read() as tx:
+        assert tx.count_vectors(cid) == tx.execute(text("SELECT count(*) FROM templates")).scalar() == 2 * len(names)
+    for i in sorted(erased):
+        j = int(i[1:])
+        assert i not in [c.subject for c in b.identify_vector("c", V[2 * j], purpose="p", top_k=10, model_id=MODEL).candidates]
+    assert a.audit_verify().ok
+    a.close()
+    b.close()
