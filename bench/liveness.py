@@ -28,7 +28,6 @@ import argparse
 import collections
 import itertools
 import json
-import math
 import os
 import sys
 import time

@@ -20,12 +20,14 @@ from .errors import (
     SessionUsedError,
     UnknownChallengeError,
 )
+from .flow import FlowSettings, SubmittedFrame, liveness_frame_hook, submit_frames, take_best_frame
 from .motion import ChallengeStatus, PoseThresholds
 
 __all__ = [
     "REASONS",
     "Challenge",
     "ChallengeStatus",
+    "FlowSettings",
     "Frame",
     "InMemorySessionStore",
     "LivenessChecker",
@@ -42,10 +44,14 @@ __all__ = [
     "SessionOutcome",
     "SessionStore",
     "SessionUsedError",
+    "SubmittedFrame",
     "UnknownChallengeError",
     "check_frames",
     "create_session",
+    "liveness_frame_hook",
     "random_challenges",
     "read_frames",
     "read_video",
+    "submit_frames",
+    "take_best_frame",
 ]
