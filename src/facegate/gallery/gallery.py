@@ -46,6 +46,8 @@ from .errors import (
 )
 from .index import CollectionIndex, GalleryIndex, IndexConfig
 from .keys import ApiKeys
+from sqlalchemy.engine import make_url
+
 from .store import Store, StoreTx, _Duplicate, default_data_dir, sqlite_url
 from .types import (
     AuditEvent,
@@ -160,10 +162,19 @@ class Gallery:
         ``master_key``: 32 bytes or base64 (default $FACEGATE_MASTER_KEY, else
         <data_dir>/master.key, created 0600 for a new store). ``durability="full"`` makes
         SQLite fsync every commit (default: WAL + synchronous=NORMAL, safe against crashes of
-        the process, may lose the last commits on power loss).
+        the process, may lose the last commits on power loss). The first argument may also be
+        the URL itself: ``Gallery.open("postgresql://…")``, ``Gallery.open("sqlite:///x/g.db")``.
         """
-        ddir = Path(data_dir) if data_dir is not None else default_data_dir()
+        if isinstance(data_dir, str) and ("://" in data_dir or data_dir == "embedded-postgres"):
+            store, data_dir = store or data_dir, None
         url = store or os.environ.get("FACEGATE_STORE") or os.environ.get("FACEGATE_DATABASE_URL") or None
+        if data_dir is not None:
+            ddir = Path(data_dir)
+        elif url is not None and url.startswith("sqlite") and "FACEGATE_DATA_DIR" not in os.environ:
+            db = make_url(url).database
+            ddir = Path(db).resolve().parent if db and db != ":memory:" else default_data_dir()  # key beside the file
+        else:
+            ddir = default_data_dir()
         if url is None or url.startswith("sqlite"):
             ddir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if url is not None and not url.startswith("sqlite"):
