@@ -139,16 +139,23 @@ async def verify_pair(service: Any, principal: Principal, a: bytes, b: bytes, pu
 async def verify_subject(service: Any, principal: Principal, collection: str, subject: str, image: bytes | None,
                          purpose: str, fmr: float | None, *, liveness_session: str | None = None) -> dict[str, Any]:
     g = gallery_of(service)
-    col = await service.run(g.get_collection, collection, kind="store")
-    if fmr is not None and abs(fmr - col.fmr) > col.fmr * 1e-6:
-        raise ValidationFailedError(
-            f"collection {collection!r} decides at FMR {col.fmr:g}; omit fmr or send that value", fmr=fmr, collection_fmr=col.fmr
-        )
+
+    def check_fmr() -> None:
+        if fmr is not None:
+            col = g.get_collection(collection)
+            if abs(fmr - col.fmr) > col.fmr * 1e-6:
+                raise ValidationFailedError(f"collection {collection!r} decides at FMR {col.fmr:g}; omit fmr or send that value",
+                                            fmr=fmr, collection_fmr=col.fmr)
+
+    def run(image: Any) -> Any:  # one worker job per request: no second trip through the queue
+        check_fmr()
+        return g.verify(collection, subject, image, purpose=purpose, actor=principal.audit_actor())
+
     if liveness_session:
+        await service.run(check_fmr, kind="store")
         image = await liveness_frame(service, principal, liveness_session, purpose)
     try:
-        result = await service.run(g.verify, collection, subject, image, purpose=purpose, actor=principal.audit_actor(),
-                                   kind="verify")
+        result = await service.run(run, image, kind="verify")
     except FacegateError as exc:
         service.metrics.decision("verify_subject", exc.code)
         raise
@@ -220,10 +227,13 @@ async def list_subjects(service: Any, principal: Principal, collection: str, lim
                         purpose: str | None) -> dict[str, Any]:
     g = gallery_of(service)
     principal.require_collection(collection)
-    col = await service.run(g.get_collection, collection, kind="store")
-    subjects = await service.run(g.list_subjects, collection, limit=limit, offset=offset, purpose=purpose, kind="store")
+    def run() -> tuple[int, Any]:
+        return (g.count_subjects(collection, purpose=purpose),
+                g.list_subjects(collection, limit=limit, offset=offset, purpose=purpose))
+
+    total, subjects = await service.run(run, kind="store")
     return {"collection": collection, "subjects": [s.to_dict() for s in subjects], "limit": limit, "offset": offset,
-            "total": col.subjects}
+            "total": total}
 
 
 async def get_subject(service: Any, principal: Principal, collection: str, subject: str) -> dict[str, Any]:
@@ -280,19 +290,20 @@ async def enroll(service: Any, principal: Principal, collection: str, subject: s
     if not images:
         raise ValidationFailedError("send at least one image (or a liveness_session)")
     consent = consent_spec(body.purposes, body.expires_at, body.evidence_ref) if body.purposes else None
-    result = await service.run(g.enroll, collection, subject, images, consent=consent, label=body.label,
-                               actor=principal.audit_actor(), kind="enroll", side_effects=True)
+
+    def run() -> tuple[Any, Any]:  # one worker job: the enrolment and the policy its faces are drawn with
+        res = g.enroll(collection, subject, images, consent=consent, label=body.label, actor=principal.audit_actor())
+        return res, g.get_collection(collection).quality_policy
+
+    result, policy = await service.run(run, kind="enroll", side_effects=True)
     service.metrics.decision("enroll", "accepted", result.accepted) if result.accepted else None
     service.metrics.decision("enroll", "rejected", result.rejected) if result.rejected else None
     if result.duplicates:
         service.metrics.decision("enroll", "duplicate_warning")
     out = result.to_dict()
-    col = None
     for img, outcome in zip(out["images"], result.images):
         if outcome.face is not None:
-            if col is None:
-                col = await service.run(g.get_collection, collection, kind="store")
-            img["face"] = face_out(service, outcome.face, col.quality_policy)
+            img["face"] = face_out(service, outcome.face, policy)
     out["liveness_session"] = body.liveness_session
     return out
 

@@ -220,7 +220,7 @@ class SubjectList(BaseModel):
     subjects: list[SubjectOut]
     limit: int
     offset: int
-    total: int | None = Field(None, description="Subjects in the collection (all purposes).")
+    total: int | None = Field(None, description="Subjects matching the filter (all subjects without `purpose`).")
 
 
 class ConsentIn(_Strict):

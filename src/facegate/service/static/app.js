@@ -534,9 +534,9 @@
           h('td', { text: s.templates.length }),
           h('td', { class: 'small', text: fmtTime(s.last_seen_at) })));
         const pager = h('div', { class: 'pager' },
-          h('span', { class: 'small muted', text: data.subjects.length ? `${offset + 1}–${offset + data.subjects.length}${data.total !== null && !purposeFilter ? ' of ' + data.total : ''}` : '' }),
+          h('span', { class: 'small muted', text: data.subjects.length ? `${offset + 1}–${offset + data.subjects.length}${data.total !== null ? ' of ' + data.total : ''}` : '' }),
           h('button', { class: 'sm', text: '← Previous', disabled: offset === 0, onclick: () => { offset = Math.max(0, offset - limit); loadSubjects(); } }),
-          h('button', { class: 'sm', text: 'Next →', disabled: data.subjects.length < limit, onclick: () => { offset += limit; loadSubjects(); } }));
+          h('button', { class: 'sm', text: 'Next →', disabled: data.total !== null ? offset + data.subjects.length >= data.total : data.subjects.length < limit, onclick: () => { offset += limit; loadSubjects(); } }));
         clear(listSlot).append(data.subjects.length ? h('div', {}, h('div', { class: 'table-wrap' }, h('table', {},
           h('thead', {}, h('tr', {}, ['Subject id', 'Label', 'Active consent', 'Templates', 'Last seen'].map((t) => h('th', { text: t })))),
           h('tbody', {}, rows))), pager) :
