@@ -243,3 +243,20 @@ def test_typed_client_round_trip(svc, photos):
     assert admin.erase_subject("clientcol", "P-1").erased
     assert any(e.action == "subject.erase" for e in admin.audit(collection="clientcol").events)
     assert admin.delete_collection("clientcol").erased
+
+
+def test_detect_judges_quality_by_the_collections_policy(svc, photos):
+    client, keys, _ = svc
+    admin = H(keys["admin"])
+    r = client.post("/v1/collections", headers=admin, json={"name": "strict", "purposes": ["kyc"],
+                                                           "quality_policy": {"min_inter_eye_px": 500}})
+    assert r.status_code == 201, r.text
+    loose = client.post("/v1/detect", headers=admin, files={"image": photos["obama_1"].open("rb")}).json()
+    strict = client.post("/v1/detect", headers=admin, files={"image": photos["obama_1"].open("rb")}, data={"collection": "strict"}).json()
+    assert loose["faces"][0]["quality_ok"] and not strict["faces"][0]["quality_ok"]
+    assert strict["faces"][0]["quality_reasons"] == ["face_too_small"]
+    # and enrolment agrees with the preview
+    r = client.post("/v1/collections/strict/subjects/X/faces", headers=admin, files={"images": photos["obama_1"].open("rb")}, data={"purposes": "kyc"})
+    assert r.json()["images"][0]["reason"] == "face_too_small"
+    problem(client.post("/v1/detect", headers=H(keys["other"]), files={"image": photos["obama_1"].open("rb")}, data={"collection": "strict"}),
+            404, "collection_not_found")

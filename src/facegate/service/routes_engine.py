@@ -38,19 +38,28 @@ async def detect(request: Request, principal: PrincipalDep) -> DetectResponse:
     principal.require("verify", "identify", "enroll")
     service = get_service(request)
     body, images = await read_payload(request, DetectRequest, max_images=1)
+    if body.collection is not None:
+        principal.require_collection(body.collection)
     engine = service.engine
-    faces = await service.run(engine.detect, images["image"][0], kind="detect")
+    gallery = service.gallery
+
+    def run() -> tuple[list, object]:
+        policy = gallery.get_collection(body.collection).quality_policy if body.collection and gallery is not None else None
+        return engine.detect(images["image"][0]), policy
+
+    faces, policy = await service.run(run, kind="detect")
+    ratio = policy.max_second_face_ratio if policy is not None else AMBIGUITY_RATIO
     subject = None
     reasons: list[str] = []
     if not faces:
         reasons.append("no_face")
-    elif len(faces) > 1 and faces[1].prominence >= AMBIGUITY_RATIO * faces[0].prominence:
+    elif len(faces) > 1 and faces[1].prominence >= ratio * faces[0].prominence:
         reasons.append("ambiguous_face")
     else:
         subject = 0
     service.metrics.decision("detect", "faces" if faces else "no_face")
     return DetectResponse(model=engine.model_id, count=len(faces), subject=subject,
-                          faces=[face_out(service, f) for f in faces], reasons=reasons)
+                          faces=[face_out(service, f, policy) for f in faces], reasons=reasons)
 
 
 @router.post(

@@ -47,6 +47,8 @@ class FaceOut(BaseModel):
 class DetectRequest(_Strict):
     __image_fields__: ClassVar[tuple[str, ...]] = ("image",)
     image: str = Field(..., description=B64)
+    collection: str | None = Field(None, max_length=128, description="Judge quality (and ambiguity) by this collection's "
+                                   "enrolment policy, as enrolment will; default: the default policy.")
 
 
 class DetectResponse(BaseModel):

@@ -661,7 +661,7 @@
       clear(result); clear(verdict);
       if (!blob) return;
       verdict.append(h('div', { class: 'muted small', text: 'Checking quality…' }));
-      const form = new FormData(); form.append('image', blob, blob.name || 'photo.jpg');
+      const form = new FormData(); form.append('image', blob, blob.name || 'photo.jpg'); form.append('collection', col.name);
       try {
         const d = await api('POST', '/v1/detect', { form });
         drawDetect(d);
