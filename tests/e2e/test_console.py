@@ -53,6 +53,9 @@ def page(context, server) -> Page:
 def snap(page: Page, shots, name: str) -> None:
     page.wait_for_timeout(150)  # let canvases paint
     page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+    text = page.locator("body").inner_text()
+    leaked = re.findall(r"\b(null|undefined|NaN|\[object Object\])\b", text)
+    assert not leaked, f"{name}: the page shows {leaked}"
 
 
 def sign_in(page: Page, key: str) -> None:

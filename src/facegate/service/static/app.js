@@ -717,16 +717,17 @@
     }
 
     function showEnrolResult(out) {
+      subjectInfo.textContent = '';
       const img = out.images[0];
       if (img && img.face) picker.draw([{ ...img.face, color: img.accepted ? COLORS.ok : COLORS.bad, label: img.accepted ? 'enrolled' : (REASON_TEXT[img.reason] || img.reason) }]);
-      clear(result).append(
+      clear(result).append(h('div', {},
         img && img.accepted
           ? h('div', { class: 'alert ok', 'data-testid': 'enrol-accepted' }, h('strong', { text: `${out.subject} enrolled` }), ` in ${out.collection}${out.created ? ' (new subject)' : ''}. Template #${img.template_id}.`)
           : h('div', { class: 'alert error', 'data-testid': 'enrol-rejected' }, h('strong', { text: 'Photo rejected: ' }), img ? (REASON_TEXT[img.reason] || img.reason) + (img.message ? ` — ${img.message}` : '') : 'no image'),
         out.duplicates.length ? h('div', { class: 'alert warn', 'data-testid': 'duplicate-warning' }, h('strong', { text: 'Possible duplicate identity: ' }),
           'this face also matches ', out.duplicates.map((d, i) => [i ? ', ' : '', h('a', { href: `#/collections/${enc(out.collection)}/subjects/${enc(d.subject)}`, text: d.subject }), ` (score ${fmtNum(d.score)})`]), '. Review before relying on this enrolment.') : null,
         h('div', { class: 'row' }, h('a', { class: 'btn', href: `#/collections/${enc(out.collection)}/subjects/${enc(out.subject)}`, text: 'Open subject' }),
-          h('button', { class: 'primary', text: 'Enrol another', 'data-testid': 'enrol-another', onclick: resetForm })));
+          h('button', { class: 'primary', text: 'Enrol another', 'data-testid': 'enrol-another', onclick: resetForm }))));
       // Consent belongs to one person: the form is not reused until it is reset.
       submit.classList.add('hidden');
     }
