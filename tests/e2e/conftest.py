@@ -40,7 +40,7 @@ class Server:
         return httpx.Client(base_url=self.url, headers={"X-API-Key": key or self.admin_key}, timeout=30)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Server:
     data_dir = tmp_path_factory.mktemp("e2e-data")
     port = _free_port()
@@ -81,9 +81,10 @@ def server(tmp_path_factory) -> Server:
     assert "Application shutdown complete" in log.read_text()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def launch():
-    """launch(*extra_args) -> a Debian-chromium Browser (closed at the end of the session)."""
+    """launch(*extra_args) -> a Debian-chromium Browser. Module-scoped: Playwright's sync API runs an
+    event loop in this thread while it is alive, which would break asyncio.run() in later tests."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -99,7 +100,7 @@ def launch():
             b.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(launch):
     return launch()
 
