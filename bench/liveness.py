@@ -119,39 +119,44 @@ def dev_poses(engine: FaceEngine, limit_ids: int | None) -> dict[str, dict[str, 
                 continue
             if len(faces) != 1:  # a webcam capture has one face; group photos are not one
                 continue
-            rows.append((rgb, faces[0]))
-        frontal = [f.quality.pitch_deg for _, f in rows if abs(f.quality.yaw_deg) <= 10]
+            # classify on the canvas the checker will see (resampling moves the landmarks)
+            canvas = on_canvas(rgb, np.asarray(faces[0].landmarks))
+            seen = engine.detect(canvas)
+            if len(seen) != 1:
+                continue
+            rows.append((rgb, faces[0], canvas, seen[0]))
+        frontal = [(c.quality.yaw_deg, c.quality.pitch_deg) for _, _, _, c in rows if abs(c.quality.yaw_deg) <= 10]
         if len(frontal) < 2:
             continue
-        pmed = float(np.median(frontal))
+        ymed = float(np.median([y for y, _ in frontal]))
+        pmed = float(np.median([p for _, p in frontal]))
         poses: dict[str, list[np.ndarray]] = collections.defaultdict(list)
-        for rgb, f in rows:
-            q = f.quality
-            y, dp = q.yaw_deg, q.pitch_deg - pmed
-            canvas = on_canvas(rgb, np.asarray(f.landmarks))
-            if abs(y) <= 8 and abs(dp) <= 4:
+        for rgb, f, canvas, c in rows:
+            q = c.quality
+            dy, dp = q.yaw_deg - ymed, q.pitch_deg - pmed
+            if abs(dy) <= 5 and abs(dp) <= 3:
                 poses["neutral"].append(canvas)
                 poses["move_closer"].append(on_canvas(rgb, np.asarray(f.landmarks), zoom=1.45))
-            elif 28 <= y <= 60 and abs(dp) <= 10:
+            elif 28 <= dy <= 60 and abs(dp) <= 6:
                 poses["turn_left"].append(canvas)
-            elif -60 <= y <= -28 and abs(dp) <= 10:
+            elif -60 <= dy <= -28 and abs(dp) <= 6:
                 poses["turn_right"].append(canvas)
-            elif dp >= 14 and abs(y) <= 12:
+            elif dp >= 14 and abs(dy) <= 8:
                 poses["look_up"].append(canvas)
-            elif dp <= -14 and abs(y) <= 12:
+            elif dp <= -14 and abs(dy) <= 8:
                 poses["look_down"].append(canvas)
             # half-way poses (transition band), for the photo-sequence attack with ramps
-            if 12 <= y <= 20 and abs(dp) <= 5:
+            if 12 <= dy <= 18 and abs(dp) <= 3:
                 poses["half_turn_left"].append(canvas)
-            elif -20 <= y <= -12 and abs(dp) <= 5:
+            elif -18 <= dy <= -12 and abs(dp) <= 3:
                 poses["half_turn_right"].append(canvas)
-            elif 7 <= dp <= 11 and abs(y) <= 8:
+            elif 7 <= dp <= 11 and abs(dy) <= 5:
                 poses["half_look_up"].append(canvas)
-            elif -11 <= dp <= -7 and abs(y) <= 8:
+            elif -11 <= dp <= -7 and abs(dy) <= 5:
                 poses["half_look_down"].append(canvas)
         if poses.get("neutral"):
             poses["half_move_closer"] = [on_canvas(rgb, np.asarray(f.landmarks), zoom=1.22)
-                                         for rgb, f in rows if abs(f.quality.yaw_deg) <= 8][:2]
+                                         for rgb, f, _, c in rows if abs(c.quality.yaw_deg - ymed) <= 5][:2]
         moves = [k for k, v in poses.items() if v and not k.startswith("half_") and k not in ("neutral", "move_closer")]
         if len(poses["neutral"]) >= 2 and moves:
             out[ident] = dict(poses)

@@ -27,6 +27,8 @@ from .checker import Frame
 
 CANVAS = (640, 480)  # width, height
 EYE_CENTRE = (320.0, 200.0)
+# eye-to-mouth distance over inter-eye distance on a frontal face (ArcFace template: 40.4 / 35.2)
+FRONTAL_EYE_MOUTH = 1.15
 
 
 def perspective(width: int, height: int, yaw_deg: float = 0.0, pitch_deg: float = 0.0, *, scale: float = 1.0,
@@ -115,11 +117,15 @@ def photo_following(rgb: np.ndarray, challenges: Sequence[Challenge], rng: np.ra
 
 def on_canvas(rgb: np.ndarray, landmarks: np.ndarray, *, inter_eye: float = 60.0, zoom: float = 1.0,
               size: tuple[int, int] = CANVAS, eye_centre: tuple[float, float] = EYE_CENTRE) -> np.ndarray:
-    """The photo scaled so the eyes are ``inter_eye × zoom`` px apart and centred on
-    ``eye_centre`` of a ``size`` canvas (edges replicated) — one camera's framing for all."""
+    """The photo scaled to one camera's framing and centred on ``eye_centre`` of a ``size`` canvas
+    (edges replicated): as large as a frontal face with eyes ``inter_eye × zoom`` px apart.
+
+    The scale comes from the eye-to-mouth distance, which a head turn does not shrink (the
+    distance between the eyes does: scaling turned faces by it would make them look closer)."""
     lm = np.asarray(landmarks, np.float64).reshape(5, 2)
-    eyes = lm[:2].mean(0)
-    s = inter_eye * zoom / max(float(np.linalg.norm(lm[1] - lm[0])), 1e-6)
+    eyes, mouth = lm[:2].mean(0), lm[3:].mean(0)
+    eye_mouth = float(np.linalg.norm(mouth - eyes))
+    s = FRONTAL_EYE_MOUTH * inter_eye * zoom / max(eye_mouth, 1e-6)
     m = np.array([[s, 0, eye_centre[0] - s * eyes[0]], [0, s, eye_centre[1] - s * eyes[1]]])
     return cv2.warpAffine(rgb, m, size, flags=cv2.INTER_LINEAR if s > 1 else cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
 
@@ -127,8 +133,8 @@ def on_canvas(rgb: np.ndarray, landmarks: np.ndarray, *, inter_eye: float = 60.0
 def assemble(poses: Mapping[str, Sequence[np.ndarray]], challenges: Sequence[Challenge], *, fps: float = 5.0,
              hold: int = 3, rng: np.random.Generator | None = None, move: bool = False, ramps: bool = False) -> list[Frame]:
     """Frames from canvas-normalised photos of one person: ``poses["neutral"]`` (≥1) and one list
-    per challenge value (``poses["turn_left"]`` …; move_closer falls back to a zoomed neutral
-    in ``poses["move_closer"]``). Each photo is held ``hold`` frames: neutral, then per challenge
+    per challenge value (``poses["turn_left"]`` …; ``poses["move_closer"]`` holds the neutral
+    photos zoomed, in the same order, and the one zoomed is the neutral shown just before). Each photo is held ``hold`` frames: neutral, then per challenge
     the pose and a neutral again. ``move=True`` adds jitter/noise to every frame (attack);
     ``ramps=True`` shows a half-way photo (``poses["half_turn_left"]`` …) for one frame on the way
     out and back where one exists (an attacker imitating a continuous movement)."""
@@ -140,7 +146,11 @@ def assemble(poses: Mapping[str, Sequence[np.ndarray]], challenges: Sequence[Cha
         half = list(poses.get("half_" + c.value, ())) if ramps else []
         if half:
             seq.append(half[int(rng.integers(len(half)))])
-        seq += [options[int(rng.integers(len(options)))]] * hold
+        if c is Challenge.MOVE_CLOSER and len(options) == len(neutral):
+            pick = options[k % len(neutral)]  # the same photo as the neutral before it, zoomed
+        else:
+            pick = options[int(rng.integers(len(options)))]
+        seq += [pick] * hold
         if half:
             seq.append(half[int(rng.integers(len(half)))])
         seq += [neutral[(k + 1) % len(neutral)]] * hold
