@@ -38,6 +38,7 @@ import platform
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -305,6 +306,84 @@ def real_photos(args: argparse.Namespace, workdir: Path) -> dict:
     }
 
 
+# --- master-key rotation -------------------------------------------------------------------------
+
+
+def rotation(n_subjects: int, args: argparse.Namespace, workdir: Path) -> dict:
+    """Cost of ``Gallery.rotate_master_key`` with ``n_subjects`` subjects (2 templates each):
+    total time and its phases (re-wrap transaction, durable commit, key-file moves), how long an
+    enrolment from another instance waits meanwhile, and the first search of an instance that
+    held the old key (it reloads the key file)."""
+    from facegate.gallery import master_key as mk
+
+    data = workdir / f"rotation-{n_subjects}"
+    shutil.rmtree(data, ignore_errors=True)
+    gen = FaceLikeGenerator(DIM, seed=5)
+    log = lambda *a: print(f"[rotation {n_subjects:,}]", *a, file=sys.stderr, flush=True)  # noqa: E731
+    g = Gallery.open(data, store=args.store)
+    g.create_collection("bench", purposes=["common"])
+    cons = ConsentSpec(["common"], evidence_ref="bench")
+    t0 = time.perf_counter()
+    for start in range(0, n_subjects, 10_000):
+        ids = np.arange(start, min(n_subjects, start + 10_000))
+        V = gen.samples(gen.centres(ids), 2, seed=int(start))
+        g.import_templates("bench", [(f"id{i}", V[2 * k: 2 * k + 2], cons) for k, i in enumerate(ids.tolist())],
+                           model_id=MODEL, batch=1000)
+    log(f"enrolled in {time.perf_counter() - t0:.1f} s")
+    other = Gallery.open(data, store=args.store)  # another process's view: index loaded, old key held
+    probe = gen.samples(gen.centres(np.arange(1)), 1, seed=999)[0]
+    other.identify_vector("bench", probe, purpose="common", model_id=MODEL, actor="bench")
+    writer = Gallery.open(data, store=args.store)
+    waits: list[float] = []
+    stop = False
+
+    def enrol_loop() -> None:
+        k = 0
+        while not stop:
+            v = gen.samples(gen.centres(np.arange(n_subjects + k, n_subjects + k + 1)), 1, seed=k)
+            t = time.perf_counter()
+            writer.import_templates("bench", [(f"w{k}", v, cons)], model_id=MODEL, actor="bench")
+            waits.append(time.perf_counter() - t)
+            k += 1
+            time.sleep(0.01)
+
+    marks: dict[str, float] = {}
+    th = threading.Thread(target=enrol_loop, daemon=True)
+    th.start()
+    time.sleep(0.3)
+    n_before = len(waits)
+    t0 = time.perf_counter()
+    rot = mk.rotate(g, actor="bench", step=lambda name: marks.setdefault(name, time.perf_counter() - t0))
+    total = time.perf_counter() - t0
+    time.sleep(0.3)
+    stop = True
+    th.join()
+    t1 = time.perf_counter()
+    hit = other.identify_vector("bench", probe, purpose="common", model_id=MODEL, actor="bench")
+    follow_ms = (time.perf_counter() - t1) * 1000
+    assert hit.candidates and hit.candidates[0].subject == "id0" and other.crypto.master_key_id == rot.new_key_id
+    during = waits[n_before:] or [0.0]
+    out = {
+        "subjects": n_subjects, "templates": 2 * n_subjects, "rewrapped": rot.subjects,
+        "rotation_s": round(total, 3),
+        "new_key_file_s": round(marks.get("new_key_written", 0.0), 3),
+        "rewrap_s": round(marks["before_commit"] - marks.get("new_key_written", 0.0), 3),
+        "durable_commit_s": round(marks["committed"] - marks["before_commit"], 3),
+        "key_files_s": round(total - marks["committed"], 3),
+        "subjects_per_s": round(rot.subjects / max(marks["before_commit"] - marks.get("new_key_written", 0.0), 1e-9)),
+        "concurrent_enrol_max_wait_s": round(max(during), 3),
+        "concurrent_enrol_median_wait_ms": round(float(np.median(during)) * 1000, 1),
+        "other_instance_first_search_ms": round(follow_ms, 1),
+        "db_mb": round(sum(f.stat().st_size for f in data.glob("gallery.db*")) / 1e6, 1) if args.store is None else None,
+    }
+    for x in (g, other, writer):
+        x.close()
+    if not args.keep:
+        shutil.rmtree(data, ignore_errors=True)
+    log(json.dumps(out))
+    return out
+
+
 # --- main --------------------------------------------------------------------------------------
 
 
@@ -317,6 +396,8 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="Keep the synthetic stores.")
     ap.add_argument("--no-real", action="store_true", help="Skip the real-photo part.")
     ap.add_argument("--real-only", action="store_true", help="Only the real-photo part.")
+    ap.add_argument("--rotation-sizes", default="", help="Measure master-key rotation at these subject counts (e.g. 10k,100k); "
+                    "use with --sizes '' --no-real to measure only that.")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "gallery.json"))
     args = ap.parse_args()
     os.environ.pop("FACEGATE_MASTER_KEY", None)
@@ -335,6 +416,12 @@ def main() -> None:
             results["synthetic"][str(size)] = res
             out_path.parent.mkdir(parents=True, exist_ok=True)
             out_path.write_text(json.dumps(results, indent=2) + "\n")
+    for size in [parse_size(s) for s in args.rotation_sizes.split(",") if s.strip()]:
+        res = rotation(size, args, workdir)
+        res["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
+        results.setdefault("master_key_rotation", {})[str(size)] = res
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(json.dumps(results, indent=2) + "\n")
     if not args.no_real:
         results["real_photos"] = real_photos(args, workdir)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -352,6 +439,13 @@ def main() -> None:
                   f"{r['recall_at_1_vs_exact']} | {r['rank1_identity']} | {f['search_ms_p50']}, {f['rank1_identity']} | "
                   f"{r['fpir_non_enrolled']} ({r['expected_fpir_n_x_fmr']:.2g}) | {r['erased_returned_by_next_search']} | {r['rss_growth_mb']} | "
                   f"{r['index']['mode']} nprobe {r['index'].get('nprobe')}/{r['index'].get('nlist')} |")
+    if results.get("master_key_rotation"):
+        print("\n| subjects | rotation s | re-wrap s (subjects/s) | durable commit s | key files s | enrol from another instance: max / median wait | other instance's first search after |")
+        print("|---|---|---|---|---|---|---|")
+        for size, r in sorted(results["master_key_rotation"].items(), key=lambda kv: int(kv[0])):
+            print(f"| {int(size):,} | {r['rotation_s']} | {r['rewrap_s']} ({r['subjects_per_s']:,}/s) | {r['durable_commit_s']} | "
+                  f"{r['key_files_s']} | {r['concurrent_enrol_max_wait_s']} s / {r['concurrent_enrol_median_wait_ms']} ms | "
+                  f"{r['other_instance_first_search_ms']} ms |")
     if "real_photos" in results:
         r = results["real_photos"]
         print(f"\nfaces-dev: {r['enrolled']} enrolled ({r['enrol_attempts']} attempts), {r['genuine_probes']} genuine probes, "

@@ -11,7 +11,9 @@ Key hierarchy::
 Every ciphertext is bound by associated data to where it belongs (collection, subject, model),
 so rows cannot be swapped between subjects without failing authentication. Erasing a subject
 deletes its wrapped data key; without it the template ciphertexts (in this database or copied
-elsewhere) cannot be decrypted, even with the master key.
+elsewhere) cannot be decrypted, even with the master key. A copy that also holds the wrapped
+key (a backup taken before the erasure) becomes unreadable when the master key is rotated
+(master_key.py: every data key re-wrapped under a new master key, the old one destroyed).
 
 Unlinkability across deployments: each deployment has its own random master key and each
 subject its own random data key with random nonces, so two deployments' stored templates of the
@@ -25,6 +27,8 @@ import hashlib
 import hmac
 import os
 import secrets
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -117,23 +121,95 @@ def _check(key: bytes, source: str) -> bytes:
 
 
 class Crypto:
-    """Wrap/unwrap data keys and encrypt/decrypt templates. Thread-safe (stateless AESGCM)."""
+    """Wrap/unwrap data keys and encrypt/decrypt templates. Thread-safe (stateless AESGCM).
 
-    def __init__(self, master: bytes) -> None:
-        self._master = AESGCM(master)
-        self.master_key_id = key_id(master)
+    The master key can be replaced in place (:meth:`replace`, after a rotation): every holder of
+    this object (the gallery, its index, a backend store) sees the new key at once. ``lock`` is
+    held by code that unwraps rows read in one snapshot, so that the key is not swapped under
+    it; :meth:`ensure` brings the key in line with the id a snapshot says is current, reloading
+    it through ``reload`` (set for keys read from the data directory; None for keys given in the
+    environment or as an argument, which a running process cannot re-read). ``latest_id`` (set by
+    the gallery) reads the store's current id: an unwrap that fails authentication checks it once,
+    so a path that did not call ``ensure`` still follows a rotation made by another process.
+    """
+
+    def __init__(self, master: bytes, *, source: str | None = None,
+                 reload: Callable[[str], bytes] | None = None) -> None:
+        self._state = (AESGCM(master), key_id(master))
+        self.source = source
+        self.reload = reload
+        self.latest_id: Callable[[], str | None] | None = None
+        self.lock = threading.RLock()
+
+    @property
+    def master_key_id(self) -> str:
+        return self._state[1]
+
+    def replace(self, master: bytes) -> None:
+        """Use ``master`` from now on (the previous key is dropped, not kept as a fallback)."""
+        with self.lock:
+            self._state = (AESGCM(_check(master, "replacement")), key_id(master))
+
+    def ensure(self, expected_id: str | None) -> bool:
+        """Make the key the one with id ``expected_id`` (the store's current id, read in the
+        caller's snapshot or write transaction). True when it was reloaded. MasterKeyError
+        when it cannot be (a key from the environment, or no such key file)."""
+        if expected_id is None or expected_id == self._state[1]:
+            return False
+        from .errors import MasterKeyMismatchError
+
+        with self.lock:
+            if expected_id == self._state[1]:
+                return False
+            if self.reload is None:
+                raise MasterKeyMismatchError(
+                    f"the store's master key was rotated (now id {expected_id}); this process holds id {self._state[1]} "
+                    f"from {self.source or 'its configuration'}: restart it with the new key (${MASTER_KEY_ENV})",
+                    expected=expected_id, held=self._state[1],
+                )
+            key = self.reload(expected_id)
+            if key_id(key) != expected_id:  # pragma: no cover - reload checks it
+                raise MasterKeyMismatchError(f"reloaded master key is not id {expected_id}")
+            self.replace(key)
+            return True
 
     # --- key wrapping -----------------------------------------------------------------------
 
     def wrap(self, key: bytes, context: bytes) -> bytes:
         nonce = secrets.token_bytes(NONCE_BYTES)
-        return nonce + self._master.encrypt(nonce, key, b"facegate/wrap/v1|" + context)
+        return nonce + self._state[0].encrypt(nonce, key, b"facegate/wrap/v1|" + context)
 
     def unwrap(self, wrapped: bytes, context: bytes) -> bytes:
+        aead, held = self._state
         try:
-            return self._master.decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], b"facegate/wrap/v1|" + context)
+            return aead.decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], b"facegate/wrap/v1|" + context)
+        except InvalidTag as exc:
+            if self._follow_rotation(held):
+                return self.unwrap_with_current(wrapped, context)
+            raise TemplateIntegrityError("a wrapped key failed authentication (wrong master key or tampered row)") from exc
+
+    def unwrap_with_current(self, wrapped: bytes, context: bytes) -> bytes:
+        """``unwrap`` without following a rotation (the rotation itself uses this)."""
+        try:
+            return self._state[0].decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], b"facegate/wrap/v1|" + context)
         except InvalidTag as exc:
             raise TemplateIntegrityError("a wrapped key failed authentication (wrong master key or tampered row)") from exc
+
+    def _follow_rotation(self, held: str) -> bool:
+        """After a failed unwrap: has the store moved to another master key (rotated by another
+        process)? Then load it; True if the key changed since ``held`` was used."""
+        if self._state[1] != held:
+            return True  # another thread already followed it
+        if self.latest_id is None:
+            return False
+        try:
+            latest = self.latest_id()
+        except Exception:  # noqa: BLE001 - report the authentication failure instead
+            return False
+        if latest is None or latest == held:
+            return False
+        self.ensure(latest)
+        return self._state[1] != held
 
     def new_subject_key(self, collection_id: int, external_id: str) -> tuple[bytes, bytes]:
         """(data key, wrapped data key) for a new subject."""
@@ -146,6 +222,14 @@ class Crypto:
 
 def subject_context(collection_id: int, external_id: str) -> bytes:
     return f"subject|{collection_id}|{external_id}".encode()
+
+
+def keyring_context(name: str) -> bytes:
+    """Associated data of keyring entry ``name``: ``keyring|`` + the name with ``:`` as ``|``
+    (``audit-mac`` → ``keyring|audit-mac``; the PostgreSQL backend's ``vecrot:<cid>:<version>``
+    → ``keyring|vecrot|<cid>|<version>``). A master-key rotation re-wraps every entry with it;
+    an entry wrapped otherwise fails authentication and stops the rotation before it commits."""
+    return b"keyring|" + name.replace(":", "|").encode()
 
 
 class SubjectCipher:

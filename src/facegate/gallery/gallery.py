@@ -30,7 +30,8 @@ from ..calibration import SUPPORTED_FMRS, calibration_for
 from ..errors import CalibrationError, FacegateError
 from ..results import Face
 from .audit import AuditLog, row_to_event
-from .crypto import Crypto, generate_key, load_master_key
+from . import master_key as master_key_files
+from .crypto import MASTER_KEY_ENV, Crypto, generate_key, load_master_key
 from .errors import (
     CollectionExistsError,
     CollectionNotFoundError,
@@ -60,6 +61,7 @@ from .types import (
     EnrollResult,
     IdentifyResult,
     ImageOutcome,
+    MasterKeyRotation,
     PurgeItem,
     PurgeReport,
     QualityPolicy,
@@ -135,6 +137,8 @@ class Gallery:
         # A backend may bring its own search (issue 6: PostgreSQL searches in the database).
         self.index = store.make_index(crypto, index_config) if hasattr(store, "make_index") else GalleryIndex(store, crypto, index_config)
         self.keys = ApiKeys(store, audit)
+        if crypto.latest_id is None:  # an unwrap that fails checks whether another process rotated the key
+            crypto.latest_id = lambda: master_key_files._current_id(store)
         self._engine = engine
         self._engines: dict[str, Any] = {}
         self._engine_lock = threading.Lock()
@@ -186,6 +190,7 @@ class Gallery:
         try:
             st.migrate()
             crypto = cls._master(st, ddir, master_key)
+            crypto.latest_id = lambda: master_key_files._current_id(st)
             with st.read() as tx:
                 entry = tx.get_keyring("audit-mac")
             audit = AuditLog(crypto.unwrap(entry.wrapped, b"keyring|audit-mac"))
@@ -199,10 +204,13 @@ class Gallery:
     def _master(st: Store, ddir: Path, master_key: bytes | str | None) -> Crypto:
         with st.read() as tx:
             known = tx.get_meta("master_key_id")
+            previous, rotated_at = tx.get_meta("master_key_previous_id"), tx.get_meta("master_key_rotated_at")
+        from_file = master_key is None and not os.environ.get(MASTER_KEY_ENV)
+        reload = (lambda kid: master_key_files.load_for_store(ddir, kid)[0]) if from_file else None
         if known is None:
             loaded = load_master_key(ddir, explicit=master_key, create=True)
             assert loaded is not None
-            crypto = Crypto(loaded[0])
+            crypto = Crypto(loaded[0], source=loaded[1], reload=reload)
             now = utcnow()
             with st.write() as tx:
                 known = tx.get_meta("master_key_id")
@@ -212,18 +220,48 @@ class Gallery:
                     tx.set_meta("deployment_id", uuid.uuid4().hex)
                     tx.put_keyring("audit-mac", crypto.master_key_id, crypto.wrap(generate_key(), b"keyring|audit-mac"), now)
                     return crypto
+        if from_file:  # master.key, or master.key.new after a rotation killed before its rename
+            key, path = master_key_files.load_for_store(ddir, known, previous_id=previous, rotated_at=rotated_at)
+            if path.endswith(master_key_files.NEW_KEY_FILE):
+                master_key_files.finish_if_free(ddir, known)
+            return Crypto(key, source=str(ddir / "master.key"), reload=reload)
         loaded = load_master_key(ddir, explicit=master_key, create=False)
         if loaded is None:
             raise MasterKeyMissingError(
                 f"this store's templates are encrypted under master key {known}, but no master key was found "
                 f"(set $FACEGATE_MASTER_KEY or restore {ddir / 'master.key'})"
             )
-        crypto = Crypto(loaded[0])
+        crypto = Crypto(loaded[0], source=loaded[1])
         if crypto.master_key_id != known:
             raise MasterKeyMismatchError(
-                f"the master key from {loaded[1]} (id {crypto.master_key_id}) is not this store's (id {known})"
+                master_key_files.mismatch_message(loaded[1], crypto.master_key_id, known, previous, rotated_at)
             )
         return crypto
+
+    def _key_current(self, tx: StoreTx) -> None:
+        """Inside a write transaction that wraps or unwraps keys: follow a master-key rotation
+        committed by another process (the write lock keeps another from committing meanwhile)."""
+        self.crypto.ensure(tx.get_meta("master_key_id"))
+
+    def rotate_master_key(self, *, actor: str = "library", new_key: bytes | str | None = None) -> MasterKeyRotation:
+        """Replace the master key: every subject data key and keyring secret re-wrapped under a
+        new key in one durable transaction, the new key's fingerprint recorded, then the old key
+        file overwritten and removed. Afterwards no copy of the database made before (a backup)
+        can be decrypted — erasures made before the rotation are then complete in backups too.
+
+        Key in the data directory (default): a new random key is generated (or ``new_key``) and
+        replaces ``master.key``; crash-safe at every point (see ``master_key.py``). Key from
+        $FACEGATE_MASTER_KEY or ``Gallery.open(master_key=...)``: ``new_key`` is required (32
+        bytes or base64; MasterKeyError otherwise) and the caller stores it where the old one was.
+        Other processes using the store load the new key file before their next decrypt (keys
+        from the environment: they must be restarted with the new key). LockedError if another
+        rotation is running on the data directory."""
+        return master_key_files.rotate(self, actor=actor, new_key=new_key)
+
+    def master_key_status(self) -> dict[str, Any]:
+        """Current/previous key ids, last rotation time, key source, subject keys per master key
+        id, and files left by an interrupted rotation (never key material)."""
+        return master_key_files.status(self)
 
     def close(self) -> None:
         self.store.close()
@@ -325,6 +363,7 @@ class Gallery:
         policy = quality_policy or QualityPolicy()
         try:
             with self.store.write() as tx:
+                self._key_current(tx)
                 if tx.collection_by_name(name) is not None:
                     raise CollectionExistsError(f"collection {name!r} already exists", collection=name)
                 cid = tx.insert_collection(
@@ -526,6 +565,7 @@ class Gallery:
         created = False
         consents_out: tuple[Consent, ...] = ()
         with self.store.write() as tx:
+            self._key_current(tx)
             col = self._col(tx, collection)
             s = tx.subject(col.id, subject)
             if s is None and kept:
@@ -602,6 +642,7 @@ class Gallery:
                 return
             now = utcnow()
             with self.store.write() as tx:
+                self._key_current(tx)
                 c = self._col(tx, collection)
                 exts = [e for e, _v, _c in buf]
                 if len(set(exts)) != len(exts):
@@ -772,7 +813,12 @@ class Gallery:
 
     def delete_subject(self, collection: str, subject: str, *, actor: str = "library", reason: str = "request") -> None:
         """Erase a subject: templates, consents and data key deleted in one transaction; every
-        process's index drops it before its next search. An audit tombstone remains."""
+        process's index drops it before its next search. An audit tombstone remains.
+
+        Erasure is immediate for the live store. For backups it completes at the next master-key
+        rotation (``rotate_master_key``, or ``purge(rotate_master_key=True)`` from cron): a
+        backup taken before this call still holds the wrapped data key, which the current master
+        key opens until it is rotated away."""
         now = utcnow()
         with self.store.write() as tx:
             col = self._col(tx, collection)
@@ -829,10 +875,17 @@ class Gallery:
 
     # --- retention ----------------------------------------------------------------------------
 
-    def purge(self, *, dry_run: bool = False, actor: str = "purge", now: dt.datetime | None = None) -> PurgeReport:
+    def purge(self, *, dry_run: bool = False, actor: str = "purge", now: dt.datetime | None = None,
+              rotate_master_key: bool = False, new_key: bytes | str | None = None) -> PurgeReport:
         """Erase subjects past their collection's retention (time since last interaction) or
         with no active consent left. Idempotent and safe from cron: a lease lock in the
-        database keeps two purges from running at once (LockedError for the second)."""
+        database keeps two purges from running at once (LockedError for the second).
+
+        ``rotate_master_key=True``: then rotate the master key (``rotate_master_key``; ``new_key``
+        is passed on), so this purge's erasures and every earlier one are complete in backups
+        too. The report's ``rotation`` says what it did. Ignored with ``dry_run``."""
+        if rotate_master_key and not dry_run:
+            master_key_files.check_rotatable(self, new_key)  # refuse before erasing anything
         now = _aware(now, "now") or utcnow()
         holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         if not dry_run:
@@ -869,7 +922,8 @@ class Gallery:
         if erased and not dry_run:
             self.index.sync()
             self.store.checkpoint()
-        return PurgeReport(dry_run, tuple(erased), now)
+        rotation = self.rotate_master_key(actor=actor, new_key=new_key) if rotate_master_key and not dry_run else None
+        return PurgeReport(dry_run, tuple(erased), now, rotation)
 
     # --- audit --------------------------------------------------------------------------------
 

@@ -774,7 +774,10 @@ class GalleryIndex:
     def _load(self, cid: int, dim: int, model_id: str) -> CollectionIndex:
         t0 = time.perf_counter()
         idx = CollectionIndex(cid, dim, model_id, self.config)
-        with self.store.read() as tx:
+        # crypto.lock: the master key cannot be swapped (rotation) while this snapshot's wrapped
+        # keys are unwrapped; ensure(): follow a rotation this snapshot already shows.
+        with self.crypto.lock, self.store.read() as tx:
+            self.crypto.ensure(tx.get_meta("master_key_id"))
             seq = tx.max_seq()
             subjects = {r.id: r for r in tx.collection_subjects(cid)}
             consents: dict[int, list] = defaultdict(list)
@@ -824,13 +827,14 @@ class GalleryIndex:
         head = self.store.max_seq()
         if all(c.applied_seq >= head for c in list(self._cols.values())):
             return
-        with self._sync_lock:
+        with self._sync_lock, self.crypto.lock:  # see _load
             cols = dict(self._cols)
             low = min(c.applied_seq for c in cols.values())
             with self.store.read() as tx:
                 head = tx.max_seq()
                 if low >= head:
                     return
+                self.crypto.ensure(tx.get_meta("master_key_id"))  # a rotation (feed op "master_key") moved head
                 if tx.pruned_through() > low:
                     reload = [c for c in cols.values() if c.applied_seq < tx.pruned_through()]
                 else:

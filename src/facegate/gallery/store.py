@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, delete, event, exists, func, insert, or_, select, text, update
+from sqlalchemy import and_, bindparam, delete, event, exists, func, insert, or_, select, text, update
 from sqlalchemy.engine import Connection, Engine, Row, create_engine, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
@@ -85,6 +85,7 @@ class Store:
                 pool_timeout=BUSY_TIMEOUT_MS / 1000,
             )
             sync = "FULL" if durability == "full" else "NORMAL"
+            self._sqlite_sync = sync
 
             @event.listens_for(engine, "connect")
             def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -125,6 +126,31 @@ class Store:
     def write(self) -> Iterator["StoreTx"]:
         with _translate_errors(), self.write_engine.begin() as conn:
             yield StoreTx(conn, self)
+
+    @contextmanager
+    def durable_write(self) -> Iterator["StoreTx"]:
+        """``write()`` whose commit is on disk when it returns, whatever ``durability`` the store
+        was opened with (a master-key rotation destroys the old key right after its commit).
+        SQLite: ``synchronous=FULL`` on this connection for this transaction; PostgreSQL:
+        ``synchronous_commit=on`` for it."""
+        if self.dialect != "sqlite":
+            with self.write() as tx:
+                if self.dialect == "postgresql":
+                    tx.conn.exec_driver_sql("SET LOCAL synchronous_commit = on")
+                yield tx
+            return
+        with _translate_errors(), self.engine.connect() as conn:
+            raw = conn.connection.dbapi_connection  # no transaction is open yet: the pragma applies
+            raw.execute("PRAGMA synchronous = FULL")
+            try:
+                conn.execution_options(facegate_begin="IMMEDIATE")
+                with conn.begin():
+                    yield StoreTx(conn, self)
+            finally:
+                try:
+                    raw.execute(f"PRAGMA synchronous = {self._sqlite_sync}")
+                except Exception:  # noqa: BLE001 - a broken connection is discarded by the pool
+                    pass
 
     def max_seq(self) -> int:
         """Newest change-feed sequence number: the cheap check before every search."""
@@ -230,6 +256,29 @@ class StoreTx:
 
     def put_keyring(self, name: str, master_key_id: str, wrapped: bytes, now: dt.datetime) -> None:
         self.conn.execute(insert(KR).values(name=name, master_key_id=master_key_id, wrapped=wrapped, created_at=now))
+
+    def keyring_entries(self) -> list[Row]:
+        return list(self.conn.execute(select(KR).order_by(KR.c.name)))
+
+    def set_keyring_wrapped(self, name: str, master_key_id: str, wrapped: bytes) -> None:
+        self.conn.execute(update(KR).where(KR.c.name == name).values(master_key_id=master_key_id, wrapped=wrapped))
+
+    def subject_keys(self, after_id: int, limit: int) -> list[Row]:
+        """(id, collection_id, external_id, wrapped_key, master_key_id) of subjects with id >
+        ``after_id``, by id (a master-key rotation pages through them)."""
+        q = (select(S.c.id, S.c.collection_id, S.c.external_id, S.c.wrapped_key, S.c.master_key_id)
+             .where(S.c.id > after_id).order_by(S.c.id).limit(limit))
+        return list(self.conn.execute(q).all())
+
+    def count_subject_keys_by_master(self) -> dict[str, int]:
+        q = select(S.c.master_key_id, func.count()).group_by(S.c.master_key_id)
+        return {str(k): int(n) for k, n in self.conn.execute(q).all()}
+
+    def set_wrapped_keys(self, rows: Sequence[tuple[int, bytes, str]]) -> None:
+        """Replace subjects' wrapped data keys: (subject id, wrapped key, master key id)."""
+        if rows:
+            stmt = update(S).where(S.c.id == bindparam("b_id")).values(wrapped_key=bindparam("b_w"), master_key_id=bindparam("b_k"))
+            self.conn.execute(stmt, [{"b_id": i, "b_w": w, "b_k": k} for i, w, k in rows])
 
     def count_subjects_total(self) -> int:
         return int(self.conn.execute(select(func.count()).select_from(S)).scalar() or 0)

@@ -388,13 +388,36 @@ class PurgeItem:
 
 
 @dataclass(frozen=True)
+class MasterKeyRotation:
+    """Result of ``Gallery.rotate_master_key``: fingerprints (public ids, never key material),
+    what was re-wrapped, and where the new key lives (``key_file`` None: the caller supplied
+    it and must store it, e.g. in $FACEGATE_MASTER_KEY's secret store)."""
+
+    old_key_id: str
+    new_key_id: str
+    subjects: int
+    keyring_entries: int
+    key_file: str | None
+    old_key_destroyed: bool  # the old key file was overwritten and removed
+    seconds: float
+    at: dt.datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "at": _iso(self.at)}
+
+
+@dataclass(frozen=True)
 class PurgeReport:
     dry_run: bool
     erased: tuple[PurgeItem, ...]
     at: dt.datetime
+    rotation: MasterKeyRotation | None = None  # purge(rotate_master_key=True)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"dry_run": self.dry_run, "at": _iso(self.at), "count": len(self.erased), "erased": [e.to_dict() for e in self.erased]}
+        out = {"dry_run": self.dry_run, "at": _iso(self.at), "count": len(self.erased), "erased": [e.to_dict() for e in self.erased]}
+        if self.rotation is not None:
+            out["master_key_rotation"] = self.rotation.to_dict()
+        return out
 
 
 @dataclass(frozen=True)
