@@ -476,19 +476,9 @@ class Gallery:
         face = faces[0]
         if len(faces) > 1 and faces[1].prominence >= policy.max_second_face_ratio * face.prominence:
             return face, "ambiguous_face", f"{len(faces)} faces; enrol photos must show one clear subject"
-        q = face.quality
-        checks = [
-            (q.detector_score < policy.min_detector_score, "low_detector_score", f"detector score {q.detector_score:.2f} < {policy.min_detector_score:g}"),
-            (q.inter_eye_px < policy.min_inter_eye_px, "face_too_small", f"eyes {q.inter_eye_px:.0f} px apart < {policy.min_inter_eye_px:g}"),
-            (q.sharpness < policy.min_sharpness, "too_blurry", f"sharpness {q.sharpness:.0f} < {policy.min_sharpness:g}"),
-            (abs(q.yaw_deg) > policy.max_abs_yaw_deg or abs(q.pitch_deg) > policy.max_abs_pitch_deg or abs(q.roll_deg) > policy.max_abs_roll_deg,
-             "pose_out_of_range", f"pose yaw {q.yaw_deg:+.0f}° pitch {q.pitch_deg:+.0f}° roll {q.roll_deg:+.0f}°"),
-            (not (policy.min_brightness <= q.brightness <= policy.max_brightness) or q.clipped > policy.max_clipped,
-             "bad_exposure", f"brightness {q.brightness:.0f}, clipped {q.clipped:.2f}"),
-        ]
-        for failed, code, msg in checks:
-            if failed:
-                return face, code, msg
+        failures = policy.failures(face.quality)
+        if failures:
+            return face, *failures[0]
         return face, None, None
 
     def enroll(

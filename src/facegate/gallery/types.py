@@ -46,6 +46,25 @@ class QualityPolicy:
     def to_dict(self) -> dict[str, float]:
         return dict(self.__dict__)
 
+    def failures(self, q: Any) -> list[tuple[str, str]]:
+        """Every check a face's ``Quality`` fails, as (reason code, message), in gate order.
+
+        The one definition of the enrolment gate: the gallery rejects on the first failure,
+        the service's detect preview lists them all."""
+        checks = [
+            (q.detector_score < self.min_detector_score, "low_detector_score",
+             f"detector score {q.detector_score:.2f} < {self.min_detector_score:g}"),
+            (q.inter_eye_px < self.min_inter_eye_px, "face_too_small",
+             f"eyes {q.inter_eye_px:.0f} px apart < {self.min_inter_eye_px:g}"),
+            (q.sharpness < self.min_sharpness, "too_blurry", f"sharpness {q.sharpness:.0f} < {self.min_sharpness:g}"),
+            (abs(q.yaw_deg) > self.max_abs_yaw_deg or abs(q.pitch_deg) > self.max_abs_pitch_deg
+             or abs(q.roll_deg) > self.max_abs_roll_deg,
+             "pose_out_of_range", f"pose yaw {q.yaw_deg:+.0f}° pitch {q.pitch_deg:+.0f}° roll {q.roll_deg:+.0f}°"),
+            (not (self.min_brightness <= q.brightness <= self.max_brightness) or q.clipped > self.max_clipped,
+             "bad_exposure", f"brightness {q.brightness:.0f}, clipped {q.clipped:.2f}"),
+        ]
+        return [(code, msg) for failed, code, msg in checks if failed]
+
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "QualityPolicy":
         if not d:

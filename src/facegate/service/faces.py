@@ -16,20 +16,8 @@ def _policy(policy: Any) -> Any:
 
 
 def _gate(face: Face, p: Any) -> list[str]:
-    """The same reason codes the gallery's enrolment gate reports (docs/gallery.md)."""
-    q = face.quality
-    reasons = []
-    if q.inter_eye_px < p.min_inter_eye_px:
-        reasons.append("face_too_small")
-    if q.sharpness < p.min_sharpness:
-        reasons.append("too_blurry")
-    if abs(q.yaw_deg) > p.max_abs_yaw_deg or abs(q.pitch_deg) > p.max_abs_pitch_deg or abs(q.roll_deg) > p.max_abs_roll_deg:
-        reasons.append("pose_out_of_range")
-    if not (p.min_brightness <= q.brightness <= p.max_brightness) or q.clipped > p.max_clipped:
-        reasons.append("bad_exposure")
-    if q.detector_score < p.min_detector_score:
-        reasons.append("low_detector_score")
-    return reasons
+    """The reason codes of the gallery's enrolment gate (QualityPolicy.failures), all of them."""
+    return [code for code, _ in p.failures(face.quality)]
 
 
 def quality_verdict(service: Any, face: Face, policy: Any = None) -> tuple[bool, list[str]]:

@@ -60,27 +60,29 @@ class FaceDetector:
 
     def detect(self, rgb: np.ndarray, *, max_side: int | None = None) -> list[Detection]:
         h, w = rgb.shape[:2]
-        pad = int(round(self.pad_ratio * max(h, w)))
-        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-        if pad:
-            bgr = cv2.copyMakeBorder(bgr, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-        ph, pw = bgr.shape[:2]
-        long_side = max(ph, pw)
+        long_side = max(h, w) * (1 + 2 * self.pad_ratio)
         limit = max_side or self.max_side
-        scale = min(1.0, limit / long_side) if long_side > limit else max(1.0, self.min_side / long_side)
+        scale = limit / long_side if long_side > limit else max(1.0, self.min_side / long_side)
+        # Resize first, then pad: the same geometry as padding at full size, with fewer pixels
+        # to resample for large photos.
+        img = rgb
         if scale != 1.0:
             interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-            bgr = cv2.resize(bgr, (max(1, round(pw * scale)), max(1, round(ph * scale))), interpolation=interp)
+            img = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=interp)
+        sx, sy = w / img.shape[1], h / img.shape[0]
+        pad = int(round(self.pad_ratio * max(img.shape[:2])))
+        bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+        if pad:
+            bgr = cv2.copyMakeBorder(bgr, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
         net = self._net()
         net.setInputSize((bgr.shape[1], bgr.shape[0]))
         _, rows = net.detect(bgr)
         if rows is None:
             return []
-        sx, sy = pw / bgr.shape[1], ph / bgr.shape[0]
         out = []
         for row in rows:
-            box = row[:4].astype(np.float64) * [sx, sy, sx, sy] - [pad, pad, 0, 0]
-            lm = row[4:14].astype(np.float64).reshape(5, 2) * [sx, sy] - pad
+            box = (row[:4].astype(np.float64) - [pad, pad, 0, 0]) * [sx, sy, sx, sy]
+            lm = (row[4:14].astype(np.float64).reshape(5, 2) - pad) * [sx, sy]
             # Keep only faces whose centre lies in the real image, clip boxes to it.
             cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
             if not (0 <= cx < w and 0 <= cy < h):
