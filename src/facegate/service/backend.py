@@ -115,6 +115,18 @@ def _quality_warnings(service: Any, faces: dict[str, Any], policy: Any = None) -
     return out
 
 
+def _decision(result: Any) -> dict[str, Any]:
+    """The fields every 1:1 decision reports (pair or subject)."""
+    return {
+        "decision": "match" if result.match else "no_match",
+        "match": result.match,
+        "score": round(float(result.score), 6),
+        "threshold": round(float(result.threshold), 6),
+        "fmr": result.fmr,
+        "model": result.model,
+    }
+
+
 async def verify_pair(service: Any, principal: Principal, a: bytes, b: bytes, purpose: str, fmr: float) -> dict[str, Any]:
     engine = service.engine
     result = await service.run(engine.verify, a, b, fmr, kind="verify")
@@ -123,12 +135,7 @@ async def verify_pair(service: Any, principal: Principal, a: bytes, b: bytes, pu
     faces = {"image_a": result.face_a, "image_b": result.face_b}
     await audit(service, principal, action="verify.images", purpose=purpose, decision=outcome, score=result.score)
     return {
-        "decision": outcome,
-        "match": result.match,
-        "score": round(float(result.score), 6),
-        "threshold": round(float(result.threshold), 6),
-        "fmr": result.fmr,
-        "model": result.model,
+        **_decision(result),
         "purpose": purpose,
         "reasons": ["score_at_or_above_threshold" if result.match else "score_below_threshold",
                     *_quality_warnings(service, faces)],
@@ -162,12 +169,7 @@ async def verify_subject(service: Any, principal: Principal, collection: str, su
     outcome = "match" if result.match else "no_match"
     service.metrics.decision("verify_subject", outcome)
     return {
-        "decision": outcome,
-        "match": result.match,
-        "score": round(float(result.score), 6),
-        "threshold": round(float(result.threshold), 6),
-        "fmr": result.fmr,
-        "model": result.model,
+        **_decision(result),
         "purpose": result.purpose,
         "collection": result.collection,
         "subject": result.subject,
