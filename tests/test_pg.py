@@ -349,3 +349,28 @@ def test_threads_and_two_instances_enrol_identify_erase_concurrently(tmp_path, p
     assert a.audit_verify().ok
     a.close()
     b.close()
+
+
+def test_master_key_rotation_rewraps_vector_keys_and_other_instances_follow(tmp_path, pg_url):
+    """The gallery's master-key rotation re-wraps the PostgreSQL backend's rotation seeds
+    (keyring ``vecrot:*``) too: search, enrolment and vector-key rotation keep working, in
+    this instance and in another one that reads the same data dir."""
+    from facegate.gallery.pg.admin import rotate_key
+
+    a = open_pg(tmp_path / "d", pg_url)
+    a.create_collection("c", purposes=["p"], threshold=0.5)
+    _gen, _C, V = synth(20)
+    a.import_templates("c", [(f"s{i}", V[2 * i: 2 * i + 2], ConsentSpec(["p"])) for i in range(10)], model_id=MODEL)
+    b = open_pg(tmp_path / "d", pg_url)
+    assert b.identify_vector("c", V[1], purpose="p", model_id=MODEL).candidates[0].subject == "s0"
+    rep = a.rotate_master_key(actor="test")
+    assert rep.keyring_entries >= 2  # audit MAC + the collection's vector seed
+    a.import_templates("c", [(f"s{i}", V[2 * i: 2 * i + 2], ConsentSpec(["p"])) for i in range(10, 20)], model_id=MODEL)
+    for g in (a, b):
+        assert g.identify_vector("c", V[31], purpose="p", model_id=MODEL).candidates[0].subject == "s15"
+    b.import_templates("c", [("late", V[0:1], ConsentSpec(["p"]))], model_id=MODEL)
+    assert rotate_key(b, "c", actor="test")["vectors"] == 41
+    assert a.identify_vector("c", V[3], purpose="p", model_id=MODEL).candidates[0].subject == "s1"
+    assert a.audit_verify().ok
+    a.close()
+    b.close()
