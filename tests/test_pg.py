@@ -151,7 +151,7 @@ def test_ivfflat_recall_tuning_and_deletes(tmp_path, pg_url):
     idx = g.index.get(cid_of(g, "c"), DIM, MODEL)
     idx.config = PgIndexConfig(auto_build=False, small_subset_subjects=100, self_test_queries=100)
     facts = idx.build(lists=30)
-    assert facts["self_test_recall_at_1"] >= 0.995 and 1 <= facts["probes"] <= 30
+    assert facts["self_test_recall_at_1"] >= 0.99 and 1 <= facts["probes"] <= 30
     P = gen.samples(C[:200], 1, seed=11)
     now = time.time()
     agree = sum(idx.search(P[i], 1, "p", now, mode="ann")[0][0].template_id == idx.search(P[i], 1, "p", now, mode="exact")[0][0].template_id
