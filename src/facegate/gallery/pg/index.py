@@ -43,7 +43,7 @@ from sqlalchemy import text
 
 from ..errors import StoreError, StoreUnavailableError
 from ..index import Hit
-from .store import PgStore, PgStoreTx, vec_table, vector_literal
+from .store import PgStore, vec_table, vector_literal
 
 log = logging.getLogger("facegate.gallery.pg.index")
 
