@@ -41,8 +41,9 @@ def server():
             else:
                 _server = srv
                 import atexit
+                import shutil
 
-                atexit.register(srv.destroy)
+                atexit.register(lambda: (srv.destroy(), shutil.rmtree(root.parent, ignore_errors=True)))
         if _server is None:
             pytest.skip(_error or "no PostgreSQL server")
         return _server
