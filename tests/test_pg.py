@@ -374,3 +374,25 @@ def test_master_key_rotation_rewraps_vector_keys_and_other_instances_follow(tmp_
     assert a.audit_verify().ok
     a.close()
     b.close()
+
+
+def test_audit_is_append_only_and_edits_by_a_superuser_are_detected(tmp_path, pg_url):
+    import psycopg
+
+    g = open_pg(tmp_path, pg_url)
+    g.create_collection("c", purposes=["p"], threshold=0.5)
+    _gen, _C, V = synth(3)
+    g.import_templates("c", [(f"s{i}", V[2 * i: 2 * i + 2], ConsentSpec(["p"])) for i in range(3)], model_id=MODEL)
+    g.delete_subject("c", "s1")
+    assert g.audit_verify().ok
+    with psycopg.connect(pg_url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.RaiseException, match="append-only"):  # the application role cannot
+            conn.execute("UPDATE audit_events SET decision = 'kept' WHERE action = 'subject.erase'")
+        # Someone with the power to disable the trigger rewrites history: the chain says where.
+        conn.execute("ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only")
+        seq = conn.execute("SELECT seq FROM audit_events WHERE action = 'subject.erase'").fetchone()[0]
+        conn.execute("UPDATE audit_events SET decision = 'kept' WHERE seq = %s", (seq,))
+        conn.execute("ALTER TABLE audit_events ENABLE TRIGGER audit_events_append_only")
+    rep = g.audit_verify()
+    assert not rep.ok and rep.first_bad_seq == seq
+    g.close()
