@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -23,6 +24,10 @@ def register(app: typer.Typer) -> None:
         log_level: Optional[str] = typer.Option(None, "--log-level", help="debug, info, warning, error."),
         plain_logs: bool = typer.Option(False, "--plain-logs", help="Human-readable logs instead of JSON lines."),
         no_console: bool = typer.Option(False, "--no-console", help="Serve the API only, not the web console."),
+        store: Optional[str] = typer.Option(
+            None, "--store", envvar="FACEGATE_STORE",
+            help="postgresql://… or embedded-postgres [default: SQLite in the data dir].",
+        ),
     ) -> None:
         """Run the REST API and web console (Ctrl-C stops it gracefully)."""
         import uvicorn
@@ -30,6 +35,8 @@ def register(app: typer.Typer) -> None:
         from .service import Settings, create_app
         from .service.observability import configure_logging
 
+        if store:  # Gallery.open reads it, in this process and in the app it creates
+            os.environ["FACEGATE_STORE"] = store
         settings = Settings.from_env(
             host=host, port=port, data_dir=data_dir, workers=workers, log_level=log_level,
             log_json=False if plain_logs else None, console=False if no_console else None,
@@ -41,7 +48,7 @@ def register(app: typer.Typer) -> None:
         shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
         url = f"http://{shown_host}:{settings.port}/"
         # Plain prints (no wrapping, no markup): the URL and the key must survive copy-paste and pipes.
-        print(f"facegate {__version__} serving on {url}  (store: {settings.data_dir.resolve()})")
+        print(f"facegate {__version__} serving on {url}  (store: {_store_label(store, settings.data_dir)})")
         if settings.console:
             print(f"  console   {url}")
         print(f"  API docs  {url}docs   (OpenAPI: {url}openapi.json)")
@@ -62,6 +69,17 @@ def register(app: typer.Typer) -> None:
         server = uvicorn.Server(config)
         server.run()
         err_console.print("facegate stopped")
+
+
+def _store_label(store: Optional[str], data_dir: Path) -> str:
+    """Where the data lives, for the banner, with any password masked."""
+    if not store:
+        return str(data_dir.resolve())
+    if "://" not in store:
+        return store
+    from sqlalchemy.engine import make_url
+
+    return make_url(store).render_as_string(hide_password=True)
 
 
 def _first_start_key(settings) -> str | None:  # noqa: ANN001
