@@ -134,25 +134,25 @@ def dev_poses(engine: FaceEngine, limit_ids: int | None) -> dict[str, dict[str, 
         for rgb, f, canvas, c in rows:
             q = c.quality
             dy, dp = q.yaw_deg - ymed, q.pitch_deg - pmed
-            if abs(dy) <= 5 and abs(dp) <= 3:
+            if abs(dy) <= 4 and abs(dp) <= 2:
                 poses["neutral"].append(canvas)
-                poses["move_closer"].append(on_canvas(rgb, np.asarray(f.landmarks), zoom=1.45))
+                poses["move_closer"].append(on_canvas(rgb, np.asarray(f.landmarks), zoom=1.6))
             elif 28 <= dy <= 60 and abs(dp) <= 6:
                 poses["turn_left"].append(canvas)
             elif -60 <= dy <= -28 and abs(dp) <= 6:
                 poses["turn_right"].append(canvas)
-            elif dp >= 14 and abs(dy) <= 8:
+            elif dp >= 9.5 and abs(dy) <= 8:
                 poses["look_up"].append(canvas)
-            elif dp <= -14 and abs(dy) <= 8:
+            elif dp <= -9.5 and abs(dy) <= 8:
                 poses["look_down"].append(canvas)
             # half-way poses (transition band), for the photo-sequence attack with ramps
             if 12 <= dy <= 18 and abs(dp) <= 3:
                 poses["half_turn_left"].append(canvas)
             elif -18 <= dy <= -12 and abs(dp) <= 3:
                 poses["half_turn_right"].append(canvas)
-            elif 7 <= dp <= 11 and abs(dy) <= 5:
+            elif 4.5 <= dp <= 7.5 and abs(dy) <= 5:
                 poses["half_look_up"].append(canvas)
-            elif -11 <= dp <= -7 and abs(dy) <= 5:
+            elif -7.5 <= dp <= -4.5 and abs(dy) <= 5:
                 poses["half_look_down"].append(canvas)
         if poses.get("neutral"):
             poses["half_move_closer"] = [on_canvas(rgb, np.asarray(f.landmarks), zoom=1.22)
@@ -391,11 +391,12 @@ def main() -> None:
 
     # -- session binding: replay, pre-recorded, expiry ------------------------------------------
     log("session binding …")
-    store = InMemorySessionStore()
     replay_sources: list[tuple[list[Frame], list[Challenge]]] = oracle[: 3 if q else 8] if "binding" in sections else []
     for frames, seen in replay_sources:
         jpegs = [cv2.imencode(".jpg", cv2.cvtColor(fr.image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes() for fr in frames]
         now = time.time()
+        # one store per recording: the windows overlap, so one store would (rightly) see replays
+        store = InMemorySessionStore()
         a = create_session(seen, now=now - 10)
         store.add(a)
         sub = [SubmittedFrame(j, (now - 8 + fr.t) * 1000) for j, fr in zip(jpegs, frames)]

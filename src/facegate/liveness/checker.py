@@ -119,7 +119,8 @@ class LivenessConfig:
     max_missing_fraction: float = 0.25
     # faces
     second_face_ratio: float = 0.35  # a face at least this tall (relative to the subject's) …
-    second_face_score: float = 0.7  # … and this confident counts as a second face
+    second_face_score: float = 0.75  # … and this confident counts as a second face …
+    min_multi_face_frames: int = 2  # … when it is seen in at least this many frames (not one false detection)
     # challenges
     challenge_timeout_s: float = 8.0
     max_start_yaw: float = 25.0  # |yaw| of the baseline, absolute degrees
@@ -266,7 +267,9 @@ class LivenessChecker:
             reasons.add("no_face")
             result.add_reasons(reasons)
             return result
-        if any(a.others for a in analysed):
+        multi = sum(1 for a in analysed if a.others)
+        result.metrics["multi_face_frames"] = multi
+        if multi >= cfg.min_multi_face_frames:
             reasons.add("multiple_faces")
         missing = n - len(with_face)
         face_times = [a.t for a in with_face]

@@ -57,9 +57,9 @@ from .challenge import Challenge
 class PoseThresholds:
     yaw_on: float = 20.0  # degrees of change that count as a turn
     yaw_off: float = 10.0  # back within this of the baseline = released
-    pitch_up_on: float = 12.0
-    pitch_down_on: float = 12.0
-    pitch_off: float = 6.0
+    pitch_up_on: float = 8.0  # head_pose pitch reads about half the real tilt: a clear chin-up ≈ 9°
+    pitch_down_on: float = 8.0
+    pitch_off: float = 4.0
     closer_on: float = 1.30  # face size ratio to the baseline
     closer_off: float = 1.15
     crosstalk: float = 0.1  # degrees of pitch removed per degree of |yaw| beyond 25
