@@ -70,7 +70,7 @@ REASONS: dict[str, str] = {
     # faces
     "no_face": "no face in any frame",
     "face_lost": "the face is missing from too many frames or for too long",
-    "multiple_faces": "a second face in at least one frame",
+    "multiple_faces": "a second face in the frames (seen in at least two)",
     "identity_mismatch": "a frame whose face is not the same person as the reference frame",
     # challenges
     "no_neutral_start": "the capture does not start facing the camera",
