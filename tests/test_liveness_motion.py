@@ -112,6 +112,13 @@ def test_move_closer_is_its_own_channel():
     assert kinds(s) == [C]  # 1.2× is not closer
 
 
+def test_a_look_starting_with_move_closer_is_its_crosstalk():
+    s = track(NEUTRAL, (0, -10, 150, 1), (0, -10, 150, 4), (0, 0, 100, 4), (30, 0, 100, 4), (0, 0, 100, 4))
+    assert kinds(s) == [C, L]
+    s = track(NEUTRAL, (0, 0, 150, 1), (0, 0, 150, 4), (0, -10, 150, 4), (0, -10, 150, 3), (0, 0, 150, 4))
+    assert kinds(s) == [C, D]  # a look after moving closer still counts
+
+
 def test_baseline_is_the_first_frames_not_absolute_pitch():
     # a person whose frontal pitch reads -25° (head_pose's offset) looks up by 15°
     s = track(NEUTRAL, (0, 15, 100, 5), (0, 0, 100, 5), base_pitch=-25.0)

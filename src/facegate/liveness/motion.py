@@ -29,7 +29,9 @@ median of 3 when frames are ≤ 0.25 s apart):
   and starts the second in the same frame: that is the "clear transition".
 
 *Closer events* (move_closer) are a separate channel, because distance and rotation are
-independent: start when ``scale ≥ closer_on``, end when ``scale < closer_off``.
+independent: start when ``scale ≥ closer_on``, end when ``scale < closer_off``. A rotation that
+starts within one frame of a move_closer start is treated as its crosstalk (moving closer to a
+camera above or below the eyes changes the apparent pitch) and dropped.
 
 *Matching.* Events are ordered by start time and consecutive events of the same kind are merged
 (turning left twice is one turn_left). Challenges are matched in order, greedily, each to the
@@ -172,6 +174,7 @@ def detect_events(samples: Sequence[PoseSample], th: PoseThresholds = PoseThresh
     base = baseline(samples, th)
     dyaw, dpitch, scale = deltas(samples, base, th)
     events: list[Event] = []
+    start_pos: dict[int, int] = {}
     active: Event | None = None
     closer: Event | None = None
     for k, s in enumerate(samples):
@@ -197,6 +200,7 @@ def detect_events(samples: Sequence[PoseSample], th: PoseThresholds = PoseThresh
             if mags[kind] >= 1.0:
                 active = Event(kind, s.t, s.index, s.t, s.index, float(amount[kind]))
                 events.append(active)
+                start_pos[id(active)] = k
         # distance channel
         if closer is not None:
             if sc < th.closer_off:
@@ -207,6 +211,13 @@ def detect_events(samples: Sequence[PoseSample], th: PoseThresholds = PoseThresh
         elif sc >= th.closer_on:
             closer = Event(Challenge.MOVE_CLOSER, s.t, s.index, s.t, s.index, float(sc))
             events.append(closer)
+            start_pos[id(closer)] = k
+    # Moving closer changes the viewing angle (and zooming resamples the landmarks): a rotation
+    # that starts within one frame of a move_closer start is crosstalk of that movement, not a
+    # movement of its own. It is dropped — it can neither satisfy a challenge nor count against one.
+    closer_starts = [start_pos[id(e)] for e in events if e.kind is Challenge.MOVE_CLOSER]
+    events = [e for e in events if e.kind is Challenge.MOVE_CLOSER
+              or all(abs(start_pos[id(e)] - c) > 1 for c in closer_starts)]
     events.sort(key=lambda e: (e.start_t, e.start_index))
     merged: list[Event] = []
     for e in events:
