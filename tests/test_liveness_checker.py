@@ -69,7 +69,7 @@ def test_clip_natural_motion_is_live(clip_result):
     assert r.live, r.reasons
     assert r.reasons == [] and r.face_frames == 43
     assert r.metrics["identity_rejected_frames"] == 0
-    assert r.metrics["min_rigid_fit"] < 0.95  # no single 2D warp explains a turning head
+    assert r.metrics["min_rigid_fit"] < 0.6  # no single 2D warp explains a turning head
     assert r.metrics["static_fraction"] < 0.5
     assert r.best_face is not None and r.best_face.crop is not None
     assert r.best_embedding is not None and r.best_image is not None
@@ -111,7 +111,7 @@ def test_jittered_photo_fails_as_planar(checker, obama):
     r = checker.check(still_frames(obama, 15, rng), [])  # even with no challenge asked
     assert not r.live
     assert "planar_motion" in r.reasons
-    assert r.metrics["min_rigid_fit"] >= 0.95
+    assert r.metrics["min_rigid_fit"] >= 0.9
 
 
 def test_photo_tilted_to_imitate_the_challenges_fails(checker, obama):

@@ -128,7 +128,7 @@ class LivenessConfig:
     check_motion: bool = True
     static_diff: float = 2.0  # grey levels: consecutive face windows closer than this are "the same"
     max_static_fraction: float = 0.8
-    rigid_fit_max: float = 0.95  # ECC fit at or above this = explained by a 2D warp of the reference
+    rigid_fit_max: float = 0.90  # fit at or above this = explained by a 2D warp of the reference
     rigid_samples: int = 16
     min_nonrigid_frames: int = 2  # frames that no 2D warp of the reference explains
     # quality (of the best frame)
