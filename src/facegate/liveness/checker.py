@@ -7,16 +7,18 @@
 Checks, each with a stable reason code (``REASONS``; docs/liveness.md explains the numbers):
 
 - capture: enough frames, increasing timestamps, no long gaps, not too long, one frame size;
-- one face throughout: no frame with a second significant face, the face not lost for long;
+- one face throughout: no second significant face (in two frames or more), the face not lost
+  for long;
 - one identity: every face matches the session's reference face (the first good frame) at the
   model's FMR 1e-3 threshold — or, in the default ``chain`` mode, the previous accepted frame
   (a hard cut to another person fails both; a head turn that drops similarity to a frontal
   reference does not);
 - the challenges: head pose and face size relative to the session's first frames follow the
   asked movements in order, in time, with no other movement (see ``motion``);
-- natural change: not (nearly) the same frame over and over, and not every frame a single 2D
-  warp (shift, rotation, scale, perspective tilt) of the reference frame — a photo held up and
-  moved stays one planar image; a head that turns does not;
+- natural change: not (nearly) the same frame over and over, not every frame a single 2D warp
+  (shift, rotation, scale, perspective tilt) of the reference frame — a photo held up and moved
+  stays one planar image, a head that turns does not — and no movement that jumps between poses
+  both ways without an intermediate frame (still photos of different poses shown in turn);
 - quality: the best frame (sharpest near-frontal frame) is large and sharp enough.
 
 Frames are analysed in memory and dropped; the result keeps only the best frame's face-centred
