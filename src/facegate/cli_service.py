@@ -28,6 +28,11 @@ def register(app: typer.Typer) -> None:
             None, "--store", envvar="FACEGATE_STORE",
             help="postgresql://… or embedded-postgres [default: SQLite in the data dir].",
         ),
+        liveness_store: Optional[str] = typer.Option(
+            None, "--liveness-store", envvar="FACEGATE_LIVENESS_STORE",
+            help="Liveness sessions: 'database' (the store above, shared by every process on it) or 'memory' "
+                 "(this process only) [default: database].",
+        ),
     ) -> None:
         """Run the REST API and web console (Ctrl-C stops it gracefully)."""
         import uvicorn
@@ -37,6 +42,10 @@ def register(app: typer.Typer) -> None:
 
         if store:  # Gallery.open reads it, in this process and in the app it creates
             os.environ["FACEGATE_STORE"] = store
+        if liveness_store:
+            if liveness_store.strip().lower() not in ("database", "memory"):
+                raise typer.BadParameter("use 'database' or 'memory'", param_hint="--liveness-store")
+            os.environ["FACEGATE_LIVENESS_STORE"] = liveness_store.strip().lower()
         settings = Settings.from_env(
             host=host, port=port, data_dir=data_dir, workers=workers, log_level=log_level,
             log_json=False if plain_logs else None, console=False if no_console else None,

@@ -1,4 +1,7 @@
-"""Active liveness: randomised challenge-response sessions (see docs/liveness.md)."""
+"""Active liveness: randomised challenge-response sessions (see docs/liveness.md).
+
+``facegate.liveness.db_store.DatabaseSessionStore`` (sessions in the gallery database, shared by
+processes) is imported from its module, so that this package does not load SQLAlchemy."""
 
 from .challenge import (
     Challenge,
@@ -17,6 +20,7 @@ from .errors import (
     SessionExpiredError,
     SessionNotFoundError,
     SessionNotLiveError,
+    SessionResultUnavailableError,
     SessionUsedError,
     UnknownChallengeError,
 )
@@ -42,6 +46,7 @@ __all__ = [
     "SessionNotFoundError",
     "SessionNotLiveError",
     "SessionOutcome",
+    "SessionResultUnavailableError",
     "SessionStore",
     "SessionUsedError",
     "SubmittedFrame",

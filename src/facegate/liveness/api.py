@@ -33,7 +33,8 @@ Dependencies (all overridable with ``app.dependency_overrides``):
 - ``get_liveness_engine() -> FaceEngine``: default a process-wide ``FaceEngine()`` created on
   first use. Override with the service's engine so only one is loaded.
 - ``get_liveness_store() -> SessionStore``: default a process-wide ``InMemorySessionStore``
-  (one process only; with several workers use a shared store).
+  (one process only; with several workers use a shared store such as
+  ``facegate.liveness.db_store.DatabaseSessionStore``, which ``facegate serve`` uses).
 - ``liveness_principal() -> str | None``: who is calling; sessions are bound to it, and only the
   same caller may submit frames to, read or consume a session. The default **refuses every
   request** (401 ``liveness_auth_not_configured``): override it with a dependency that
@@ -272,7 +273,7 @@ async def create_liveness_session(store: Store, settings: Settings, caller: Call
     frames to ``/sessions/{id}/frames`` before ``expires_at``."""
     owner = owner_of(caller)
     session = create_session(ttl_s=settings.session_ttl_s, owner=owner)
-    store.add(session)
+    await run_in_threadpool(store.add, session)  # a database store blocks: keep it off the event loop
     audit({"event": "liveness.session_created", "session_id": session.id, "actor": owner,
            "challenges": [c.value for c in session.challenges]})
     return {
@@ -287,7 +288,7 @@ async def create_liveness_session(store: Store, settings: Settings, caller: Call
 
 @router.get("/sessions/{session_id}", response_model=SessionState, summary="A liveness session's state")
 async def get_liveness_session(session_id: SessionId, store: Store, caller: Caller) -> dict[str, Any]:
-    return _session_dict(store.get(session_id, owner=owner_of(caller)))
+    return _session_dict(await run_in_threadpool(store.get, session_id, owner_of(caller)))
 
 
 @router.post(

@@ -47,6 +47,14 @@ class SessionNotLiveError(LivenessError):
     http_status = 409
 
 
+class SessionResultUnavailableError(LivenessError):
+    """The session passed, but its best frame is held in the memory of another process (the one
+    that ran the check) or was lost in a restart. The session is not used up."""
+
+    code = "liveness_result_unavailable"
+    http_status = 409
+
+
 class LivenessInputError(LivenessError):
     """The frames cannot be checked: none, too many, unreadable, timestamps missing or malformed."""
 

@@ -4,6 +4,7 @@ service's engine, API-key auth, audit log and worker bound in place of their pla
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Any
 
@@ -35,6 +36,70 @@ class BoundedEngine:
         return bounded
 
 
+STORE_ENV = "FACEGATE_LIVENESS_STORE"  # "database" (default) or "memory"
+
+
+def make_store(service: Any, kind: str | None = None) -> Any:
+    """The liveness session store for the service: ``database`` (default) keeps sessions and
+    replay digests in the gallery's database, shared by every process on it; ``memory`` keeps
+    them in this process only (lost on restart; one worker process only)."""
+    from ..liveness import api as lapi
+
+    kind = (kind or os.environ.get(STORE_ENV) or "database").strip().lower()
+    if kind == "memory":
+        return lapi.InMemorySessionStore()
+    if kind != "database":
+        raise ValueError(f"{STORE_ENV} must be 'database' or 'memory', not {kind!r}")
+    return GalleryDatabaseSessionStore(service)
+
+
+class GalleryDatabaseSessionStore:
+    """``DatabaseSessionStore`` on whatever database the service's gallery has open (the gallery
+    opens at startup, after the routes are mounted, and reopens on restart). Without a gallery
+    with a SQL store (a library build, a test double) it falls back to one in-memory store."""
+
+    def __init__(self, service: Any) -> None:
+        from ..liveness.db_store import LocalResults
+
+        self._service = service
+        self._results = LocalResults()  # passed sessions' best frames: this process's memory only
+        self._lock = threading.Lock()
+        self._bound: Any = None
+        self._fallback: Any = None
+
+    @property
+    def target(self) -> Any:
+        gallery = self._service.gallery
+        st = getattr(gallery, "store", None) if gallery is not None else None
+        with self._lock:
+            if st is None or not hasattr(st, "engine"):
+                if self._fallback is None:
+                    from ..liveness.challenge import InMemorySessionStore
+
+                    log.warning("no gallery database: liveness sessions are kept in this process's memory")
+                    self._fallback = InMemorySessionStore()
+                return self._fallback
+            if self._bound is None or self._bound.store is not st:
+                from ..liveness.db_store import DatabaseSessionStore
+
+                self._bound = DatabaseSessionStore(st, results=self._results)
+            return self._bound
+
+    def __getattr__(self, name: str) -> Any:  # add, get, claim, finish, consume, remember_frames, purge
+        return getattr(self.target, name)
+
+
+def _register_virtual_subclass() -> None:
+    try:
+        from ..liveness.challenge import SessionStore
+    except ImportError:
+        return
+    SessionStore.register(GalleryDatabaseSessionStore)
+
+
+_register_virtual_subclass()
+
+
 def include(app: FastAPI, service: Any) -> None:
     try:
         from ..liveness import api as lapi
@@ -42,7 +107,7 @@ def include(app: FastAPI, service: Any) -> None:
     except ImportError:
         return
 
-    store = lapi.InMemorySessionStore()
+    store = make_store(service)
     engine = BoundedEngine(service, service.settings.workers)
 
     async def liveness_caller(principal: Principal = Depends(current_principal)) -> Principal:
