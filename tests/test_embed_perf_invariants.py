@@ -24,7 +24,8 @@ import pytest
 from facegate import Embedding, FacegateError
 from facegate.errors import ImageDecodeError, NoFaceError
 from facegate.models import SFACE
-from facegate.vision.embed import _prepare_graph, _session
+from facegate.vision.embed import _prepare_graph
+from facegate.vision.onnx_runtime import session
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +53,8 @@ def test_prelu_rewrite_removes_every_prelu_and_keeps_templates(crops):
     rng = np.random.default_rng(7)
     noise = rng.uniform(0, 255, (3, 3, 112, 112)).astype(np.float32)  # inputs far from faces too
     x = np.concatenate([x, noise])
-    ref = _session(original.SerializeToString(), 1).run(None, {"data": x})[0]
-    new = _session(rewritten.SerializeToString(), 1).run(None, {"data": x})[0]
+    ref = session(original.SerializeToString(), 1).run(None, {"data": x})[0]
+    new = session(rewritten.SerializeToString(), 1).run(None, {"data": x})[0]
     assert _cos(new, ref).min() > 0.99999
     assert np.abs(_unit(new) - _unit(ref)).max() < 1e-4
 

@@ -76,9 +76,9 @@ class FaceEngine:
         """
         return self._subject(self._faces(decode(image, max_pixels=self.max_pixels)))
 
-    def _faces(self, rgb: np.ndarray) -> list[Face]:
+    def _faces(self, rgb: np.ndarray, *, serial: bool = False) -> list[Face]:
         h, w = rgb.shape[:2]
-        detections = self.detector.detect(rgb)
+        detections = self.detector.detect(rgb, serial=serial)
         if len(detections) > self.max_faces:
             raise TooManyFacesError(
                 f"{len(detections)} faces found, more than the limit of {self.max_faces}",
@@ -135,10 +135,9 @@ class FaceEngine:
 
         One worker per core runs the whole pipeline for ``chunk`` consecutive images at a time
         (decode, detect, align, then one embedding call for the chunk's faces) on its own
-        thread, with a single-threaded embedding session: the cores never wait on each other,
+        thread, with single-threaded detection and embedding sessions: the cores never wait on each other,
         and one worker's detection overlaps the other's embedding. Templates are the same as
-        :meth:`embed` gives (up to float rounding). The workers live as long as the engine, so
-        their per-thread detectors are built once.
+        :meth:`embed` gives (up to float rounding). The workers live as long as the engine.
 
         ``chunk`` defaults to two embedding rows per call (1 image with flip TTA, else 2):
         measured on SFace, CPU time per face rises with larger batches (~4 % at 4 rows, ~10 % at
@@ -148,9 +147,9 @@ class FaceEngine:
         workers = max(1, min(self._workers, len(items)))
         spec_id = self.spec.id
 
-        def subject(image: ImageInput) -> Face | FacegateError:
+        def subject(image: ImageInput, serial: bool = False) -> Face | FacegateError:
             try:
-                return self.face(image)
+                return self._subject(self._faces(decode(image, max_pixels=self.max_pixels), serial=serial))
             except FacegateError as exc:
                 return exc
 
@@ -161,7 +160,7 @@ class FaceEngine:
             return [next(embedded) if isinstance(f, Face) else f for f in found]
 
         def run(part: Sequence[ImageInput]) -> list[Embedding | FacegateError]:
-            found = [subject(image) for image in part]
+            found = [subject(image, serial=True) for image in part]
             faces = [f for f in found if isinstance(f, Face)]
             vectors = iter(self.embed_crops(np.stack([f.crop for f in faces]), serial=True) if faces else ())
             return [Embedding(next(vectors), spec_id, f) if isinstance(f, Face) else f for f in found]

@@ -12,9 +12,7 @@ Speed notes (2-core x86, SFace int8bq; measured by bench/speed.py):
   ORT's NCHWc layout (a per-channel Mul becomes a 1×1 depthwise conv with the following Relu
   or Add fused into it), which halves the embedding time. Templates match the original graph
   to float rounding (cosine ≥ 0.99999; tests/test_embed_perf_invariants.py).
-- No busy-waiting of the intra-op threads (``allow_spinning=0``): on a small machine shared
-  with decode/detect threads, or with other processes, spinning threads steal the cores the
-  real work needs.
+- Sessions come from :func:`facegate.vision.onnx_runtime.session` (no spinning threads).
 - Tried and rejected: ORT's int8 kernels (QLinearConv via static QDQ quantisation of the
   activations: one quantised layer already lowers template cosine to 0.9991, all layers to
   0.94); large batches (per face, 2 crops per run is fastest here, 8 is ~10 % slower: the
@@ -23,7 +21,6 @@ Speed notes (2-core x86, SFace int8bq; measured by bench/speed.py):
 
 from __future__ import annotations
 
-import os
 import threading
 
 import numpy as np
@@ -33,6 +30,7 @@ from onnx import helper, numpy_helper
 
 from ..errors import ModelError
 from ..models import ModelSpec
+from .onnx_runtime import default_threads, session
 
 
 def _prepare_graph(data: bytes, *, rewrite_prelu: bool = True) -> bytes:
@@ -110,27 +108,6 @@ def _rewrite_prelu(model: onnx.ModelProto) -> int:
     return count
 
 
-def _session(graph: bytes, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    options.add_session_config_entry("session.disable_quant_qdq", "1")
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
-
-
-def default_threads() -> int:
-    """Cores this process may use (affinity-aware), capped at 4: SFace scales poorly beyond."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return max(1, min(4, cores))
-
-
 class Embedder:
     """Thread-safe: onnxruntime sessions may be run from several threads at once.
 
@@ -147,7 +124,7 @@ class Embedder:
         self.spec = spec
         self.threads = threads or default_threads()
         self._graph = _prepare_graph(spec.read_verified())
-        self._session = _session(self._graph, self.threads)
+        self._session = session(self._graph, self.threads)
         self._serial: ort.InferenceSession | None = self._session if self.threads == 1 else None
         self._serial_lock = threading.Lock()
         self._input = self._session.get_inputs()[0].name
@@ -162,10 +139,10 @@ class Embedder:
         if self._serial is None:
             with self._serial_lock:
                 if self._serial is None:
-                    self._serial = _session(self._graph, 1)
+                    self._serial = session(self._graph, 1)
         return self._run(self._serial, crops)
 
-    def _run(self, session: ort.InferenceSession, crops: np.ndarray) -> np.ndarray:
+    def _run(self, runner: ort.InferenceSession, crops: np.ndarray) -> np.ndarray:
         crops = np.asarray(crops)
         if crops.ndim == 3:
             crops = crops[None]
@@ -174,7 +151,7 @@ class Embedder:
         x = crops.astype(np.float32).transpose(0, 3, 1, 2)
         if self.spec.mean or self.spec.std != 1.0:
             x = (x - self.spec.mean) / self.spec.std
-        out = session.run(None, {self._input: np.ascontiguousarray(x)})[0].astype(np.float32)
+        out = runner.run(None, {self._input: np.ascontiguousarray(x)})[0].astype(np.float32)
         out = out.reshape(len(crops), -1)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.maximum(norms, 1e-12)

@@ -1,0 +1,83 @@
+"""onnxruntime plumbing shared by the detector and the embedder: sessions, thread counts, and
+folding of block-quantised weights."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper, numpy_helper
+
+
+def default_threads() -> int:
+    """Cores this process may use (affinity-aware), capped at 4: neither model scales beyond."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores))
+
+
+def session(graph: bytes, threads: int) -> ort.InferenceSession:
+    """A CPU session for ``graph`` with ``threads`` intra-op threads.
+
+    No busy-waiting of the intra-op threads (``allow_spinning=0``): on a small machine shared
+    with decode/detect threads, or with other processes, spinning threads steal the cores the
+    real work needs. ``disable_quant_qdq`` lets ORT fold DequantizeLinear nodes over constant
+    weights into float constants (the activations of these models stay float).
+    """
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.disable_quant_qdq", "1")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+
+
+def fold_dequantize(model: onnx.ModelProto) -> int:
+    """Replace every DequantizeLinear over constant weights by its float result, in place.
+
+    YuNet int8bq marks per-tensor scales with a ``block_size`` attribute, which ORT refuses at
+    run time ("block_size must be 0 for per-tensor quantization"), so ORT cannot fold them
+    itself. The arithmetic is the operator's own: ``(x − zero_point) · scale``, with scale and
+    zero point repeated ``block_size`` times along ``axis`` (or broadcast along ``axis`` when
+    per-channel). Returns how many nodes were folded.
+    """
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    kept: list[onnx.NodeProto] = []
+    folded = 0
+    for node in graph.node:
+        if node.op_type != "DequantizeLinear" or not all(name in inits for name in node.input if name):
+            kept.append(node)
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        x = numpy_helper.to_array(inits[node.input[0]]).astype(np.float32)
+        scale = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
+        has_zero = len(node.input) > 2 and node.input[2]
+        zero = numpy_helper.to_array(inits[node.input[2]]).astype(np.float32) if has_zero else np.zeros_like(scale)
+        if x.ndim and scale.size > 1 or attrs.get("block_size"):
+            axis = attrs.get("axis", 1) % x.ndim
+            block = attrs.get("block_size", 0)
+            if block:
+                index = np.arange(x.shape[axis]) // block
+                scale, zero = np.take(scale, index, axis=axis), np.take(zero, index, axis=axis)
+            else:
+                shape = [1] * x.ndim
+                shape[axis] = -1
+                scale, zero = scale.reshape(shape), zero.reshape(shape)
+        graph.initializer.append(numpy_helper.from_array(((x - zero) * scale).astype(np.float32), node.output[0]))
+        folded += 1
+    if folded:
+        del graph.node[:]
+        graph.node.extend(kept)
+        used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+        live = [i for i in graph.initializer if i.name in used]
+        del graph.initializer[:]
+        graph.initializer.extend(live)
+    return folded
