@@ -140,17 +140,17 @@ class DatabaseSessionStore(SessionStore):
         self._owns_store = False
 
     @classmethod
-    def open(cls, url: str, **kwargs: Any) -> "DatabaseSessionStore":
-        """Open (and migrate) the database at ``url`` (``sqlite:///…/gallery.db`` or
-        ``postgresql://…``) just for liveness sessions."""
-        from ..gallery.store import Store
+    def open(cls, url: str, *, data_dir: str | None = None, **kwargs: Any) -> "DatabaseSessionStore":
+        """Open (and migrate) the gallery database at ``url`` (``sqlite:///…/gallery.db``,
+        ``postgresql://…``, or ``embedded-postgres`` with ``data_dir``) for liveness sessions."""
+        from ..gallery.store import Store, default_data_dir
 
         if url.startswith("sqlite"):
             st: Any = Store(url)
         else:
             from ..gallery.pg import open_store
 
-            st = open_store(url)
+            st = open_store(url, data_dir=data_dir or default_data_dir())
         try:
             st.migrate()
         except BaseException:
@@ -217,11 +217,11 @@ class DatabaseSessionStore(SessionStore):
             state=session.state, created_at=_ts(session.created_at), expires_at=_ts(session.expires_at),
             result_ttl_s=float(session.result_ttl_s), purge_after=_ts(session.expires_at + KEEP_AFTER_S),
         )
-        try:
-            with self._tx() as conn:
+        with self._tx() as conn:
+            try:
                 conn.execute(insert(self.S).values(**values))
-        except IntegrityError:
-            raise ValueError("duplicate session id") from None
+            except IntegrityError:
+                raise ValueError("duplicate session id") from None  # rolls the transaction back
 
     def get(self, session_id: str, owner: str | None = None, now: float | None = None) -> LivenessSession:
         with self._tx(write=False) as conn:
