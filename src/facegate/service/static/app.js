@@ -328,6 +328,7 @@
     identify: ['M11 18a7 7 0 1 0 0-14 7 7 0 0 0 0 14z', 'M21 21l-5-5'],
     audit: ['M9 6h11', 'M9 12h11', 'M9 18h11', 'M4 6h1', 'M4 12h1', 'M4 18h1'],
     keys: ['M8 16a4 4 0 1 0 0-8 4 4 0 0 0 0 8z', 'M12 12h9', 'M18 12v3', 'M21 12v2'],
+    liveness: ['M12 15a4 4 0 1 0 0-8 4 4 0 0 0 0 8z', 'M4 12a8 8 0 0 1 2.3-5.6', 'M20 12a8 8 0 0 0-2.3-5.6', 'M8 20.5h8'],
     logo: ['M12 13a4.5 4.5 0 1 0 0-9 4.5 4.5 0 0 0 0 9z', 'M4.5 21c1.5-3.5 4.3-5 7.5-5s6 1.5 7.5 5'],
   };
   function icon(name, size = 18) {
@@ -346,6 +347,7 @@
     { href: '#/enrol', label: 'Enrol', ico: 'enrol', show: () => can('enroll') },
     { href: '#/verify', label: 'Verify', ico: 'verify', show: () => can('verify') },
     { href: '#/identify', label: 'Identify', ico: 'identify', show: () => can('identify') },
+    { href: '#/liveness', label: 'Liveness check', ico: 'liveness', show: () => can('verify') || can('enroll') || can('identify') },
     { sep: true },
     { href: '#/audit', label: 'Audit log', ico: 'audit', show: () => can('admin') },
     { href: '#/keys', label: 'API keys', ico: 'keys', show: () => globalAdmin() },
@@ -657,7 +659,8 @@
 
     const verdict = h('div', { 'data-testid': 'quality-verdict' });
     const result = h('div', { 'data-testid': 'enrol-result' });
-    const picker = imagePicker({ label: 'Enrolment photo', testid: 'enrol-picker', onImage: async (blob) => {
+    const liveId = r.query.get('liveness');  // a passed liveness check: its best frame is enrolled
+    const picker = liveId ? null : imagePicker({ label: 'Enrolment photo', testid: 'enrol-picker', onImage: async (blob) => {
       clear(result); clear(verdict);
       if (!blob) return;
       verdict.append(h('div', { class: 'muted small', text: 'Checking quality…' }));
@@ -692,12 +695,12 @@
       const ps = checkedValues(checks);
       const problems = [];
       if (!sid) problems.push('Enter the subject id.');
-      if (!picker.blob) problems.push('Add a photo.');
+      if (!liveId && !picker.blob) problems.push('Add a photo.');
       if (!existing && !ps.length) problems.push('Choose the purposes the subject consented to.');
       if (ps.length && !attest.checked) problems.push('Confirm the subject gave consent.');
       if (problems.length) { showError(errSlot, new ApiError(0, { detail: problems.join(' ') })); return; }
       const form = new FormData();
-      form.append('images', picker.blob, picker.blob.name || 'photo.jpg');
+      if (liveId) form.append('liveness_session', liveId); else form.append('images', picker.blob, picker.blob.name || 'photo.jpg');
       if (ps.length) form.append('purposes', ps.join(','));
       if (expiry.value) form.append('expires_at', new Date(expiry.value + 'T23:59:59').toISOString());
       if (evidence.value.trim()) form.append('evidence_ref', evidence.value.trim());
@@ -711,6 +714,7 @@
 
     function resetForm() {
       subject.value = ''; label.value = ''; evidence.value = ''; expiry.value = ''; attest.checked = false;
+      if (liveId) { location.hash = `#/enrol?collection=${enc(col.name)}`; return; }  // a liveness check is used once
       renderPurposes(); picker.reset(); clear(result); clear(verdict); clear(errSlot);
       existing = null; subjectInfo.textContent = ''; submit.classList.remove('hidden');
       subject.focus();
@@ -719,7 +723,7 @@
     function showEnrolResult(out) {
       subjectInfo.textContent = '';
       const img = out.images[0];
-      if (img && img.face) picker.draw([{ ...img.face, color: img.accepted ? COLORS.ok : COLORS.bad, label: img.accepted ? 'enrolled' : (REASON_TEXT[img.reason] || img.reason) }]);
+      if (img && img.face && picker) picker.draw([{ ...img.face, color: img.accepted ? COLORS.ok : COLORS.bad, label: img.accepted ? 'enrolled' : (REASON_TEXT[img.reason] || img.reason) }]);
       clear(result).append(h('div', {},
         img && img.accepted
           ? h('div', { class: 'alert ok', 'data-testid': 'enrol-accepted' }, h('strong', { text: `${out.subject} enrolled` }), ` in ${out.collection}${out.created ? ' (new subject)' : ''}. Template #${img.template_id}.`)
@@ -741,7 +745,8 @@
           field('Subject id', subject, 'Your own reference (customer number…), not a name.'), subjectInfo,
           field('Label', label, 'Optional. Avoid personal data you do not need.'),
           consentPanel, errSlot, h('div', { class: 'row end' }, submit)),
-        h('div', { class: 'panel' }, h('h3', { text: 'Photo' }), picker.el, legend(), verdict, result)));
+        h('div', { class: 'panel' }, h('h3', { text: liveId ? 'Live capture' : 'Photo' }),
+          liveId ? livenessProbeCard(liveId, `#/enrol?collection=${enc(col.name)}`) : [picker.el, legend()], verdict, result)));
   }
 
   function fmrSelect(testid) {
@@ -802,24 +807,27 @@
     fillPurposes();
     colSel.addEventListener('change', () => { col = cols.find((c) => c.name === colSel.value); fillPurposes(); });
     const sid = h('input', { type: 'text', placeholder: 'subject id', value: r.query.get('subject') || '', 'data-testid': 'verify-subject' });
-    const probe = imagePicker({ label: 'Probe photo', testid: 'verify-probe', onImage: () => clear(out) });
+    const liveId = r.query.get('liveness');  // a passed liveness check: its best frame is the probe
+    const probe = liveId ? null : imagePicker({ label: 'Probe photo', testid: 'verify-probe', onImage: () => clear(out) });
     const go = h('button', { class: 'primary', text: 'Verify', 'data-testid': 'verify-subject-submit' });
     go.addEventListener('click', () => withBusy(go, async () => {
       clear(errSlot); clear(out);
-      if (!probe.blob || !sid.value.trim()) { showError(errSlot, new ApiError(0, { detail: 'Enter a subject id and add a photo.' })); return; }
+      if ((!liveId && !probe.blob) || !sid.value.trim()) { showError(errSlot, new ApiError(0, { detail: liveId ? 'Enter a subject id.' : 'Enter a subject id and add a photo.' })); return; }
       const form = new FormData();
-      form.append('image', probe.blob, 'probe.jpg'); form.append('purpose', purposeSel.value);
+      if (liveId) form.append('liveness_session', liveId); else form.append('image', probe.blob, 'probe.jpg');
+      form.append('purpose', purposeSel.value);
       form.append('collection', col.name); form.append('subject', sid.value.trim());
       try {
         const res = await api('POST', '/v1/verify', { form });
-        probe.draw([{ ...res.faces.image, color: res.match ? COLORS.ok : COLORS.bad, label: res.match ? res.subject : 'no match' }]);
-        out.append(decisionPanel(res, [h('dt', { text: 'Subject' }), h('dd', { class: 'mono', text: `${res.collection} / ${res.subject}` })]));
+        if (probe) probe.draw([{ ...res.faces.image, color: res.match ? COLORS.ok : COLORS.bad, label: res.match ? res.subject : 'no match' }]);
+        out.append(decisionPanel(res, [h('dt', { text: 'Subject' }), h('dd', { class: 'mono', text: `${res.collection} / ${res.subject}` }),
+          liveId ? [h('dt', { text: 'Probe' }), h('dd', { class: 'small', 'data-testid': 'verify-liveness', text: `live capture (liveness check ${liveId})` })] : null]));
       } catch (err) { showError(errSlot, err, 'Verification refused'); }
     }));
     return h('div', {}, pageHead('Verify', '1:1 against an enrolled subject whose consent covers the purpose.'), tabs,
       h('div', { class: 'grid2' },
         h('div', { class: 'panel' }, field('Collection', colSel), field('Subject id', sid), field('Declared purpose', purposeSel), errSlot, h('div', { class: 'row end' }, go)),
-        h('div', { class: 'panel' }, probe.el)),
+        h('div', { class: 'panel' }, liveId ? livenessProbeCard(liveId, `#/verify?mode=subject&collection=${enc(col.name)}`) : probe.el)),
       out);
   }
 
@@ -966,15 +974,262 @@
         h('thead', {}, h('tr', {}, ['Name', 'Scopes', 'Collections', 'Created', 'Last used', 'Status', ''].map((t) => h('th', { text: t })))), h('tbody', {}, rows)))));
   }
 
+  // ------------------------------------------------------------------------------------------
+  // liveness: guided webcam capture for a server-issued challenge (docs/liveness.md)
+  // ------------------------------------------------------------------------------------------
+
+  const LIVENESS_REASON_TEXT = {
+    too_few_frames: 'Too few frames were captured', bad_timestamps: 'Capture times were out of order',
+    frame_gap: 'The camera stalled (a gap of more than 1 s between frames)', capture_too_long: 'The capture took too long',
+    inconsistent_frames: 'The frames came from cameras of different sizes', frame_replayed: 'A frame was already submitted in another check',
+    timestamp_before_session: 'Frames were captured before the check started', timestamp_after_expiry: 'Frames were captured after the check expired',
+    capture_span_too_long: 'The frames span more time than the check has existed', no_face: 'No face was seen',
+    face_lost: 'The face left the picture for too long', multiple_faces: 'More than one face was in the picture',
+    identity_mismatch: 'The face changed to someone else during the capture', no_neutral_start: 'The capture did not start facing the camera',
+    challenge_not_met: 'A requested movement was not seen', challenge_order: 'The movements were made in another order',
+    challenge_timeout: 'A movement started too late', unexpected_movement: 'A movement that was not asked for was seen',
+    static_frames: 'The picture did not change (a still image?)', planar_motion: 'The face moved like a flat picture, not a head',
+    abrupt_motion: 'A movement jumped between poses without passing in between', face_too_small: 'The face is too small: come closer to the camera',
+    too_blurry: 'The best frame is too blurred: more light, hold the camera steady', check_error: 'The check could not be completed',
+  };
+  const livenessReason = (code) => LIVENESS_REASON_TEXT[code] || code.replace(/_/g, ' ');
+
+  // Short prompts and arrows for the preview. The preview is mirrored (like a mirror), so the
+  // person's own left is on the screen's left.
+  const MOVES = {
+    hold: { title: 'Look at the camera and hold still', arrow: null },
+    turn_left: { title: 'Turn your head to your left', back: 'then back to the camera', arrow: 'left' },
+    turn_right: { title: 'Turn your head to your right', back: 'then back to the camera', arrow: 'right' },
+    look_up: { title: 'Tilt your head up', back: 'then back to the camera', arrow: 'up' },
+    look_down: { title: 'Tilt your head down', back: 'then back to the camera', arrow: 'down' },
+    move_closer: { title: 'Move closer to the camera', back: 'then stay there', arrow: 'closer' },
+  };
+  const STATUS_TEXT = { met: 'done', late: 'too late', out_of_order: 'out of order', missing: 'not seen' };
+  const ARROWS = {
+    left: ['M19 12H5', 'M11 6l-6 6 6 6'], right: ['M5 12h14', 'M13 6l6 6-6 6'],
+    up: ['M12 19V5', 'M6 11l6-6 6 6'], down: ['M12 5v14', 'M6 13l6 6 6-6'],
+    closer: ['M4 9V4h5', 'M20 9V4h-5', 'M4 15v5h5', 'M20 15v5h-5'],
+  };
+  function arrowIcon(kind, size = 44) {
+    const NS = 'http://www.w3.org/2000/svg';
+    const svg = document.createElementNS(NS, 'svg');
+    svg.setAttribute('viewBox', '0 0 24 24'); svg.setAttribute('width', size); svg.setAttribute('height', size);
+    svg.setAttribute('fill', 'none'); svg.setAttribute('stroke', 'currentColor'); svg.setAttribute('stroke-width', '2.4');
+    svg.setAttribute('stroke-linecap', 'round'); svg.setAttribute('stroke-linejoin', 'round'); svg.setAttribute('aria-hidden', 'true');
+    for (const d of ARROWS[kind] || []) { const p = document.createElementNS(NS, 'path'); p.setAttribute('d', d); svg.append(p); }
+    return svg;
+  }
+
+  function cameraError(e) {
+    const name = e && e.name;
+    if (name === 'NotAllowedError' || name === 'SecurityError') {
+      return 'Camera access was refused. Allow the camera for this site (the camera icon in the address bar), then start again.';
+    }
+    if (name === 'NotFoundError' || name === 'OverconstrainedError' || name === 'DevicesNotFoundError') {
+      return 'No camera was found. Connect a camera (or enable it), then start again.';
+    }
+    if (name === 'NotReadableError' || name === 'TrackStartError') return 'The camera is in use by another application or could not be started.';
+    return 'The camera could not be opened' + (e && e.message ? `: ${e.message}` : '.');
+  }
+
+  const sleep = (ms) => new Promise((res) => setTimeout(res, ms));
+
+  async function livenessPage() {
+    const HOLD_MS = 1200;  // the server's baseline is the first 0.5 s: start facing the camera
+    const MOVE_MS = 2600;  // per movement: out and back
+    const video = h('video', { autoplay: true, playsinline: true, muted: true, 'data-testid': 'liveness-video' });
+    const promptIcon = h('div', { class: 'lv-arrow' });
+    const promptTitle = h('div', { class: 'lv-title', 'data-testid': 'liveness-prompt' });
+    const promptSub = h('div', { class: 'lv-sub' });
+    const prompt = h('div', { class: 'lv-prompt hidden' }, promptIcon, h('div', {}, promptTitle, promptSub));
+    const timeBar = h('div', { class: 'lv-time' }, h('span'));
+    const placeholder = h('div', { class: 'lv-placeholder' }, h('div', { class: 'big', text: 'Camera off' }),
+      h('div', { text: 'The camera turns on when the check starts and off as soon as the frames are captured.' }));
+    const stage = h('div', { class: 'lv-stage', 'data-testid': 'liveness-stage' }, placeholder, video, h('div', { class: 'lv-oval' }), prompt, timeBar);
+    const steps = h('ol', { class: 'lv-steps', 'data-testid': 'liveness-steps' });
+    const status = h('div', { class: 'small muted', 'data-testid': 'liveness-status' });
+    const errSlot = h('div');
+    const out = h('div', { 'data-testid': 'liveness-result' });
+    const start = h('button', { class: 'primary', text: 'Start liveness check', 'data-testid': 'liveness-start' });
+    let stream = null, cancelled = false;
+    video.classList.add('hidden');
+
+    function stopCamera() {
+      if (stream) stream.getTracks().forEach((t) => t.stop());
+      stream = null; video.srcObject = null;
+      video.classList.add('hidden'); placeholder.classList.remove('hidden');
+      prompt.classList.add('hidden'); stage.classList.remove('live');
+    }
+    window.addEventListener('hashchange', () => { cancelled = true; stopCamera(); }, { once: true });
+
+    function renderSteps(list, current) {
+      clear(steps).append(...list.map((s, i) => h('li', { class: i < current ? 'done' : i === current ? 'on' : '', 'data-testid': 'liveness-step' },
+        h('span', { class: 'n', text: i < current ? '✓' : String(i + 1) }), h('span', { text: s.label }))));
+    }
+
+    async function openCamera() {
+      if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+        throw new ApiError(0, { detail: 'This browser cannot use a camera on this page (it needs https or localhost, and a browser that allows camera access).', code: 'camera_unavailable' });
+      }
+      try {
+        stream = await navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 640 }, height: { ideal: 480 }, facingMode: 'user' }, audio: false });
+      } catch (e) {
+        throw new ApiError(0, { detail: cameraError(e), code: 'camera_' + String((e && e.name) || 'error').replace(/Error$/, '').toLowerCase() });
+      }
+      video.srcObject = stream;
+      video.classList.remove('hidden'); placeholder.classList.add('hidden'); stage.classList.add('live');
+      await video.play().catch(() => {});
+      const t0 = Date.now();
+      while (video.readyState < 2 || !video.videoWidth) {  // the first frame
+        if (Date.now() - t0 > 10000) throw new ApiError(0, { detail: 'The camera opened but sends no picture.', code: 'camera_no_frames' });
+        await sleep(30);
+      }
+    }
+
+    // Capture frames (unmirrored, at most `fps`, only frames the camera actually delivered) while
+    // the prompts run; returns [{blob, t}] with capture times in ms since the Unix epoch.
+    async function capture(session, plan) {
+      const fps = Math.min(15, Math.max(2, session.upload.recommended_fps || 10));
+      const maxFrames = session.upload.max_frames || 120;
+      const frames = [];
+      const pending = [];
+      const canvas = document.createElement('canvas');
+      const scale = Math.min(1, 640 / video.videoWidth);
+      canvas.width = Math.round(video.videoWidth * scale); canvas.height = Math.round(video.videoHeight * scale);
+      const ctx = canvas.getContext('2d');
+      let presented = 0, taken = -1, lastT = 0;
+      const hasRvfc = typeof video.requestVideoFrameCallback === 'function';
+      if (hasRvfc) { const onFrame = (_now, meta) => { presented = meta.presentedFrames; if (stream) video.requestVideoFrameCallback(onFrame); }; video.requestVideoFrameCallback(onFrame); }
+      const grab = () => {
+        if (frames.length + pending.length >= maxFrames) return;
+        if (hasRvfc && presented === taken) return;  // no new camera frame since the last one
+        let t = Date.now();
+        if (t <= lastT) t = lastT + 1;
+        lastT = t; taken = presented;
+        ctx.drawImage(video, 0, 0, canvas.width, canvas.height);
+        pending.push(new Promise((res) => canvas.toBlob((b) => res(b ? { blob: b, t } : null), 'image/jpeg', 0.9)));
+      };
+      const total = plan.reduce((a, s) => a + s.ms, 0);
+      const began = performance.now();
+      const timer = setInterval(grab, Math.round(1000 / fps));
+      grab();
+      try {
+        let at = 0;
+        for (let i = 0; i < plan.length; i++) {
+          const step = plan[i];
+          renderSteps(plan, i);
+          const m = MOVES[step.kind];
+          clear(promptIcon).append(m.arrow ? arrowIcon(m.arrow) : h('span', { class: 'lv-dot' }));
+          promptIcon.className = 'lv-arrow ' + (m.arrow || 'hold');
+          promptTitle.textContent = m.title;
+          promptSub.textContent = step.kind === 'hold' ? 'Getting your starting position' : `${m.back} · ${i} of ${plan.length - 1}`;
+          prompt.classList.remove('hidden');
+          status.textContent = step.kind === 'hold' ? 'Recording…' : step.prompt;
+          at += step.ms;
+          while (performance.now() - began < at) {
+            if (cancelled) throw new ApiError(0, { detail: 'The check was cancelled.', code: 'cancelled' });
+            timeBar.firstChild.style.width = Math.min(100, ((performance.now() - began) / total) * 100) + '%';
+            await sleep(50);
+          }
+        }
+      } finally {
+        clearInterval(timer);
+      }
+      for (const f of await Promise.all(pending)) if (f) frames.push(f);
+      return frames;
+    }
+
+    async function upload(session, frames) {
+      const form = new FormData();
+      form.append('nonce', session.nonce);
+      form.append('timestamps', JSON.stringify(frames.map((f) => f.t)));
+      frames.forEach((f, i) => form.append('frames', f.blob, `frame-${String(i).padStart(3, '0')}.jpg`));
+      return api('POST', `/v1/liveness/sessions/${enc(session.id)}/frames`, { form });
+    }
+
+    function showDecision(session, res) {
+      const live = !!res.live;
+      const rows = (res.challenges || []).map((c) => h('tr', { 'data-testid': 'liveness-challenge' },
+        h('td', {}, (MOVES[c.challenge] || { title: c.challenge }).title),
+        h('td', {}, h('span', { class: 'chip ' + (c.status === 'met' ? 'ok' : 'bad'), text: STATUS_TEXT[c.status] || c.status })),
+        h('td', { class: 'small muted mono', text: c.start_s === null || c.start_s === undefined ? '—' : `${fmtNum(c.start_s, 1)} s` })));
+      const actions = live ? h('div', { class: 'row' },
+        can('verify') ? h('a', { class: 'btn primary', href: `#/verify?mode=subject&liveness=${enc(res.session_id)}`, 'data-testid': 'liveness-use-verify', text: 'Verify against an enrolled subject' }) : null,
+        can('enroll') ? h('a', { class: 'btn', href: `#/enrol?liveness=${enc(res.session_id)}`, 'data-testid': 'liveness-use-enrol', text: 'Enrol with this capture' }) : null) : null;
+      clear(out).append(h('div', { class: 'panel', 'data-testid': 'liveness-decision' },
+        h('div', { class: 'row' },
+          h('span', { class: 'badge ' + (live ? 'ok' : 'bad'), 'data-testid': 'liveness-badge', text: live ? '✓ LIVE' : '✕ NOT LIVE' }),
+          h('div', { class: 'spacer' }),
+          h('span', { class: 'muted small', text: `${res.frames} frames · ${res.face_frames} with a face · ${fmtNum(res.duration_s, 1)} s` })),
+        live ? h('p', { class: 'muted', text: 'A live person performed the requested movements. Its best frame can be used once, within 2 minutes, for a verification or an enrolment; nothing else was kept.' })
+          : h('div', { class: 'lv-reasons' }, h('h3', { text: 'Why' }),
+            h('ul', { 'data-testid': 'liveness-reasons' }, (res.reasons || []).map((r) => h('li', { 'data-reason': r }, livenessReason(r), h('span', { class: 'code', text: r })))),
+            h('p', { class: 'muted small', text: 'Start a new check to try again: each check asks for new random movements.' })),
+        rows.length ? h('table', { class: 'lv-table' }, h('thead', {}, h('tr', {}, ['Requested movement', 'Result', 'Started at'].map((t) => h('th', { text: t })))), h('tbody', {}, rows)) : null,
+        h('dl', { class: 'kv' }, h('dt', { text: 'Session' }), h('dd', { class: 'mono small', 'data-testid': 'liveness-session-id', text: res.session_id }),
+          h('dt', { text: 'Model' }), h('dd', { class: 'small', text: res.model })),
+        actions));
+    }
+
+    start.addEventListener('click', () => withBusy(start, async () => {
+      clear(errSlot); clear(out); cancelled = false;
+      start.textContent = 'Starting…';
+      try {
+        status.textContent = 'Opening the camera…';
+        await openCamera();
+        const session = await api('POST', '/v1/liveness/sessions');
+        start.textContent = 'Recording…';
+        const per = Math.min(MOVE_MS, Math.floor((1000 * (session.upload.max_frames - 4) / (session.upload.recommended_fps || 10) - HOLD_MS) / session.challenges.length));
+        const plan = [{ kind: 'hold', ms: HOLD_MS, label: 'Hold still' },
+          ...session.challenges.map((c, i) => ({ kind: c, ms: per, prompt: session.prompts[i], label: (MOVES[c] || { title: c }).title.replace('Turn your head', 'Turn').replace('Tilt your head', 'Tilt') }))];
+        const frames = await capture(session, plan);
+        stopCamera();
+        renderSteps([...plan, { label: 'Check' }], plan.length);
+        status.textContent = `Checking ${frames.length} frames…`;
+        start.textContent = 'Checking…';
+        const res = await upload(session, frames);
+        renderSteps([...plan, { label: 'Check' }], plan.length + 1);
+        status.textContent = '';
+        showDecision(session, res);
+      } catch (err) {
+        stopCamera();
+        status.textContent = '';
+        showError(errSlot, err, err.code && err.code.startsWith('camera') ? 'Camera' : 'Liveness check');
+      }
+    }));
+
+    renderSteps([{ label: 'Hold still' }, { label: 'Movements (2–4)' }, { label: 'Check' }], -1);
+    return h('div', {},
+      pageHead('Liveness check', 'Prove a live person is in front of the camera: follow 2–4 random head movements. Use the passed check for a verification or an enrolment.'),
+      h('div', { class: 'grid2 lv-grid' },
+        h('div', { class: 'panel' }, stage),
+        h('div', { class: 'panel' },
+          h('h3', { text: 'How it works' }),
+          h('ol', { class: 'lv-howto' },
+            h('li', { text: 'Sit in good light, face the camera, only you in the picture.' }),
+            h('li', { text: 'Start: hold still for a moment, then follow each prompt — one movement at a time, then back to facing the camera.' }),
+            h('li', { text: 'The frames are sent once to this facegate server, checked and dropped. Only the decision is kept (audit log).' })),
+          steps, status, errSlot, h('div', { class: 'row end' }, start))),
+      out);
+  }
+
+  function livenessProbeCard(id, otherHref) {
+    return h('div', { class: 'drop has-live', 'data-testid': 'liveness-probe' },
+      h('div', { class: 'big', text: 'Live capture' }),
+      h('div', {}, 'The best frame of liveness check ', h('span', { class: 'mono', text: id }), ' is used, once.'),
+      h('a', { class: 'btn sm', href: otherHref, text: 'Use a photo instead' }));
+  }
+
   // Suggestions for the audit action filter (the gallery's action names).
   const AUDIT_ACTIONS = ['enroll', 'identify', 'verify', 'verify.images', 'subject.erase', 'consent.grant', 'consent.withdraw',
-    'collection.create', 'collection.delete', 'purge.run', 'key.create', 'key.revoke', 'liveness'];
+    'collection.create', 'collection.delete', 'purge.run', 'key.create', 'key.revoke', 'liveness.decision', 'liveness.session_created', 'liveness.rejected'];
 
   const PAGES = {
     collections: (r) => (r.parts.length >= 4 && r.parts[2] === 'subjects' ? subjectPage(r) : r.parts.length >= 2 ? collectionPage(r) : collectionsPage(r)),
     enrol: enrolPage,
     verify: verifyPage,
     identify: identifyPage,
+    liveness: livenessPage,
     audit: auditPage,
     keys: keysPage,
   };
