@@ -10,17 +10,15 @@ float rounding (tests/test_core_detect_ort.py).
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from ..errors import ModelError
 from ..models import YUNET, ModelSpec
-from .onnx_runtime import default_threads, fold_dequantize, session
+from .onnx_runtime import SessionPair, fold_dequantize
 
 STRIDES = (8, 16, 32)
 TOP_K = 5000
@@ -79,20 +77,10 @@ class FaceDetector:
         self.max_side = max_side
         self.min_side = min_side
         self.pad_ratio = pad_ratio
-        self.threads = threads or default_threads()
-        self._graph = _prepare_graph(spec.read_verified())
-        self._session = session(self._graph, self.threads)
-        self._serial: ort.InferenceSession | None = self._session if self.threads == 1 else None
-        self._serial_lock = threading.Lock()
-        self._input = self._session.get_inputs()[0].name
-        self._outputs = [o.name for o in self._session.get_outputs()]
-
-    def _serial_session(self) -> ort.InferenceSession:
-        if self._serial is None:
-            with self._serial_lock:
-                if self._serial is None:
-                    self._serial = session(self._graph, 1)
-        return self._serial
+        self._sessions = SessionPair(_prepare_graph(spec.read_verified()), threads)
+        self.threads = self._sessions.threads
+        self._input = self._sessions.threaded.get_inputs()[0].name
+        self._outputs = [o.name for o in self._sessions.threaded.get_outputs()]
 
     def detect(self, rgb: np.ndarray, *, max_side: int | None = None, serial: bool = False) -> list[Detection]:
         h, w = rgb.shape[:2]
@@ -129,8 +117,7 @@ class FaceDetector:
         th, tw = -(-(h + 2 * pad) // 32) * 32, -(-(w + 2 * pad) // 32) * 32
         x = np.zeros((1, 3, th, tw), np.float32)
         x[0, :, pad : pad + h, pad : pad + w] = img[:, :, ::-1].transpose(2, 0, 1)
-        runner = self._serial_session() if serial else self._session
-        outputs = dict(zip(self._outputs, runner.run(None, {self._input: x})))
+        outputs = dict(zip(self._outputs, self._sessions.get(serial).run(None, {self._input: x})))
         found = [self._decode(outputs, stride, tw // stride) for stride in STRIDES]
         rows = np.concatenate(found) if found else np.zeros((0, 15))
         if len(rows) > 1:

@@ -21,7 +21,6 @@ Speed notes (2-core x86, SFace int8bq; measured by bench/speed.py):
 
 from __future__ import annotations
 
-import threading
 
 import numpy as np
 import onnx
@@ -30,7 +29,7 @@ from onnx import helper, numpy_helper
 
 from ..errors import ModelError
 from ..models import ModelSpec
-from .onnx_runtime import default_threads, session
+from .onnx_runtime import SessionPair
 
 
 def _prepare_graph(data: bytes, *, rewrite_prelu: bool = True) -> bytes:
@@ -109,38 +108,25 @@ def _rewrite_prelu(model: onnx.ModelProto) -> int:
 
 
 class Embedder:
-    """Thread-safe: onnxruntime sessions may be run from several threads at once.
-
-    Two sessions over the same graph:
-    - ``embed`` (one call at a time per caller, lowest latency) uses ``threads`` intra-op threads;
-    - ``embed_serial`` runs on the calling thread only (1 intra-op thread). Batch pipelines call
-      it from one worker per core, so cores are not oversubscribed and no thread waits on
-      another's barrier. It is created on first use.
-    """
+    """Thread-safe. ``embed`` uses the multi-threaded session (lowest latency per call),
+    ``embed_serial`` the calling thread only (for worker pools); see :class:`SessionPair`."""
 
     def __init__(self, spec: ModelSpec, *, threads: int | None = None) -> None:
         if spec.kind != "embedder" or spec.embedding_dim is None:
             raise ModelError(f"{spec.id} is not an embedding model")
         self.spec = spec
-        self.threads = threads or default_threads()
-        self._graph = _prepare_graph(spec.read_verified())
-        self._session = session(self._graph, self.threads)
-        self._serial: ort.InferenceSession | None = self._session if self.threads == 1 else None
-        self._serial_lock = threading.Lock()
-        self._input = self._session.get_inputs()[0].name
+        self._sessions = SessionPair(_prepare_graph(spec.read_verified()), threads)
+        self.threads = self._sessions.threads
+        self._input = self._sessions.threaded.get_inputs()[0].name
         self.dim = spec.embedding_dim
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
         """(N, 112, 112, 3) RGB uint8 -> (N, dim) float32, rows of unit length."""
-        return self._run(self._session, crops)
+        return self._run(self._sessions.get(), crops)
 
     def embed_serial(self, crops: np.ndarray) -> np.ndarray:
         """Same as :meth:`embed`, computed on the calling thread alone (for worker pools)."""
-        if self._serial is None:
-            with self._serial_lock:
-                if self._serial is None:
-                    self._serial = session(self._graph, 1)
-        return self._run(self._serial, crops)
+        return self._run(self._sessions.get(serial=True), crops)
 
     def _run(self, runner: ort.InferenceSession, crops: np.ndarray) -> np.ndarray:
         crops = np.asarray(crops)

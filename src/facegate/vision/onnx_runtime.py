@@ -4,6 +4,7 @@ folding of block-quantised weights."""
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 import onnx
@@ -81,3 +82,29 @@ def fold_dequantize(model: onnx.ModelProto) -> int:
         del graph.initializer[:]
         graph.initializer.extend(live)
     return folded
+
+
+class SessionPair:
+    """Two sessions over one graph, both thread-safe to run from several threads at once:
+
+    - ``threaded``: ``threads`` intra-op threads, the lowest latency for one call at a time;
+    - ``serial``: runs on the calling thread only. Batch pipelines call it from one worker per
+      core, so cores are not oversubscribed and no thread waits on another's barrier. It is
+      created on first use (the same session when ``threads`` is 1).
+    """
+
+    def __init__(self, graph: bytes, threads: int | None = None) -> None:
+        self.threads = threads or default_threads()
+        self._graph = graph
+        self.threaded = session(graph, self.threads)
+        self._serial: ort.InferenceSession | None = self.threaded if self.threads == 1 else None
+        self._lock = threading.Lock()
+
+    def get(self, serial: bool = False) -> ort.InferenceSession:
+        if not serial:
+            return self.threaded
+        if self._serial is None:
+            with self._lock:
+                if self._serial is None:
+                    self._serial = session(self._graph, 1)
+        return self._serial
