@@ -81,18 +81,10 @@ def parse_size(text: str) -> int:
 # --- synthetic ---------------------------------------------------------------------------------
 
 
-def synthetic(n_templates: int, args: argparse.Namespace, workdir: Path) -> dict:
-    per = 2
-    n_id = n_templates // per
-    gen = FaceLikeGenerator(DIM, seed=11)
-    data = workdir / f"synthetic-{n_templates}"
-    shutil.rmtree(data, ignore_errors=True)
-    out: dict = {"templates": n_id * per, "identities": n_id}
-    log = lambda *a: print(f"[{n_templates:,}]", *a, file=sys.stderr, flush=True)  # noqa: E731
-
-    # --- enrol through the real store -----------------------------------------------------
-    g = Gallery.open(data, store=args.store)
-    g.create_collection("bench", purposes=["common", "rare"])
+def fill(g: Gallery, gen: FaceLikeGenerator, n_id: int, per: int, log) -> tuple[np.ndarray, float]:
+    """Enrol ``n_id`` synthetic identities with ``per`` templates each into collection "bench"
+    through the real store (every 100th consents to "rare" as well as "common"). Returns the
+    templates in enrolment order and the seconds it took."""
     common, both = ConsentSpec(["common"], evidence_ref="bench"), ConsentSpec(["common", "rare"], evidence_ref="bench")
     X = np.empty((n_id * per, DIM), np.float32)
     chunk = 10_000
@@ -105,7 +97,22 @@ def synthetic(n_templates: int, args: argparse.Namespace, workdir: Path) -> dict
         g.import_templates("bench", items, model_id=MODEL, batch=1000)
         if start and start % 100_000 == 0:
             log(f"enrolled {start * per:,} templates, {start * per / (time.perf_counter() - t0):,.0f}/s")
-    enrol_s = time.perf_counter() - t0
+    return X, time.perf_counter() - t0
+
+
+def synthetic(n_templates: int, args: argparse.Namespace, workdir: Path) -> dict:
+    per = 2
+    n_id = n_templates // per
+    gen = FaceLikeGenerator(DIM, seed=11)
+    data = workdir / f"synthetic-{n_templates}"
+    shutil.rmtree(data, ignore_errors=True)
+    out: dict = {"templates": n_id * per, "identities": n_id}
+    log = lambda *a: print(f"[{n_templates:,}]", *a, file=sys.stderr, flush=True)  # noqa: E731
+
+    # --- enrol through the real store -----------------------------------------------------
+    g = Gallery.open(data, store=args.store)
+    g.create_collection("bench", purposes=["common", "rare"])
+    X, enrol_s = fill(g, gen, n_id, per, log)
     out["enrol_templates_per_s"] = round(n_id * per / enrol_s, 1)
     out["enrol_seconds"] = round(enrol_s, 1)
     if g.store.path is not None:

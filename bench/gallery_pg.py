@@ -40,7 +40,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from facegate.gallery import ConsentSpec, Gallery  # noqa: E402
+from facegate.gallery import Gallery  # noqa: E402
 from facegate.gallery.pg.index import PgIndexConfig  # noqa: E402
 from facegate.gallery.synth import FaceLikeGenerator  # noqa: E402
 
@@ -83,19 +83,7 @@ def run_pg(n_templates: int, url: str, args: argparse.Namespace, workdir: Path) 
     g = Gallery.open(data, store=url, index_config=PgIndexConfig(auto_build=False))
     g.create_collection("bench", purposes=["common", "rare"])
     col = g.get_collection("bench")
-    common, both = ConsentSpec(["common"], evidence_ref="bench"), ConsentSpec(["common", "rare"], evidence_ref="bench")
-    X = np.empty((n_id * PER, DIM), np.float32)
-    chunk = 10_000
-    t0 = time.perf_counter()
-    for start in range(0, n_id, chunk):
-        ids = np.arange(start, min(n_id, start + chunk))
-        V = gen.samples(gen.centres(ids), PER, seed=int(start))
-        X[start * PER: (start + len(ids)) * PER] = V
-        items = [(f"id{i}", V[PER * k: PER * k + PER], both if i % 100 == 0 else common) for k, i in enumerate(ids.tolist())]
-        g.import_templates("bench", items, model_id=MODEL, batch=1000)
-        if start and start % 100_000 == 0:
-            log(n_templates, f"inserted {start * PER:,}, {start * PER / (time.perf_counter() - t0):,.0f}/s")
-    ins = time.perf_counter() - t0
+    X, ins = GB.fill(g, gen, n_id, PER, lambda *a: log(n_templates, *a))
     out["insert_templates_per_s"] = round(n_id * PER / ins, 1)
     out["insert_seconds"] = round(ins, 1)
     log(n_templates, f"inserted in {ins:.1f}s ({out['insert_templates_per_s']}/s)")

@@ -52,6 +52,19 @@ def print_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
+def emit(data: Any, as_json: bool, human: str | Callable[[], None], *, exit_code: int = 0) -> None:
+    """A command's result: ``data`` as one JSON line, or the human rendering (Rich markup or a
+    function that prints); then exit with ``exit_code`` when it is not 0 (a negative result)."""
+    if as_json:
+        print_json(data)
+    elif callable(human):
+        human()
+    else:
+        console.print(human)
+    if exit_code:
+        raise typer.Exit(exit_code)
+
+
 _engines: dict[tuple[str, bool], Any] = {}
 
 

@@ -19,7 +19,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from .cli_common import EXIT_INPUT, EXIT_NEGATIVE, JsonOption, NonCommercialOption, console, handle_errors, print_json
+from .cli_common import EXIT_INPUT, EXIT_NEGATIVE, JsonOption, NonCommercialOption, console, emit, handle_errors, print_json
 
 DataDirOption = typer.Option(None, "--data-dir", envvar="FACEGATE_DATA_DIR", help="Gallery data directory [default: ./.facegate].")
 StoreOption = typer.Option(None, "--store", envvar="FACEGATE_STORE", help="Database URL [default: SQLite file in the data dir].")
@@ -159,10 +159,8 @@ def collection_delete(
         raise typer.Exit(EXIT_NEGATIVE)
     with _gallery(data_dir, store) as g:
         n = g.delete_collection(name, actor=_actor(actor))
-    if as_json:
-        print_json({"collection": name, "deleted": True, "subjects_erased": n})
-    else:
-        console.print(f"deleted collection [bold]{name}[/] ({n} subject(s) erased)")
+    emit({"collection": name, "deleted": True, "subjects_erased": n}, as_json,
+         f"deleted collection [bold]{name}[/] ({n} subject(s) erased)")
 
 
 # --- enrol / identify / verify ------------------------------------------------------------------
@@ -257,14 +255,10 @@ def verify_subject(
     (the caller's ``handle_errors`` maps it to an exit code)."""
     with _gallery(data_dir, store, allow_noncommercial) as g:
         res = g.verify(collection, subject, str(image), purpose=purpose, actor=_actor(actor))
-    if as_json:
-        print_json(res.to_dict())
-    else:
-        verdict = "[bold green]MATCH[/]" if res.match else "[bold red]NO MATCH[/]"
-        console.print(f"{verdict}  subject {res.subject} in {res.collection}  score {res.score:.4f}  "
-                      f"threshold {res.threshold:.4f} (FMR {res.fmr:g}, {res.model}, purpose {res.purpose})")
-    if not res.match:
-        raise typer.Exit(EXIT_NEGATIVE)
+    verdict = "[bold green]MATCH[/]" if res.match else "[bold red]NO MATCH[/]"
+    emit(res.to_dict(), as_json, f"{verdict}  subject {res.subject} in {res.collection}  score {res.score:.4f}  "
+         f"threshold {res.threshold:.4f} (FMR {res.fmr:g}, {res.model}, purpose {res.purpose})",
+         exit_code=0 if res.match else EXIT_NEGATIVE)
 
 
 # --- subject ------------------------------------------------------------------------------------
@@ -343,10 +337,8 @@ def subject_delete(
         raise typer.Exit(EXIT_NEGATIVE)
     with _gallery(data_dir, store) as g:
         g.delete_subject(collection, subject, actor=_actor(actor), reason=reason)
-    if as_json:
-        print_json({"collection": collection, "subject": subject, "erased": True})
-    else:
-        console.print(f"erased subject [bold]{subject}[/] from {collection}")
+    emit({"collection": collection, "subject": subject, "erased": True}, as_json,
+         f"erased subject [bold]{subject}[/] from {collection}")
 
 
 @subject_app.command("verify")
@@ -585,14 +577,9 @@ def audit_verify(
     """Check the audit chain: exit 0 if intact, 1 if any event was edited, removed or inserted."""
     with _gallery(data_dir, store) as g:
         rep = g.audit_verify(expect_head=expect_head)
-    if as_json:
-        print_json(rep.to_dict())
-    elif rep.ok:
-        console.print(f"[bold green]audit log intact[/]: {rep.events} event(s), head #{rep.head_seq} {rep.head_mac}")
-    else:
-        console.print(f"[bold red]AUDIT LOG TAMPERED[/]: {rep.problem} (first bad event: {rep.first_bad_seq})")
-    if not rep.ok:
-        raise typer.Exit(EXIT_NEGATIVE)
+    human = (f"[bold green]audit log intact[/]: {rep.events} event(s), head #{rep.head_seq} {rep.head_mac}" if rep.ok
+             else f"[bold red]AUDIT LOG TAMPERED[/]: {rep.problem} (first bad event: {rep.first_bad_seq})")
+    emit(rep.to_dict(), as_json, human, exit_code=0 if rep.ok else EXIT_NEGATIVE)
 
 
 # --- keys ---------------------------------------------------------------------------------------
