@@ -29,7 +29,6 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import cv2
-import httpx
 import numpy as np
 import pytest
 from playwright.sync_api import Page, expect
