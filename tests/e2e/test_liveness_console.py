@@ -128,6 +128,11 @@ def _shown_reasons(page: Page) -> list[str]:
     return [items.nth(i).get_attribute("data-reason") for i in range(items.count())]
 
 
+def _step_states(page: Page) -> list[str | None]:
+    steps = page.get_by_test_id("liveness-step")
+    return [steps.nth(i).get_attribute("data-state") for i in range(steps.count())]
+
+
 def test_01_random_session_with_the_real_clip(launch, server, videos, shots):
     """A random server session; the clip's natural motion cannot follow it: not live, and the
     page shows what the server decided."""
@@ -147,6 +152,9 @@ def test_01_random_session_with_the_real_clip(launch, server, videos, shots):
     assert _shown_reasons(page) == st["reasons"]
     assert len(st["challenges"]) >= 2
     expect(page.get_by_test_id("liveness-challenge")).to_have_count(len(st["challenges"]))
+    # The step chips end in the server's verdict: each movement met or not, the check failed.
+    met = ["done" if c["status"] == "met" else "failed" for c in res["challenges"]]
+    assert _step_states(page) == ["done", *met, "failed"]
     expect(page.get_by_test_id("liveness-session-id")).to_have_text(res["session_id"])
     # The camera is off once the frames are captured.
     assert page.evaluate("() => document.querySelector('[data-testid=liveness-video]').srcObject === null")
@@ -199,6 +207,7 @@ def test_02_pass_enrol_and_single_use(launch, server, videos, shots):
     assert res["live"] is True, res["reasons"]
     assert [c["status"] for c in res["challenges"]] == ["met"]
     expect(page.get_by_test_id("liveness-badge")).to_have_text("✓ LIVE")
+    assert _step_states(page) == ["done", "done", "done"]
     assert _server_session(server, fixed["id"])["state"] == "passed"
 
     # Enrol with the passed check: the live capture's best frame is the enrolment photo.

@@ -1062,9 +1062,13 @@
     }
     window.addEventListener('hashchange', () => { cancelled = true; stopCamera(); }, { once: true });
 
-    function renderSteps(list, current) {
-      clear(steps).append(...list.map((s, i) => h('li', { class: i < current ? 'done' : i === current ? 'on' : '', 'data-testid': 'liveness-step' },
-        h('span', { class: 'n', text: i < current ? '✓' : String(i + 1) }), h('span', { text: s.label }))));
+    // `outcome` (after the decision): 'done' or 'failed' per step, from the server's verdict.
+    function renderSteps(list, current, outcome) {
+      clear(steps).append(...list.map((s, i) => {
+        const state = outcome ? outcome[i] : i < current ? 'done' : i === current ? 'on' : '';
+        return h('li', { class: state, 'data-testid': 'liveness-step', 'data-state': state || 'todo' },
+          h('span', { class: 'n', text: state === 'done' ? '✓' : state === 'failed' ? '✕' : String(i + 1) }), h('span', { text: s.label }));
+      }));
     }
 
     async function openCamera() {
@@ -1188,7 +1192,8 @@
         status.textContent = `Checking ${frames.length} frames…`;
         start.textContent = 'Checking…';
         const res = await upload(session, frames);
-        renderSteps([...plan, { label: 'Check' }], plan.length + 1);
+        const met = (res.challenges || []).map((c) => (c.status === 'met' ? 'done' : 'failed'));
+        renderSteps([...plan, { label: 'Check' }], plan.length + 1, ['done', ...plan.slice(1).map((_, i) => met[i] || 'failed'), res.live ? 'done' : 'failed']);
         status.textContent = '';
         showDecision(session, res);
       } catch (err) {
