@@ -276,6 +276,10 @@ def create_app(settings: Settings | None = None, *, engine: Any = None, gallery:
 
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, on_refuse=refuse)
     app.add_middleware(RequestContextMiddleware, service=service)
+    if settings.trusted_proxies:  # outermost: every layer, the access log included, sees the real client
+        from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=[p.strip() for p in settings.trusted_proxies.split(",") if p.strip()])
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:

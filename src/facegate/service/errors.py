@@ -32,6 +32,13 @@ class ApiKeyRequiredError(AuthError):
     http_status = 401
 
 
+class MetricsTokenError(AuthError):
+    """/metrics is protected by a token (FACEGATE_METRICS_TOKEN) and it was missing or wrong."""
+
+    code = "metrics_token_required"
+    http_status = 401
+
+
 # No such route or resource (or one this key may not see): the gallery's generic not-found.
 ResourceNotFoundError = NotFoundError
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hmac
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import __version__
 from .deps import PrincipalDep, get_service
-from .errors import ResourceNotFoundError
+from .errors import MetricsTokenError, ResourceNotFoundError
 from .problems import registry
 from .schemas import Health, Me, Ready, problem_responses
 
@@ -48,6 +50,11 @@ async def readyz(request: Request) -> JSONResponse:
     response_class=Response, responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
 )
 async def metrics(request: Request) -> Response:
+    token = get_service(request).settings.metrics_token
+    if token:
+        sent = request.headers.get("authorization", "")
+        if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+            raise MetricsTokenError("/metrics needs 'Authorization: Bearer <metrics token>' (FACEGATE_METRICS_TOKEN)")
     return Response(generate_latest(get_service(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any
@@ -41,11 +42,30 @@ class Settings(BaseModel):
     request_timeout_s: float = Field(30.0, gt=0, description="Longest a biometric request may wait plus run.")
     shutdown_grace_s: float = Field(10.0, ge=0, description="Time in-flight requests get to finish on shutdown.")
 
+    # --- deployment behind a proxy, monitoring ---------------------------------------------
+    trusted_proxies: str = Field(
+        "", description="Comma-separated addresses or networks of reverse proxies (e.g. 10.0.0.5,10.1.0.0/16) whose "
+        "X-Forwarded-For / X-Forwarded-Proto are believed for the client address (sign-in throttle, logs). "
+        "Empty: those headers are ignored, so a client cannot pick its own address.")
+    metrics_token: str = Field(
+        "", description="When set, /metrics requires 'Authorization: Bearer <token>' (for a Prometheus scrape job). "
+        "Empty: /metrics is open (it carries no biometric data).")
+
     # --- misc -------------------------------------------------------------------------------
     log_level: str = "info"
     log_json: bool = True
     console: bool = Field(True, description="Serve the web console at /.")
     bootstrap_admin_key: bool = Field(True, description="Create and print an admin key on first start when none exists.")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v: str) -> str:
+        for item in filter(None, (p.strip() for p in v.split(","))):
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {item!r} is not an IP address or network") from None
+        return v
 
     @field_validator("log_level")
     @classmethod
