@@ -33,7 +33,9 @@ from pathlib import Path
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
 from .errors import MasterKeyError, TemplateIntegrityError
 
@@ -135,7 +137,7 @@ class Crypto:
 
     def __init__(self, master: bytes, *, source: str | None = None,
                  reload: Callable[[str], bytes] | None = None) -> None:
-        self._state = (AESGCM(master), key_id(master))
+        self._state = (AESGCM(master), key_id(master), _derive_prk(master))
         self.source = source
         self.reload = reload
         self.latest_id: Callable[[], str | None] | None = None
@@ -148,7 +150,7 @@ class Crypto:
     def replace(self, master: bytes) -> None:
         """Use ``master`` from now on (the previous key is dropped, not kept as a fallback)."""
         with self.lock:
-            self._state = (AESGCM(_check(master, "replacement")), key_id(master))
+            self._state = (AESGCM(_check(master, "replacement")), key_id(master), _derive_prk(master))
 
     def ensure(self, expected_id: str | None) -> bool:
         """Make the key the one with id ``expected_id`` (the store's current id, read in the
@@ -173,6 +175,18 @@ class Crypto:
             self.replace(key)
             return True
 
+    # --- derived keys ------------------------------------------------------------------------
+
+    def derive_key(self, purpose: bytes) -> tuple[bytes, str]:
+        """A 32-byte key for ``purpose`` derived from the master key (HKDF-SHA256, ``info`` =
+        ``facegate/derive/v1|`` + purpose) and the id of the master key it came from, read from
+        one snapshot. Keys derived for different purposes are independent; a rotation changes
+        them all (nothing encrypted under a derived key survives a rotation unless its owner
+        re-encrypts it)."""
+        state = self._state
+        key = HKDFExpand(algorithm=hashes.SHA256(), length=KEY_BYTES, info=b"facegate/derive/v1|" + purpose).derive(state[2])
+        return key, state[1]
+
     # --- key wrapping -----------------------------------------------------------------------
 
     def wrap(self, key: bytes, context: bytes) -> bytes:
@@ -180,7 +194,7 @@ class Crypto:
         return nonce + self._state[0].encrypt(nonce, key, b"facegate/wrap/v1|" + context)
 
     def unwrap(self, wrapped: bytes, context: bytes) -> bytes:
-        aead, held = self._state
+        aead, held = self._state[0], self._state[1]
         try:
             return aead.decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], b"facegate/wrap/v1|" + context)
         except InvalidTag as exc:
@@ -218,6 +232,13 @@ class Crypto:
 
     def subject_key(self, wrapped: bytes, collection_id: int, external_id: str) -> "SubjectCipher":
         return SubjectCipher(self.unwrap(wrapped, subject_context(collection_id, external_id)), collection_id, external_id)
+
+
+def _derive_prk(master: bytes) -> bytes:
+    """HKDF-Extract of the master key (the pseudorandom key ``derive_key`` expands). Extract
+    and expand split so the master key itself is not kept beside its AES-GCM object."""
+    h = hmac.new(b"facegate/derive/v1", master, hashlib.sha256)
+    return h.digest()
 
 
 def subject_context(collection_id: int, external_id: str) -> bytes:

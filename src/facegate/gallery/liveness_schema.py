@@ -1,13 +1,17 @@
 """Tables of the database-backed liveness session store (``facegate.liveness.db_store``).
 
 They live in the gallery database so that every ``facegate serve`` process (and every replica
-on one PostgreSQL) shares liveness sessions, their single-use state and the replay digests.
-Migration ``0002_liveness_sessions`` creates exactly these tables.
+on one PostgreSQL) shares liveness sessions, their single-use state, the replay digests and a
+passed session's result. Migration ``0002_liveness_sessions`` creates the first two tables,
+``0003_liveness_results`` the third.
 
-Never stored: frames, images, face crops, landmarks or templates. A session row holds the
-challenge, its life-cycle state and, once checked, the audit-safe decision (reason codes,
-challenge statuses, counts). A passed session's best frame stays in the memory of the process
-that ran the check, until verify/enrol takes it (once) or 120 s pass.
+Never stored: frames, landmarks or templates, and nothing in plaintext about the face. A session
+row holds the challenge, its life-cycle state and, once checked, the audit-safe decision (reason
+codes, challenge statuses, counts). A *passed* session's face-centred crop of its best frame —
+what verify/enrol use in place of an image — is kept in ``liveness_results`` only as AES-256-GCM
+ciphertext under a key derived from the master key, bound to the session id, and only until
+verify/enrol takes it (the same transaction that marks the session consumed deletes it) or its
+result expires (120 s; deleted by the purge and by any later consume attempt).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Optional
 
-from sqlalchemy import JSON, Boolean, Float, String
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .schema import Base, UTCDateTime
@@ -53,3 +57,18 @@ class LivenessFrameDigestRow(Base):
     digest: Mapped[str] = mapped_column(String(80), primary_key=True)
     session_id: Mapped[str] = mapped_column(String(64))
     seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class LivenessResultRow(Base):
+    """A passed session's face-centred best-frame crop (PNG), encrypted: ``ciphertext`` = 12-byte
+    nonce + AES-256-GCM(key = HKDF(master key, "liveness-result/v1"), associated data = the
+    session id). ``key_id``: the fingerprint of the master key the key was derived from (a
+    rotation makes the row unreadable: "run a new check"). Deleted when the session is consumed
+    (same transaction), when ``expires_at`` has passed (purge, consume), and with its session."""
+
+    __tablename__ = "liveness_results"
+    session_id: Mapped[str] = mapped_column(ForeignKey("liveness_sessions.id", ondelete="CASCADE"), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32))
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)

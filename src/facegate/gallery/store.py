@@ -43,7 +43,7 @@ from .schema import (
     TemplateRow,
 )
 
-SCHEMA_HEAD = "0002"  # the newest migration revision shipped with this version
+SCHEMA_HEAD = "0003"  # the newest migration revision shipped with this version
 BUSY_TIMEOUT_MS = 30_000
 DB_FILE = "gallery.db"
 

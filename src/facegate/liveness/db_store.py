@@ -1,36 +1,45 @@
 """A liveness ``SessionStore`` in the gallery's database (SQLite or PostgreSQL, SQLAlchemy 2).
 
 Every process that opens the same database shares the sessions: a session created by one
-``facegate serve`` worker can be submitted to another, single use holds across processes and
-restarts, and replay digests survive a restart for their 24 hours.
+``facegate serve`` worker can be submitted to another, its passed result used through a third,
+single use holds across processes and restarts, and replay digests survive a restart for their
+24 hours.
 
 Atomicity: each state change is one conditional ``UPDATE`` (e.g. ``SET state='checking' WHERE
 id=? AND state='pending' AND expires_at > now``) whose row count says who won, so of two
-concurrent submissions — threads or processes — exactly one claims the session. Digests are
-inserted with ``ON CONFLICT`` (both backends): the first session to submit a frame owns it for
-the replay window, an expired digest is taken over by the new session.
+concurrent submissions — threads or processes — exactly one claims the session. Consuming a
+passed session is ``SET state='consumed' WHERE state='passed' AND result_expires_at > now`` and,
+in the same transaction, the read and ``DELETE`` of its encrypted result: of two processes
+racing to use one session exactly one gets the crop, and the ciphertext is gone when it commits.
+Digests are inserted with ``ON CONFLICT`` (both backends): the first session to submit a frame
+owns it for the replay window, an expired digest is taken over by the new session.
 
 What is stored: the session (id, nonce, owner, challenges, state, times) and, once checked, the
 audit-safe decision (reason codes, challenge statuses, counts — the same record the audit log
-gets); SHA-256 digests of submitted frames for 24 h. **No frame, image, crop or template is
-written to the database.** A passed session's best frame (face-centred crop) and template stay
-in the memory of the process that ran the check (``LocalResults``), until verify/enrol takes
-them once or 120 s pass. A verify/enrol that reaches another process, or the same process after
-a restart, gets ``liveness_result_unavailable`` (409) and the session is *not* used up; route
-the verify/enrol to the process that answered the frames, or run a new check.
+gets); SHA-256 digests of submitted frames for 24 h; and for a **passed** session only, until it
+is used or its result expires (120 s), the face-centred crop of its best frame — the image that
+verify/enrol run on, exactly as the in-memory store hands it out — losslessly PNG-encoded and
+**encrypted** (table ``liveness_results``, see :class:`ResultCipher`): AES-256-GCM under a key
+derived with HKDF from the gallery's master key, the session id as associated data. No frame,
+template or landmark is written, and nothing about the face in plaintext. A master-key rotation
+between the check and its use makes the result unreadable: the use fails closed with
+``liveness_result_unavailable`` ("run a new liveness check").
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import secrets
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
@@ -42,6 +51,7 @@ from .challenge import (
     SessionOutcome,
     SessionStore,
 )
+from ..errors import FacegateError
 from .errors import (
     SessionExpiredError,
     SessionNotFoundError,
@@ -49,6 +59,8 @@ from .errors import (
     SessionResultUnavailableError,
     SessionUsedError,
 )
+
+log = logging.getLogger("facegate.liveness")
 
 # How long a session row is kept after it (or its result) expired: late submissions then get
 # "used"/"expired" instead of "not found". Same horizon as the in-memory store.
@@ -63,65 +75,119 @@ def _sec(value: dt.datetime | None) -> float | None:
     return None if value is None else value.timestamp()
 
 
-class LocalResults:
-    """Passed sessions' best frames and templates, in this process's memory only.
+RESULT_KEY_PURPOSE = b"liveness-result/v1"
+_AAD_PREFIX = b"facegate/liveness-result/v1|"
+_NONCE = 12
 
-    Thread-safe, bounded (``max_items``, oldest first) and time-limited: an entry is dropped at
-    its deadline (the session's result TTL). Shared by every ``DatabaseSessionStore`` of one
-    process (e.g. after the service reopened its database)."""
 
-    def __init__(self, max_items: int = 10_000) -> None:
+class ResultUnreadable(Exception):
+    """A stored result cannot be opened: ``reason`` is ``master_key_rotated`` or ``integrity``."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ResultCipher:
+    """Seals a passed session's best-frame crop for the database and opens it again.
+
+    Key: 32 bytes from HKDF-SHA256 over the gallery's master key (``Crypto.derive_key``, info
+    ``facegate/derive/v1|liveness-result/v1``): no second key store, and independent of every
+    other key derived or wrapped under the master key. Ciphertext: 12-byte random nonce +
+    AES-256-GCM of the crop's lossless PNG, with ``facegate/liveness-result/v1|<session id>``
+    as associated data, so a row copied under another session id fails authentication. The
+    master key's fingerprint is stored beside it: after a rotation the derived key is gone
+    with the old master key and opening says so (``master_key_rotated``) instead of reporting
+    tampering."""
+
+    def __init__(self, crypto: Any) -> None:
+        self.crypto = crypto
         self._lock = threading.Lock()
-        self._items: OrderedDict[str, tuple[np.ndarray | None, np.ndarray | None, float]] = OrderedDict()
-        self.max_items = max_items
+        self._cached: tuple[str, AESGCM] | None = None
 
-    def __len__(self) -> int:
+    def _current(self) -> tuple[str, AESGCM]:
+        key, kid = self.crypto.derive_key(RESULT_KEY_PURPOSE)
         with self._lock:
-            return len(self._items)
+            if self._cached is None or self._cached[0] != kid:
+                self._cached = (kid, AESGCM(key))
+            return self._cached
 
-    def put(self, session_id: str, image: np.ndarray | None, embedding: np.ndarray | None, deadline: float) -> None:
-        with self._lock:
-            self._items[session_id] = (image, embedding, deadline)
-            self._items.move_to_end(session_id)
-            while len(self._items) > self.max_items:
-                self._items.popitem(last=False)
+    def _follow_rotation(self) -> None:
+        """Load the store's current master key if another process rotated it (files in the data
+        directory); MasterKeyMismatchError when this process cannot (a key from the environment)."""
+        latest = getattr(self.crypto, "latest_id", None)
+        if latest is not None:
+            self.crypto.ensure(latest())
 
-    def has(self, session_id: str, now: float) -> bool:
-        with self._lock:
-            item = self._items.get(session_id)
-            return item is not None and now < item[2]
+    @staticmethod
+    def aad(session_id: str) -> bytes:
+        return _AAD_PREFIX + session_id.encode()
 
-    def pop(self, session_id: str) -> tuple[np.ndarray | None, np.ndarray | None] | None:
-        with self._lock:
-            item = self._items.pop(session_id, None)
-        return None if item is None else (item[0], item[1])
+    def seal(self, session_id: str, image: np.ndarray) -> tuple[str, bytes]:
+        """(master key id, nonce + ciphertext) of ``image`` (an RGB uint8 array) for ``session_id``."""
+        import cv2
 
-    def drop_expired(self, now: float) -> int:
-        with self._lock:
-            stale = [k for k, (_, _, deadline) in self._items.items() if now >= deadline]
-            for k in stale:
-                del self._items[k]
-        return len(stale)
+        rgb = np.ascontiguousarray(image)
+        if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ValueError(f"best image must be an RGB uint8 array, not {rgb.dtype} {rgb.shape}")
+        ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        if not ok:  # pragma: no cover - OpenCV encodes every uint8 image
+            raise ValueError("could not encode the best image")
+        self._follow_rotation()
+        kid, aead = self._current()
+        nonce = secrets.token_bytes(_NONCE)
+        blob = nonce + aead.encrypt(nonce, png.tobytes(), self.aad(session_id))
+        del png
+        return kid, blob
+
+    def open(self, session_id: str, key_id: str, blob: bytes) -> np.ndarray:
+        """The RGB crop sealed for ``session_id``; ResultUnreadable when it cannot be."""
+        import cv2
+
+        kid, aead = self._current()
+        if key_id != kid:
+            try:
+                self._follow_rotation()
+            except FacegateError:
+                pass
+            kid, aead = self._current()
+        if key_id != kid:
+            raise ResultUnreadable(
+                "master_key_rotated",
+                f"it was encrypted under master key {key_id}, and the gallery's master key is now {kid} (rotated since)",
+            )
+        try:
+            png = aead.decrypt(bytes(blob[:_NONCE]), bytes(blob[_NONCE:]), self.aad(session_id))
+        except (InvalidTag, ValueError):
+            raise ResultUnreadable("integrity", "its ciphertext failed authentication (altered, or moved from another session)") from None
+        bgr = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+        if bgr is None:  # pragma: no cover - authenticated data is what seal() wrote
+            raise ResultUnreadable("integrity", "its plaintext is not an image")
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 class DatabaseSessionStore(SessionStore):
     """Liveness sessions in the gallery database. Thread- and process-safe.
 
     ``store``: a gallery ``Store`` (``gallery.store``; its tables come from the gallery's
-    migrations, revision 0002) — or use :meth:`open` with a database URL. ``results``: the
-    process's in-memory holder of passed sessions' best frames (one per process; a new one by
-    default). ``purge_every_s``: expired rows are deleted at most this often, on ``add``.
+    migrations, revision 0003) — or use :meth:`open` with a database URL. ``crypto``: the
+    gallery's ``Crypto`` (``gallery.crypto``: its master key; a passed session's result is
+    encrypted under a key derived from it). ``purge_every_s``: expired rows are deleted at most
+    this often, on ``add`` (and :meth:`purge_results` deletes expired results alone, cheaply).
     """
 
     def __init__(
         self,
         store: Any,
+        crypto: Any,
         *,
-        results: LocalResults | None = None,
         replay_ttl_s: float = DEFAULT_REPLAY_TTL_S,
         purge_every_s: float = 60.0,
     ) -> None:
-        from ..gallery.liveness_schema import LivenessFrameDigestRow, LivenessSessionRow
+        from ..gallery.liveness_schema import LivenessFrameDigestRow, LivenessResultRow, LivenessSessionRow
+
+        if crypto is None or not hasattr(crypto, "derive_key"):
+            raise TypeError("DatabaseSessionStore needs the gallery's Crypto (gallery.crypto): passed results are encrypted")
 
         self.store = store
         self.dialect: str = getattr(store, "dialect", None) or store.engine.dialect.name
@@ -132,7 +198,8 @@ class DatabaseSessionStore(SessionStore):
         self._read: Engine = store.engine
         self.S = LivenessSessionRow.__table__
         self.D = LivenessFrameDigestRow.__table__
-        self.results = results or LocalResults()
+        self.R = LivenessResultRow.__table__
+        self.cipher = ResultCipher(crypto)
         self.replay_ttl_s = replay_ttl_s
         self.purge_every_s = purge_every_s
         self._last_purge = 0.0
@@ -140,23 +207,48 @@ class DatabaseSessionStore(SessionStore):
         self._owns_store = False
 
     @classmethod
-    def open(cls, url: str, *, data_dir: str | None = None, **kwargs: Any) -> "DatabaseSessionStore":
+    def open(cls, url: str, *, data_dir: str | None = None, master_key: bytes | str | None = None,
+             crypto: Any = None, **kwargs: Any) -> "DatabaseSessionStore":
         """Open (and migrate) the gallery database at ``url`` (``sqlite:///…/gallery.db``,
-        ``postgresql://…``, or ``embedded-postgres`` with ``data_dir``) for liveness sessions."""
+        ``postgresql://…``, or ``embedded-postgres`` with ``data_dir``) for liveness sessions.
+
+        The master key is found as ``Gallery.open`` finds it: ``master_key`` (32 bytes or
+        base64), else $FACEGATE_MASTER_KEY, else ``<data_dir>/master.key`` — for SQLite the
+        directory of the database file unless ``data_dir`` or $FACEGATE_DATA_DIR says otherwise
+        — created for a new database, checked against the database's key id otherwise."""
+        import os
+        from pathlib import Path
+
+        from sqlalchemy.engine import make_url
+
         from ..gallery.store import Store, default_data_dir
 
         if url.startswith("sqlite"):
             st: Any = Store(url)
+            db = make_url(url).database
+            if data_dir is not None:
+                ddir = Path(data_dir)
+            elif db and db != ":memory:" and "FACEGATE_DATA_DIR" not in os.environ:
+                ddir = Path(db).resolve().parent
+            else:
+                ddir = default_data_dir()
         else:
             from ..gallery.pg import open_store
 
-            st = open_store(url, data_dir=data_dir or default_data_dir())
+            ddir = Path(data_dir) if data_dir is not None else default_data_dir()
+            st = open_store(url, data_dir=ddir)
         try:
             st.migrate()
+            if crypto is None:
+                from ..gallery import master_key as master_key_files
+                from ..gallery.gallery import Gallery
+
+                crypto = Gallery._master(st, ddir, master_key)
+                crypto.latest_id = lambda: master_key_files._current_id(st)
         except BaseException:
             st.close()
             raise
-        out = cls(st, **kwargs)
+        out = cls(st, crypto, **kwargs)
         out._owns_store = True
         return out
 
@@ -250,6 +342,15 @@ class DatabaseSessionStore(SessionStore):
 
     def finish(self, session_id: str, outcome: SessionOutcome) -> None:
         live = bool(outcome.live)
+        sealed: tuple[str, bytes] | None = None
+        if live and outcome.best_image is not None:
+            try:
+                sealed = self.cipher.seal(session_id, outcome.best_image)
+            except Exception:  # noqa: BLE001 - e.g. this process holds a retired master key
+                # The decision is still recorded; using the session fails closed (no result stored).
+                log.exception("could not encrypt the result of liveness session %s; it cannot be used", session_id)
+        outcome.best_image = None
+        outcome.best_embedding = None  # never stored: verify/enrol compute their own template from the crop
         with self._tx() as conn:
             row = self._row(conn, session_id)
             if row is None:
@@ -262,49 +363,66 @@ class DatabaseSessionStore(SessionStore):
                         completed_at=_ts(outcome.completed_at), result_expires_at=_ts(result_expires), model=outcome.model,
                         purge_after=_ts(max(_sec(row.expires_at) or 0.0, result_expires) + KEEP_AFTER_S))
             ).rowcount
+            if done == 1 and sealed is not None:
+                # Same transaction as the decision: a passed row never exists without its result.
+                conn.execute(insert(self.R).values(session_id=session_id, key_id=sealed[0], ciphertext=sealed[1],
+                                                   created_at=_ts(outcome.completed_at), expires_at=_ts(result_expires)))
+        sealed = None
         if done != 1:
             raise SessionUsedError("liveness session is not being checked", session_id=session_id)
-        if live and (outcome.best_image is not None or outcome.best_embedding is not None):
-            # In this process's memory only; never written to the database.
-            self.results.put(session_id, outcome.best_image, outcome.best_embedding, result_expires)
-        outcome.best_image = None
-        outcome.best_embedding = None
 
     def consume(self, session_id: str, owner: str | None = None, now: float | None = None) -> SessionOutcome:
+        """passed → consumed and the encrypted result read and deleted, in one transaction: of
+        any number of threads or processes racing, exactly one gets the crop. A result that
+        cannot be decrypted (master key rotated since the check, altered or moved row) fails
+        closed: the session is used up and ``liveness_result_unavailable`` says to run a new
+        check. ``best_embedding`` is always None (not stored)."""
         now = time.time() if now is None else now
-        local = self.results.has(session_id, now)
-        won = 0
+        payload: Any = None
+        deleted = 0
         with self._tx() as conn:
-            if local:
-                won = conn.execute(
-                    update(self.S)
-                    .where(self.S.c.id == session_id, self.S.c.state == "passed", self.S.c.result_expires_at > _ts(now),
-                           self._owner_match(owner))
-                    .values(state="consumed", consumed_at=_ts(now))
-                ).rowcount
+            won = conn.execute(
+                update(self.S)
+                .where(self.S.c.id == session_id, self.S.c.state == "passed", self.S.c.result_expires_at > _ts(now),
+                       self._owner_match(owner))
+                .values(state="consumed", consumed_at=_ts(now))
+            ).rowcount
             row = self._row(conn, session_id)
+            if won == 1:
+                payload = conn.execute(select(self.R.c.key_id, self.R.c.ciphertext)
+                                       .where(self.R.c.session_id == session_id)).first()
+                deleted = conn.execute(delete(self.R).where(self.R.c.session_id == session_id)).rowcount
+            elif self._visible(row, owner) and row.state == "passed":
+                deleted = conn.execute(delete(self.R).where(self.R.c.session_id == session_id,
+                                                            self.R.c.expires_at <= _ts(now))).rowcount  # expired: goes now
+        if deleted:
+            self._vacuum_later()
         if not self._visible(row, owner):
             raise self._not_found(session_id)
         if won == 1:
-            taken = self.results.pop(session_id)  # the UPDATE made this thread the only taker
             session = self._session(row)
             assert session.outcome is not None
             out = session.outcome
-            if taken is not None:
-                out.best_image, out.best_embedding = taken
+            if payload is None:
+                raise SessionResultUnavailableError(
+                    "this liveness session passed, but no result was stored for it (it could not be encrypted); "
+                    "run a new liveness check", session_id=row.id, reason="not_stored")
+            try:
+                out.best_image = self.cipher.open(row.id, payload.key_id, payload.ciphertext)
+            except ResultUnreadable as exc:
+                if exc.reason == "integrity":
+                    log.warning("liveness session %s: stored result failed authentication; refused", row.id)
+                raise SessionResultUnavailableError(
+                    f"this liveness session's result cannot be used: {exc}; the session is used up — run a new liveness check",
+                    session_id=row.id, reason=exc.reason) from None
+            finally:
+                payload = None
             return out
         if row.state == "consumed":
             raise SessionUsedError("this liveness session was already used", session_id=row.id)
         if row.state != "passed":
             raise SessionNotLiveError("this liveness session has not passed a liveness check", session_id=row.id, state=row.state)
-        if row.result_expires_at is None or now >= (_sec(row.result_expires_at) or 0.0):
-            self.results.pop(session_id)
-            raise SessionExpiredError("this liveness result has expired; run a new liveness check", session_id=row.id)
-        raise SessionResultUnavailableError(
-            "this liveness session passed in another facegate process (or before a restart); its best frame is kept "
-            "only in that process's memory. Send verify/enrol to the same process, or run a new liveness check",
-            session_id=row.id,
-        )
+        raise SessionExpiredError("this liveness result has expired; run a new liveness check", session_id=row.id)
 
     def remember_frames(self, session_id: str, digests: Iterable[str], now: float | None = None) -> set[str]:
         now = time.time() if now is None else now
@@ -336,11 +454,37 @@ class DatabaseSessionStore(SessionStore):
 
     def purge(self, now: float | None = None) -> int:
         now = time.time() if now is None else now
-        self.results.drop_expired(now)
         with self._tx() as conn:
+            results = conn.execute(delete(self.R).where(self.R.c.expires_at <= _ts(now))).rowcount
+            # A session's result goes with it (explicitly: SQLite enforces the cascade only with
+            # foreign keys on, which the gallery's connections have, a foreign connection may not).
+            gone = select(self.S.c.id).where(self.S.c.purge_after <= _ts(now))
+            results += conn.execute(delete(self.R).where(self.R.c.session_id.in_(gone))).rowcount
             dropped = conn.execute(delete(self.S).where(self.S.c.purge_after <= _ts(now))).rowcount
             conn.execute(delete(self.D).where(self.D.c.seen_at <= _ts(now - self.replay_ttl_s)))
+        if results:
+            self._vacuum_later()
         return int(dropped or 0)
+
+    def purge_results(self, now: float | None = None) -> int:
+        """Delete every stored result whose lifetime is over (one indexed DELETE); returns how
+        many. ``facegate serve`` runs it every few seconds (``liveness_bridge``)."""
+        now = time.time() if now is None else now
+        with self._tx() as conn:
+            n = int(conn.execute(delete(self.R).where(self.R.c.expires_at <= _ts(now))).rowcount or 0)
+        if n:
+            self._vacuum_later()
+        return n
+
+    def _vacuum_later(self) -> None:
+        """PostgreSQL keeps a deleted row's bytes until VACUUM: ask the store for one soon (its
+        debounced background VACUUM). SQLite's ``secure_delete`` (on for the gallery) zeroes them."""
+        schedule = getattr(self.store, "schedule_vacuum", None)
+        if schedule is not None:
+            try:
+                schedule(["liveness_results"])
+            except Exception:  # noqa: BLE001 - autovacuum remains the fallback
+                log.debug("could not schedule VACUUM of liveness_results", exc_info=True)
 
     def _maybe_purge(self, now: float) -> None:
         if not self._purge_lock.acquire(blocking=False):
@@ -358,13 +502,14 @@ class DatabaseSessionStore(SessionStore):
     # --- inspection (tests, ops) --------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
-        """Rows per session state, digests, and best frames held in this process."""
+        """Rows per session state, digests, and stored (encrypted) results."""
         from sqlalchemy import func
 
         with self._tx(write=False) as conn:
             states = dict(conn.execute(select(self.S.c.state, func.count()).group_by(self.S.c.state)).all())
             digests = conn.execute(select(func.count()).select_from(self.D)).scalar() or 0
-        return {**{str(k): int(v) for k, v in states.items()}, "digests": int(digests), "local_results": len(self.results)}
+            results = conn.execute(select(func.count()).select_from(self.R)).scalar() or 0
+        return {**{str(k): int(v) for k, v in states.items()}, "digests": int(digests), "results": int(results)}
 
 
 def _json_safe(value: Any) -> Any:
@@ -380,4 +525,4 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-__all__ = ["DatabaseSessionStore", "LocalResults"]
+__all__ = ["DatabaseSessionStore", "ResultCipher"]

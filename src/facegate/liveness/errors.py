@@ -48,8 +48,11 @@ class SessionNotLiveError(LivenessError):
 
 
 class SessionResultUnavailableError(LivenessError):
-    """The session passed, but its best frame is held in the memory of another process (the one
-    that ran the check) or was lost in a restart. The session is not used up."""
+    """The session passed, but its result (best-frame crop) cannot be used: with the database
+    store, it could not be decrypted — the gallery's master key was rotated since the check
+    (``reason: master_key_rotated``) or the stored ciphertext was altered or moved from another
+    session (``reason: integrity``) — or it was never stored (``reason: not_stored``). Fails
+    closed: the session is used up and its result deleted; run a new liveness check."""
 
     code = "liveness_result_unavailable"
     http_status = 409
