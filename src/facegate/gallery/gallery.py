@@ -29,7 +29,9 @@ import numpy as np
 from ..calibration import SUPPORTED_FMRS, calibration_for
 from ..errors import CalibrationError, FacegateError
 from ..results import Face
-from .audit import AuditLog, row_to_event
+from .audit import ARCHIVE_ACTION, AuditLog, row_to_event
+from .audit import archive as _archive_audit
+from .audit import verify_archive as _verify_audit_archive
 from . import master_key as master_key_files
 from .crypto import MASTER_KEY_ENV, Crypto, generate_key, load_master_key
 from .errors import (
@@ -51,6 +53,8 @@ from sqlalchemy.engine import make_url
 
 from .store import Store, StoreTx, _Duplicate, default_data_dir, sqlite_url
 from .types import (
+    AuditArchiveCheck,
+    AuditArchiveReport,
     AuditEvent,
     AuditReport,
     Candidate,
@@ -934,7 +938,7 @@ class Gallery:
         """Record a decision made outside the gallery (e.g. the service's image-vs-image verify
         or a liveness check) in the same hash-chained log. Never pass pixels or templates.
         Returns the event's seq."""
-        if not AUDIT_ACTION_RE.match(action or ""):
+        if not AUDIT_ACTION_RE.match(action or "") or action == ARCHIVE_ACTION:
             raise InvalidArgumentError(f"invalid audit action {action!r}")
         if details and len(repr(details)) > 4096:
             raise InvalidArgumentError("audit details are limited to 4 KiB (counts and codes, not data)")
@@ -944,6 +948,32 @@ class Gallery:
 
     def audit_verify(self, *, expect_head: str | None = None) -> AuditReport:
         return self.audit.verify(self.store, expect_head=expect_head)
+
+    def audit_archive(self, before: dt.datetime, path: str | os.PathLike[str], *, actor: str = "archive",
+                      batch: int = 5000) -> AuditArchiveReport:
+        """Move every audit event older than ``before`` (the oldest run of the chain whose
+        events all are: an older event appended after a newer one waits for the next run) to
+        the JSON Lines file ``path``, verify the file against the database, then delete those
+        events in one durable transaction that records the chain's new anchor and appends an
+        ``audit.archive`` event. Crash-safe at every point (see ``audit.archive``); a rerun
+        replaces a file left by an interrupted run, never a committed archive. Count 0 and no
+        file when nothing is old enough. LockedError while another archival runs."""
+        before = _aware(before, "before")
+        assert before is not None
+        with self.store.read() as tx:
+            deployment_id = tx.get_meta("deployment_id")
+        return _archive_audit(self.audit, self.store, before=before, path=path, actor=actor,
+                              deployment_id=deployment_id, batch=batch)
+
+    def audit_verify_archive(self, paths: Sequence[str | os.PathLike[str]], *, with_database: bool = True,
+                             expect_head: str | None = None) -> AuditArchiveCheck:
+        """Verify archive files (MACs, order, completeness of each), and with the database
+        (default) that they are the archivals it recorded, join each other, and end at the
+        database chain's anchor — files + database prove the whole chain (``complete``)."""
+        with self.store.read() as tx:
+            deployment_id = tx.get_meta("deployment_id")
+        return _verify_audit_archive(self.audit, self.store if with_database else None, [str(p) for p in paths],
+                                     deployment_id=deployment_id, expect_head=expect_head)
 
     # --- index --------------------------------------------------------------------------------
 

@@ -193,6 +193,31 @@ class AuditHead(Base):
     mac: Mapped[str] = mapped_column(String(64))
 
 
+class AuditArchiveRow(Base):
+    """One row per audit archival (``Gallery.audit_archive``): the range of events moved out
+    to an archive file and the chain's new anchor. The newest row (highest ``last_seq``) is
+    the anchor: the oldest event left in ``audit_events`` chains to its ``last_mac``. The
+    append-only triggers let the application delete only events at or below it. Never
+    deleted (one small row per archival)."""
+
+    __tablename__ = "audit_archives"
+    __table_args__ = {"sqlite_autoincrement": True}
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    first_seq: Mapped[int] = mapped_column(BigInteger)
+    last_seq: Mapped[int] = mapped_column(BigInteger, index=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+    prev_mac: Mapped[str] = mapped_column(String(64))  # what the first archived event chains to
+    last_mac: Mapped[str] = mapped_column(String(64))  # the anchor
+    first_ts: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    last_ts: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    cutoff: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    archived_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String(256))
+    file_name: Mapped[str] = mapped_column(String(512))  # base name only
+    file_sha256: Mapped[str] = mapped_column(String(64))
+    event_seq: Mapped[int] = mapped_column(BigInteger)  # the audit.archive event that records it
+
+
 class ApiKeyRow(Base):
     __tablename__ = "api_keys"
     __table_args__ = {"sqlite_autoincrement": True}

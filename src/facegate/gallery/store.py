@@ -31,6 +31,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from .errors import SchemaError, StoreError, StoreUnavailableError
 from .schema import (
     ApiKeyRow,
+    AuditArchiveRow,
     AuditHead,
     AuditRow,
     ChangeRow,
@@ -43,13 +44,14 @@ from .schema import (
     TemplateRow,
 )
 
-SCHEMA_HEAD = "0003"  # the newest migration revision shipped with this version
+SCHEMA_HEAD = "0004"  # the newest migration revision shipped with this version
 BUSY_TIMEOUT_MS = 30_000
 DB_FILE = "gallery.db"
 
 C, S, K, T = CollectionRow.__table__, SubjectRow.__table__, ConsentRow.__table__, TemplateRow.__table__
 CH, A, AH, KEYS = ChangeRow.__table__, AuditRow.__table__, AuditHead.__table__, ApiKeyRow.__table__
 META, KR, LOCKS = Meta.__table__, KeyringEntry.__table__, LockRow.__table__
+AARCH = AuditArchiveRow.__table__
 
 
 def default_data_dir() -> Path:
@@ -537,6 +539,37 @@ class StoreTx:
                 return
             yield from rows
             last = rows[-1].seq
+
+    # --- audit archival (the oldest events moved out to files; see audit.py) -------------------
+
+    def audit_anchor(self) -> Row | None:
+        """The newest ``audit_archives`` row (the chain's anchor), or None if nothing was archived."""
+        return self.conn.execute(select(AARCH).order_by(AARCH.c.last_seq.desc()).limit(1)).first()
+
+    def audit_archives(self) -> list[Row]:
+        return list(self.conn.execute(select(AARCH).order_by(AARCH.c.last_seq)))
+
+    def audit_archive_cut(self, after_seq: int, before: dt.datetime) -> int:
+        """The last seq of the longest run of events after ``after_seq`` that are all older than
+        ``before`` (a contiguous prefix of the chain; ``after_seq`` when there is none)."""
+        first_new = self.conn.execute(select(func.min(A.c.seq)).where(A.c.seq > after_seq, A.c.ts >= before)).scalar()
+        if first_new is not None:
+            return int(first_new) - 1
+        return max(after_seq, int(self.conn.execute(select(func.max(A.c.seq))).scalar() or 0))
+
+    def audit_range_summary(self, first_seq: int, last_seq: int) -> tuple[int, Row | None, Row | None]:
+        """(count, first row, last row) of the stored events with ``first_seq <= seq <= last_seq``."""
+        n = self.conn.execute(select(func.count()).select_from(A).where(A.c.seq >= first_seq, A.c.seq <= last_seq)).scalar()
+        first = self.conn.execute(select(A).where(A.c.seq == first_seq)).first()
+        last = self.conn.execute(select(A).where(A.c.seq == last_seq)).first()
+        return int(n or 0), first, last
+
+    def insert_audit_archive(self, **values: Any) -> None:
+        self.conn.execute(insert(AARCH).values(**values))
+
+    def delete_audit_through(self, first_seq: int, last_seq: int) -> int:
+        """Delete archived events (the triggers refuse any seq above the newest anchor row)."""
+        return int(self.conn.execute(delete(A).where(A.c.seq >= first_seq, A.c.seq <= last_seq)).rowcount or 0)
 
     def audit_query(
         self,

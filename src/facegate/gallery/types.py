@@ -391,9 +391,80 @@ class AuditReport:
     head_mac: str
     first_bad_seq: int | None = None
     problem: str | None = None
+    # After an archival (``Gallery.audit_archive``) the stored chain starts after the anchor:
+    # the last archived event's seq and MAC (0 and None when nothing was archived).
+    archived_through: int = 0
+    anchor_mac: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class AuditArchiveReport:
+    """Result of ``Gallery.audit_archive``: the range moved to ``path`` (``count`` 0 and no
+    file when nothing was older than ``before``) and the chain's new anchor (``last_mac``)."""
+
+    path: str | None
+    count: int
+    first_seq: int | None
+    last_seq: int | None
+    prev_mac: str | None  # what the first archived event chains to (the previous anchor)
+    last_mac: str | None  # the new anchor: the oldest event left in the database chains to it
+    first_ts: dt.datetime | None
+    last_ts: dt.datetime | None
+    before: dt.datetime
+    file_sha256: str | None
+    bytes: int
+    event_seq: int | None  # the audit.archive event recording this archival
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "first_ts": _iso(self.first_ts), "last_ts": _iso(self.last_ts), "before": _iso(self.before)}
+
+
+@dataclass(frozen=True)
+class AuditArchiveFile:
+    """One archive file as checked by ``Gallery.audit_verify_archive``."""
+
+    path: str
+    ok: bool
+    count: int
+    first_seq: int | None = None
+    last_seq: int | None = None
+    prev_mac: str | None = None
+    last_mac: str | None = None
+    first_ts: dt.datetime | None = None
+    last_ts: dt.datetime | None = None
+    sha256: str | None = None
+    committed: bool | None = None  # None: checked without the database
+    first_bad_seq: int | None = None
+    problem: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "first_ts": _iso(self.first_ts), "last_ts": _iso(self.last_ts)}
+
+
+@dataclass(frozen=True)
+class AuditArchiveCheck:
+    """Result of ``Gallery.audit_verify_archive``. ``ok``: every file is intact (MACs, order,
+    count, footer) and, with the database, matches the archival it records and the database
+    chain is intact. ``complete``: the files and the database together cover the whole chain,
+    from the first event ever to the head, without a gap."""
+
+    ok: bool
+    complete: bool
+    files: tuple[AuditArchiveFile, ...]
+    events: int  # archived events checked
+    database: AuditReport | None
+    missing: tuple[tuple[int, int], ...] = ()  # (first, last) seq ranges not covered by the files given
+    problem: str | None = None
+    expect_head_found: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "files": [f.to_dict() for f in self.files],
+                "database": None if self.database is None else self.database.to_dict(),
+                "missing": [list(m) for m in self.missing]}
 
 
 @dataclass(frozen=True)
