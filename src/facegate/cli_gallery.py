@@ -534,7 +534,7 @@ def master_key_generate() -> None:
 
 # --- audit --------------------------------------------------------------------------------------
 
-audit_app = typer.Typer(help="Read and verify the hash-chained audit log.", no_args_is_help=True)
+audit_app = typer.Typer(help="Read, verify and archive the hash-chained audit log.", no_args_is_help=True)
 
 
 @audit_app.command("list")
@@ -577,9 +577,78 @@ def audit_verify(
     """Check the audit chain: exit 0 if intact, 1 if any event was edited, removed or inserted."""
     with _gallery(data_dir, store) as g:
         rep = g.audit_verify(expect_head=expect_head)
-    human = (f"[bold green]audit log intact[/]: {rep.events} event(s), head #{rep.head_seq} {rep.head_mac}" if rep.ok
+    archived = f" (events up to #{rep.archived_through} archived; anchor {rep.anchor_mac})" if rep.archived_through else ""
+    human = (f"[bold green]audit log intact[/]: {rep.events} event(s), head #{rep.head_seq} {rep.head_mac}{archived}" if rep.ok
              else f"[bold red]AUDIT LOG TAMPERED[/]: {rep.problem} (first bad event: {rep.first_bad_seq})")
     emit(rep.to_dict(), as_json, human, exit_code=0 if rep.ok else EXIT_NEGATIVE)
+
+
+def _cutoff(text: str) -> dt.datetime:
+    """--before: an ISO date/time (UTC when no zone) or an age: "365d" = 365 days ago."""
+    m = re.fullmatch(r"\s*(\d+)\s*([dhm])\s*", text or "")
+    if m:
+        n, unit = int(m.group(1)), m.group(2)
+        delta = {"d": dt.timedelta(days=n), "h": dt.timedelta(hours=n), "m": dt.timedelta(minutes=n)}[unit]
+        return dt.datetime.now(dt.timezone.utc) - delta
+    t = parse_time(text, "--before")
+    assert t is not None
+    return t
+
+
+@audit_app.command("archive")
+@handle_errors
+def audit_archive(
+    before: str = typer.Option(..., "--before", help="Archive events older than this: ISO date/time (UTC if no zone) or an age like 365d."),
+    output: Path = typer.Option(..., "--output", "-o", help="Archive file to write (JSON Lines; replaced only if an interrupted run left it)."),
+    data_dir: Optional[Path] = DataDirOption,
+    store: Optional[str] = StoreOption,
+    actor: Optional[str] = ActorOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Move old audit events to a verified archive file and delete them from the database.
+
+    The file is written, fsynced and verified against the database before anything is deleted;
+    the deletion, the chain's new anchor and an audit.archive event commit together. Keep the
+    file (and its SHA-256) as long as your retention requires: `audit verify-archive` proves it
+    and the database chain intact together."""
+    cutoff = _cutoff(before)
+    with _gallery(data_dir, store) as g:
+        rep = g.audit_archive(cutoff, output, actor=_actor(actor))
+    if rep.count == 0:
+        human = f"nothing to archive: no audit event older than {_fmt_time(cutoff)} is left in the database"
+    else:
+        human = (f"[bold green]archived[/] {rep.count} event(s) #{rep.first_seq}–#{rep.last_seq} "
+                 f"({_fmt_time(rep.first_ts)} – {_fmt_time(rep.last_ts)}) to {rep.path}\n"
+                 f"  sha256 {rep.file_sha256}, {rep.bytes} bytes, {rep.seconds}s; new chain anchor {rep.last_mac}")
+    emit(rep.to_dict(), as_json, human)
+
+
+@audit_app.command("verify-archive")
+@handle_errors
+def audit_verify_archive(
+    files: list[Path] = typer.Argument(..., help="Archive file(s) written by `audit archive`, in any order."),
+    standalone: bool = typer.Option(False, "--standalone", help="Check the files only, not their link to the database chain."),
+    require_complete: bool = typer.Option(False, "--require-complete", help="Exit 1 unless the files and the database cover the whole chain."),
+    expect_head: Optional[str] = typer.Option(None, "--expect-head", help="A head MAC recorded earlier: it must be in the archives or the database chain."),
+    data_dir: Optional[Path] = DataDirOption,
+    store: Optional[str] = StoreOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Verify archive files (and, by default, that they join the database chain): exit 0 if
+    intact, 1 if any event was edited, removed, reordered or inserted."""
+    with _gallery(data_dir, store) as g:
+        rep = g.audit_verify_archive(files, with_database=not standalone, expect_head=expect_head)
+    ok = rep.ok and (rep.complete or not require_complete)
+    if rep.ok:
+        span = ", ".join(f"#{f.first_seq}–#{f.last_seq}" for f in rep.files)
+        human = f"[bold green]audit archive intact[/]: {rep.events} archived event(s) ({span})"
+        if rep.database is not None:
+            human += f" + {rep.database.events} in the database up to head #{rep.database.head_seq}"
+        human += ("; the whole chain is proven" if rep.complete
+                  else "; not covered: " + ", ".join(f"#{a}–#{b}" for a, b in rep.missing) if rep.missing else "")
+    else:
+        human = f"[bold red]AUDIT ARCHIVE CHECK FAILED[/]: {rep.problem}"
+    emit(rep.to_dict(), as_json, human, exit_code=0 if ok else EXIT_NEGATIVE)
 
 
 # --- keys ---------------------------------------------------------------------------------------
