@@ -106,6 +106,40 @@ def test_enrol_and_verify_with_liveness_sessions(svc, clip, jpegs, jpegs_again, 
     decisions = [e for e in events if e["action"] == "liveness.decision"]
     assert decisions and decisions[0]["decision"] == "live" and decisions[0]["actor"].startswith("key:door")
     assert "best_face" not in json.dumps(decisions)
+    # Each use of a passed session is audited (session id, caller, purpose; never the image), and so is a refused one.
+    uses = {e["details"]["session_id"]: e for e in events if e["action"] == "liveness.used"}
+    assert set(uses) >= {sid, sid2} and uses[sid2]["purpose"] == "access" and uses[sid2]["actor"].startswith("key:door")
+    refused = [e for e in events if e["action"] == "liveness.use_refused" and e["details"]["session_id"] == sid]
+    assert refused and refused[0]["details"]["code"] == "liveness_session_used"
+    assert all(set(e["details"]) <= {"session_id", "code"} for e in [*uses.values(), *refused])
+
+
+def test_an_unused_result_is_deleted_soon_after_it_expires(svc, clip, moves, monkeypatch):
+    """The service's sweeper deletes expired results from the database without waiting for a
+    request (``liveness_bridge.RESULT_SWEEP_S``); the session then answers "expired"."""
+    import datetime as dt
+
+    from sqlalchemy import update
+
+    from facegate.gallery.liveness_schema import LivenessResultRow, LivenessSessionRow
+    from facegate.service import liveness_bridge
+
+    monkeypatch.setattr(liveness_bridge, "RESULT_SWEEP_S", 0.2)
+    app, client, keys = svc
+    sid = _passed_session(app, client, keys["verify"], clip, _encode(clip, 70), moves)
+    store = app.state.service.extensions["liveness_store"].target
+    assert store.counts()["results"] == 1
+    gone = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)  # as if its 120 s had gone by
+    with store.store.engine.begin() as conn:
+        conn.execute(update(LivenessResultRow.__table__).where(LivenessResultRow.__table__.c.session_id == sid).values(expires_at=gone))
+        conn.execute(update(LivenessSessionRow.__table__).where(LivenessSessionRow.__table__.c.id == sid).values(result_expires_at=gone))
+    deadline = time.time() + 10
+    while store.counts()["results"] and time.time() < deadline:
+        time.sleep(0.1)
+    assert store.counts()["results"] == 0
+    r = client.post("/v1/verify", headers={"X-API-Key": keys["verify"]},
+                    json={"purpose": "access", "collection": "staff", "subject": "E-7", "liveness_session": sid})
+    assert r.status_code == 410 and r.json()["code"] == "liveness_session_expired"
 
 
 def test_a_still_photo_does_not_pass_and_cannot_be_used(svc, photos):
