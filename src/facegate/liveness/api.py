@@ -34,7 +34,9 @@ Dependencies (all overridable with ``app.dependency_overrides``):
   first use. Override with the service's engine so only one is loaded.
 - ``get_liveness_store() -> SessionStore``: default a process-wide ``InMemorySessionStore``
   (one process only; with several workers use a shared store such as
-  ``facegate.liveness.db_store.DatabaseSessionStore``, which ``facegate serve`` uses).
+  ``facegate.liveness.db_store.DatabaseSessionStore(gallery.store, gallery.crypto)``, which
+  ``facegate serve`` uses: a passed session's result is kept there encrypted, so verify/enrol
+  may reach any process).
 - ``liveness_principal() -> str | None``: who is calling; sessions are bound to it, and only the
   same caller may submit frames to, read or consume a session. The default **refuses every
   request** (401 ``liveness_auth_not_configured``): override it with a dependency that
