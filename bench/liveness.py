@@ -199,10 +199,12 @@ class Tally:
 
     def add(self, name: str, kind: str, live: bool, reasons: list[str], note: str = "", metrics: dict | None = None) -> None:
         r = self.rows.setdefault(name, {"kind": kind, "n": 0, "live": 0, "reasons": collections.Counter(), "note": note,
-                                        "fits": [], "ref_match": []})
+                                        "fits": [], "ref_match": [], "chroma": []})
         if metrics:
             if metrics.get("min_rigid_fit") is not None:
                 r["fits"].append(float(metrics["min_rigid_fit"]))
+            if metrics.get("max_chroma_jump") is not None:
+                r["chroma"].append(float(metrics["max_chroma_jump"]))
             if metrics.get("identity_ref_match_fraction") is not None:
                 r["ref_match"].append(float(metrics["identity_ref_match_fraction"]))
         r["n"] += 1
@@ -222,6 +224,7 @@ class Tally:
                 "upper95": _upper95(r["live"] if r["kind"] == "attack" else n - r["live"], n),
                 "reasons": dict(r["reasons"].most_common()), "note": r["note"],
                 "min_rigid_fit": _pcts(r["fits"]), "identity_ref_match_fraction": _pcts(r["ref_match"]),
+                "max_chroma_jump": _pcts(r["chroma"]),
             })
         return out
 
@@ -255,8 +258,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer trials (a smoke run)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "liveness.json")
     ap.add_argument("--seed", type=int, default=20261126)
-    ap.add_argument("--sections", default="calibration,clip,photos,assembled,splice,binding",
-                    help="comma-separated subset of: calibration, clip, photos, assembled, splice, binding")
+    ap.add_argument("--sections", default="calibration,clip,fps,photos,assembled,splice,binding",
+                    help="comma-separated subset of: calibration, clip, fps, photos, assembled, splice, binding "
+                         "(e.g. --sections assembled: only the assembled-sequence rows)")
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     q = args.quick
@@ -266,6 +270,7 @@ def main() -> None:
     engine = FaceEngine()
     full = LivenessChecker(engine)  # production configuration
     logic = LivenessChecker(engine, LivenessConfig(check_motion=False))  # challenge logic + faces + identity
+    no_cut = LivenessChecker(engine, LivenessConfig(max_chroma_jump=None))  # all checks but picture_cut (before it existed)
     tally = Tally()
     timings: list[float] = []
 
@@ -285,7 +290,7 @@ def main() -> None:
     log("clip windows …")
     windows = clip_windows(clip, lengths=(2.0,) if q else (2.0, 3.0))
     oracle: list[tuple[list[Frame], list[Challenge]]] = []
-    for name, frames in windows if "clip" in sections or "splice" in sections or "binding" in sections else []:
+    for name, frames in windows if sections & {"clip", "splice", "binding"} else []:
         r = run(full, frames, [])
         add_result("genuine: clip natural motion (passive checks)", "genuine", r,
                   "public-domain clip, real motion, no challenge asked")
@@ -293,6 +298,22 @@ def main() -> None:
         # usable as a challenge response only when it starts facing the camera
         if r.live and len(seen) >= 1 and abs(r.metrics.get("baseline_yaw", 90.0)) <= full.config.max_start_yaw:
             oracle.append((frames, seen))
+    # the same natural motion at other frame rates and with dropped frames (webcams deliver
+    # 10–30 fps and drop frames); passive checks
+    lo, hi = SHOT
+    drop_rng = np.random.default_rng(args.seed + 1)  # its own stream: the other rows keep their draws
+    fps_variants = [("30fps", 1, 1.0), ("15fps", 2, 1.0), ("5fps", 6, 1.0), ("3fps", 10, 1.0),
+                    ("30fps-keep50%", 1, 0.5), ("10fps-keep50%", 3, 0.5)]
+    for label, step, keep in fps_variants if "fps" in sections else []:
+        span = int(round(2.0 * 29.97))
+        start = lo
+        while start + span <= hi + 1:
+            idx = [i for i in range(start, start + span, step) if keep >= 1.0 or i == start or drop_rng.random() < keep]
+            frames = [Frame(clip[i], (i - idx[0]) / 29.97) for i in idx]
+            r = run(full, frames, [])
+            add_result("genuine: clip natural motion at 3–30 fps / dropped frames (passive checks)", "genuine", r,
+                      "2 s windows at 30, 15, 5, 3 fps and with half the frames dropped at random (30 and 10 fps)")
+            start += int(round(0.5 * 29.97))
     # the clip as a challenge response: challenges = the movements it happens to contain
     for frames, seen in oracle[: 4 if q else 12] if "clip" in sections else []:
         r = run(full, frames, seen)
@@ -348,6 +369,10 @@ def main() -> None:
             r = run(logic, frames, seq)
             add_result("genuine (assembled): challenge logic", "genuine", r,
                       "ASSEMBLED from real photos of one person; natural-change checks off")
+            r = run(full, frames, seq)
+            add_result("genuine (assembled): all checks — a photo staircase, not a video", "genuine", r,
+                      "ASSEMBLED; informational: the same sequences under every check are still photos shown in "
+                      "turn, which abrupt_motion/picture_cut exist to refuse")
             wrong = other_order(seq)
             if wrong is not None:
                 r = run(logic, frames, wrong)
@@ -359,9 +384,13 @@ def main() -> None:
             add_result("attack (assembled): photo sequence, right poses, right order", "attack", r,
                       "ASSEMBLED photos of the victim with jitter; full checks")
             if all(poses.get("half_" + c.value) for c in seq):
-                r = run(full, assemble(poses, seq, rng=rng, move=True, ramps=True), seq)
+                halfway = assemble(poses, seq, rng=rng, move=True, ramps=True)
+                r = run(full, halfway, seq)
                 add_result("attack (assembled): photo sequence with half-way poses", "attack", r,
                           "ASSEMBLED; one half-turned photo on the way out and back; full checks")
+                r = run(no_cut, halfway, seq)
+                add_result("attack (assembled): photo sequence with half-way poses — without picture_cut", "attack", r,
+                          "ASSEMBLED; same frames, every check except picture_cut (the configuration before it)")
             # splice: victim's neutral photos, another person's poses
             other = next((identities[o] for o in ids[n_id + 1:] + ids[:n_id] if all(identities[o].get(c.value) for c in seq)), None)
             if other is not None:

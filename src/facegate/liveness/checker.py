@@ -18,7 +18,9 @@ Checks, each with a stable reason code (``REASONS``; docs/liveness.md explains t
 - natural change: not (nearly) the same frame over and over, not every frame a single 2D warp
   (shift, rotation, scale, perspective tilt) of the reference frame — a photo held up and moved
   stays one planar image, a head that turns does not — and no movement that jumps between poses
-  both ways without an intermediate frame (still photos of different poses shown in turn);
+  both ways without an intermediate frame (still photos of different poses shown in turn), and no
+  *picture cut* — the skin colour jumping between two consecutive frames while no 2D warp
+  explains the pair either (another photo shown, even with half-way poses in between);
 - quality: the best frame (sharpest near-frontal frame) is large and sharp enough.
 
 Frames are analysed in memory and dropped; the result keeps only the best frame's face-centred
@@ -46,6 +48,8 @@ from .motion import (
     ChallengeStatus,
     Event,
     abrupt_events,
+    chroma_jumps,
+    face_chroma,
     PoseSample,
     PoseThresholds,
     detect_events,
@@ -84,6 +88,7 @@ REASONS: dict[str, str] = {
     "static_frames": "(nearly) the same frame repeated",
     "planar_motion": "every frame is one 2D warp of the same picture (a photo or screen moved)",
     "abrupt_motion": "a movement jumped between poses with no intermediate frame (still photos shown in turn)",
+    "picture_cut": "the face's colour and shape changed at once between two frames (a cut to another photo)",
     # quality
     "face_too_small": "the best frame's face is too small",
     "too_blurry": "the best frame is too blurred",
@@ -133,6 +138,11 @@ class LivenessConfig:
     rigid_fit_max: float = 0.90  # fit at or above this = explained by a 2D warp of the reference
     rigid_samples: int = 16
     min_nonrigid_frames: int = 2  # frames that no 2D warp of the reference explains
+    # picture cuts: a jump of the skin colour (CIELAB a*b* distance) between consecutive face
+    # frames at least this large, in a frame pair that no 2D warp explains either (fit below
+    # cut_rigid_fit_max), is a cut to another photo. None: not checked.
+    max_chroma_jump: float | None = 6.0
+    cut_rigid_fit_max: float = 0.90
     # quality (of the best frame)
     min_inter_eye_px: float = 30.0
     min_sharpness: float = 40.0
@@ -200,6 +210,7 @@ class _Analysed:
     face: Face | None
     others: int  # significant second faces
     grey: np.ndarray | None = field(default=None, repr=False)
+    chroma: np.ndarray | None = None  # skin colour (a*, b*) of the face, for picture cuts
 
 
 class LivenessChecker:
@@ -377,7 +388,8 @@ class LivenessChecker:
             1 for f in faces[1:] if f.box[3] >= cfg.second_face_ratio * subject.box[3] and f.score >= cfg.second_face_score
         )
         grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if cfg.check_motion else None
-        return _Analysed(index, t, subject, others, grey)
+        chroma = face_chroma(rgb, subject.box) if cfg.check_motion and cfg.max_chroma_jump is not None else None
+        return _Analysed(index, t, subject, others, grey, chroma)
 
     def _reference(self, with_face: list[_Analysed]) -> int:
         """The first good frame: big and sharp enough and roughly frontal; else the first face."""
@@ -426,6 +438,25 @@ class LivenessChecker:
         min_fit = min(fits) if fits else None
         if nonrigid < cfg.min_nonrigid_frames:
             reasons.add("planar_motion")
+        # Picture cuts: a photo sequence changes the picture at once — the colour of the light on
+        # the skin (another day, camera, white balance) together with everything else — while a
+        # live head under one light changes its shading and shape, not its colour, from one
+        # frame to the next. A colour jump alone can be the camera's white balance or exposure
+        # (a 2D-explainable change of a still face), so the pair must also fail the rigid fit.
+        cuts = 0
+        jumps = np.zeros(0)
+        if cfg.max_chroma_jump is not None:
+            jumps = chroma_jumps([a.chroma for a in good])
+            pairs = [(a, b) for a, b in zip(good, good[1:]) if a.chroma is not None and b.chroma is not None]
+            for (a, b), jump in zip(pairs, jumps):
+                if jump < cfg.max_chroma_jump:
+                    continue
+                fit = rigid_fit(a.grey, a.face.box, np.asarray(a.face.landmarks), b.grey, np.asarray(b.face.landmarks))
+                if fit is not None and fit < cfg.cut_rigid_fit_max:  # untestable (face at the border): not held against it
+                    cuts += 1
+            if cuts:
+                reasons.add("picture_cut")
+        result.metrics.update(max_chroma_jump=float(jumps.max()) if jumps.size else None, picture_cuts=cuts)
         result.metrics.update(static_fraction=static_fraction, min_rigid_fit=min_fit,
                               max_parallax=float(parallax.max()), rigid_tests=len(fits), rigid_untestable=untestable)
         return reasons

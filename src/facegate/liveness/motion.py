@@ -398,3 +398,49 @@ def landmark_parallax(lm_a: np.ndarray, lm_b: np.ndarray) -> float:
         return 0.0
     ie = float(np.linalg.norm(b[1] - b[0]))
     return float(np.linalg.norm(p[:2] / p[2] - b[2]) / max(ie, 1e-6))
+
+
+# --- picture cuts (photo sequences) ---------------------------------------------------------------
+
+
+def face_chroma(rgb: np.ndarray, box: Sequence[float]) -> np.ndarray | None:
+    """Colour of the face's skin (CIELAB a*, b* of the patch scaled to one mean brightness; trimmed
+    mean over the centre of the face box: half its width, 30–80 % of its height — cheeks, nose,
+    upper lip). Head pose and distance
+    change the shading (L*) of the skin, not the colour of the light on it; a cut to another
+    photograph (another day, camera, white balance) usually does. ``None`` when the patch is
+    empty (a face at the image border)."""
+    x, y, w, h = (float(v) for v in box)
+    cx = x + w / 2
+    x0, x1 = int(max(cx - 0.25 * w, 0)), int(min(cx + 0.25 * w, rgb.shape[1]))
+    y0, y1 = int(max(y + 0.30 * h, 0)), int(min(y + 0.80 * h, rgb.shape[0]))
+    if x1 - x0 < 4 or y1 - y0 < 4:
+        return None
+    patch = rgb[y0:y1, x0:x1]
+    if max(patch.shape[:2]) > 48:  # the statistic needs no detail; keep it cheap
+        s = 48 / max(patch.shape[:2])
+        patch = cv2.resize(patch, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+    # exposure: scale the patch to one mean brightness first (a*, b* grow with L*; a camera's
+    # auto-exposure step must not read as a colour change)
+    rgbf = patch.astype(np.float32) / 255.0
+    mean = float(rgbf.mean())
+    if mean < 1e-3:
+        return None
+    rgbf = np.clip(rgbf * (0.5 / mean), 0.0, 1.0)
+    lab = cv2.cvtColor(rgbf, cv2.COLOR_RGB2LAB).reshape(-1, 3)
+    out = []
+    for ch in (lab[:, 1], lab[:, 2]):
+        lo, hi = np.percentile(ch, [10, 90])
+        sel = ch[(ch >= lo) & (ch <= hi)]
+        out.append(float(sel.mean()) if sel.size else float(ch.mean()))
+    return np.array(out)
+
+
+def chroma_jumps(chromas: Sequence[np.ndarray | None]) -> np.ndarray:
+    """Distance in the a*b* plane between each frame's face colour and the previous frame's
+    (frames without a value are skipped)."""
+    vals = [c for c in chromas if c is not None]
+    if len(vals) < 2:
+        return np.zeros(0)
+    arr = np.stack(vals)
+    return np.linalg.norm(np.diff(arr, axis=0), axis=1)
