@@ -195,7 +195,8 @@ def test_audit_log_filters_scopes_and_chain(svc, photos):
     assert client.get("/v1/audit", headers=H(keys["other"]), params={"collection": "other"}).status_code == 200
     problem(client.get("/v1/audit", headers=H(keys["other"]), params={"collection": "bank"}), 404, "collection_not_found")
     problem(client.get("/v1/audit", headers=a, params={"since": "yesterday"}), 422, "validation_error")
-    assert client.get("/v1/audit/verify", headers=a).json()["ok"] is True
+    report = client.get("/v1/audit/verify", headers=a).json()
+    assert report["ok"] is True and report["archived_through"] == 0 and report["anchor_mac"] is None
     problem(client.get("/v1/audit/verify", headers=H(keys["other"])), 403, "forbidden")
 
 

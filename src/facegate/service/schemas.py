@@ -334,6 +334,8 @@ class AuditReportOut(BaseModel):
     head_mac: str
     first_bad_seq: int | None = None
     problem: str | None = None
+    archived_through: int = Field(0, description="Events up to this seq were archived (facegate audit archive); the chain starts after it.")
+    anchor_mac: str | None = Field(None, description="MAC of the last archived event: where the database's chain starts.")
 
 
 class PurgeOut(BaseModel):
