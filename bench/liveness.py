@@ -7,7 +7,8 @@ decided *not live*. Data (nothing from the dev set is copied anywhere):
 
 - Genuine, natural motion: the public-domain clip ../shared/data/videos/miranda_whitehouse.mp4,
   its single-face shot (frames 82–210, 4.3 s), cut into overlapping 2 s and 3 s windows sampled at
-  10 fps (3 sampling phases). It is a performance, not a challenge response: it measures the
+  10 fps (3 sampling phases); section ``fps``: 2 s windows at 30, 15, 5, 3 fps and with half the
+  frames dropped at random. It is a performance, not a challenge response: it measures the
   passive checks (one face, one identity, natural change, quality) — ``challenges=[]``.
 - Genuine, assembled: per dev-set identity, real photos at neutral / turned / up / down poses
   (picked with head_pose relative to the identity's frontal photos) placed on one canvas, held 3
@@ -18,7 +19,8 @@ decided *not live*. Data (nothing from the dev set is copied anywhere):
 - Attacks from real photos (tests/data and dev-set frontal photos): one photo repeated, the photo
   with hand jitter, the photo tilted/moved to imitate each challenge (perspective warps), two
   people spliced (victim's neutral photo + another person's poses; victim's photo + the clip's
-  real motion), right poses in the wrong order, replay of an earlier session's frames under a new
+  real motion), right poses in the wrong order, the right poses with a half-way photo out and
+  back (with and without ``picture_cut``), replay of an earlier session's frames under a new
   session (verbatim and re-encoded), frames stamped before the session, frames after expiry.
 """
 
