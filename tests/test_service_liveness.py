@@ -155,3 +155,17 @@ def test_a_still_photo_does_not_pass_and_cannot_be_used(svc, photos):
     r = client.post("/v1/verify", headers=h, json={"purpose": "access", "collection": "staff", "subject": "E-7", "liveness_session": s["id"]})
     assert r.status_code == 409 and r.json()["code"] == "liveness_not_passed"
     assert 'facegate_decisions_total{operation="liveness",outcome="not_live"}' in client.get("/metrics").text
+
+
+def test_console_words_every_liveness_reason():
+    """The console explains each reason code in words; a new code without wording fails here."""
+    import re
+    from pathlib import Path
+
+    from facegate.liveness.checker import REASONS
+
+    js = (Path(__file__).parents[1] / "src/facegate/service/static/app.js").read_text()
+    table = js[js.index("LIVENESS_REASON_TEXT = {"):]
+    table = table[: table.index("};")]
+    worded = set(re.findall(r"(\w+): '", table))
+    assert set(REASONS) - worded == set()

@@ -989,7 +989,7 @@
     challenge_not_met: 'A requested movement was not seen', challenge_order: 'The movements were made in another order',
     challenge_timeout: 'A movement started too late', unexpected_movement: 'A movement that was not asked for was seen',
     static_frames: 'The picture did not change (a still image?)', planar_motion: 'The face moved like a flat picture, not a head',
-    abrupt_motion: 'A movement jumped between poses without passing in between', face_too_small: 'The face is too small: come closer to the camera',
+    abrupt_motion: 'A movement jumped between poses without passing in between', picture_cut: 'The picture was swapped for another one mid-way (the light on the face changed at once)', face_too_small: 'The face is too small: come closer to the camera',
     too_blurry: 'The best frame is too blurred: more light, hold the camera steady', check_error: 'The check could not be completed',
   };
   const livenessReason = (code) => LIVENESS_REASON_TEXT[code] || code.replace(/_/g, ' ');
