@@ -96,15 +96,7 @@ def run_pg(n_templates: int, url: str, args: argparse.Namespace, workdir: Path) 
     nq = min(args.queries, n_id)
     q_ids = rng.choice(n_id, nq, replace=False)
     Q = gen.samples(gen.centres(q_ids), 1, seed=424242)
-    best = np.full(nq, -np.inf, np.float32)
-    best_row = np.zeros(nq, np.int64)
-    for s in range(0, len(X), 100_000):
-        S = Q @ X[s: s + 100_000].T
-        j = S.argmax(1)
-        v = S[np.arange(nq), j]
-        b = v > best
-        best[b], best_row[b] = v[b], s + j[b]
-    exact_subject = best_row // PER
+    exact_subject = GB.exact_nearest(Q, X) // PER
     now = time.time()
 
     def measure(mode: str | None, nprobe: int | None, count: int, purpose: str = "common") -> dict:
