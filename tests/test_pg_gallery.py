@@ -1,5 +1,6 @@
 """The gallery test suite, run again on PostgreSQL + pgvector (issue 6): the same test functions
-as tests/test_gallery.py and tests/test_gallery_keys.py — not a copy — collected here with
+as tests/test_gallery.py, tests/test_gallery_keys.py and
+tests/test_gallery_liveness_required.py — not a copy — collected here with
 ``$FACEGATE_STORE`` pointing every ``Gallery.open`` at a fresh database of the session's real
 server. Tests about SQLite internals (file bytes after secure_delete, PRAGMAs, sqlite3-level
 edits of the audit table, two data dirs as two deployments) stay SQLite-only; their PostgreSQL
@@ -32,6 +33,15 @@ from test_gallery import (  # noqa: F401
     test_search_needs_a_declared_allowed_purpose,
     test_subject_without_consent_for_purpose_is_never_returned,
     test_withdrawal_takes_effect_immediately,
+)
+from test_gallery_liveness_required import (  # noqa: F401
+    bare_gallery,
+    test_collection_setting_default_create_update_and_audit,
+    test_identify_vector_obeys_the_identify_requirement,
+    test_migration_from_0004_gives_existing_collections_the_empty_default,
+    test_nothing_required_by_default_and_liveness_still_recorded_when_given,
+    test_override_and_session_id_must_be_explicit_and_well_formed,
+    test_required_operation_refuses_a_bare_image_and_accepts_session_or_override,
 )
 from test_gallery_keys import (  # noqa: F401
     keys,

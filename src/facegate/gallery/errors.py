@@ -89,6 +89,16 @@ class ConsentRequiredError(GalleryError):
     http_status = 403
 
 
+class LivenessRequiredError(GalleryError):
+    """The collection requires a passed liveness check for this operation (enrol, verify or
+    identify) and the image did not come from one. 403 like ``consent_required``: the request is
+    well-formed but the collection's policy does not permit the operation on a bare image; run
+    a liveness session and send its id instead."""
+
+    code = "liveness_required"
+    http_status = 403
+
+
 # --- storage and keys -----------------------------------------------------------------------
 
 

@@ -39,6 +39,7 @@ from .errors import (
     CollectionNotFoundError,
     ConsentRequiredError,
     InvalidArgumentError,
+    LivenessRequiredError,
     LockedError,
     MasterKeyMismatchError,
     MasterKeyMissingError,
@@ -65,6 +66,8 @@ from .types import (
     EnrollResult,
     IdentifyResult,
     ImageOutcome,
+    LIVENESS_OPERATIONS,
+    LivenessOverride,
     MasterKeyRotation,
     PurgeItem,
     PurgeReport,
@@ -94,6 +97,35 @@ CHANGE_FEED_KEEP = dt.timedelta(days=1)
 PROVISIONAL_THRESHOLDS: dict[str, float] = {"sface-2021dec-int8bq": 0.42}
 
 ImageLike = Any
+# What ``enroll``/``verify``/``identify`` take as ``liveness``: the id of the liveness session
+# whose best frame is the image (the caller consumed it), or a supervised ``LivenessOverride``.
+Liveness = str | LivenessOverride | None
+LIVENESS_SESSION_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
+def _liveness_ops(ops: Iterable[str] | str | None) -> tuple[str, ...]:
+    """Normalise a collection's ``liveness_required``: a subset of LIVENESS_OPERATIONS, in that
+    order (a comma-separated string is accepted too)."""
+    if ops is None:
+        return ()
+    if isinstance(ops, str):
+        ops = ops.split(",")
+    given = {str(o).strip().lower() for o in ops if str(o).strip()}
+    given.discard("none")
+    bad = sorted(given - set(LIVENESS_OPERATIONS))
+    if bad:
+        raise InvalidArgumentError(f"liveness can be required for {', '.join(LIVENESS_OPERATIONS)} only, not {', '.join(bad)}",
+                                   allowed=list(LIVENESS_OPERATIONS))
+    return tuple(o for o in LIVENESS_OPERATIONS if o in given)
+
+
+def _liveness_details(liveness: Liveness) -> dict[str, Any]:
+    """What the operation's audit event records about liveness (never an image)."""
+    if liveness is None:
+        return {}
+    if isinstance(liveness, LivenessOverride):
+        return {"liveness": "override", "liveness_override_reason": liveness.reason}
+    return {"liveness": "session", "liveness_session": liveness}
 
 
 def _image_list(images: ImageLike | Sequence[ImageLike]) -> list[ImageLike]:
@@ -315,7 +347,35 @@ class Gallery:
             retention_days=row.retention_days, created_at=row.created_at,
             quality_policy=QualityPolicy.from_dict(row.quality_policy), description=row.description,
             subjects=None if counts is None else counts[0], templates=None if counts is None else counts[1],
+            liveness_required=tuple(getattr(row, "liveness_required", None) or ()),
         )
+
+    def _liveness_gate(self, col: Any, operation: str, liveness: Liveness, *, actor: str, subjects: Sequence[str] = (),
+                       purpose: str | None = None) -> dict[str, Any]:
+        """THE enforcement of ``Collection.liveness_required`` (the CLI and the service both come
+        through here). Returns the audit details for the operation's event; raises
+        LivenessRequiredError (and audits the refusal) when the collection requires liveness for
+        ``operation`` and neither a session id nor an explicit override was given.
+
+        A session id is trusted as "the image is that session's best frame, consumed by the
+        caller": the gallery's callers are the service (which passes only the id of the session
+        it has just consumed itself) and in-process library code (which holds the database and
+        master key anyway)."""
+        if liveness is not None and not isinstance(liveness, LivenessOverride):
+            if not isinstance(liveness, str) or not LIVENESS_SESSION_RE.match(liveness):
+                raise InvalidArgumentError("liveness must be a liveness session id (1–128 of A-Z a-z 0-9 _.:-) or a LivenessOverride")
+        required = operation in (getattr(col, "liveness_required", None) or ())
+        if required and liveness is None:
+            with self.store.write() as tx:
+                self.audit.append(tx, actor=actor, action=operation, now=utcnow(), collection=col.name, subjects=list(subjects),
+                                  purpose=purpose, decision="refused_liveness_required",
+                                  details={"liveness_required": list(col.liveness_required)})
+            raise LivenessRequiredError(
+                f"collection {col.name!r} requires a passed liveness check for {operation}: run a liveness session "
+                "and send its id (liveness_session) instead of an image",
+                collection=col.name, operation=operation,
+            )
+        return _liveness_details(liveness)
 
     # --- collections --------------------------------------------------------------------------
 
@@ -330,10 +390,12 @@ class Gallery:
         retention_days: int = DEFAULT_RETENTION_DAYS,
         quality_policy: QualityPolicy | None = None,
         description: str | None = None,
+        liveness_required: Iterable[str] | str | None = (),
         actor: str = "library",
     ) -> Collection:
         """A new collection pinned to ``model`` (id and weights sha256; default: the gallery's
-        engine's model, else sface)."""
+        engine's model, else sface). ``liveness_required``: operations of ("enroll", "verify",
+        "identify") that need a passed liveness check (see ``set_collection_liveness``)."""
         from ..models import embedder_spec
 
         if not COLLECTION_RE.match(name or ""):
@@ -352,6 +414,7 @@ class Gallery:
             raise InvalidArgumentError("threshold is a cosine similarity in [-1, 1]")
         if not (1 <= int(retention_days) <= 36500):
             raise InvalidArgumentError("retention_days must be between 1 and 36500")
+        live_ops = _liveness_ops(liveness_required)
         if model is None:
             spec = self._engine.spec if self._engine is not None else embedder_spec("sface")
         else:
@@ -374,15 +437,33 @@ class Gallery:
                     name=name, model_id=spec.id, model_sha256=spec.sha256, embedding_dim=int(spec.embedding_dim),
                     purposes=list(purposes), fmr=float(fmr), threshold=threshold, retention_days=int(retention_days),
                     quality_policy=policy.to_dict(), description=description, created_at=now,
+                    liveness_required=list(live_ops),
                 )
                 tx.add_change(cid, None, "collection", now)
                 self.audit.append(tx, actor=actor, action="collection.create", now=now, collection=name,
                                   details={"model": spec.id, "purposes": list(purposes), "fmr": fmr, "threshold": threshold,
-                                           "retention_days": int(retention_days)})
+                                           "retention_days": int(retention_days), "liveness_required": list(live_ops)})
                 row = tx.collection_by_id(cid)
         except _Duplicate:
             raise CollectionExistsError(f"collection {name!r} already exists", collection=name) from None
         return self._collection_obj(row, (0, 0))
+
+    def set_collection_liveness(self, name: str, operations: Iterable[str] | str | None, *,
+                                actor: str = "library") -> Collection:
+        """Set which operations of the collection need a passed liveness check: a subset of
+        ("enroll", "verify", "identify"); empty turns the requirement off. Effective for the
+        next call in every process (the setting is read from the database on each operation).
+        Audited as ``collection.update`` with the old and new setting."""
+        ops = _liveness_ops(operations)
+        now = utcnow()
+        with self.store.write() as tx:
+            row = self._col(tx, name)
+            before = list(row.liveness_required or [])
+            tx.update_collection(row.id, liveness_required=list(ops))
+            self.audit.append(tx, actor=actor, action="collection.update", now=now, collection=name,
+                              decision="updated", details={"liveness_required": list(ops), "previous": before})
+            row = tx.collection_by_id(row.id)
+            return self._collection_obj(row, tx.collection_counts(row.id))
 
     def list_collections(self) -> list[Collection]:
         with self.store.read() as tx:
@@ -493,6 +574,7 @@ class Gallery:
         *,
         consent: ConsentSpec | None = None,
         label: str | None = None,
+        liveness: Liveness = None,
         actor: str = "library",
     ) -> EnrollResult:
         """Quality-gate each image and store the accepted faces' templates for ``subject``.
@@ -501,11 +583,16 @@ class Gallery:
         an active consent or a new ``consent``. Each image is accepted or rejected with a reason
         code; accepted faces that match a *different* subject above the threshold carry
         duplicate-identity warnings (the enrolment still happens: the operator decides).
+
+        ``liveness``: the id of the liveness session whose best frame ``images`` is (consumed by
+        the caller), or a supervised ``LivenessOverride``; required (LivenessRequiredError) when
+        the collection requires liveness for enrolment. Recorded in the audit event.
         """
         _check_external_id(subject)
         if label is not None and len(label) > 256:
             raise InvalidArgumentError("label is at most 256 characters")
         col = self._col_row(collection)
+        live_details = self._liveness_gate(col, "enroll", liveness, actor=actor, subjects=[subject])
         engine = self._engine_for(col)
         if consent is not None:
             self._check_consent_spec(col, consent)
@@ -601,7 +688,8 @@ class Gallery:
                 score=max((d.score for d in result.duplicates), default=None),
                 details={"accepted": result.accepted, "rejected": result.rejected, "created": created,
                          "reasons": sorted({o.reason for o in result.images if o.reason}),
-                         "duplicates": dups, "consent_purposes": list(consent.purposes) if consent else []},
+                         "duplicates": dups, "consent_purposes": list(consent.purposes) if consent else [],
+                         **live_details},
             )
         self.index.sync()
         return result
@@ -691,31 +779,37 @@ class Gallery:
     # --- search -------------------------------------------------------------------------------
 
     def identify(
-        self, collection: str, image: ImageLike, *, purpose: str, top_k: int = 5, actor: str = "library"
+        self, collection: str, image: ImageLike, *, purpose: str, top_k: int = 5, liveness: Liveness = None,
+        actor: str = "library",
     ) -> IdentifyResult:
         """Who is this? Candidates at or above the collection's threshold among subjects whose
-        consent covers ``purpose`` right now, best first (empty: no match). The probe is not stored."""
+        consent covers ``purpose`` right now, best first (empty: no match). The probe is not stored.
+        ``liveness`` as in ``enroll`` (required when the collection requires it for identify)."""
         if not (1 <= int(top_k) <= MAX_TOP_K):
             raise InvalidArgumentError(f"top_k must be between 1 and {MAX_TOP_K}")
         col = self._col_row(collection)
         self._check_purpose(col, purpose)
+        live_details = self._liveness_gate(col, "identify", liveness, actor=actor, purpose=purpose)
         engine = self._engine_for(col)
         emb = engine.embed(image)
-        return self._identify_vector(col, emb.vector, emb.face, purpose, int(top_k), actor)
+        return self._identify_vector(col, emb.vector, emb.face, purpose, int(top_k), actor, live_details)
 
     def identify_vector(self, collection: str, vector: np.ndarray, *, purpose: str, top_k: int = 5,
-                        model_id: str, actor: str = "library") -> IdentifyResult:
-        """``identify`` for a template computed elsewhere (same model required)."""
+                        model_id: str, liveness: Liveness = None, actor: str = "library") -> IdentifyResult:
+        """``identify`` for a template computed elsewhere (same model required; the collection's
+        liveness requirement applies as to ``identify``)."""
         col = self._col_row(collection)
         self._check_purpose(col, purpose)
+        live_details = self._liveness_gate(col, "identify", liveness, actor=actor, purpose=purpose)
         if model_id != col.model_id:
             raise ModelMismatchError(f"collection {collection!r} is pinned to {col.model_id}, not {model_id}")
         from ..results import Quality
 
         face = Face((0, 0, 0, 0), (), 0.0, Quality(0, 0, 0, 0, 0, 0, 0, 0))
-        return self._identify_vector(col, np.asarray(vector, np.float32), face, purpose, int(top_k), actor)
+        return self._identify_vector(col, np.asarray(vector, np.float32), face, purpose, int(top_k), actor, live_details)
 
-    def _identify_vector(self, col: Any, vector: np.ndarray, face: Face, purpose: str, top_k: int, actor: str) -> IdentifyResult:
+    def _identify_vector(self, col: Any, vector: np.ndarray, face: Face, purpose: str, top_k: int, actor: str,
+                         live_details: dict[str, Any] | None = None) -> IdentifyResult:
         thr, _src = self._threshold(col.model_id, col.fmr, col.threshold)
         now = utcnow()
         idx = self.index.get(col.id, col.embedding_dim, col.model_id)
@@ -729,19 +823,23 @@ class Gallery:
             self.audit.append(
                 tx, actor=actor, action="identify", now=now, collection=col.name, subjects=[h.external_id for h in above],
                 purpose=purpose, decision="match" if above else "no_match", score=above[0].score if above else best,
-                details={"top_k": top_k, "candidates": len(above), "searched_subjects": searched, "threshold": round(thr, 6)},
+                details={"top_k": top_k, "candidates": len(above), "searched_subjects": searched, "threshold": round(thr, 6),
+                         **(live_details or {})},
             )
         cands = tuple(Candidate(h.external_id, h.label, h.score, r) for r, h in enumerate(above, 1))
         return IdentifyResult(col.name, purpose, cands, thr, col.fmr, col.model_id, face, searched)
 
     def verify(
-        self, collection: str, subject: str, image: ImageLike, *, purpose: str, actor: str = "library"
+        self, collection: str, subject: str, image: ImageLike, *, purpose: str, liveness: Liveness = None,
+        actor: str = "library",
     ) -> SubjectVerifyResult:
         """1:1: is the person in ``image`` the enrolled ``subject``? Best score over the subject's
         templates against the collection threshold. ConsentRequiredError if the subject's
-        consent does not cover ``purpose`` now."""
+        consent does not cover ``purpose`` now. ``liveness`` as in ``enroll`` (required when the
+        collection requires it for verify)."""
         col = self._col_row(collection)
         self._check_purpose(col, purpose)
+        live_details = self._liveness_gate(col, "verify", liveness, actor=actor, subjects=[subject], purpose=purpose)
         engine = self._engine_for(col)
         now = utcnow()
         with self.store.read() as tx:
@@ -767,7 +865,7 @@ class Gallery:
                 tx.touch_subjects([s.id], now)
             self.audit.append(tx, actor=actor, action="verify", now=now, collection=collection, subjects=[subject],
                               purpose=purpose, decision="match" if match else "no_match", score=score,
-                              details={"threshold": round(thr, 6), "templates": int(len(V))})
+                              details={"threshold": round(thr, 6), "templates": int(len(V)), **live_details})
         return SubjectVerifyResult(collection, subject, purpose, match, score, thr, col.fmr, col.model_id, emb.face)
 
     # --- subjects -----------------------------------------------------------------------------

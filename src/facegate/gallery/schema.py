@@ -27,6 +27,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy import text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import DateTime, TypeDecorator
 
@@ -101,6 +102,8 @@ class CollectionRow(Base):
     quality_policy: Mapped[dict] = mapped_column(JSON)
     description: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    # Operations needing a passed liveness check: a subset of ["enroll", "verify", "identify"].
+    liveness_required: Mapped[list] = mapped_column(JSON, default=list, server_default=text("'[]'"))
 
 
 class SubjectRow(Base):

@@ -44,7 +44,7 @@ from .schema import (
     TemplateRow,
 )
 
-SCHEMA_HEAD = "0004"  # the newest migration revision shipped with this version
+SCHEMA_HEAD = "0005"  # the newest migration revision shipped with this version
 BUSY_TIMEOUT_MS = 30_000
 DB_FILE = "gallery.db"
 
@@ -301,6 +301,9 @@ class StoreTx:
             return int(self.conn.execute(insert(C).values(**values)).inserted_primary_key[0])
         except IntegrityError as exc:
             raise _Duplicate() from exc
+
+    def update_collection(self, cid: int, **values: Any) -> None:
+        self.conn.execute(update(C).where(C.c.id == cid).values(**values))
 
     def collection_counts(self, cid: int) -> tuple[int, int]:
         n_sub = self.conn.execute(select(func.count()).select_from(S).where(S.c.collection_id == cid)).scalar()

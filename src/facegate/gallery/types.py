@@ -14,6 +14,8 @@ from typing import Any
 from ..results import Face, Quality
 
 SCOPES = ("verify", "identify", "enroll", "admin")
+# Operations a collection can require a passed liveness check for (``Collection.liveness_required``).
+LIVENESS_OPERATIONS = ("enroll", "verify", "identify")
 
 
 def _iso(t: dt.datetime | None) -> str | None:
@@ -89,6 +91,12 @@ class Collection:
     description: str | None = None
     subjects: int | None = None
     templates: int | None = None
+    # Operations (of LIVENESS_OPERATIONS) that need a consumed liveness session or a supervised
+    # override (``LivenessOverride``): a bare image is refused with LivenessRequiredError.
+    liveness_required: tuple[str, ...] = ()
+
+    def requires_liveness(self, operation: str) -> bool:
+        return operation in self.liveness_required
 
     @property
     def expected_fpir(self) -> float | None:
@@ -109,10 +117,30 @@ class Collection:
             "created_at": _iso(self.created_at),
             "description": self.description,
             "quality_policy": self.quality_policy.to_dict(),
+            "liveness_required": list(self.liveness_required),
             "subjects": self.subjects,
             "templates": self.templates,
             "expected_fpir": self.expected_fpir,
         }
+
+
+@dataclass(frozen=True)
+class LivenessOverride:
+    """A supervised override of a collection's liveness requirement: an operator saw the person
+    in front of them (e.g. enrolment in person at a branch) and says why no liveness session was
+    run. Only a library caller can construct one (the CLI's ``--liveness-override REASON``); the
+    REST API never accepts one. Recorded in the operation's audit event
+    (``liveness: "override"``, ``liveness_override_reason``)."""
+
+    reason: str
+
+    def __post_init__(self) -> None:
+        r = self.reason.strip() if isinstance(self.reason, str) else ""
+        if not r or len(r) > 256 or any(ord(ch) < 32 for ch in r):
+            from .errors import InvalidArgumentError
+
+            raise InvalidArgumentError("a liveness override needs a reason: 1–256 printable characters")
+        object.__setattr__(self, "reason", r)
 
 
 @dataclass(frozen=True)
