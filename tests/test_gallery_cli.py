@@ -121,3 +121,54 @@ def test_keys_commands(fg):
     assert r.returncode == 0
     assert json.loads(fg("keys", "list", "--json").stdout) == []
     assert json.loads(fg("keys", "list", "--all", "--json").stdout)[0]["revoked_at"]
+
+
+def test_liveness_required_collection_and_supervised_override(fg, photos):
+    """A collection requiring liveness refuses a bare photo from the CLI (exit 5, liveness_required,
+    with the CLI's way out); --liveness-override REASON is accepted and audited."""
+    r = fg("collection", "create", "branch", "-p", "access", "--liveness-required", "enroll,verify", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["liveness_required"] == ["enroll", "verify"]
+
+    r = fg("enroll", "branch", "E1", photos["obama_1"], "-p", "access")
+    assert r.returncode == 5 and "liveness_required" in r.stderr and "--liveness-override" in r.stderr
+    r = fg("enroll", "branch", "E1", photos["obama_1"], "-p", "access", "--liveness-override", "", "--json")
+    assert r.returncode == 3 and "invalid_argument" in r.stderr
+    r = fg("enroll", "branch", "E1", photos["obama_1"], "-p", "access", "--liveness-override", "in person at branch 12, passport checked", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["accepted"] == 1, r.stderr
+
+    r = fg("verify", photos["obama_2"], "--subject", "E1", "--collection", "branch", "--purpose", "access")
+    assert r.returncode == 5 and "liveness_required" in r.stderr
+    r = fg("verify", photos["obama_2"], "--subject", "E1", "--collection", "branch", "--purpose", "access",
+           "--liveness-override", "teller saw the customer", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["match"] is True, r.stderr
+    r = fg("subject", "verify", "branch", "E1", photos["obama_3"], "--purpose", "access", "--liveness-override", "desk check")
+    assert r.returncode == 0 and "MATCH" in r.stdout, r.stderr
+    r = fg("verify", photos["obama_2"], photos["obama_3"], "--liveness-override", "x")  # two-image mode has no collection
+    assert r.returncode == 2
+    r = fg("identify", "branch", photos["obama_3"], "--purpose", "access", "--json")  # identify not required
+    assert r.returncode == 0, r.stderr
+
+    r = fg("collection", "set-liveness", "branch", "identify", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["liveness_required"] == ["identify"], r.stderr
+    r = fg("identify", "branch", photos["obama_3"], "--purpose", "access")
+    assert r.returncode == 5 and "liveness_required" in r.stderr
+    r = fg("identify", "branch", photos["obama_3"], "--purpose", "access", "--liveness-override", "guard at the door", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["candidates"][0]["subject"] == "E1", r.stderr
+    r = fg("collection", "set-liveness", "branch", "erase")
+    assert r.returncode == 3 and "invalid_argument" in r.stderr
+    r = fg("collection", "list")
+    assert r.returncode == 0 and "identify" in r.stdout
+
+    r = fg("audit", "list", "--collection", "branch", "--limit", "50", "--json")
+    events = json.loads(r.stdout)
+    enrol = [e for e in events if e["action"] == "enroll"]
+    assert [e["decision"] for e in enrol] == ["enrolled", "refused_liveness_required"]  # newest first
+    assert enrol[0]["details"]["liveness"] == "override"
+    assert enrol[0]["details"]["liveness_override_reason"] == "in person at branch 12, passport checked"
+    verifies = [e for e in events if e["action"] == "verify" and e["decision"] == "match"]
+    assert {e["details"]["liveness_override_reason"] for e in verifies} == {"teller saw the customer", "desk check"}
+    ident = [e for e in events if e["action"] == "identify"]
+    assert ident[0]["details"]["liveness_override_reason"] == "guard at the door" and "liveness" not in ident[-1]["details"]
+    upd = [e for e in events if e["action"] == "collection.update"]
+    assert upd[0]["details"] == {"liveness_required": ["identify"], "previous": ["enroll", "verify"]}

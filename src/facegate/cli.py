@@ -96,6 +96,10 @@ def verify(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", envvar="FACEGATE_DATA_DIR", help="Gallery data directory (with --subject)."),
     store: Optional[str] = typer.Option(None, "--store", envvar="FACEGATE_STORE", help="Gallery database URL (with --subject)."),
     actor: Optional[str] = typer.Option(None, "--actor", help="Who acts, for the audit log (with --subject)."),
+    liveness_override: Optional[str] = typer.Option(
+        None, "--liveness-override", metavar="REASON",
+        help="With --subject, in a collection that requires liveness for verify: supervised override (the person is "
+             "in front of you); REASON is audited."),
     fmr: float = typer.Option(DEFAULT_FMR, help=f"Target false-match rate: one of {', '.join(f'{f:g}' for f in SUPPORTED_FMRS)} (two-image mode; a collection has its own)."),
     model: str = ModelOption,
     allow_noncommercial: bool = NonCommercialOption,
@@ -110,8 +114,10 @@ def verify(
         from .cli_gallery import verify_subject
 
         verify_subject(collection, subject, image_a, purpose, data_dir=data_dir, store=store, actor=actor,
-                       as_json=as_json, allow_noncommercial=allow_noncommercial)
+                       as_json=as_json, allow_noncommercial=allow_noncommercial, liveness_override=liveness_override)
         return
+    if liveness_override is not None:
+        raise typer.BadParameter("--liveness-override applies to --subject verification only")
     if image_b is None:
         raise typer.BadParameter("give two images, or one image with --subject/--collection/--purpose")
     result = get_engine(model, allow_noncommercial).verify(image_a, image_b, fmr=fmr)

@@ -28,6 +28,37 @@ PurposesOption = typer.Option(..., "--purposes", "-p", help="Comma-separated pur
 ExpiresOption = typer.Option(None, "--expires", help="Consent expiry: ISO date/time (UTC if no zone) or a duration like 365d.")
 EvidenceOption = typer.Option(None, "--evidence", help="Consent evidence reference (form id, document hash) — not the document.")
 YesOption = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")
+LivenessOverrideOption = typer.Option(
+    None, "--liveness-override", metavar="REASON",
+    help="Supervised override of the collection's liveness requirement: the person is in front of you (e.g. "
+         "enrolment in person at a branch, ID checked). REASON is recorded in the audit event.",
+)
+LivenessRequiredOption = typer.Option(
+    None, "--liveness-required", help="Operations that need a passed liveness check: comma-separated enroll, verify, "
+                                      "identify (repeatable) [default: none].",
+)
+
+CLI_LIVENESS_HINT = (" — from the CLI, run the liveness check through the service (`facegate serve`, console "
+                     "#/liveness), or, when the person is in front of you, pass --liveness-override \"REASON\"")
+
+
+def _override(reason: Optional[str]):  # -> LivenessOverride | None
+    if reason is None:
+        return None
+    from .gallery import LivenessOverride
+
+    return LivenessOverride(reason)
+
+
+def _with_cli_hint(fn):
+    """Run a gallery call; a LivenessRequiredError gets the CLI's way out added to its message."""
+    from .gallery import LivenessRequiredError
+
+    try:
+        return fn()
+    except LivenessRequiredError as exc:
+        exc.message += CLI_LIVENESS_HINT
+        raise
 
 
 def _gallery(data_dir: Optional[Path], store: Optional[str], allow_noncommercial: bool = False):  # -> Gallery
@@ -84,6 +115,7 @@ def collection_create(
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Explicit cosine threshold (overrides --fmr calibration)."),
     retention_days: int = typer.Option(1095, "--retention-days", help="Erase subjects this long after their last interaction."),
     description: Optional[str] = typer.Option(None, "--description"),
+    liveness_required: Optional[list[str]] = LivenessRequiredOption,
     data_dir: Optional[Path] = DataDirOption,
     store: Optional[str] = StoreOption,
     actor: Optional[str] = ActorOption,
@@ -92,12 +124,33 @@ def collection_create(
     """Create a collection pinned to one model, with its allowed purposes and retention."""
     with _gallery(data_dir, store) as g:
         col = g.create_collection(name, purposes=_split(purposes), model=model, fmr=fmr, threshold=threshold,
-                                  retention_days=retention_days, description=description, actor=_actor(actor))
+                                  retention_days=retention_days, description=description,
+                                  liveness_required=_split(liveness_required), actor=_actor(actor))
     if as_json:
         print_json(col.to_dict())
         return
     console.print(f"created collection [bold]{col.name}[/] — model {col.model_id}, purposes {', '.join(col.purposes)}, "
-                  f"threshold {col.threshold:.4f} ({col.threshold_source}, FMR {col.fmr:g}), retention {col.retention_days} d")
+                  f"threshold {col.threshold:.4f} ({col.threshold_source}, FMR {col.fmr:g}), retention {col.retention_days} d"
+                  + (f", liveness required for {', '.join(col.liveness_required)}" if col.liveness_required else ""))
+
+
+@collection_app.command("set-liveness")
+@handle_errors
+def collection_set_liveness(
+    name: str = typer.Argument(...),
+    operations: Optional[list[str]] = typer.Argument(
+        None, help="Operations that need a passed liveness check: enroll, verify, identify (comma-separated or several "
+                   "arguments); 'none' or nothing turns the requirement off."),
+    data_dir: Optional[Path] = DataDirOption,
+    store: Optional[str] = StoreOption,
+    actor: Optional[str] = ActorOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Require (or stop requiring) a passed liveness check for enrolment, verification or identification."""
+    with _gallery(data_dir, store) as g:
+        col = g.set_collection_liveness(name, _split(operations), actor=_actor(actor))
+    emit(col.to_dict(), as_json, f"collection [bold]{col.name}[/]: liveness required for "
+         + (", ".join(col.liveness_required) if col.liveness_required else "nothing"))
 
 
 @collection_app.command("list")
@@ -110,11 +163,11 @@ def collection_list(data_dir: Optional[Path] = DataDirOption, store: Optional[st
         print_json([c.to_dict() for c in cols])
         return
     table = Table(title=f"{len(cols)} collection(s)")
-    for col in ("name", "model", "purposes", "FMR", "threshold", "retention d", "subjects", "templates"):
+    for col in ("name", "model", "purposes", "FMR", "threshold", "retention d", "liveness for", "subjects", "templates"):
         table.add_column(col, justify="right" if col in ("FMR", "threshold", "retention d", "subjects", "templates") else "left")
     for c in cols:
         table.add_row(c.name, c.model_id, ", ".join(c.purposes), f"{c.fmr:g}", f"{c.threshold:.4f}", str(c.retention_days),
-                      str(c.subjects), str(c.templates))
+                      ", ".join(c.liveness_required) or "-", str(c.subjects), str(c.templates))
     console.print(table)
 
 
@@ -174,6 +227,7 @@ def enroll(
     expires: Optional[str] = ExpiresOption,
     evidence: Optional[str] = EvidenceOption,
     label: Optional[str] = typer.Option(None, "--label", help="Optional display label (the operator's choice)."),
+    liveness_override: Optional[str] = LivenessOverrideOption,
     allow_noncommercial: bool = NonCommercialOption,
     data_dir: Optional[Path] = DataDirOption,
     store: Optional[str] = StoreOption,
@@ -189,7 +243,8 @@ def enroll(
     plist = _split(purposes)
     consent = ConsentSpec(tuple(plist), expires_at=parse_time(expires, "--expires"), evidence_ref=evidence) if plist else None
     with _gallery(data_dir, store, allow_noncommercial) as g:
-        res = g.enroll(collection, subject, [str(p) for p in images], consent=consent, label=label, actor=_actor(actor))
+        res = _with_cli_hint(lambda: g.enroll(collection, subject, [str(p) for p in images], consent=consent, label=label,
+                                              liveness=_override(liveness_override), actor=_actor(actor)))
     if as_json:
         print_json(res.to_dict())
     else:
@@ -211,6 +266,7 @@ def identify(
     image: Path = typer.Argument(..., help="Probe photo; not stored."),
     purpose: str = typer.Option(..., "--purpose", help="Declared purpose; only subjects consenting to it are searched."),
     top_k: int = typer.Option(5, "--top-k", help="At most this many candidates."),
+    liveness_override: Optional[str] = LivenessOverrideOption,
     allow_noncommercial: bool = NonCommercialOption,
     data_dir: Optional[Path] = DataDirOption,
     store: Optional[str] = StoreOption,
@@ -220,7 +276,8 @@ def identify(
     """Who is this? Candidates above the collection threshold among consenting subjects.
     Exit 0 with candidates, 1 with none."""
     with _gallery(data_dir, store, allow_noncommercial) as g:
-        res = g.identify(collection, str(image), purpose=purpose, top_k=top_k, actor=_actor(actor))
+        res = _with_cli_hint(lambda: g.identify(collection, str(image), purpose=purpose, top_k=top_k,
+                                                liveness=_override(liveness_override), actor=_actor(actor)))
     if as_json:
         print_json(res.to_dict())
     elif res.candidates:
@@ -249,12 +306,14 @@ def verify_subject(
     actor: Optional[str] = None,
     as_json: bool = False,
     allow_noncommercial: bool = False,
+    liveness_override: Optional[str] = None,
 ) -> None:
     """``facegate verify IMAGE --subject S --collection C --purpose P``: 1:1 against an enrolled
     subject. Prints the result; raises typer.Exit(1) on no match. FacegateError propagates
     (the caller's ``handle_errors`` maps it to an exit code)."""
     with _gallery(data_dir, store, allow_noncommercial) as g:
-        res = g.verify(collection, subject, str(image), purpose=purpose, actor=_actor(actor))
+        res = _with_cli_hint(lambda: g.verify(collection, subject, str(image), purpose=purpose,
+                                              liveness=_override(liveness_override), actor=_actor(actor)))
     verdict = "[bold green]MATCH[/]" if res.match else "[bold red]NO MATCH[/]"
     emit(res.to_dict(), as_json, f"{verdict}  subject {res.subject} in {res.collection}  score {res.score:.4f}  "
          f"threshold {res.threshold:.4f} (FMR {res.fmr:g}, {res.model}, purpose {res.purpose})",
@@ -348,6 +407,7 @@ def subject_verify(
     subject: str = typer.Argument(...),
     image: Path = typer.Argument(..., help="Probe photo; not stored."),
     purpose: str = typer.Option(..., "--purpose"),
+    liveness_override: Optional[str] = LivenessOverrideOption,
     allow_noncommercial: bool = NonCommercialOption,
     data_dir: Optional[Path] = DataDirOption,
     store: Optional[str] = StoreOption,
@@ -356,7 +416,7 @@ def subject_verify(
 ) -> None:
     """1:1: is the person in IMAGE this enrolled subject? (Same as `facegate verify --subject`.)"""
     verify_subject(collection, subject, image, purpose, data_dir=data_dir, store=store, actor=actor, as_json=as_json,
-                   allow_noncommercial=allow_noncommercial)
+                   allow_noncommercial=allow_noncommercial, liveness_override=liveness_override)
 
 
 # --- consent ------------------------------------------------------------------------------------

@@ -154,13 +154,19 @@ async def verify_subject(service: Any, principal: Principal, collection: str, su
                 raise ValidationFailedError(f"collection {collection!r} decides at FMR {col.fmr:g}; omit fmr or send that value",
                                             fmr=fmr, collection_fmr=col.fmr)
 
+    # The liveness proof handed to the gallery (which enforces the collection's liveness_required)
+    # is only ever the id of a session this request has just consumed here: a client cannot
+    # claim liveness for an image it sent, and the API offers no override.
+    consumed: str | None = None
+
     def run(image: Any) -> Any:  # one worker job per request: no second trip through the queue
         check_fmr()
-        return g.verify(collection, subject, image, purpose=purpose, actor=principal.audit_actor())
+        return g.verify(collection, subject, image, purpose=purpose, liveness=consumed, actor=principal.audit_actor())
 
     if liveness_session:
         await service.run(check_fmr, kind="store")
         image = await liveness_frame(service, principal, liveness_session, purpose)
+        consumed = liveness_session
     try:
         result = await service.run(run, image, kind="verify")
     except FacegateError as exc:
@@ -204,8 +210,23 @@ async def create_collection(service: Any, principal: Principal, body: Any) -> di
         from ..gallery import QualityPolicy  # type: ignore[attr-defined]
 
         kwargs["quality_policy"] = QualityPolicy.from_dict(body.quality_policy.model_dump(exclude_none=True))
+    if body.liveness_required:
+        kwargs["liveness_required"] = tuple(body.liveness_required)
     col = await service.run(g.create_collection, body.name, kind="store", side_effects=True, **kwargs)
     return _collection_dict(col)
+
+
+async def update_collection(service: Any, principal: Principal, name: str, body: Any) -> dict[str, Any]:
+    """Change a collection's settings (today: ``liveness_required``); fields left out stay."""
+    g = gallery_of(service)
+    principal.require_collection(name)
+
+    def run() -> Any:
+        if body.liveness_required is not None:
+            g.set_collection_liveness(name, tuple(body.liveness_required), actor=principal.audit_actor())
+        return g.get_collection(name)
+
+    return _collection_dict(await service.run(run, kind="store", side_effects=True))
 
 
 async def get_collection(service: Any, principal: Principal, name: str) -> dict[str, Any]:
@@ -285,16 +306,19 @@ async def enroll(service: Any, principal: Principal, collection: str, subject: s
                  images: list[bytes]) -> dict[str, Any]:
     g = gallery_of(service)
     principal.require_collection(collection)
+    consumed: str | None = None  # only a session consumed here proves liveness (see verify_subject)
     if body.liveness_session:
         if images:
             raise ValidationFailedError("send images or liveness_session, not both")
         images = [await liveness_frame(service, principal, body.liveness_session, None)]
+        consumed = body.liveness_session
     if not images:
         raise ValidationFailedError("send at least one image (or a liveness_session)")
     consent = consent_spec(body.purposes, body.expires_at, body.evidence_ref) if body.purposes else None
 
     def run() -> tuple[Any, Any]:  # one worker job: the enrolment and the policy its faces are drawn with
-        res = g.enroll(collection, subject, images, consent=consent, label=body.label, actor=principal.audit_actor())
+        res = g.enroll(collection, subject, images, consent=consent, label=body.label, liveness=consumed,
+                       actor=principal.audit_actor())
         return res, g.get_collection(collection).quality_policy
 
     result, policy = await service.run(run, kind="enroll", side_effects=True)
@@ -313,15 +337,17 @@ async def enroll(service: Any, principal: Principal, collection: str, subject: s
 async def identify(service: Any, principal: Principal, collection: str, body: Any, image: bytes | None) -> dict[str, Any]:
     g = gallery_of(service)
     principal.require_collection(collection)
+    consumed: str | None = None  # only a session consumed here proves liveness (see verify_subject)
     if body.liveness_session:
         if image is not None:
             raise ValidationFailedError("send image or liveness_session, not both")
         image = await liveness_frame(service, principal, body.liveness_session, body.purpose)
+        consumed = body.liveness_session
     if image is None:
         raise ValidationFailedError("send an image (or a liveness_session)")
     try:
         result = await service.run(g.identify, collection, image, purpose=body.purpose, top_k=body.top_k,
-                                   actor=principal.audit_actor(), kind="identify")
+                                   liveness=consumed, actor=principal.audit_actor(), kind="identify")
     except FacegateError as exc:
         service.metrics.decision("identify", exc.code)
         raise

@@ -1,7 +1,7 @@
 """Gallery routes under /v1: collections, subjects, consents, faces (enrolment), identify, audit,
 purge and API keys. Scopes (docs/service.md): listing and reading collections needs any valid
 key; identify -> ``identify``; subjects, consents, enrolment and erasure -> ``enroll``;
-creating/deleting collections, audit, purge and keys -> ``admin``. A collection the key is not
+creating/updating/deleting collections, audit, purge and keys -> ``admin``. A collection the key is not
 granted answers 404 exactly like a missing one."""
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from .schemas import (
     CollectionCreate,
     CollectionList,
     CollectionOut,
+    CollectionUpdate,
     ConsentIn,
     EnrollOut,
     EnrollRequest,
@@ -68,6 +69,14 @@ async def create_collection(request: Request, principal: AdminKey, body: Collect
             summary="One collection: model, purposes, threshold, retention, counts")
 async def get_collection(request: Request, collection: GrantedCollection, principal: PrincipalDep) -> dict:
     return await backend.get_collection(get_service(request), principal, collection)
+
+
+@router.patch("/collections/{collection}", response_model=CollectionOut, tags=["collections"], responses=WRITE,
+              summary="Change a collection's settings: liveness_required (admin)",
+              description="Fields left out keep their value. The change is audited (`collection.update`).")
+async def update_collection(request: Request, collection: GrantedCollection, principal: AdminKey,
+                            body: CollectionUpdate) -> dict:
+    return await backend.update_collection(get_service(request), principal, collection, body)
 
 
 @router.delete("/collections/{collection}", response_model=ErasureOut, tags=["collections"], responses=WRITE,

@@ -144,6 +144,9 @@ NameField = Field(..., min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-
 PurposeItem = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.:-]*$")
 
 
+LivenessOperation = Literal["enroll", "verify", "identify"]
+
+
 class QualityPolicyIn(_Strict):
     min_inter_eye_px: float | None = Field(None, ge=0)
     min_sharpness: float | None = Field(None, ge=0)
@@ -165,6 +168,17 @@ class CollectionCreate(_Strict):
     retention_days: int = Field(1095, ge=1, le=36500, description="Erase subjects this many days after their last interaction.")
     description: str | None = Field(None, max_length=500)
     quality_policy: QualityPolicyIn | None = None
+    liveness_required: list[LivenessOperation] = Field(
+        default_factory=list, max_length=3,
+        description="Operations that need a passed liveness check (a `liveness_session` instead of an image): "
+                    "any of enroll, verify, identify. A bare image is then refused with `liveness_required` (403).")
+
+
+class CollectionUpdate(_Strict):
+    """Fields to change; a field left out keeps its value."""
+
+    liveness_required: list[LivenessOperation] | None = Field(
+        None, max_length=3, description="Replace the operations that need a passed liveness check ([] turns it off).")
 
 
 class CollectionOut(BaseModel):
@@ -180,6 +194,7 @@ class CollectionOut(BaseModel):
     created_at: str | None
     description: str | None = None
     quality_policy: dict[str, float]
+    liveness_required: list[str] = Field(default_factory=list, description="Operations that need a passed liveness check.")
     subjects: int | None = None
     templates: int | None = None
     expected_fpir: float | None = None
