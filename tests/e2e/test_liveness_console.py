@@ -69,10 +69,12 @@ FAKE_CAM = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-strea
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
     d = tmp_path_factory.mktemp("fake-camera")
-    paths = {"plain": d / "clip-dark.y4m", "held": d / "clip-held.y4m", "bright": d / "clip-held-bright.y4m"}
+    paths = {"plain": d / "clip-dark.y4m", "held": d / "clip-held.y4m", "bright": d / "clip-held-bright.y4m",
+             "held_dark": d / "clip-held-dark.y4m"}
     write_y4m(paths["plain"], brightness=-4)
     write_y4m(paths["held"], hold_first_s=1.0)
     write_y4m(paths["bright"], hold_first_s=1.0, brightness=4)
+    write_y4m(paths["held_dark"], hold_first_s=1.0, brightness=-8)
     return paths
 
 
@@ -288,6 +290,76 @@ def test_04_camera_refused_or_missing(launch, server, shots, case):
     with server.api() as c:
         after = c.get("/v1/audit", params={"action": "liveness.session_created", "limit": 200}).json()["events"]
     assert len(after) == len(before)  # no session is started without a camera
+    ctx.close()
+    assert not errors, errors
+
+
+def test_06_collection_requiring_liveness_for_enrolment(launch, server, videos, shots, photos):
+    """A collection created in the console with "Require a liveness check for: enrolment": the
+    enrol page offers no photo upload and steers to the liveness check, the server refuses a photo
+    (liveness_required), and the passed check enrols the subject (its session in the audit event)."""
+    browser = launch(*FAKE_CAM, f"--use-file-for-fake-video-capture={videos['held_dark']}")
+    ctx = _context(browser, server)
+    errors: list[str] = []
+    page = _page(ctx, server, errors)
+    page.get_by_test_id("nav-collections").click()
+    page.get_by_test_id("new-collection").click()
+    page.get_by_test_id("col-name").fill("branch")
+    page.get_by_test_id("col-purposes").fill("kyc")
+    page.get_by_test_id("col-live-enroll").check()
+    snap(page, shots, "liveness-14-new-collection-requiring-liveness")
+    page.get_by_test_id("confirm-ok").click()
+    expect(page.get_by_test_id("col-liveness")).to_contain_text("enrolment")
+    with server.api() as c:
+        assert c.get("/v1/collections/branch").json()["liveness_required"] == ["enroll"]
+
+    # The enrol page says so and has no photo upload; the server refuses a photo anyway.
+    page.get_by_test_id("enrol-here").click()
+    expect(page.get_by_test_id("enrol-liveness-required")).to_contain_text("requires a liveness check for enrolment")
+    expect(page.get_by_test_id("enrol-picker")).to_be_hidden()
+    page.get_by_test_id("enrol-subject").fill("B-1")
+    page.get_by_test_id("enrol-submit").click()
+    expect(page.get_by_test_id("error")).to_contain_text("requires a liveness check")
+    snap(page, shots, "liveness-15-enrol-needs-liveness")
+    with server.api() as c:
+        r = c.post("/v1/collections/branch/subjects/B-1/faces", files={"images": photos["obama_1"].open("rb")},
+                   data={"purposes": "kyc"})
+    assert r.status_code == 403 and r.json()["code"] == "liveness_required", r.text
+
+    # Steered to the liveness check (the collection carried along); a passed check enrols.
+    page.get_by_test_id("enrol-liveness-required-start").click()
+    expect(page.get_by_test_id("liveness-start")).to_be_visible()
+    fixed = _fixed_session(server, ["turn_right"])
+    page.route("**/v1/liveness/sessions", lambda route: route.fulfill(status=201, content_type="application/json", body=json.dumps(fixed))
+               if route.request.method == "POST" else route.continue_())
+    res = _run_check(page, shots, "liveness-16")
+    page.unroute("**/v1/liveness/sessions")
+    assert res["live"] is True, res["reasons"]
+    page.get_by_test_id("liveness-use-enrol").click()
+    expect(page.get_by_test_id("liveness-probe")).to_contain_text(fixed["id"])
+    expect(page.get_by_test_id("enrol-collection")).to_have_value("branch")
+    expect(page.get_by_test_id("enrol-liveness-required")).to_be_hidden()
+    page.get_by_test_id("enrol-subject").fill("B-1")
+    page.get_by_test_id("enrol-subject").press("Tab")
+    page.get_by_test_id("enrol-purpose-kyc").check()
+    page.get_by_test_id("enrol-evidence").fill("form-B-1")
+    page.get_by_test_id("enrol-attest").check()
+    page.get_by_test_id("enrol-submit").click()
+    expect(page.get_by_test_id("enrol-accepted")).to_contain_text("B-1 enrolled")
+    snap(page, shots, "liveness-17-enrolled-with-required-liveness")
+    with server.api() as c:
+        ev = [e for e in c.get("/v1/audit", params={"collection": "branch", "action": "enroll"}).json()["events"]
+              if e["decision"] == "enrolled"][0]
+        assert ev["details"]["liveness"] == "session" and ev["details"]["liveness_session"] == fixed["id"]
+        # Identification required too (changed on the collection page): the identify page steers to the check.
+        assert c.patch("/v1/collections/branch", json={"liveness_required": ["enroll", "identify"]}).status_code == 200
+    page.goto(server.url + "/#/collections/branch")
+    expect(page.get_by_test_id("col-liveness")).to_contain_text("enrolment, identification")
+    expect(page.get_by_test_id("set-live-identify")).to_be_checked()
+    page.goto(server.url + "/#/identify?collection=branch")
+    expect(page.get_by_test_id("identify-liveness-required")).to_contain_text("identification")
+    expect(page.get_by_test_id("identify-probe")).to_be_hidden()
+    snap(page, shots, "liveness-18-identify-needs-liveness")
     ctx.close()
     assert not errors, errors
 

@@ -144,6 +144,36 @@
   }
   const checkedValues = (el) => [...el.querySelectorAll('input[type=checkbox]:checked')].map((i) => i.value);
 
+  // A collection can require a passed liveness check for some operations (liveness_required).
+  const LIVE_OPS = [['enroll', 'enrolment'], ['verify', 'verification'], ['identify', 'identification']];
+  const needsLiveness = (c, op) => !!c && (c.liveness_required || []).includes(op);
+  const liveText = (c) => LIVE_OPS.filter(([k]) => needsLiveness(c, k)).map(([, t]) => t).join(', ') || 'not required';
+  function livenessChecks(selected = [], testid = 'col-live') {
+    return h('div', { class: 'checks' }, LIVE_OPS.map(([k, t]) => h('label', { class: 'check' },
+      h('input', { type: 'checkbox', value: k, checked: selected.includes(k), 'data-testid': `${testid}-${k}` }), h('span', { text: t }))));
+  }
+  // The notice an enrol / verify / identify page shows instead of the photo upload when the
+  // collection requires a liveness check for it: the server would refuse a photo (liveness_required).
+  function livenessRequiredNote(testid) {
+    const msg = h('span');
+    const link = h('a', { class: 'btn primary', 'data-testid': testid + '-start', text: 'Start a liveness check' });
+    const el = h('div', { class: 'alert warn hidden', 'data-testid': testid }, h('strong', { text: 'Liveness check required. ' }), msg,
+      h('div', { class: 'row' }, link));
+    return {
+      el,
+      update(c, op) {
+        const on = needsLiveness(c, op);
+        el.classList.toggle('hidden', !on);
+        if (on) {
+          const word = LIVE_OPS.find(([k]) => k === op)[1];
+          msg.textContent = `Collection ${c.name} requires a liveness check for ${word}, so photo upload is disabled. Run the check with the person in front of the camera, then use it here.`;
+          link.href = `#/liveness?collection=${enc(c.name)}`;
+        }
+        return on;
+      },
+    };
+  }
+
   function consentStatus(c) {
     if (c.withdrawn_at) return h('span', { class: 'chip bad', text: 'withdrawn' });
     if (c.active) return h('span', { class: 'chip ok', text: 'active' });
@@ -471,7 +501,8 @@
     const newBtn = can('admin') ? h('button', { class: 'primary', text: 'New collection', 'data-testid': 'new-collection', onclick: createCollectionDialog }) : null;
     const rows = cols.map((c) => h('tr', { class: 'click', 'data-testid': 'collection-row', onclick: () => { location.hash = '#/collections/' + enc(c.name); } },
       h('td', {}, h('a', { href: '#/collections/' + enc(c.name), text: c.name }), c.description ? h('div', { class: 'small muted', text: c.description }) : null),
-      h('td', {}, c.purposes.map((p) => h('span', { class: 'chip', text: p }))),
+      h('td', {}, c.purposes.map((p) => h('span', { class: 'chip', text: p })),
+        (c.liveness_required || []).length ? h('div', { class: 'small muted', 'data-testid': 'collection-liveness', text: `liveness check: ${liveText(c)}` }) : null),
       h('td', { text: c.subjects ?? '—' }), h('td', { text: c.templates ?? '—' }),
       h('td', {}, h('span', { class: 'mono', text: fmtNum(c.threshold) }), h('span', { class: 'small muted', text: ` @ FMR ${fmtFmr(c.fmr)}` })),
       h('td', { text: `${c.retention_days} d` }),
@@ -491,15 +522,17 @@
     const fmr = h('select', { 'data-testid': 'col-fmr' }, ['0.001', '0.0001', '0.00001'].map((f) => h('option', { value: f, selected: f === '0.0001', text: `${fmtFmr(f)} (1 in ${Math.round(1 / f).toLocaleString()})` })));
     const retention = h('input', { type: 'number', min: 1, value: '1095', 'data-testid': 'col-retention' });
     const desc = h('input', { type: 'text', placeholder: 'optional', 'data-testid': 'col-desc' });
+    const live = livenessChecks([], 'col-live');
     const body = h('div', {},
       field('Name', name, 'Letters, digits, _ . -'),
       field('Allowed purposes', purposes, 'Comma separated; every identify/verify must declare one of these.'),
       h('div', { class: 'grid2' }, field('Target false-match rate', fmr), field('Retention (days since last seen)', retention)),
-      field('Description', desc));
+      field('Description', desc),
+      field('Require a liveness check for', live, 'A photo upload is then refused: the person must pass a live camera check (liveness_required).'));
     modal({ title: 'New collection', body, confirmText: 'Create collection', onConfirm: async () => {
       const ps = purposes.value.split(',').map((s) => s.trim().toLowerCase()).filter(Boolean);
       if (!name.value.trim() || !ps.length) throw new ApiError(0, { detail: 'A name and at least one purpose are required.' });
-      await api('POST', '/v1/collections', { json: { name: name.value.trim(), purposes: ps, fmr: Number(fmr.value), retention_days: Number(retention.value || 1095), description: desc.value.trim() || null } });
+      await api('POST', '/v1/collections', { json: { name: name.value.trim(), purposes: ps, fmr: Number(fmr.value), retention_days: Number(retention.value || 1095), description: desc.value.trim() || null, liveness_required: checkedValues(live) } });
       toast(`Collection ${name.value.trim()} created`, 'ok');
       state.collections = null;
       location.hash = '#/collections/' + enc(name.value.trim());
@@ -516,8 +549,23 @@
     const listSlot = h('div', {}, h('div', { class: 'empty', text: 'Loading subjects…' }));
     const stats = h('div', { class: 'stats' },
       [['Subjects', c.subjects ?? '—'], ['Templates', c.templates ?? '—'], ['Threshold', fmtNum(c.threshold)], ['Target FMR', fmtFmr(c.fmr)],
-        ['Retention', `${c.retention_days} days`], ['Expected FPIR', c.expected_fpir === null ? '—' : (c.expected_fpir * 100).toFixed(2) + '%']]
-        .map(([k, v]) => h('div', { class: 'stat' }, h('div', { class: 'k', text: k }), h('div', { class: 'v', text: String(v) }))));
+        ['Retention', `${c.retention_days} days`], ['Expected FPIR', c.expected_fpir === null ? '—' : (c.expected_fpir * 100).toFixed(2) + '%'],
+        ['Liveness check', liveText(c)]]
+        .map(([k, v]) => h('div', { class: 'stat', 'data-testid': k === 'Liveness check' ? 'col-liveness' : null }, h('div', { class: 'k', text: k }), h('div', { class: 'v', text: String(v) }))));
+    let livePanel = null;
+    if (can('admin')) {
+      const live = livenessChecks(c.liveness_required || [], 'set-live');
+      const save = h('button', { class: 'sm', text: 'Save', 'data-testid': 'set-live-save' });
+      save.addEventListener('click', () => withBusy(save, async () => {
+        const up = await api('PATCH', '/v1/collections/' + enc(name), { json: { liveness_required: checkedValues(live) } });
+        state.collections = null;
+        toast(`Liveness check for ${name}: ${liveText(up)}`, 'ok');
+        render();
+      }));
+      livePanel = h('div', { class: 'panel' }, h('h2', { text: 'Liveness' }),
+        h('p', { class: 'muted small', text: 'Require a liveness check for these operations: a photo upload is then refused and the person must pass a live camera check. Changes are audited.' }),
+        h('div', { class: 'row' }, live, h('div', { class: 'spacer' }), save));
+    }
     const actions = [
       can('enroll') ? h('a', { class: 'btn primary', href: `#/enrol?collection=${enc(name)}`, 'data-testid': 'enrol-here', text: 'Enrol subject' }) : null,
       can('identify') ? h('a', { class: 'btn', href: `#/identify?collection=${enc(name)}`, text: 'Identify' }) : null,
@@ -560,7 +608,7 @@
       pageHead(name, c.description || `Purposes: ${c.purposes.join(', ')} · model ${c.model_id}`, actions, [h('a', { href: '#/collections', text: 'Collections' }), ' / ']),
       stats,
       h('div', { class: 'panel flush' }, h('div', { class: 'panel-head' }, h('h2', { text: 'Subjects' }), h('div', { class: 'spacer' }), filter), listSlot),
-      danger);
+      livePanel, danger);
   }
 
   async function subjectPage(r) {
@@ -641,7 +689,7 @@
     let checks = null;
     const renderPurposes = () => { checks = purposeChecks(col.purposes, col.purposes.length === 1 ? col.purposes : [], 'enrol-purpose'); clear(purposesSlot).append(checks); };
     renderPurposes();
-    colSel.addEventListener('change', () => { col = cols.find((c) => c.name === colSel.value); renderPurposes(); lookup(); });
+    colSel.addEventListener('change', () => { col = cols.find((c) => c.name === colSel.value); renderPurposes(); lookup(); applyLive(); });
 
     async function lookup() {
       existing = null;
@@ -671,6 +719,16 @@
       } catch (err) { showError(verdict, err, 'Quality check'); }
     } });
 
+    // Collection requires a liveness check for enrolment: no photo upload, steer to #/liveness.
+    const liveNote = livenessRequiredNote('enrol-liveness-required');
+    const photoWrap = liveId ? null : h('div', {}, picker.el, legend());
+    const needsLive = () => !liveId && needsLiveness(col, 'enroll');
+    function applyLive() {
+      const on = liveId ? liveNote.update(null, 'enroll') : liveNote.update(col, 'enroll');
+      if (photoWrap) photoWrap.classList.toggle('hidden', on);
+      if (on) { clear(verdict); clear(result); }
+    }
+
     function drawDetect(d) {
       const faces = d.faces.map((f, i) => ({ ...f, color: i === d.subject ? (f.quality_ok ? COLORS.ok : COLORS.bad) : COLORS.grey, label: i === d.subject ? (f.quality_ok ? 'good quality' : 'fails quality gate') : null }));
       picker.draw(faces);
@@ -695,7 +753,8 @@
       const ps = checkedValues(checks);
       const problems = [];
       if (!sid) problems.push('Enter the subject id.');
-      if (!liveId && !picker.blob) problems.push('Add a photo.');
+      if (needsLive()) problems.push(`Collection ${col.name} requires a liveness check for enrolment: start one first.`);
+      else if (!liveId && !picker.blob) problems.push('Add a photo.');
       if (!existing && !ps.length) problems.push('Choose the purposes the subject consented to.');
       if (ps.length && !attest.checked) problems.push('Confirm the subject gave consent.');
       if (problems.length) { showError(errSlot, new ApiError(0, { detail: problems.join(' ') })); return; }
@@ -736,6 +795,7 @@
       submit.classList.add('hidden');
     }
 
+    applyLive();
     return h('div', {},
       pageHead('Enrol a subject', 'Record consent, check the photo\'s quality, then store an encrypted template. The photo itself is not kept.'),
       h('div', { class: 'grid2' },
@@ -746,7 +806,7 @@
           field('Label', label, 'Optional. Avoid personal data you do not need.'),
           consentPanel, errSlot, h('div', { class: 'row end' }, submit)),
         h('div', { class: 'panel' }, h('h3', { text: liveId ? 'Live capture' : 'Photo' }),
-          liveId ? livenessProbeCard(liveId, `#/enrol?collection=${enc(col.name)}`) : [picker.el, legend()], verdict, result)));
+          liveId ? livenessProbeCard(liveId, `#/enrol?collection=${enc(col.name)}`) : [liveNote.el, photoWrap], verdict, result)));
   }
 
   function fmrSelect(testid) {
@@ -805,13 +865,18 @@
     const purposeSel = h('select', { 'data-testid': 'verify-subject-purpose' });
     const fillPurposes = () => { clear(purposeSel).append(...col.purposes.map((p) => h('option', { value: p, text: p }))); };
     fillPurposes();
-    colSel.addEventListener('change', () => { col = cols.find((c) => c.name === colSel.value); fillPurposes(); });
     const sid = h('input', { type: 'text', placeholder: 'subject id', value: r.query.get('subject') || '', 'data-testid': 'verify-subject' });
     const liveId = r.query.get('liveness');  // a passed liveness check: its best frame is the probe
     const probe = liveId ? null : imagePicker({ label: 'Probe photo', testid: 'verify-probe', onImage: () => clear(out) });
+    const liveNote = livenessRequiredNote('verify-liveness-required');
+    const needsLive = () => !liveId && needsLiveness(col, 'verify');
+    const applyLive = () => { const on = liveNote.update(liveId ? null : col, 'verify'); if (probe) probe.el.classList.toggle('hidden', on); };
+    colSel.addEventListener('change', () => { col = cols.find((c) => c.name === colSel.value); fillPurposes(); applyLive(); });
+    applyLive();
     const go = h('button', { class: 'primary', text: 'Verify', 'data-testid': 'verify-subject-submit' });
     go.addEventListener('click', () => withBusy(go, async () => {
       clear(errSlot); clear(out);
+      if (needsLive()) { showError(errSlot, new ApiError(0, { detail: `Collection ${col.name} requires a liveness check for verification: start one first.` })); return; }
       if ((!liveId && !probe.blob) || !sid.value.trim()) { showError(errSlot, new ApiError(0, { detail: liveId ? 'Enter a subject id.' : 'Enter a subject id and add a photo.' })); return; }
       const form = new FormData();
       if (liveId) form.append('liveness_session', liveId); else form.append('image', probe.blob, 'probe.jpg');
@@ -827,7 +892,7 @@
     return h('div', {}, pageHead('Verify', '1:1 against an enrolled subject whose consent covers the purpose.'), tabs,
       h('div', { class: 'grid2' },
         h('div', { class: 'panel' }, field('Collection', colSel), field('Subject id', sid), field('Declared purpose', purposeSel), errSlot, h('div', { class: 'row end' }, go)),
-        h('div', { class: 'panel' }, liveId ? livenessProbeCard(liveId, `#/verify?mode=subject&collection=${enc(col.name)}`) : probe.el)),
+        h('div', { class: 'panel' }, liveId ? livenessProbeCard(liveId, `#/verify?mode=subject&collection=${enc(col.name)}`) : [liveNote.el, probe.el])),
       out);
   }
 
@@ -839,21 +904,28 @@
     const purposeSel = h('select', { 'data-testid': 'identify-purpose' });
     const fillPurposes = () => { clear(purposeSel).append(...col.purposes.map((p) => h('option', { value: p, text: p }))); };
     fillPurposes();
-    colSel.addEventListener('change', () => { col = cols.find((c) => c.name === colSel.value); fillPurposes(); });
     const topk = h('input', { type: 'number', min: 1, max: 50, value: '5', 'data-testid': 'identify-topk' });
     const out = h('div', { 'data-testid': 'identify-result' });
     const errSlot = h('div');
-    const probe = imagePicker({ label: 'Probe photo', testid: 'identify-probe', onImage: () => clear(out) });
+    const liveId = r.query.get('liveness');  // a passed liveness check: its best frame is the probe
+    const probe = liveId ? null : imagePicker({ label: 'Probe photo', testid: 'identify-probe', onImage: () => clear(out) });
+    const liveNote = livenessRequiredNote('identify-liveness-required');
+    const needsLive = () => !liveId && needsLiveness(col, 'identify');
+    const applyLive = () => { const on = liveNote.update(liveId ? null : col, 'identify'); if (probe) probe.el.classList.toggle('hidden', on); };
+    colSel.addEventListener('change', () => { col = cols.find((c) => c.name === colSel.value); fillPurposes(); applyLive(); });
+    applyLive();
     const go = h('button', { class: 'primary', text: 'Search', 'data-testid': 'identify-submit' });
     go.addEventListener('click', () => withBusy(go, async () => {
       clear(errSlot); clear(out);
-      if (!probe.blob) { showError(errSlot, new ApiError(0, { detail: 'Add a probe photo.' })); return; }
+      if (needsLive()) { showError(errSlot, new ApiError(0, { detail: `Collection ${col.name} requires a liveness check for identification: start one first.` })); return; }
+      if (!liveId && !probe.blob) { showError(errSlot, new ApiError(0, { detail: 'Add a probe photo.' })); return; }
       const form = new FormData();
-      form.append('image', probe.blob, 'probe.jpg'); form.append('purpose', purposeSel.value); form.append('top_k', topk.value || '5');
+      if (liveId) form.append('liveness_session', liveId); else form.append('image', probe.blob, 'probe.jpg');
+      form.append('purpose', purposeSel.value); form.append('top_k', topk.value || '5');
       try {
         const res = await api('POST', `/v1/collections/${enc(col.name)}/identify`, { form });
         const best = res.candidates[0];
-        probe.draw([{ ...res.face, color: best ? COLORS.ok : COLORS.bad, label: best ? `${best.subject} · ${fmtNum(best.score)}` : 'no match' }]);
+        if (probe) probe.draw([{ ...res.face, color: best ? COLORS.ok : COLORS.bad, label: best ? `${best.subject} · ${fmtNum(best.score)}` : 'no match' }]);
         const lo = -0.2, hi = 1.0, pos = (v) => Math.max(0, Math.min(100, ((v - lo) / (hi - lo)) * 100));
         const list = res.candidates.map((cd) => {
           const bar = h('div', { class: 'minibar' }, h('span'), h('i'));
@@ -873,7 +945,7 @@
     return h('div', {}, pageHead('Identify', '1:N — search one collection for the person in a photo, for a declared purpose. Only subjects who consented to that purpose are searched; the probe is not stored.'),
       h('div', { class: 'grid2' },
         h('div', { class: 'panel' }, field('Collection', colSel), field('Declared purpose', purposeSel), field('Most candidates', topk), errSlot, h('div', { class: 'row end' }, go)),
-        h('div', { class: 'panel' }, probe.el)),
+        h('div', { class: 'panel' }, liveId ? livenessProbeCard(liveId, `#/identify?collection=${enc(col.name)}`) : [liveNote.el, probe.el])),
       out);
   }
 
@@ -1034,7 +1106,8 @@
 
   const sleep = (ms) => new Promise((res) => setTimeout(res, ms));
 
-  async function livenessPage() {
+  async function livenessPage(r) {
+    const colQ = r && r.query.get('collection') ? `&collection=${enc(r.query.get('collection'))}` : '';
     const HOLD_MS = 1200;  // the server's baseline is the first 0.5 s: start facing the camera
     const MOVE_MS = 2600;  // per movement: out and back
     const video = h('video', { autoplay: true, playsinline: true, muted: true, 'data-testid': 'liveness-video' });
@@ -1158,8 +1231,9 @@
         h('td', {}, h('span', { class: 'chip ' + (c.status === 'met' ? 'ok' : 'bad'), text: STATUS_TEXT[c.status] || c.status })),
         h('td', { class: 'small muted mono', text: c.start_s === null || c.start_s === undefined ? '—' : `${fmtNum(c.start_s, 1)} s` })));
       const actions = live ? h('div', { class: 'row' },
-        can('verify') ? h('a', { class: 'btn primary', href: `#/verify?mode=subject&liveness=${enc(res.session_id)}`, 'data-testid': 'liveness-use-verify', text: 'Verify against an enrolled subject' }) : null,
-        can('enroll') ? h('a', { class: 'btn', href: `#/enrol?liveness=${enc(res.session_id)}`, 'data-testid': 'liveness-use-enrol', text: 'Enrol with this capture' }) : null) : null;
+        can('verify') ? h('a', { class: 'btn primary', href: `#/verify?mode=subject&liveness=${enc(res.session_id)}${colQ}`, 'data-testid': 'liveness-use-verify', text: 'Verify against an enrolled subject' }) : null,
+        can('enroll') ? h('a', { class: 'btn', href: `#/enrol?liveness=${enc(res.session_id)}${colQ}`, 'data-testid': 'liveness-use-enrol', text: 'Enrol with this capture' }) : null,
+        can('identify') ? h('a', { class: 'btn', href: `#/identify?liveness=${enc(res.session_id)}${colQ}`, 'data-testid': 'liveness-use-identify', text: 'Identify with this capture' }) : null) : null;
       clear(out).append(h('div', { class: 'panel', 'data-testid': 'liveness-decision' },
         h('div', { class: 'row' },
           h('span', { class: 'badge ' + (live ? 'ok' : 'bad'), 'data-testid': 'liveness-badge', text: live ? '✓ LIVE' : '✕ NOT LIVE' }),
@@ -1227,7 +1301,7 @@
 
   // Suggestions for the audit action filter (the gallery's action names).
   const AUDIT_ACTIONS = ['enroll', 'identify', 'verify', 'verify.images', 'subject.erase', 'consent.grant', 'consent.withdraw',
-    'collection.create', 'collection.delete', 'purge.run', 'key.create', 'key.revoke', 'liveness.decision', 'liveness.session_created', 'liveness.rejected'];
+    'collection.create', 'collection.update', 'collection.delete', 'purge.run', 'key.create', 'key.revoke', 'liveness.decision', 'liveness.session_created', 'liveness.rejected'];
 
   const PAGES = {
     collections: (r) => (r.parts.length >= 4 && r.parts[2] === 'subjects' ? subjectPage(r) : r.parts.length >= 2 ? collectionPage(r) : collectionsPage(r)),
