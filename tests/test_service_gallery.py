@@ -228,7 +228,7 @@ def test_purge_dry_run(svc):
 
 def test_typed_client_round_trip(svc, photos):
     from facegate.client import Client
-    from facegate.gallery.errors import ConsentRequiredError
+    from facegate.gallery.errors import ConsentRequiredError, LivenessRequiredError
 
     client, keys, _ = svc
     admin = Client(http=client, api_key=keys["admin"])
@@ -243,6 +243,14 @@ def test_typed_client_round_trip(svc, photos):
         admin.verify_subject("clientcol", "P-1", photos["obama_3"], purpose="kyc")
     assert admin.erase_subject("clientcol", "P-1").erased
     assert any(e.action == "subject.erase" for e in admin.audit(collection="clientcol").events)
+    # A collection that requires a liveness check refuses a bare photo; turning it off lifts that.
+    assert admin.update_collection("clientcol", liveness_required=["verify"]).liveness_required == ["verify"]
+    assert admin.enroll("clientcol", "P-2", [photos["obama_1"]], purposes=["kyc"], evidence_ref="f-2").accepted == 1
+    with pytest.raises(LivenessRequiredError):
+        admin.verify_subject("clientcol", "P-2", photos["obama_3"], purpose="kyc")
+    assert admin.update_collection("clientcol", liveness_required=[]).liveness_required == []
+    assert admin.verify_subject("clientcol", "P-2", photos["obama_3"], purpose="kyc").decision == "match"
+    assert admin.create_collection("livecol", purposes=["kyc"], liveness_required=["enroll"]).liveness_required == ["enroll"]
     assert admin.delete_collection("clientcol").erased
 
 

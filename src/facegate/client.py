@@ -186,10 +186,17 @@ class Client:
 
     def create_collection(self, name: str, *, purposes: Sequence[str], fmr: float | None = None,
                           threshold: float | None = None, retention_days: int | None = None,
-                          description: str | None = None) -> CollectionOut:
+                          description: str | None = None,
+                          liveness_required: Sequence[str] | None = None) -> CollectionOut:
         body = self._clean({"name": name, "purposes": list(purposes), "fmr": fmr, "threshold": threshold,
-                            "retention_days": retention_days, "description": description})
+                            "retention_days": retention_days, "description": description,
+                            "liveness_required": list(liveness_required) if liveness_required is not None else None})
         return self._json(CollectionOut, "POST", "/v1/collections", json=body)
+
+    def update_collection(self, name: str, *, liveness_required: Sequence[str] | None = None) -> CollectionOut:
+        """Change a collection's settings (admin); a setting left as None keeps its value."""
+        body = self._clean({"liveness_required": list(liveness_required) if liveness_required is not None else None})
+        return self._json(CollectionOut, "PATCH", f"/v1/collections/{_seg(name)}", json=body)
 
     def collection(self, name: str) -> CollectionOut:
         return self._json(CollectionOut, "GET", f"/v1/collections/{_seg(name)}")
