@@ -86,7 +86,7 @@ def test_real_clip_has_no_picture_cut(checker, clip):
 
 
 @pytest.mark.parametrize("keep", ["every 2nd (5 fps)", "every 3rd (3.3 fps)", "random half dropped"])
-def test_real_clip_at_lower_frame_rates_and_dropped_frames_still_passes(checker, clip, keep):
+def test_real_clip_at_lower_frame_rates_and_dropped_frames(checker, clip, keep):
     if keep.startswith("every"):
         step = int(keep.split()[1][0])
         frames = clip[::step]
@@ -96,8 +96,20 @@ def test_real_clip_at_lower_frame_rates_and_dropped_frames_still_passes(checker,
     assert max(b.t - a.t for a, b in zip(frames, frames[1:])) <= checker.config.max_gap_s
     r = checker.check(frames, [])
     assert "picture_cut" not in r.reasons, r.metrics
-    assert r.live, r.reasons
     assert r.metrics["max_chroma_jump"] < checker.config.max_chroma_jump
+    if keep.startswith("every 3rd"):  # below the 4 fps minimum: refused by rule, saying why
+        assert r.reasons == ["capture_rate_too_low"]
+    else:
+        assert r.live, r.reasons
+
+
+def test_capture_rate_rule_uses_the_median_rate(checker, clip):
+    """One slow stretch does not refuse a capture (the median rate is what counts); a capture
+    that is slow throughout is refused as capture_rate_too_low, not judged as an attack."""
+    frames = clip[:10] + clip[10:16:3] + clip[16:]
+    assert checker.check(frames, []).live
+    slow = [Frame(f.image, 0.4 * k) for k, f in enumerate(clip[::4])]
+    assert "capture_rate_too_low" in checker.check(slow, []).reasons
 
 
 def test_a_colour_jump_that_a_2d_warp_explains_is_not_a_cut(checker, engine):

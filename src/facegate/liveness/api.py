@@ -170,6 +170,7 @@ class UploadLimits(BaseModel):
     max_frames: int
     max_frame_bytes: int
     recommended_fps: float
+    min_fps: float = Field(description="Captures whose median frame rate is lower are refused (capture_rate_too_low).")
     timestamp_unit: str = "ms_since_unix_epoch"
 
 
@@ -284,6 +285,7 @@ async def create_liveness_session(store: Store, settings: Settings, caller: Call
             "max_frames": min(settings.flow.max_frames, settings.checker.max_frames),
             "max_frame_bytes": settings.flow.max_frame_bytes,
             "recommended_fps": settings.recommended_fps,
+            "min_fps": settings.checker.min_fps,
         },
     }
 

@@ -6,7 +6,8 @@
 
 Checks, each with a stable reason code (``REASONS``; docs/liveness.md explains the numbers):
 
-- capture: enough frames, increasing timestamps, no long gaps, not too long, one frame size;
+- capture: enough frames, increasing timestamps, no long gaps, a median rate of at least
+  ``min_fps`` (4), not too long, one frame size;
 - one face throughout: no second significant face (in two frames or more), the face not lost
   for long;
 - one identity: every face matches the session's reference face (the first good frame) at the
@@ -66,6 +67,7 @@ REASONS: dict[str, str] = {
     "too_few_frames": "fewer usable frames than the minimum",
     "bad_timestamps": "capture times missing, not finite or not strictly increasing",
     "frame_gap": "a gap between consecutive frames longer than the maximum",
+    "capture_rate_too_low": "frames too far apart for the movement checks (median rate below the minimum)",
     "capture_too_long": "the capture spans longer than the maximum",
     "inconsistent_frames": "frames of different sizes in one capture",
     # session binding (set by liveness.flow)
@@ -122,6 +124,10 @@ class LivenessConfig:
     max_frames: int = 120
     max_frame_pixels: int = 4_000_000  # per frame; 640×480 is plenty (the decision needs ~60 px between the eyes)
     max_gap_s: float = 1.0
+    # Below ~4 fps a head turn falls between two frames, so the movement checks cannot tell it
+    # from photos shown in turn (bench, section fps: real motion at 3 fps fails abrupt_motion);
+    # refuse such captures by rule, with a reason that says what to fix, not as an attack.
+    min_fps: float = 4.0
     max_duration_s: float = 45.0
     max_missing_fraction: float = 0.25
     # faces
@@ -268,6 +274,8 @@ class LivenessChecker:
             gaps = np.diff(times) if n >= 2 else np.zeros(0)
             if gaps.size and float(gaps.max()) > cfg.max_gap_s:
                 reasons.add("frame_gap")
+            if gaps.size and float(np.median(gaps)) > 1.0 / cfg.min_fps:
+                reasons.add("capture_rate_too_low")
             if duration > cfg.max_duration_s:
                 reasons.add("capture_too_long")
         if len(shapes) > 1:

@@ -1052,7 +1052,7 @@
 
   const LIVENESS_REASON_TEXT = {
     too_few_frames: 'Too few frames were captured', bad_timestamps: 'Capture times were out of order',
-    frame_gap: 'The camera stalled (a gap of more than 1 s between frames)', capture_too_long: 'The capture took too long',
+    frame_gap: 'The camera stalled (a gap of more than 1 s between frames)', capture_rate_too_low: 'Too few frames per second were captured (a slow camera or connection): try again', capture_too_long: 'The capture took too long',
     inconsistent_frames: 'The frames came from cameras of different sizes', frame_replayed: 'A frame was already submitted in another check',
     timestamp_before_session: 'Frames were captured before the check started', timestamp_after_expiry: 'Frames were captured after the check expired',
     capture_span_too_long: 'The frames span more time than the check has existed', no_face: 'No face was seen',
