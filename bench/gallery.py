@@ -114,6 +114,28 @@ def exact_nearest(Q: np.ndarray, X: np.ndarray) -> np.ndarray:
     return best_row
 
 
+def fpir_non_enrolled(g: Gallery, gen: FaceLikeGenerator, n_id: int) -> float:
+    """Share of 300 probes of people never enrolled that get a candidate at or above the
+    collection threshold (false positives)."""
+    Qn = gen.samples(gen.centres(np.arange(n_id, n_id + 300)), 1, seed=5)
+    fp = sum(bool(g.identify_vector("bench", q, purpose="common", model_id=MODEL, actor="bench").candidates) for q in Qn)
+    return round(fp / len(Qn), 4)
+
+
+def erase_and_search(g: Gallery, idx, Q: np.ndarray, q_ids: np.ndarray, count: int) -> tuple[list[float], int]:
+    """Erase the first ``count`` probed subjects one at a time; the very next search must not
+    return the erased subject. Returns the erasure latencies (ms) and how many were returned."""
+    lat, still = [], 0
+    for i in range(count):
+        ext = f"id{q_ids[i]}"
+        t = time.perf_counter()
+        g.delete_subject("bench", ext, actor="bench")
+        lat.append((time.perf_counter() - t) * 1000)
+        hits, _ = idx.search(Q[i], 5, "common", time.time())
+        still += int(ext in [h.external_id for h in hits])
+    return lat, still
+
+
 def synthetic(n_templates: int, args: argparse.Namespace, workdir: Path) -> dict:
     per = 2
     n_id = n_templates // per
@@ -205,24 +227,11 @@ def synthetic(n_templates: int, args: argparse.Namespace, workdir: Path) -> dict
     out["filtered_1pct"] = {"allowed_subjects": allowed, "search_ms_p50": round(pct(lat_r, 50), 3),
                             "search_ms_p99": round(pct(lat_r, 99), 3), "rank1_identity": round(ok_r / len(rare_ids), 4)}
 
-    # Probes of people never enrolled: any candidate at or above the threshold is a false positive.
-    Qn = gen.samples(gen.centres(np.arange(n_id, n_id + 300)), 1, seed=5)
-    fp = sum(bool(g.identify_vector("bench", q, purpose="common", model_id=MODEL, actor="bench").candidates) for q in Qn)
     out["threshold"] = round(col.threshold, 6)
-    out["fpir_non_enrolled"] = round(fp / len(Qn), 4)
+    out["fpir_non_enrolled"] = fpir_non_enrolled(g, gen, n_id)
     out["expected_fpir_n_x_fmr"] = min(1.0, n_id * col.fmr)
-
-    # Erasure: the very next search must not return the erased subject.
-    lat_del, still = [], 0
-    for i in range(min(20, nq)):
-        ext = f"id{q_ids[i]}"
-        t = time.perf_counter()
-        g.delete_subject("bench", ext, actor="bench")
-        lat_del.append((time.perf_counter() - t) * 1000)
-        hits, _ = idx.search(Q[i], 5, "common", time.time())
-        still += int(ext in [h.external_id for h in hits])
+    lat_del, out["erased_returned_by_next_search"] = erase_and_search(g, idx, Q, q_ids, min(20, nq))
     out["erase_ms_p50"] = round(pct(lat_del, 50), 2)
-    out["erased_returned_by_next_search"] = still
     g.close()
     if not args.keep:
         shutil.rmtree(data, ignore_errors=True)

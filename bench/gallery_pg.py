@@ -164,23 +164,13 @@ def run_pg(n_templates: int, url: str, args: argparse.Namespace, workdir: Path) 
     out["identify_e2e_ms_p50"] = round(pct(lat_e2e, 50), 3)
     out["identify_e2e_ms_p99"] = round(pct(lat_e2e, 99), 3)
 
-    Qn = gen.samples(gen.centres(np.arange(n_id, n_id + 300)), 1, seed=5)
-    fp = sum(bool(g.identify_vector("bench", q, purpose="common", model_id=MODEL, actor="bench").candidates) for q in Qn)
     out["threshold"] = round(col.threshold, 6)
-    out["fpir_non_enrolled"] = round(fp / len(Qn), 4)
+    out["fpir_non_enrolled"] = GB.fpir_non_enrolled(g, gen, n_id)
 
-    lat_del, still = [], 0
     n_del = min(args.erase, nq)
-    for i in range(n_del):
-        ext = f"id{q_ids[i]}"
-        t = time.perf_counter()
-        g.delete_subject("bench", ext, actor="bench")
-        lat_del.append((time.perf_counter() - t) * 1000)
-        hits, _ = idx.search(Q[i], 5, "common", time.time())
-        still += int(ext in [h.external_id for h in hits])
+    lat_del, out["erased_returned_by_next_search"] = GB.erase_and_search(g, idx, Q, q_ids, n_del)
     out["erase_ms_p50"] = round(pct(lat_del, 50), 2)
     out["erased"] = n_del
-    out["erased_returned_by_next_search"] = still
     g.store.wait_vacuum(120)
     out["vacuum_after_erasures_s"] = round(g.store.vacuum(), 2)
     st = idx.stats()
