@@ -1,5 +1,6 @@
 """Shared fixtures: one FaceEngine for the whole run (loading models is the slow part),
-and the public-domain photos in tests/data (provenance: tests/data/PROVENANCE.md)."""
+the public-domain photos in tests/data (provenance: tests/data/PROVENANCE.md), and the
+public-domain liveness clip, decoded and checked once per run."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 DATA = Path(__file__).parent / "data"
+CLIP = DATA / "liveness" / "miranda_motion.mp4"
 
 
 @pytest.fixture(scope="session")
@@ -21,3 +23,19 @@ def engine():
 def photos() -> dict[str, Path]:
     """obama_1..3 (one person, three photos), biden_1, collins_1."""
     return {p.stem: p for p in sorted(DATA.glob("*.jpg"))}
+
+
+@pytest.fixture(scope="session")
+def clip():
+    """The clip's frames (10 fps, capture times from 0); tests must not modify them."""
+    from facegate.liveness import read_video
+
+    return read_video(CLIP)
+
+
+@pytest.fixture(scope="session")
+def moves(engine, clip):
+    """The movements the clip happens to contain (it is not a challenge response)."""
+    from facegate.liveness import LivenessChecker
+
+    return [e.kind for e in LivenessChecker(engine).check(clip, []).events]

@@ -15,21 +15,9 @@ from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
 from facegate.errors import FacegateError
-from facegate.liveness import InMemorySessionStore, LivenessChecker, create_session, read_video
+from facegate.liveness import InMemorySessionStore, create_session
 from facegate.liveness import api as liveness_api
 from facegate.liveness.flow import liveness_frame_hook
-
-CLIP = Path(__file__).parent / "data" / "liveness" / "miranda_motion.mp4"
-
-
-@pytest.fixture(scope="module")
-def clip():
-    return read_video(CLIP)
-
-
-@pytest.fixture(scope="module")
-def moves(engine, clip):
-    return [e.kind for e in LivenessChecker(engine).check(clip, []).events]
 
 
 @pytest.fixture(scope="module")

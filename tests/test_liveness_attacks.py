@@ -9,13 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
-from facegate.liveness import Challenge, Frame, LivenessChecker, LivenessConfig, read_video
+from facegate.liveness import Challenge, Frame, LivenessChecker, LivenessConfig
 from facegate.liveness.motion import chroma_jumps, face_chroma
 from facegate.liveness.synthetic import assemble, on_canvas, still_frames
 from facegate.vision import decode
 
 DATA = Path(__file__).parent / "data"
-CLIP = DATA / "liveness" / "miranda_motion.mp4"
 SEQ = [Challenge.TURN_RIGHT, Challenge.MOVE_CLOSER]
 
 
@@ -28,11 +27,6 @@ def checker(engine):
 def without_cut(engine):
     """Every check except picture_cut: the configuration the half-way attack defeated."""
     return LivenessChecker(engine, LivenessConfig(max_chroma_jump=None))
-
-
-@pytest.fixture(scope="module")
-def clip():
-    return read_video(CLIP)
 
 
 def _small(name, side=480):

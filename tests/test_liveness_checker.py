@@ -37,11 +37,6 @@ def logic_checker(engine):
 
 
 @pytest.fixture(scope="module")
-def clip():
-    return read_video(CLIP)
-
-
-@pytest.fixture(scope="module")
 def clip_result(checker, clip):
     return checker.check(clip, [])
 

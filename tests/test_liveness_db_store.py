@@ -559,22 +559,6 @@ def test_sqlite_store_file_is_the_gallery_file(tmp_path):
 
 # --- through the service: two app instances (two `facegate serve` processes) on one database ---
 
-CLIP = Path(__file__).parent / "data" / "liveness" / "miranda_motion.mp4"
-
-
-@pytest.fixture(scope="module")
-def clip():
-    from facegate.liveness import read_video
-
-    return read_video(CLIP)
-
-
-@pytest.fixture(scope="module")
-def moves(engine, clip):
-    from facegate.liveness import LivenessChecker
-
-    return [e.kind for e in LivenessChecker(engine).check(clip, []).events]
-
 
 def _jpegs(clip, quality):
     import cv2

@@ -4,7 +4,6 @@ and handing the best frame to verify/enrol once. Uses the public-domain test cli
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import cv2
@@ -21,27 +20,13 @@ from facegate.liveness import (
     SessionNotLiveError,
     SessionUsedError,
     create_session,
-    read_video,
 )
 from facegate.liveness.flow import SubmittedFrame, liveness_frame_hook, owner_of, submit_frames, take_best_frame
-
-CLIP = Path(__file__).parent / "data" / "liveness" / "miranda_motion.mp4"
 
 
 @pytest.fixture(scope="module")
 def checker(engine):
     return LivenessChecker(engine)
-
-
-@pytest.fixture(scope="module")
-def clip():
-    return read_video(CLIP)
-
-
-@pytest.fixture(scope="module")
-def moves(checker, clip):
-    """The movements the clip happens to contain (it is not a challenge response)."""
-    return [e.kind for e in checker.check(clip, []).events]
 
 
 @pytest.fixture(scope="module")

@@ -14,21 +14,9 @@ from fastapi.testclient import TestClient
 
 pytest.importorskip("facegate.liveness.api")
 
-from facegate.liveness import LivenessChecker, create_session, read_video  # noqa: E402
+from facegate.liveness import create_session  # noqa: E402
 from facegate.service import Settings, create_app  # noqa: E402
 from facegate.service.backend import ensure_admin_key  # noqa: E402
-
-CLIP = Path(__file__).parent / "data" / "liveness" / "miranda_motion.mp4"
-
-
-@pytest.fixture(scope="module")
-def clip():
-    return read_video(CLIP)
-
-
-@pytest.fixture(scope="module")
-def moves(engine, clip):
-    return [e.kind for e in LivenessChecker(engine).check(clip, []).events]
 
 
 def _encode(clip, quality: int) -> list[bytes]:

@@ -12,7 +12,7 @@ pytest.importorskip("facegate.liveness.api")
 
 from facegate.service import Settings, create_app  # noqa: E402
 from facegate.service.backend import ensure_admin_key  # noqa: E402
-from test_service_liveness import _encode, _passed_session, clip, jpegs, jpegs_again, moves  # noqa: E402,F401
+from test_service_liveness import _encode, _passed_session, jpegs, jpegs_again  # noqa: E402,F401
 
 
 @pytest.fixture(scope="module")
