@@ -41,6 +41,8 @@ from pathlib import Path
 
 import httpx
 
+from facegate.client import wait_ready
+
 ROOT = Path(__file__).resolve().parents[1]
 DEV = Path(os.environ.get("FACEGATE_DEV_DATA", ROOT.parent / "shared" / "data" / "faces-dev"))
 OUT = ROOT / "bench" / "out"
@@ -82,15 +84,12 @@ def start_server(data_dir: Path, port: int, workers: int | None) -> tuple[subpro
     with open(out, "wb") as o, open(log, "wb") as e:
         proc = subprocess.Popen(cmd, stdout=o, stderr=e, cwd=str(data_dir))
     url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
+
+    def alive() -> None:
         if proc.poll() is not None:
             sys.exit(f"server exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
+
+    wait_ready(url, timeout=90, alive=alive)
     m = re.search(r"\b(fg_[0-9a-f]{8}_[A-Za-z0-9_-]{43})\b", out.read_text())
     if not m:
         sys.exit("the server did not print a first-start admin key")

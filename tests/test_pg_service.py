@@ -8,7 +8,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import pg_support
+from facegate.client import wait_ready
 from facegate.gallery import Gallery
 from facegate.gallery.crypto import encode_key, generate_key
 from facegate.gallery.pg.store import PgStoreTx
@@ -56,17 +56,14 @@ def _serve(data_dir: Path, port: int, url: str, key: str) -> subprocess.Popen:
 
 
 def _wait_ready(proc: subprocess.Popen, base: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def alive() -> None:
         if proc.poll() is not None:
             raise AssertionError(f"facegate serve exited: {proc.stderr.read().decode()[-2000:]}")
-        try:
-            if httpx.get(base + "/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError("facegate serve did not become ready")
+
+    try:
+        wait_ready(base, timeout=timeout, alive=alive)
+    except TimeoutError:
+        raise AssertionError("facegate serve did not become ready") from None
 
 
 def test_two_serve_processes_share_one_postgresql(tmp_path, shared, photos):

@@ -412,3 +412,15 @@ def test_typed_client_maps_problems_to_library_errors(client, photos):
     assert err.value.status == 422 and err.value.problem["type"] == "/problems/no_face"
     with pytest.raises(ScopeMissingError):
         Client(http=client, api_key=NOSCOPE).detect(photos["obama_1"])
+
+
+def test_wait_ready_stops_early_and_times_out():
+    from facegate.client import wait_ready
+
+    def exited() -> None:
+        raise RuntimeError("server exited")
+
+    with pytest.raises(RuntimeError, match="server exited"):
+        wait_ready("http://127.0.0.1:9", timeout=5, alive=exited)
+    with pytest.raises(TimeoutError, match="did not become ready"):
+        wait_ready("http://127.0.0.1:9", timeout=0.5, interval=0.1)  # nothing listens on port 9

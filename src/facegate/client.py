@@ -15,7 +15,8 @@ from __future__ import annotations
 import datetime as dt
 import io
 import os
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeVar, Union
 
@@ -270,6 +271,24 @@ class Client:
 
     def revoke_key(self, name: str) -> KeyOut:
         return self._json(KeyOut, "DELETE", f"/v1/keys/{_seg(name)}")
+
+
+def wait_ready(base_url: str, *, timeout: float = 60.0, interval: float = 0.3,
+               alive: Callable[[], None] | None = None) -> None:
+    """Poll ``base_url``/readyz until it answers 200 (a service just started, a deployment
+    check). ``alive`` is called before each try and may raise to stop early (e.g. the server
+    process exited). Raises TimeoutError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if alive is not None:
+            alive()
+        try:
+            if httpx.get(base_url.rstrip("/") + "/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(interval)
+    raise TimeoutError(f"{base_url} did not become ready within {timeout:g} s")
 
 
 def _seg(value: str) -> str:

@@ -8,11 +8,12 @@ import re
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+
+from facegate.client import wait_ready
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -53,19 +54,16 @@ def server(tmp_path_factory) -> Server:
     with open(out, "wb") as stdout, open(log, "wb") as stderr:
         proc = subprocess.Popen(cmd, stdout=stdout, stderr=stderr, env=env, cwd=str(data_dir))
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
+
+    def alive() -> None:
         if proc.poll() is not None:
             raise RuntimeError(f"facegate serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    else:
+
+    try:
+        wait_ready(url, timeout=90, alive=alive)
+    except TimeoutError:
         proc.terminate()
-        raise RuntimeError(f"facegate serve did not become ready:\n{log.read_text()[-3000:]}")
+        raise RuntimeError(f"facegate serve did not become ready:\n{log.read_text()[-3000:]}") from None
     printed = out.read_text()
     m = re.search(r"\b(fg_[0-9a-f]{8}_[A-Za-z0-9_-]{43})\b", printed)
     assert m, f"first start did not print an admin key:\n{printed}"
