@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -171,19 +171,12 @@ def _copy_vectors(source: Any, stx: Any, dtx: PgStoreTx, col: Any, rng: np.rando
     pick = set(rng.choice(n_tpl, min(sample, n_tpl), replace=False).tolist()) if n_tpl else set()
     Q: list[np.ndarray] = []
     noise_rng = np.random.default_rng(99)
-    cipher, cipher_sid = None, None
     tids: list[int] = []
     sids: list[int] = []
     vecs: list[np.ndarray] = []
     pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     i = 0
-    for tid, sid, mid, nonce, ct in stx.collection_templates(col.id):
-        if mid != col.model_id or sid not in subjects:
-            continue
-        if sid != cipher_sid:
-            s = subjects[sid]
-            cipher, cipher_sid = source.crypto.subject_key(s.wrapped_key, col.id, s.external_id), sid
-        v = cipher.decrypt(nonce, ct, mid)
+    for tid, sid, v in _plaintexts(source, stx, col, subjects):
         if i in pick:
             q = v + noise_rng.standard_normal(v.shape).astype(np.float32) / np.sqrt(len(v))
             Q.append(q / np.linalg.norm(q))
@@ -195,17 +188,16 @@ def _copy_vectors(source: Any, stx: Any, dtx: PgStoreTx, col: Any, rng: np.rando
             pending.append((np.array(tids), np.array(sids), np.stack(vecs)))
             tids, sids, vecs = [], [], []
         if len(pending) >= 4:
-            _flush(dtx, col.id, pending, Q)
+            _flush(dtx, col.id, pending)
     if tids:
         pending.append((np.array(tids), np.array(sids), np.stack(vecs)))
-    _flush(dtx, col.id, pending, Q)
+    _flush(dtx, col.id, pending)
     info: dict[str, Any] = {"vectors": i, "Q": np.stack(Q) if Q else np.zeros((0, col.embedding_dim), np.float32)}
     # Exact reference over the source's plaintext (streamed again; nothing kept in memory).
     Qa = info["Q"]
     best_s = np.full(len(Qa), -np.inf, np.float32)
     best_t = np.zeros(len(Qa), np.int64)
     if len(Qa):
-        cipher_sid = None
         chunk_t: list[int] = []
         chunk_v: list[np.ndarray] = []
 
@@ -220,14 +212,9 @@ def _copy_vectors(source: Any, stx: Any, dtx: PgStoreTx, col: Any, rng: np.rando
             chunk_t.clear()
             chunk_v.clear()
 
-        for tid, sid, mid, nonce, ct in stx.collection_templates(col.id):
-            if mid != col.model_id or sid not in subjects:
-                continue
-            if sid != cipher_sid:
-                s = subjects[sid]
-                cipher, cipher_sid = source.crypto.subject_key(s.wrapped_key, col.id, s.external_id), sid
+        for tid, _sid, v in _plaintexts(source, stx, col, subjects):
             chunk_t.append(tid)
-            chunk_v.append(cipher.decrypt(nonce, ct, mid))
+            chunk_v.append(v)
             if len(chunk_t) >= 50_000:
                 score()
         if chunk_t:
@@ -236,7 +223,20 @@ def _copy_vectors(source: Any, stx: Any, dtx: PgStoreTx, col: Any, rng: np.rando
     return info
 
 
-def _flush(dtx: PgStoreTx, cid: int, pending: list, _Q: list) -> None:
+def _plaintexts(source: Any, stx: Any, col: Any, subjects: dict[int, Any]) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(template id, subject id, decrypted vector) of the collection's templates for its pinned
+    model, streamed from the source store; each subject's key is unwrapped once."""
+    cipher, cipher_sid = None, None
+    for tid, sid, mid, nonce, ct in stx.collection_templates(col.id):
+        if mid != col.model_id or sid not in subjects:
+            continue
+        if sid != cipher_sid:
+            s = subjects[sid]
+            cipher, cipher_sid = source.crypto.subject_key(s.wrapped_key, col.id, s.external_id), sid
+        yield tid, sid, cipher.decrypt(nonce, ct, mid)
+
+
+def _flush(dtx: PgStoreTx, cid: int, pending: list) -> None:
     for tids, sids, V in pending:
         dtx.insert_vectors(cid, tids, sids, V)
     pending.clear()
