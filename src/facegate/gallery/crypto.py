@@ -92,14 +92,7 @@ def load_master_key(data_dir: Path | None, *, explicit: bytes | str | None = Non
         return _read_key_file(path), str(path)
     if not create:
         return None
-    key = generate_key()
-    tmp = path.with_name(f".{MASTER_KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, (encode_key(key) + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    tmp = write_key_tempfile(path, generate_key())
     try:
         os.link(tmp, path)  # atomic, fails if another process created it first
     except FileExistsError:
@@ -107,6 +100,19 @@ def load_master_key(data_dir: Path | None, *, explicit: bytes | str | None = Non
     finally:
         os.unlink(tmp)
     return _read_key_file(path), str(path)
+
+
+def write_key_tempfile(target: Path, key: bytes) -> Path:
+    """A new hidden file beside ``target`` holding ``key`` (mode 0600 from creation, fsynced);
+    the caller moves it into place (link or rename) and removes it."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, (encode_key(key) + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return tmp
 
 
 def _read_key_file(path: Path) -> bytes:

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -57,11 +56,11 @@ from .crypto import (
     Crypto,
     _b64decode,
     _check,
-    encode_key,
     generate_key,
     key_id,
     keyring_context,
     subject_context,
+    write_key_tempfile,
 )
 from .errors import (
     InvalidArgumentError,
@@ -181,14 +180,7 @@ def _shred(path: Path, *, unlink: bool) -> None:
 def write_new_key(data_dir: Path, key: bytes) -> Path:
     """``master.key.new`` holding ``key`` (0600), complete and on disk when this returns."""
     cur, new = key_paths(data_dir)
-    tmp = cur.parent / f".{cur.name}.new.{os.getpid()}.{secrets.token_hex(4)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, (encode_key(key) + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, new)
+    os.replace(write_key_tempfile(new, key), new)
     _fsync_dir(cur.parent)
     return new
 
