@@ -156,13 +156,7 @@ def run_pg(n_templates: int, url: str, args: argparse.Namespace, workdir: Path) 
                             "search_ms_p99": round(pct(lat_r, 99), 3), "rank1_identity": round(ok_r / len(rare_ids), 4)}
     log(n_templates, "filtered 1%", out["filtered_1pct"])
 
-    lat_e2e = []
-    for i in range(min(nq, 200)):
-        t = time.perf_counter()
-        g.identify_vector("bench", Q[i], purpose="common", model_id=MODEL, actor="bench")
-        lat_e2e.append((time.perf_counter() - t) * 1000)
-    out["identify_e2e_ms_p50"] = round(pct(lat_e2e, 50), 3)
-    out["identify_e2e_ms_p99"] = round(pct(lat_e2e, 99), 3)
+    out.update(GB.identify_e2e(g, Q[: min(nq, 200)]))
 
     out["threshold"] = round(col.threshold, 6)
     out["fpir_non_enrolled"] = GB.fpir_non_enrolled(g, gen, n_id)

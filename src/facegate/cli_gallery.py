@@ -186,15 +186,7 @@ def collection_show(
         out = col.to_dict()
         if stats:
             out["index"] = g.index_stats(name)
-    if as_json:
-        print_json(out)
-        return
-    table = Table(title=f"collection {col.name}", show_header=False)
-    table.add_column("field")
-    table.add_column("value")
-    for k, v in out.items():
-        table.add_row(k, str(v))
-    console.print(table)
+    emit(out, as_json, lambda: _print_fields(f"collection {col.name}", out))
 
 
 @collection_app.command("delete")
@@ -319,6 +311,16 @@ def verify_subject(
          f"threshold {res.threshold:.4f} (FMR {res.fmr:g}, {res.model}, purpose {res.purpose})",
          exit_code=0 if res.match else EXIT_NEGATIVE)
 
+
+
+def _print_fields(title: str, fields: dict) -> None:
+    """One record as a two-column field/value table."""
+    table = Table(title=title, show_header=False)
+    table.add_column("field")
+    table.add_column("value")
+    for k, v in fields.items():
+        table.add_row(k, str(v))
+    console.print(table)
 
 # --- subject ------------------------------------------------------------------------------------
 
@@ -572,15 +574,7 @@ def master_key_status(
     comes from, and files left by an interrupted rotation. Never prints key material."""
     with _gallery(data_dir, store) as g:
         out = g.master_key_status()
-    if as_json:
-        print_json(out)
-        return
-    table = Table(title="master key", show_header=False)
-    table.add_column("field")
-    table.add_column("value")
-    for k, v in out.items():
-        table.add_row(k, str(v))
-    console.print(table)
+    emit(out, as_json, lambda: _print_fields("master key", out))
 
 
 @master_key_app.command("generate")
