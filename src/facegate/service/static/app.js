@@ -361,15 +361,17 @@
     liveness: ['M12 15a4 4 0 1 0 0-8 4 4 0 0 0 0 8z', 'M4 12a8 8 0 0 1 2.3-5.6', 'M20 12a8 8 0 0 0-2.3-5.6', 'M8 20.5h8'],
     logo: ['M12 13a4.5 4.5 0 1 0 0-9 4.5 4.5 0 0 0 0 9z', 'M4.5 21c1.5-3.5 4.3-5 7.5-5s6 1.5 7.5 5'],
   };
-  function icon(name, size = 18) {
+  // A 24×24 stroked line drawing from SVG path strings.
+  function strokeSvg(paths, size, strokeWidth) {
     const NS = 'http://www.w3.org/2000/svg';
     const svg = document.createElementNS(NS, 'svg');
     svg.setAttribute('viewBox', '0 0 24 24'); svg.setAttribute('width', size); svg.setAttribute('height', size);
-    svg.setAttribute('fill', 'none'); svg.setAttribute('stroke', 'currentColor'); svg.setAttribute('stroke-width', '2');
+    svg.setAttribute('fill', 'none'); svg.setAttribute('stroke', 'currentColor'); svg.setAttribute('stroke-width', strokeWidth);
     svg.setAttribute('stroke-linecap', 'round'); svg.setAttribute('stroke-linejoin', 'round'); svg.setAttribute('aria-hidden', 'true');
-    for (const d of ICONS[name] || []) { const p = document.createElementNS(NS, 'path'); p.setAttribute('d', d); svg.append(p); }
+    for (const d of paths) { const p = document.createElementNS(NS, 'path'); p.setAttribute('d', d); svg.append(p); }
     return svg;
   }
+  const icon = (name, size = 18) => strokeSvg(ICONS[name] || [], size, '2');
   const logo = () => h('div', { class: 'logo' }, icon('logo', 18));
 
   const NAV = [
@@ -1082,15 +1084,7 @@
     up: ['M12 19V5', 'M6 11l6-6 6 6'], down: ['M12 5v14', 'M6 13l6 6 6-6'],
     closer: ['M4 9V4h5', 'M20 9V4h-5', 'M4 15v5h5', 'M20 15v5h-5'],
   };
-  function arrowIcon(kind, size = 44) {
-    const NS = 'http://www.w3.org/2000/svg';
-    const svg = document.createElementNS(NS, 'svg');
-    svg.setAttribute('viewBox', '0 0 24 24'); svg.setAttribute('width', size); svg.setAttribute('height', size);
-    svg.setAttribute('fill', 'none'); svg.setAttribute('stroke', 'currentColor'); svg.setAttribute('stroke-width', '2.4');
-    svg.setAttribute('stroke-linecap', 'round'); svg.setAttribute('stroke-linejoin', 'round'); svg.setAttribute('aria-hidden', 'true');
-    for (const d of ARROWS[kind] || []) { const p = document.createElementNS(NS, 'path'); p.setAttribute('d', d); svg.append(p); }
-    return svg;
-  }
+  const arrowIcon = (kind, size = 44) => strokeSvg(ARROWS[kind] || [], size, '2.4');
 
   function cameraError(e) {
     const name = e && e.name;
