@@ -74,7 +74,10 @@ class FaceEngine:
         Raises NoFaceError when there is none and AmbiguousFaceError when two faces are about
         equally prominent, rather than guessing which person is meant.
         """
-        return self._subject(self._faces(decode(image, max_pixels=self.max_pixels)))
+        return self._face(image)
+
+    def _face(self, image: ImageInput, *, serial: bool = False) -> Face:
+        return self._subject(self._faces(decode(image, max_pixels=self.max_pixels), serial=serial))
 
     def _faces(self, rgb: np.ndarray, *, serial: bool = False) -> list[Face]:
         h, w = rgb.shape[:2]
@@ -149,7 +152,7 @@ class FaceEngine:
 
         def subject(image: ImageInput, serial: bool = False) -> Face | FacegateError:
             try:
-                return self._subject(self._faces(decode(image, max_pixels=self.max_pixels), serial=serial))
+                return self._face(image, serial=serial)
             except FacegateError as exc:
                 return exc
 

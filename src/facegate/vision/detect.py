@@ -118,8 +118,7 @@ class FaceDetector:
         x = np.zeros((1, 3, th, tw), np.float32)
         x[0, :, pad : pad + h, pad : pad + w] = img[:, :, ::-1].transpose(2, 0, 1)
         outputs = dict(zip(self._outputs, self._sessions.get(serial).run(None, {self._input: x})))
-        found = [self._decode(outputs, stride, tw // stride) for stride in STRIDES]
-        rows = np.concatenate(found) if found else np.zeros((0, 15))
+        rows = np.concatenate([self._decode(outputs, stride, tw // stride) for stride in STRIDES])
         if len(rows) > 1:
             boxes = [[int(v) for v in r[:4]] for r in rows]  # OpenCV's NMS runs on integer boxes
             keep = cv2.dnn.NMSBoxes(boxes, rows[:, 14].tolist(), self.score_threshold, self.nms_threshold, top_k=TOP_K)

@@ -62,9 +62,9 @@ def fold_dequantize(model: onnx.ModelProto) -> int:
         scale = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
         has_zero = len(node.input) > 2 and node.input[2]
         zero = numpy_helper.to_array(inits[node.input[2]]).astype(np.float32) if has_zero else np.zeros_like(scale)
-        if x.ndim and scale.size > 1 or attrs.get("block_size"):
+        block = attrs.get("block_size", 0)
+        if block or (x.ndim and scale.size > 1):  # per-block or per-channel; else a scalar broadcasts
             axis = attrs.get("axis", 1) % x.ndim
-            block = attrs.get("block_size", 0)
             if block:
                 index = np.arange(x.shape[axis]) // block
                 scale, zero = np.take(scale, index, axis=axis), np.take(zero, index, axis=axis)
