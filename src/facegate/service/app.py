@@ -279,7 +279,7 @@ def create_app(settings: Settings | None = None, *, engine: Any = None, gallery:
     if settings.trusted_proxies:  # outermost: every layer, the access log included, sees the real client
         from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=[p.strip() for p in settings.trusted_proxies.split(",") if p.strip()])
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxy_list)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:

@@ -60,7 +60,7 @@ class Settings(BaseModel):
     @field_validator("trusted_proxies")
     @classmethod
     def _proxies(cls, v: str) -> str:
-        for item in filter(None, (p.strip() for p in v.split(","))):
+        for item in _split_list(v):
             try:
                 ipaddress.ip_network(item, strict=False)
             except ValueError:
@@ -88,5 +88,14 @@ class Settings(BaseModel):
         return cls(**values)
 
     @property
+    def trusted_proxy_list(self) -> list[str]:
+        return _split_list(self.trusted_proxies)
+
+    @property
     def database_path(self) -> Path:
         return self.data_dir / "facegate.db"
+
+
+def _split_list(value: str) -> list[str]:
+    """Items of a comma-separated setting, blanks dropped."""
+    return [item.strip() for item in value.split(",") if item.strip()]
