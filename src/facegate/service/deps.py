@@ -9,7 +9,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from starlette.concurrency import run_in_threadpool
 
 from .auth import Principal, extract_key, unauthenticated
-from .errors import NotReadyError, RateLimitedError
+from .errors import AuthError, NotReadyError, RateLimitedError
 
 bearer_scheme = HTTPBearer(auto_error=False, description="API key as a bearer token.", scheme_name="bearer")
 header_scheme = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key in a header.", scheme_name="apiKey")
@@ -29,30 +29,42 @@ async def current_principal(
     _header: Annotated[str | None, Security(header_scheme)] = None,
 ) -> Principal:
     """Who is calling. 401 without a valid key; 429 when over the key's rate (or, for failed
-    sign-ins, the client address's)."""
+    sign-ins, the client address's).
+
+    A throttled address is refused before its key is even looked at, a correct key included:
+    answering a right guess differently from a wrong one would turn the throttle into an oracle.
+    """
     service = get_service(request)
     client = "ip:" + _client(request)
-    if service.auth_failures.peek(client) > 0:
-        wait = service.auth_failures.peek(client)
+    wait = service.auth_failures.peek(client)
+    if wait > 0:
         service.metrics.rate_limited.inc()
         raise RateLimitedError(f"too many failed sign-ins from this address; retry in {wait:.0f} s", retry_after=wait)
     secret = extract_key(request)
     if secret is None:
-        raise unauthenticated()
-    if len(secret) > 512:
+        raise unauthenticated()  # no guess made: nothing to count
+    try:
+        principal = await _authenticate(service, secret)
+    except AuthError:  # every failed sign-in counts, whichever layer refused it
         service.auth_failures.check(client)
-        raise unauthenticated("invalid API key")
-    if service.authenticator is None:
-        raise NotReadyError("the key store is not open yet")
-    principal = await run_in_threadpool(service.authenticator, secret)
-    if principal is None:
-        service.auth_failures.check(client)
-        raise unauthenticated("invalid, revoked or expired API key")
+        raise
     request.scope.setdefault("state", {})["principal"] = principal
     wait = service.rate.check("key:" + principal.key_id)
     if wait > 0:
         service.metrics.rate_limited.inc()
         raise RateLimitedError(f"rate limit of this API key exceeded; retry in {wait:.1f} s", retry_after=wait)
+    return principal
+
+
+async def _authenticate(service, secret: str) -> Principal:  # noqa: ANN001
+    """The key's principal, or an AuthError (unknown, revoked, expired, absurdly long)."""
+    if len(secret) > 512:
+        raise unauthenticated("invalid API key")
+    if service.authenticator is None:
+        raise NotReadyError("the key store is not open yet")
+    principal = await run_in_threadpool(service.authenticator, secret)
+    if principal is None:
+        raise unauthenticated("invalid, revoked or expired API key")
     return principal
 
 
