@@ -15,7 +15,9 @@ from rich.table import Table
 from . import __version__
 from .calibration import DEFAULT_FMR, SUPPORTED_FMRS
 from .cli_common import (
+    BOX_HELP,
     EXIT_NEGATIVE,
+    FACE_HELP,
     JsonOption,
     ModelOption,
     NonCommercialOption,
@@ -23,6 +25,7 @@ from .cli_common import (
     err_console,
     get_engine,
     handle_errors,
+    parse_face_choice,
     print_json,
 )
 from .errors import FacegateError
@@ -55,12 +58,13 @@ def detect(
     images: list[Path] = typer.Argument(..., help="Image files."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Find faces: box, 5 landmarks, detector score and quality for each."""
+    """Find faces: number, box, 5 landmarks, detector score and quality for each, and which is the
+    subject. Choose another face for verify/embed by its number (--face, --face-a, --face-b)."""
     engine = get_engine()
     failed = False
     for path in images:
         try:
-            faces = engine.detect(path)
+            faces, chosen = engine.detect_subject(path)
         except FacegateError as exc:
             failed = True
             if as_json:
@@ -68,17 +72,20 @@ def detect(
             else:
                 err_console.print(f"[red]{path}[/]: {exc.message}", highlight=False)
             continue
+        subject = next((i for i, f in enumerate(faces) if f is chosen), None)
         if as_json:
-            print_json({"image": str(path), "faces": [f.to_dict() for f in faces]})
+            print_json({"image": str(path), "subject": subject,
+                        "faces": [{"index": i, **f.to_dict()} for i, f in enumerate(faces)]})
             continue
-        table = Table(title=f"{path} — {len(faces)} face(s)")
-        for col in ("#", "box x,y,w,h", "score", "eyes px", "sharp", "yaw°", "pitch°", "bright"):
+        verdict = f"subject: face {subject}" if subject is not None else "no face" if not faces else "no clear subject: choose one"
+        table = Table(title=f"{path} — {len(faces)} face(s), {verdict}")
+        for col in ("face", "box x,y,w,h", "score", "eyes px", "sharp", "yaw°", "pitch°", "bright"):
             table.add_column(col, justify="right")
-        for i, f in enumerate(faces, 1):
+        for i, f in enumerate(faces):
             q = f.quality
             table.add_row(
-                str(i), ",".join(f"{v:.0f}" for v in f.box), f"{f.score:.2f}", f"{q.inter_eye_px:.0f}",
-                f"{q.sharpness:.0f}", f"{q.yaw_deg:+.0f}", f"{q.pitch_deg:+.0f}", f"{q.brightness:.0f}",
+                f"{i}{' *' if i == subject else ''}", ",".join(f"{v:.0f}" for v in f.box), f"{f.score:.2f}",
+                f"{q.inter_eye_px:.0f}", f"{q.sharpness:.0f}", f"{q.yaw_deg:+.0f}", f"{q.pitch_deg:+.0f}", f"{q.brightness:.0f}",
             )
         console.print(table)
     if failed:
@@ -101,12 +108,19 @@ def verify(
         help="With --subject, in a collection that requires liveness for verify: supervised override (the person is "
              "in front of you); REASON is audited."),
     fmr: float = typer.Option(DEFAULT_FMR, help=f"Target false-match rate: one of {', '.join(f'{f:g}' for f in SUPPORTED_FMRS)} (two-image mode; a collection has its own)."),
+    face_a: Optional[int] = typer.Option(None, "--face-a", min=0, help=FACE_HELP + " In IMAGE_A."),
+    face_b: Optional[int] = typer.Option(None, "--face-b", min=0, help=FACE_HELP + " In IMAGE_B."),
+    box_a: Optional[str] = typer.Option(None, "--box-a", metavar="X,Y,W,H", help=BOX_HELP + " In IMAGE_A."),
+    box_b: Optional[str] = typer.Option(None, "--box-b", metavar="X,Y,W,H", help=BOX_HELP + " In IMAGE_B."),
     model: str = ModelOption,
     allow_noncommercial: bool = NonCommercialOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Is the person in IMAGE_A the person in IMAGE_B (or the enrolled --subject)? Exit 0 on match, 1 on no match."""
+    choice_a, choice_b = parse_face_choice(face_a, box_a, "-a"), parse_face_choice(face_b, box_b, "-b")
     if subject is not None:
+        if choice_a is not None or choice_b is not None:
+            raise typer.BadParameter("--face-a/--box-a choose faces of two images; crop a probe verified against --subject")
         if image_b is not None:
             raise typer.BadParameter("give one image with --subject, not two")
         if not collection or not purpose:
@@ -120,7 +134,7 @@ def verify(
         raise typer.BadParameter("--liveness-override applies to --subject verification only")
     if image_b is None:
         raise typer.BadParameter("give two images, or one image with --subject/--collection/--purpose")
-    result = get_engine(model, allow_noncommercial).verify(image_a, image_b, fmr=fmr)
+    result = get_engine(model, allow_noncommercial).verify(image_a, image_b, fmr=fmr, face_a=choice_a, face_b=choice_b)
     if as_json:
         print_json(result.to_dict())
     else:
@@ -137,13 +151,20 @@ def verify(
 @handle_errors
 def embed(
     images: list[Path] = typer.Argument(..., help="Image files."),
+    face: Optional[int] = typer.Option(None, "--face", min=0, help=FACE_HELP + " Needs exactly one image."),
+    box: Optional[str] = typer.Option(None, "--box", metavar="X,Y,W,H", help=BOX_HELP + " Needs exactly one image."),
     model: str = ModelOption,
     allow_noncommercial: bool = NonCommercialOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Print the subject face's template (L2-normalised) for each image."""
+    """Print the subject face's template (L2-normalised) for each image (or the chosen face's)."""
+    choice = parse_face_choice(face, box, "")
+    if choice is not None and len(images) != 1:
+        raise typer.BadParameter("--face/--box choose a face of one image: give exactly one")
+    from .engine import Chosen
+
     engine = get_engine(model, allow_noncommercial)
-    results = engine.embed_many(images)
+    results = engine.embed_many(images if choice is None else [Chosen(images[0], choice)])
     failed = False
     for path, res in zip(images, results):
         if isinstance(res, FacegateError):

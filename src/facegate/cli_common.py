@@ -34,7 +34,8 @@ def exit_code_for(exc: FacegateError) -> int:
 
 
 def handle_errors(fn: F) -> F:
-    """Turn FacegateError into a one-line message on stderr and a specific exit code."""
+    """Turn FacegateError into a one-line message on stderr (plus the faces to choose from, when
+    it lists candidates) and a specific exit code; with ``--json`` also ``{"error": ...}`` on stdout."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -42,9 +43,29 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except FacegateError as exc:
             err_console.print(f"[bold red]error[/] ({exc.code}): {exc.message}", highlight=False)
+            for c in exc.details.get("candidates", ()):  # type: ignore[union-attr]
+                box = ",".join(f"{v:.0f}" for v in c["box"])
+                err_console.print(f"  face {c['face']}: box {box}  score {c['score']:.2f}", highlight=False)
+            if kwargs.get("as_json"):
+                print_json({"error": exc.to_dict()})
             raise typer.Exit(exit_code_for(exc)) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def parse_face_choice(face: int | None, box: str | None, option: str) -> int | list[float] | None:
+    """A ``--face N`` / ``--box x,y,w,h`` pair of options as the engine's ``face=`` argument."""
+    if face is not None and box is not None:
+        raise typer.BadParameter(f"choose the face by --face{option} or by --box{option}, not both")
+    if box is None:
+        return face
+    try:
+        values = [float(v) for v in box.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 4 or values[2] <= 0 or values[3] <= 0:
+        raise typer.BadParameter(f"--box{option} is x,y,width,height in image pixels, e.g. 120,80,200,240")
+    return values
 
 
 def print_json(obj: Any) -> None:
@@ -83,3 +104,5 @@ NonCommercialOption = typer.Option(
     False, "--allow-noncommercial", help="Accept a non-commercial model licence (research use only)."
 )
 JsonOption = typer.Option(False, "--json", help="Machine-readable output.")
+FACE_HELP = "Which face is meant when the image shows several: its number from `facegate detect` (0 = most prominent)."
+BOX_HELP = "Which face is meant, as a box x,y,width,height in image pixels: the detected face overlapping it most."

@@ -11,18 +11,28 @@ import math
 import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 
 from .calibration import DEFAULT_FMR, Calibration, calibration_for
-from .errors import AmbiguousFaceError, FacegateError, NoFaceError, TooManyFacesError
+from .errors import FaceError, FacegateError, TooManyFacesError
 from .models import DEFAULT_EMBEDDER, YUNET, embedder_spec
 from .results import Embedding, Face, VerifyResult
 from .vision import DEFAULT_MAX_PIXELS, Embedder, FaceDetector, ImageInput, align, assess, decode
+from .vision.subject import DEFAULT_RULE, FaceRef, SubjectRule, choose_subject, pick_face, prominence
 
-# Two faces whose prominence is within this ratio are "equally prominent": refuse to guess.
-AMBIGUITY_RATIO = 0.85
 BATCH_SIZE = 16
+
+
+@dataclass(frozen=True)
+class Chosen:
+    """An image together with the face meant in it: ``face`` is an index into :meth:`FaceEngine.detect`'s
+    order or a box (x, y, w, h; the detected face overlapping it most is taken). Accepted wherever
+    the engine takes an image, e.g. ``engine.verify(Chosen("group.jpg", 1), "id.jpg")``."""
+
+    image: ImageInput
+    face: FaceRef
 
 
 class FaceEngine:
@@ -65,19 +75,39 @@ class FaceEngine:
     # --- detection ----------------------------------------------------------------------------
 
     def detect(self, image: ImageInput) -> list[Face]:
-        """All faces, most prominent first, each with landmarks and quality."""
+        """All faces, most prominent first, each with landmarks and quality. A face's index in
+        this list is what ``face=`` / :class:`Chosen` take."""
         return self._faces(decode(image, max_pixels=self.max_pixels))
 
-    def face(self, image: ImageInput) -> Face:
-        """The subject's face: the most prominent one (large and central).
+    def detect_subject(self, image: ImageInput, rule: SubjectRule = DEFAULT_RULE) -> tuple[list[Face], Face | FaceError]:
+        """:meth:`detect`'s faces and, from the same pass, the subject under ``rule`` — or the
+        NoFaceError / AmbiguousFaceError that choosing it raised (e.g. a stricter enrolment
+        ``rule`` with a ``margin``)."""
+        rgb = decode(image, max_pixels=self.max_pixels)
+        faces = self._faces(rgb)
+        try:
+            return faces, choose_subject(faces, (rgb.shape[1], rgb.shape[0]), rule)
+        except FaceError as exc:
+            return faces, exc
 
-        Raises NoFaceError when there is none and AmbiguousFaceError when two faces are about
-        equally prominent, rather than guessing which person is meant.
+    def face(self, image: ImageInput | Chosen, face: FaceRef | None = None) -> Face:
+        """The subject's face (vision/subject.py: central and clearly the most prominent), or
+        the face chosen by ``face`` (an index into :meth:`detect`'s order, or a box).
+
+        Raises NoFaceError when there is none and AmbiguousFaceError (listing every face as a
+        candidate) when no face is clearly the subject, rather than guessing which person is
+        meant; FaceIndexError / FaceBoxNotFoundError when ``face`` names no detected face.
         """
-        return self._face(image)
+        return self._face(image, face)
 
-    def _face(self, image: ImageInput, *, serial: bool = False) -> Face:
-        return self._subject(self._faces(decode(image, max_pixels=self.max_pixels), serial=serial))
+    def _face(self, image: ImageInput | Chosen, face: FaceRef | None = None, *, serial: bool = False) -> Face:
+        if isinstance(image, Chosen):  # an explicit ``face`` overrides the one attached
+            image, face = image.image, image.face if face is None else face
+        rgb = decode(image, max_pixels=self.max_pixels)
+        faces = self._faces(rgb, serial=serial)
+        if face is not None:
+            return pick_face(faces, face)
+        return choose_subject(faces, (rgb.shape[1], rgb.shape[0]))
 
     def _faces(self, rgb: np.ndarray, *, serial: bool = False) -> list[Face]:
         h, w = rgb.shape[:2]
@@ -97,30 +127,18 @@ class FaceEngine:
                     landmarks=tuple((float(x), float(y)) for x, y in d.landmarks),
                     score=d.score,
                     quality=assess(d.landmarks, crop, d.score),
-                    prominence=_prominence(d.box, w, h),
+                    prominence=prominence(d.box, d.score, (w, h)),
                     crop=crop,
                 )
             )
         faces.sort(key=lambda f: f.prominence, reverse=True)
         return faces
 
-    @staticmethod
-    def _subject(faces: list[Face]) -> Face:
-        if not faces:
-            raise NoFaceError("no face found in the image")
-        if len(faces) > 1 and faces[1].prominence >= AMBIGUITY_RATIO * faces[0].prominence:
-            raise AmbiguousFaceError(
-                f"{len(faces)} faces found and the two most prominent are about equally large and "
-                "central; crop the image to the person meant",
-                boxes=[[round(v, 1) for v in f.box] for f in faces[:2]],
-            )
-        return faces[0]
-
     # --- embedding ----------------------------------------------------------------------------
 
-    def embed(self, image: ImageInput) -> Embedding:
-        """The subject face's template."""
-        face = self.face(image)
+    def embed(self, image: ImageInput | Chosen, face: FaceRef | None = None) -> Embedding:
+        """The template of the subject face (or of the face chosen by ``face``, as in :meth:`face`)."""
+        face = self.face(image, face)
         return Embedding(self.embed_crops(face.crop[None])[0], self.spec.id, face)
 
     def embed_faces(self, faces: Sequence[Face]) -> list[Embedding]:
@@ -132,9 +150,9 @@ class FaceEngine:
             out.extend(Embedding(v, self.spec.id, f) for v, f in zip(vectors, chunk))
         return out
 
-    def embed_many(self, images: Iterable[ImageInput], *, chunk: int | None = None) -> list[Embedding | FacegateError]:
-        """Subject templates for many images, in input order. A failing image yields its error
-        in place; the others still succeed.
+    def embed_many(self, images: Iterable[ImageInput | Chosen], *, chunk: int | None = None) -> list[Embedding | FacegateError]:
+        """Subject templates for many images, in input order (a :class:`Chosen` image gives its
+        chosen face's). A failing image yields its error in place; the others still succeed.
 
         One worker per core runs the whole pipeline for ``chunk`` consecutive images at a time
         (decode, detect, align, then one embedding call for the chunk's faces) on its own
@@ -150,7 +168,7 @@ class FaceEngine:
         workers = max(1, min(self._workers, len(items)))
         spec_id = self.spec.id
 
-        def subject(image: ImageInput, serial: bool = False) -> Face | FacegateError:
+        def subject(image: ImageInput | Chosen, serial: bool = False) -> Face | FacegateError:
             try:
                 return self._face(image, serial=serial)
             except FacegateError as exc:
@@ -162,7 +180,7 @@ class FaceEngine:
             embedded = iter(self.embed_faces(ok))
             return [next(embedded) if isinstance(f, Face) else f for f in found]
 
-        def run(part: Sequence[ImageInput]) -> list[Embedding | FacegateError]:
+        def run(part: Sequence[ImageInput | Chosen]) -> list[Embedding | FacegateError]:
             found = [subject(image, serial=True) for image in part]
             faces = [f for f in found if isinstance(f, Face)]
             vectors = iter(self.embed_crops(np.stack([f.crop for f in faces]), serial=True) if faces else ())
@@ -217,20 +235,15 @@ class FaceEngine:
         vb = b.vector if isinstance(b, Embedding) else np.asarray(b, np.float32)
         return float(np.dot(va, vb) / max(np.linalg.norm(va) * np.linalg.norm(vb), 1e-12))
 
-    def verify(self, a: ImageInput, b: ImageInput, fmr: float = DEFAULT_FMR) -> VerifyResult:
-        """Is the subject of ``a`` the same person as the subject of ``b``?"""
+    def verify(
+        self, a: ImageInput | Chosen, b: ImageInput | Chosen, fmr: float = DEFAULT_FMR, *,
+        face_a: FaceRef | None = None, face_b: FaceRef | None = None,
+    ) -> VerifyResult:
+        """Is the subject of ``a`` the same person as the subject of ``b``? ``face_a`` / ``face_b``
+        choose the face meant in a multi-face image, as in :meth:`face`."""
         threshold = self.threshold(fmr)
-        fa, fb = self.face(a), self.face(b)
+        fa, fb = self.face(a, face_a), self.face(b, face_b)
         va, vb = self.embed_crops(np.stack([fa.crop, fb.crop]))
         score = float(np.dot(va, vb))
         return VerifyResult(score >= threshold, score, threshold, fmr, self.spec.id, fa, fb)
 
-
-def _prominence(box: np.ndarray, width: int, height: int) -> float:
-    """Face size relative to the image, discounted by distance from the centre (0…1)."""
-    x, y, w, h = (float(v) for v in box)
-    size = math.sqrt(max(w * h, 0.0) / (width * height))
-    dx = (x + w / 2 - width / 2) / (width / 2)
-    dy = (y + h / 2 - height / 2) / (height / 2)
-    off_centre = min(math.hypot(dx, dy) / math.sqrt(2), 1.0)
-    return size * (1.0 - 0.5 * off_centre)

@@ -78,9 +78,29 @@ class NoFaceError(FaceError):
 
 
 class AmbiguousFaceError(FaceError):
-    """Two or more faces are about equally prominent; facegate will not guess which is meant."""
+    """No face is clearly the subject (two comparable faces, or a group); facegate will not guess.
+
+    ``details["candidates"]``: every face as ``{"face": index, "box", "landmarks", "score"}``
+    (plain lists); pass the chosen ``face`` index (or its box) back to choose it.
+    """
 
     code = "ambiguous_face"
+
+
+class FaceChoiceError(FaceError):
+    """An explicit face choice does not name a detected face."""
+
+    code = "face_choice_invalid"
+
+
+class FaceIndexError(FaceChoiceError):
+    code = "face_index_out_of_range"
+
+
+class FaceBoxNotFoundError(FaceChoiceError):
+    """No detected face overlaps the given box; ``details["candidates"]`` lists the faces."""
+
+    code = "face_box_not_found"
 
 
 class TooManyFacesError(FaceError):

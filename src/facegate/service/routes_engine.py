@@ -5,8 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from ..calibration import DEFAULT_FMR, SUPPORTED_FMRS
-from ..engine import AMBIGUITY_RATIO
+from ..engine import Chosen
 from ..errors import CalibrationError
+from ..results import Face
+from ..vision.subject import DEFAULT_RULE, FaceRef, SubjectRule
 from . import backend
 from .deps import PrincipalDep, get_service
 from .errors import ValidationFailedError
@@ -31,7 +33,9 @@ def check_fmr(fmr: float) -> float:
 @router.post(
     "/detect", response_model=DetectResponse, summary="Find faces: boxes, landmarks, quality",
     description="Every face in the image (at most the configured faces-per-image limit), most prominent first, "
-    "each with its quality verdict. Requires any biometric scope. Nothing is stored.",
+    "each with its index, whether it is the subject, and its quality verdict. When no face is clearly the subject "
+    "(`ambiguous_face`), send the index of the face meant as `face_a`/`face_b` to /v1/verify. "
+    "Requires any biometric scope. Nothing is stored.",
     openapi_extra=openapi_body(DetectRequest), responses=IMAGE_PROBLEMS,
 )
 async def detect(request: Request, principal: PrincipalDep) -> DetectResponse:
@@ -43,23 +47,28 @@ async def detect(request: Request, principal: PrincipalDep) -> DetectResponse:
     engine = service.engine
     gallery = service.gallery
 
-    def run() -> tuple[list, object]:
+    def run() -> tuple[list[Face], object, object]:
         policy = gallery.get_collection(body.collection).quality_policy if body.collection and gallery is not None else None
-        return engine.detect(images["image"][0]), policy
+        # A collection's enrolment margin makes the subject choice as strict as enrolment will be.
+        rule = DEFAULT_RULE if policy is None else SubjectRule(margin=policy.max_second_face_ratio)
+        return *engine.detect_subject(images["image"][0], rule), policy
 
-    faces, policy = await service.run(run, kind="detect")
-    ratio = policy.max_second_face_ratio if policy is not None else AMBIGUITY_RATIO
-    subject = None
-    reasons: list[str] = []
-    if not faces:
-        reasons.append("no_face")
-    elif len(faces) > 1 and faces[1].prominence >= ratio * faces[0].prominence:
-        reasons.append("ambiguous_face")
-    else:
-        subject = 0
+    faces, chosen, policy = await service.run(run, kind="detect")
+    subject = next((i for i, f in enumerate(faces) if f is chosen), None)
+    reasons = [] if subject is not None else [chosen.code]
     service.metrics.decision("detect", "faces" if faces else "no_face")
-    return DetectResponse(model=engine.model_id, count=len(faces), subject=subject,
-                          faces=[face_out(service, f, policy) for f in faces], reasons=reasons)
+    return DetectResponse(model=engine.model_id, count=len(faces), subject=subject, reasons=reasons,
+                          faces=[{**face_out(service, f, policy), "index": i, "subject": i == subject} for i, f in enumerate(faces)])
+
+
+def _choice(index: int | None, box: list[float] | None, field: str) -> FaceRef | None:
+    if index is not None and box is not None:
+        raise ValidationFailedError(f"choose the face of image_{field} by face_{field} or by box_{field}, not both")
+    return index if index is not None else box
+
+
+def _chosen(image: bytes, face: FaceRef | None) -> bytes | Chosen:
+    return image if face is None else Chosen(image, face)
 
 
 @router.post(
@@ -82,11 +91,16 @@ async def verify(request: Request, principal: PrincipalDep) -> VerifyResponse:
     against_subject = body.collection is not None or body.subject is not None or "image" in images or body.liveness_session
     if pair and against_subject:
         raise ValidationFailedError("send either image_a + image_b, or image/liveness_session + collection + subject, not both")
+    face_a, face_b = _choice(body.face_a, body.box_a, "a"), _choice(body.face_b, body.box_b, "b")
     if pair:
         if "image_a" not in images or "image_b" not in images:
             raise ValidationFailedError("image vs image verification needs both image_a and image_b")
         fmr = check_fmr(DEFAULT_FMR if body.fmr is None else body.fmr)
-        return await backend.verify_pair(service, principal, images["image_a"][0], images["image_b"][0], body.purpose, fmr)
+        a, b = _chosen(images["image_a"][0], face_a), _chosen(images["image_b"][0], face_b)
+        return await backend.verify_pair(service, principal, a, b, body.purpose, fmr)  # engine.verify takes a Chosen image
+    if face_a is not None or face_b is not None:
+        raise ValidationFailedError("face_a/face_b and box_a/box_b choose faces of image_a and image_b; crop a probe "
+                                    "verified against a subject to the person meant")
     if not body.collection or not body.subject:
         raise ValidationFailedError("verification against a subject needs collection and subject (or send image_a + image_b)")
     if ("image" in images) == bool(body.liveness_session):

@@ -38,7 +38,8 @@ class FaceOut(BaseModel):
     box: list[float] = Field(description="x, y, width, height in source-image pixels (after EXIF rotation).")
     landmarks: list[list[float]] = Field(description="Five points: right eye, left eye, nose, right/left mouth corner.")
     score: float = Field(description="Detector confidence 0-1.")
-    prominence: float = Field(description="Size and centrality 0-1; the most prominent face is the subject.")
+    prominence: float = Field(description="Size weighted by centrality and detector confidence, 0-1; faces are listed most "
+                              "prominent first (see docs/subject-face.md for when the first is the subject).")
     quality: QualityOut
     quality_ok: bool = Field(description="Whether the face passes the enrolment quality gate.")
     quality_reasons: list[str] = Field(default_factory=list, description="Reason codes when it does not.")
@@ -51,11 +52,18 @@ class DetectRequest(_Strict):
                                    "enrolment policy, as enrolment will; default: the default policy.")
 
 
+class DetectedFaceOut(FaceOut):
+    index: int = Field(description="This face's number in the image (0 = most prominent); send it as `face_a` / `face_b` "
+                       "to choose this face.")
+    subject: bool = Field(description="Whether this is the face facegate takes as the subject when none is chosen.")
+
+
 class DetectResponse(BaseModel):
     model: str
     count: int
-    subject: int | None = Field(description="Index of the subject face (most prominent), null when none or ambiguous.")
-    faces: list[FaceOut]
+    subject: int | None = Field(description="Index of the subject face, null when there is none or no face is clearly "
+                                "the subject (reason `ambiguous_face`: choose one by its index).")
+    faces: list[DetectedFaceOut]
     reasons: list[str] = Field(default_factory=list)
 
 
@@ -76,6 +84,12 @@ class VerifyRequest(_Strict):
     liveness_session: str | None = Field(None, max_length=128, description="A completed liveness session whose best frame is the probe.")
     fmr: float | None = Field(None, gt=0, lt=1, description="Target false-match rate for image vs image: 0.001, 0.0001 (default) "
                               "or 0.00001. Against a subject the collection's FMR applies.")
+    face_a: int | None = Field(None, ge=0, description="Which face of image_a is meant: its index from /v1/detect (or from an "
+                               "`ambiguous_face` problem's candidates). Default: the subject face.")
+    face_b: int | None = Field(None, ge=0, description="Which face of image_b is meant, as face_a.")
+    box_a: list[float] | None = Field(None, min_length=4, max_length=4, description="Which face of image_a is meant, as a box "
+                                      "x, y, width, height in image pixels: the detected face overlapping it most is taken.")
+    box_b: list[float] | None = Field(None, min_length=4, max_length=4, description="Which face of image_b is meant, as box_a.")
 
 
 class VerifyResponse(BaseModel):
@@ -257,6 +271,13 @@ class EnrollRequest(_Strict):
     expires_at: str | None = Field(None, max_length=40, description="Consent expiry, ISO 8601.")
     evidence_ref: str | None = Field(None, max_length=256, description="Consent evidence reference (form id, document hash).")
     label: str | None = Field(None, max_length=200, description="Optional operator label (avoid names unless you must store them).")
+    dedup_purpose: str | None = Field(
+        None, max_length=64, description="Search for duplicate identities among subjects consenting to this purpose (one of the "
+                                         "collection's). Matches are named only to a key with the identify scope; others get "
+                                         "`flagged_for_review`. Left out: no duplicate search.")
+    force_mismatch: str | None = Field(
+        None, min_length=1, max_length=256, description="Admin keys only: the reason to accept faces that do not match the "
+                                                        "subject's enrolled faces (`face_mismatch`). Audited.")
 
 
 class DuplicateOut(BaseModel):
@@ -282,6 +303,7 @@ class EnrollOut(BaseModel):
     accepted: int
     rejected: int
     duplicates: list[DuplicateOut]
+    flagged_for_review: bool = Field(False, description="A duplicate search matched other subjects; a reviewer should look.")
     images: list[ImageOutcomeOut]
     consents: list[ConsentOut]
     liveness_session: str | None = None
@@ -351,6 +373,8 @@ class AuditReportOut(BaseModel):
     problem: str | None = None
     archived_through: int = Field(0, description="Events up to this seq were archived (facegate audit archive); the chain starts after it.")
     anchor_mac: str | None = Field(None, description="MAC of the last archived event: where the database's chain starts.")
+    witnessed_seq: int | None = Field(None, description="The newest event the serving process's witness file vouches for "
+                                                        "(removing events up to it is detected); null: no witness yet.")
 
 
 class PurgeOut(BaseModel):
