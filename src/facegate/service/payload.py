@@ -14,11 +14,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from typing import Any, TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
+from pydantic_core import from_json
 from starlette.datastructures import UploadFile
 
 from .errors import InvalidRequestError, UnsupportedMediaTypeError, ValidationFailedError
@@ -44,6 +46,33 @@ def decode_base64(value: str, field: str) -> bytes:
         raise InvalidRequestError(f"{field} is not valid base64", field=field) from None
 
 
+def parse_json(raw: bytes) -> Any:
+    """A request body as JSON, or InvalidRequestError for any hostile shape.
+
+    pydantic-core's parser (not the stdlib's recursive one) bounds nesting depth and integer
+    length, insists on UTF-8 and refuses NaN/Infinity; a float literal that overflows to
+    infinity is refused here. Nothing of the input reaches Python's recursion limit.
+    """
+    try:
+        data = from_json(raw, allow_inf_nan=False)
+    except ValueError as exc:
+        raise InvalidRequestError(f"the body is not valid JSON ({exc})") from None
+    if not _finite(data):
+        raise InvalidRequestError("the body is not valid JSON (a number is out of range)")
+    return data
+
+
+def _finite(value: Any) -> bool:
+    # Depth is bounded by the parser above, so recursing here is safe.
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return True
+
+
 def validation_problem(exc: ValidationError, where: str = "body") -> ValidationFailedError:
     errors = [
         {"loc": [where, *[str(p) for p in e.get("loc", ())]], "msg": e.get("msg", ""), "type": e.get("type", "")}
@@ -65,10 +94,7 @@ async def read_payload(request: Request, model: type[M], *, max_images: int = 10
     images: dict[str, list[bytes]] = {}
     if ctype == "application/json" or ctype.endswith("+json"):
         raw = await request.body()
-        try:
-            data = json.loads(raw) if raw else None
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise InvalidRequestError("the body is not valid JSON") from None
+        data = parse_json(raw) if raw else None
         if not isinstance(data, dict):
             raise ValidationFailedError("the body must be a JSON object", errors=[{"loc": ["body"], "msg": "must be an object", "type": "dict_type"}])
         try:
