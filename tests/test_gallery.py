@@ -151,14 +151,18 @@ def test_quality_gate_reason_codes(gallery, photos):
 
 def test_duplicate_identity_warning(gallery, photos):
     gallery.enroll("staff", "cust-1", photos["obama_1"], consent=ACCESS)
-    r = gallery.enroll("staff", "cust-2", photos["obama_2"], consent=ACCESS)
-    assert r.accepted == 1
+    r = gallery.enroll("staff", "cust-2", photos["obama_2"], consent=ACCESS, dedup_purpose="access")
+    assert r.accepted == 1 and r.flagged_for_review
     assert [d.subject for d in r.duplicates] == ["cust-1"] and r.duplicates[0].score > 0.4
     ev = gallery.audit_list(action="enroll", limit=1)[0]
-    assert ev.details["duplicates"] == ["cust-1"] and "cust-1" in ev.subjects
+    assert ev.details["duplicates"] == ["cust-1"] and "cust-1" in ev.subjects and ev.details["flagged_for_review"]
     # Adding another photo of the same subject is not a duplicate of itself.
-    r3 = gallery.enroll("staff", "cust-1", photos["obama_3"])
+    r3 = gallery.enroll("staff", "cust-1", photos["obama_3"], dedup_purpose="access")
     assert r3.accepted == 1 and [d.subject for d in r3.duplicates] == ["cust-2"]
+    # No declared de-duplication purpose: no search; a purpose nobody consented to: nothing compared.
+    assert not gallery.enroll("staff", "cust-3", photos["obama_3"], consent=ACCESS).flagged_for_review
+    r4 = gallery.enroll("staff", "cust-4", photos["obama_3"], consent=ACCESS, dedup_purpose="payments")
+    assert r4.accepted == 1 and not r4.flagged_for_review and r4.duplicates == ()
 
 
 # --- consent --------------------------------------------------------------------------------------
@@ -359,9 +363,10 @@ def test_audit_detects_deleted_middle_row_and_truncated_tail(tmp_path, engine, p
     with db:  # cover the tracks: also rewind the head
         seq, mac = db.execute("SELECT seq, mac FROM audit_events ORDER BY seq DESC LIMIT 1").fetchone()
         db.execute("UPDATE audit_head SET seq=?, mac=?", (seq, mac))
-    assert g.audit_verify().ok  # undetectable without an anchor …
-    rep = g.audit_verify(expect_head=anchor)  # … but an anchor recorded earlier catches it
-    assert not rep.ok and "rewritten" in rep.problem
+    rep = g.audit_verify()  # the data directory's witness remembers how far the chain reached …
+    assert not rep.ok and "head rewritten" in rep.problem and rep.witnessed_seq == seq + 1
+    rep = g.audit_verify(expect_head=anchor)  # … as does an anchor recorded earlier
+    assert not rep.ok
     with db:
         db.execute("DELETE FROM audit_events WHERE seq = 2")
     rep = g.audit_verify()

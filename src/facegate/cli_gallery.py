@@ -219,6 +219,11 @@ def enroll(
     expires: Optional[str] = ExpiresOption,
     evidence: Optional[str] = EvidenceOption,
     label: Optional[str] = typer.Option(None, "--label", help="Optional display label (the operator's choice)."),
+    dedup_purpose: Optional[str] = typer.Option(
+        None, "--dedup-purpose", help="Warn when a face matches another subject consenting to this purpose (no search without it)."),
+    force_mismatch: Optional[str] = typer.Option(
+        None, "--force-mismatch", metavar="REASON",
+        help="Accept faces that do not match the subject's enrolled faces (face_mismatch); the reason is audited."),
     liveness_override: Optional[str] = LivenessOverrideOption,
     allow_noncommercial: bool = NonCommercialOption,
     data_dir: Optional[Path] = DataDirOption,
@@ -226,7 +231,8 @@ def enroll(
     actor: Optional[str] = ActorOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Enrol a subject's photos under a consent: each image accepted or rejected with a reason.
+    """Enrol a subject's photos under a consent: each image accepted or rejected with a reason
+    (face_mismatch: not the face already enrolled for the subject).
 
     Exit 0 if at least one image was accepted, 3 if none was.
     """
@@ -236,7 +242,8 @@ def enroll(
     consent = ConsentSpec(tuple(plist), expires_at=parse_time(expires, "--expires"), evidence_ref=evidence) if plist else None
     with _gallery(data_dir, store, allow_noncommercial) as g:
         res = _with_cli_hint(lambda: g.enroll(collection, subject, [str(p) for p in images], consent=consent, label=label,
-                                              liveness=_override(liveness_override), actor=_actor(actor)))
+                                              liveness=_override(liveness_override), dedup_purpose=dedup_purpose,
+                                              force_mismatch=force_mismatch, actor=_actor(actor)))
     if as_json:
         print_json(res.to_dict())
     else:

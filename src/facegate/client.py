@@ -217,11 +217,15 @@ class Client:
     def enroll(self, collection: str, subject: str, images: ImageArg | Iterable[ImageArg] | None = None, *,
                purposes: Sequence[str] | None = None, expires_at: dt.datetime | str | None = None,
                evidence_ref: str | None = None, label: str | None = None,
-               liveness_session: str | None = None) -> EnrollOut:
-        """Enrol images; a new subject needs ``purposes`` (its consent)."""
+               liveness_session: str | None = None, dedup_purpose: str | None = None,
+               force_mismatch: str | None = None) -> EnrollOut:
+        """Enrol images; a new subject needs ``purposes`` (its consent). ``dedup_purpose``: look
+        for duplicate identities among subjects consenting to it; ``force_mismatch`` (admin
+        keys): the reason to accept faces that do not match the subject's."""
         path = f"/v1/collections/{_seg(collection)}/subjects/{_seg(subject)}/faces"
         data = self._clean({"purposes": ",".join(purposes) if purposes else None, "expires_at": _iso(expires_at),
-                            "evidence_ref": evidence_ref, "label": label, "liveness_session": liveness_session})
+                            "evidence_ref": evidence_ref, "label": label, "liveness_session": liveness_session,
+                            "dedup_purpose": dedup_purpose, "force_mismatch": force_mismatch})
         if images is None:
             if "purposes" in data:
                 data["purposes"] = list(purposes or [])
@@ -292,6 +296,11 @@ def wait_ready(base_url: str, *, timeout: float = 60.0, interval: float = 0.3,
 
 
 def _seg(value: str) -> str:
+    """One path segment, percent-encoded so that no id can change the route: '/' and every '.'
+    too (httpx, like any RFC 3986 client, drops a literal '.' or '..' segment, which would turn
+    "erase subject '..'" into "erase the collection")."""
     from urllib.parse import quote
 
-    return quote(value, safe="")
+    if not value:
+        raise ValueError("an empty name cannot be sent as a path segment")
+    return quote(value, safe="").replace(".", "%2E")

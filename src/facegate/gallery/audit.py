@@ -5,9 +5,9 @@ key is a random secret wrapped by the master key (so it is never in the database
 Someone who can write the database but does not hold the master key cannot edit, delete,
 insert or reorder events without ``verify`` noticing: an edited row's MAC no longer matches, a
 deleted row breaks the next row's ``prev_mac`` and the sequence, and a truncated tail no longer
-matches the ``audit_head`` row. (Deleting the tail *and* rewriting the head is detectable only
-against a head recorded elsewhere: ``verify(expect_head=...)``, e.g. from a daily cron that
-prints ``facegate audit verify --json``.)
+matches the ``audit_head`` row. Deleting the tail *and* rewriting the head (or wiping the log
+back to genesis) leaves a shorter valid chain: the witness file (witness.py) and a head recorded
+elsewhere (``verify(expect_head=...)``) catch that.
 
 Events never contain pixels or templates: actor, action, collection, subject external ids,
 purpose, decision, score and small details (counts, reason codes).
@@ -34,9 +34,10 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import ConflictError, InvalidArgumentError, LockedError, StoreError
+from .errors import AuditTamperedError, ConflictError, InvalidArgumentError, LockedError, StoreError
 from .store import Store, StoreTx
 from .types import AuditArchiveCheck, AuditArchiveFile, AuditArchiveReport, AuditEvent, AuditReport
+from .witness import Checkpoint, Witness, WitnessTamperedError
 
 GENESIS = "0" * 64
 ARCHIVE_ACTION = "audit.archive"  # reserved: only ``archive`` writes it
@@ -78,8 +79,9 @@ def canonical(
 
 
 class AuditLog:
-    def __init__(self, mac_key: bytes) -> None:
+    def __init__(self, mac_key: bytes, *, witness_path: Path | None = None) -> None:
         self._key = mac_key
+        self.witness = Witness(witness_path, mac_key) if witness_path is not None else None
 
     def mac(self, prev_mac: str, body: bytes) -> str:
         return hmac.new(self._key, prev_mac.encode() + b"|" + body, hashlib.sha256).hexdigest()
@@ -120,14 +122,27 @@ class AuditLog:
             dict(seq=seq, ts=now, actor=actor, action=action, collection=collection, subjects=subjects, purpose=purpose,
                  decision=decision, score=score, details=details, prev_mac=prev, mac=mac)
         )
+        if self.witness is not None:
+            witness = self.witness
+            tx.on_commit(lambda: witness.record(seq, mac))
         return seq
 
     def verify(self, store: Store, *, expect_head: str | None = None) -> AuditReport:
         """Check the stored chain. After an archival it starts at the anchor (the newest
         ``audit_archives`` row), which must be the one the last ``audit.archive`` event in the
         chain recorded: removing events at the boundary, or forging an anchor, is detected."""
+        try:
+            checkpoint = self.witness.latest() if self.witness is not None else None
+        except WitnessTamperedError as exc:
+            with store.read() as tx:
+                head_seq, head_mac = _head_or_none(tx)
+            return AuditReport(False, 0, head_seq, head_mac, None, f"the audit witness file was modified ({exc})")
+        witnessed_mac: str | None = None
         with store.read() as tx:
-            head_seq, head_mac = tx.audit_head()
+            try:
+                head_seq, head_mac = tx.audit_head()
+            except AuditTamperedError as exc:
+                return AuditReport(False, 0, 0, "", None, exc.message, witnessed_seq=_seq(checkpoint))
             anchor = tx.audit_anchor()
             a_seq, a_mac = (int(anchor.last_seq), str(anchor.last_mac)) if anchor is not None else (0, GENESIS)
             extra = dict(archived_through=a_seq, anchor_mac=None if anchor is None else a_mac)
@@ -148,6 +163,8 @@ class AuditLog:
                     return AuditReport(False, n, head_seq, head_mac, row.seq, f"event {row.seq} was modified", **extra)
                 if row.action == ARCHIVE_ACTION:
                     last_archive = row
+                if checkpoint is not None and row.seq == checkpoint.seq:
+                    witnessed_mac = row.mac
                 prev, expected_seq = row.mac, row.seq + 1
         last_seq = expected_seq - 1
         if last_seq != head_seq or prev != head_mac:
@@ -160,11 +177,41 @@ class AuditLog:
                 return AuditReport(False, n, head_seq, head_mac, a_seq + 1,
                                    "the archive anchor is not the one the last audit.archive event recorded: "
                                    "events were removed at the archive boundary or the anchor was edited", **extra)
+        extra["witnessed_seq"] = _seq(checkpoint)
+        witness_problem = _witness_problem(checkpoint, witnessed_mac, head_seq, a_seq)
+        if witness_problem is not None:
+            return AuditReport(False, n, head_seq, head_mac, head_seq + 1, witness_problem, **extra)
         if expect_head is not None and not hmac.compare_digest(expect_head, head_mac) and not _is_earlier_head(expect_head, store):
             where = "" if anchor is None else f" (it may be in an archived range, seq <= {a_seq}: check it with verify-archive --expect-head)"
             return AuditReport(False, n, head_seq, head_mac, None,
                                f"the expected head MAC is not in the chain: the log was rewritten{where}", **extra)
+        if self.witness is not None and head_seq > (extra["witnessed_seq"] or 0):
+            self.witness.record(head_seq, head_mac)  # a verified head: also covers other processes' events
+            extra["witnessed_seq"] = head_seq
         return AuditReport(True, n, head_seq, head_mac, **extra)
+
+
+def _seq(checkpoint: Checkpoint | None) -> int | None:
+    return None if checkpoint is None else checkpoint.seq
+
+
+def _head_or_none(tx: StoreTx) -> tuple[int, str]:
+    try:
+        return tx.audit_head()
+    except AuditTamperedError:
+        return 0, ""
+
+
+def _witness_problem(checkpoint: Checkpoint | None, stored_mac: str | None, head_seq: int, archived_through: int) -> str | None:
+    """Why the intact-looking chain contradicts the witness (None: it agrees)."""
+    if checkpoint is None:
+        return None
+    if checkpoint.seq > head_seq:
+        return (f"the log ends at event {head_seq} but event {checkpoint.seq} was witnessed at {checkpoint.at}: "
+                f"the newest events were removed and the head rewritten")
+    if checkpoint.seq > archived_through and (stored_mac is None or not hmac.compare_digest(stored_mac, checkpoint.mac)):
+        return f"event {checkpoint.seq} is not the one witnessed at {checkpoint.at}: the log was rewritten"
+    return None
 
 
 def _is_earlier_head(mac: str, store: Store) -> bool:

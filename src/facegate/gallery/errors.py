@@ -21,6 +21,13 @@ class InvalidArgumentError(GalleryError, ValueError):
     http_status = 422
 
 
+class InvalidNameError(InvalidArgumentError):
+    """A subject id, collection name or API-key name that may not be created ('.', '..', '/',
+    control, bidi-override or non-characters, too long; see gallery/names.py)."""
+
+    code = "invalid_name"
+
+
 # --- not found / conflicts ------------------------------------------------------------------
 
 
@@ -105,6 +112,15 @@ class LivenessRequiredError(GalleryError):
 class StoreError(GalleryError, RuntimeError):
     code = "store_error"
     http_status = 500
+
+
+class AuditTamperedError(StoreError):
+    """The audit log cannot be appended to because its head row is missing (deleted or the
+    table rewritten): audited operations are refused until an operator restores the database.
+    503: the service cannot serve audited writes; reads still work."""
+
+    code = "audit_tampered"
+    http_status = 503
 
 
 class StoreUnavailableError(StoreError):

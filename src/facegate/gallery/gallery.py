@@ -14,6 +14,7 @@ encrypted (see crypto.py).
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 import re
@@ -49,7 +50,9 @@ from .errors import (
     SubjectNotFoundError,
 )
 from .index import CollectionIndex, GalleryIndex, IndexConfig
+from .witness import WITNESS_FILE
 from .keys import ApiKeys
+from .names import check_name, lookup_forms
 from sqlalchemy.engine import make_url
 
 from .store import Store, StoreTx, _Duplicate, default_data_dir, sqlite_url
@@ -80,7 +83,7 @@ from .types import (
 
 log = logging.getLogger("facegate.gallery")
 
-COLLECTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+LEGACY_NAMES_META = "legacy_invalid_names"  # written by migration 0006
 AUDIT_ACTION_RE = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")
 PURPOSE_RE = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
 DEFAULT_RETENTION_DAYS = 3 * 365
@@ -138,18 +141,33 @@ def _source(image: ImageLike, i: int) -> str:
     return str(image) if isinstance(image, (str, Path)) else f"image[{i}]"
 
 
-def _check_external_id(external_id: str) -> str:
-    if not isinstance(external_id, str) or not external_id or len(external_id) > 256 or external_id != external_id.strip() or any(
-        ord(ch) < 32 for ch in external_id
-    ):
-        raise InvalidArgumentError(f"invalid subject id {external_id!r}: 1–256 printable characters, no surrounding spaces")
-    return external_id
+def _subject_row(tx: StoreTx, cid: int, subject: str) -> Any:
+    """The stored subject ``subject`` names: exactly (rows created before names.py's rule), else
+    its NFC form (how new names are stored)."""
+    for form in lookup_forms(subject):
+        row = tx.subject(cid, form)
+        if row is not None:
+            return row
+    return None
 
 
 def _aware(t: dt.datetime | None, what: str) -> dt.datetime | None:
     if t is not None and t.tzinfo is None:
         raise InvalidArgumentError(f"{what} must be timezone-aware (UTC)")
     return t
+
+
+def _audit_legacy_names(st: Store, audit: AuditLog) -> None:
+    """Record once in the audit log the names migration 0006 found invalid (kept for erasure)."""
+    with st.write() as tx:
+        found = tx.get_meta(LEGACY_NAMES_META)
+        if found is None:
+            return
+        items = json.loads(found)
+        audit.append(tx, actor="migration", action="store.names_check", now=utcnow(), decision="invalid_names_kept",
+                     subjects=[i["name"] for i in items if i["kind"] == "subject"][:100],
+                     details={"count": len(items), "names": items[:100]})
+        tx.delete_meta(LEGACY_NAMES_META)
 
 
 class Gallery:
@@ -229,7 +247,8 @@ class Gallery:
             crypto.latest_id = lambda: master_key_files._current_id(st)
             with st.read() as tx:
                 entry = tx.get_keyring("audit-mac")
-            audit = AuditLog(crypto.unwrap(entry.wrapped, b"keyring|audit-mac"))
+            audit = AuditLog(crypto.unwrap(entry.wrapped, b"keyring|audit-mac"), witness_path=ddir / WITNESS_FILE)
+            _audit_legacy_names(st, audit)
         except BaseException:
             st.close()
             raise
@@ -398,8 +417,7 @@ class Gallery:
         "identify") that need a passed liveness check (see ``set_collection_liveness``)."""
         from ..models import embedder_spec
 
-        if not COLLECTION_RE.match(name or ""):
-            raise InvalidArgumentError(f"invalid collection name {name!r}: letters, digits, _.- (max 128)")
+        name = check_name("collection", name)
         purposes = tuple(dict.fromkeys(p.strip() for p in purposes if p.strip()))
         if not purposes:
             raise InvalidArgumentError("a collection needs at least one allowed purpose")
@@ -575,30 +593,50 @@ class Gallery:
         consent: ConsentSpec | None = None,
         label: str | None = None,
         liveness: Liveness = None,
+        dedup_purpose: str | None = None,
+        disclose_duplicates: bool = True,
+        force_mismatch: str | None = None,
         actor: str = "library",
     ) -> EnrollResult:
         """Quality-gate each image and store the accepted faces' templates for ``subject``.
 
         A new subject needs ``consent`` (ConsentRequiredError otherwise); an existing one needs
         an active consent or a new ``consent``. Each image is accepted or rejected with a reason
-        code; accepted faces that match a *different* subject above the threshold carry
-        duplicate-identity warnings (the enrolment still happens: the operator decides).
+        code.
+
+        Same person: a face must match the subject's enrolled templates, and the faces accepted
+        before it in this call, at the collection's threshold (best score); otherwise it is
+        rejected with ``face_mismatch`` (the first accepted face of a new subject sets who the
+        subject is). ``force_mismatch``: the reason an operator accepts such faces anyway
+        (e.g. a re-enrolment after surgery); audited with the scores.
+
+        Duplicates: with ``dedup_purpose`` (one of the collection's purposes) each accepted face
+        is compared, like an identification for that purpose, with the other subjects whose
+        active consent covers it; matches above the threshold flag the enrolment for review
+        (``flagged_for_review``; the enrolment still happens: the operator decides). No
+        ``dedup_purpose``: no duplicate search. ``disclose_duplicates=False`` (a caller not
+        allowed to identify) leaves the matched subjects and scores out of the result; the
+        audit event names them either way.
 
         ``liveness``: the id of the liveness session whose best frame ``images`` is (consumed by
         the caller), or a supervised ``LivenessOverride``; required (LivenessRequiredError) when
         the collection requires liveness for enrolment. Recorded in the audit event.
         """
-        _check_external_id(subject)
+        subject = check_name("subject", subject)
         if label is not None and len(label) > 256:
             raise InvalidArgumentError("label is at most 256 characters")
+        if force_mismatch is not None and not (0 < len(force_mismatch.strip()) <= 256):
+            raise InvalidArgumentError("force_mismatch is the reason for accepting a mismatching face: 1–256 characters")
         col = self._col_row(collection)
+        if dedup_purpose is not None:
+            self._check_purpose(col, dedup_purpose)
         live_details = self._liveness_gate(col, "enroll", liveness, actor=actor, subjects=[subject])
         engine = self._engine_for(col)
         if consent is not None:
             self._check_consent_spec(col, consent)
         now = utcnow()
         with self.store.read() as tx:
-            existing = tx.subject(col.id, subject)
+            existing = _subject_row(tx, col.id, subject)
             has_active = existing is not None and bool(tx.active_consent_subjects([existing.id], None, now))
             n_existing = tx.count_templates(existing.id) if existing is not None else 0
         if consent is None and not has_active:
@@ -624,6 +662,7 @@ class Gallery:
                 own = idx.subject_vectors(existing.id)
         outcomes: dict[int, ImageOutcome] = {}
         kept: list[int] = []
+        mismatches: list[dict[str, Any]] = []
         room = MAX_TEMPLATES_PER_SUBJECT - n_existing
         for i, (face, reason, msg) in enumerate(gated):
             src = _source(imgs[i], i)
@@ -632,14 +671,21 @@ class Gallery:
                 continue
             v = vec_of[i]
             prior = np.vstack([own] + [vec_of[j][None] for j in kept]) if (len(own) or kept) else own
-            if len(prior) and float((prior @ v).max()) >= DUPLICATE_IMAGE_COSINE:
+            best = float((prior @ v).max()) if len(prior) else None
+            if best is not None and best >= DUPLICATE_IMAGE_COSINE:
                 outcomes[i] = ImageOutcome(i, src, False, "duplicate_image", "the same photo (or a near copy) is already enrolled", face)
                 continue
+            if best is not None and best < thr:
+                mismatches.append({"index": i, "score": round(best, 6)})
+                if force_mismatch is None:
+                    outcomes[i] = ImageOutcome(i, src, False, "face_mismatch",
+                                               "this face does not match the subject's enrolled face(s); an admin can force it "
+                                               "with a stated reason", face)
+                    continue
             if len(kept) >= room:
                 outcomes[i] = ImageOutcome(i, src, False, "template_limit", f"a subject keeps at most {MAX_TEMPLATES_PER_SUBJECT} templates", face)
                 continue
-            hits, _n = idx.search(v, 3, None, now.timestamp(), exclude_subject=None if existing is None else existing.id)
-            dups = tuple(DuplicateMatch(h.external_id, h.score) for h in hits if h.score >= thr and h.external_id != subject)
+            dups = self._duplicates(idx, col, v, dedup_purpose, thr, now, existing, subject) if dedup_purpose else ()
             outcomes[i] = ImageOutcome(i, src, True, None, None, face, None, dups)
             kept.append(i)
 
@@ -681,18 +727,37 @@ class Gallery:
                 tx.add_change(col.id, sid, "subject", now)
                 consents_out = tuple(self._consent(r) for r in tx.consents_of([sid]))
             result = EnrollResult(collection, subject, created, tuple(outcomes[i] for i in range(len(imgs))), consents_out)
-            dups = [d.subject for d in result.duplicates]
+            found = result.duplicates
+            dups = [d.subject for d in found]
+            forced = [m for m in mismatches if outcomes[m["index"]].accepted]
             self.audit.append(
                 tx, actor=actor, action="enroll", now=now, collection=collection, subjects=[subject, *dups],
                 decision="enrolled" if result.accepted else "rejected",
-                score=max((d.score for d in result.duplicates), default=None),
+                score=max((d.score for d in found), default=None),
                 details={"accepted": result.accepted, "rejected": result.rejected, "created": created,
                          "reasons": sorted({o.reason for o in result.images if o.reason}),
-                         "duplicates": dups, "consent_purposes": list(consent.purposes) if consent else [],
+                         "consent_purposes": list(consent.purposes) if consent else [],
+                         "dedup_purpose": dedup_purpose, "duplicates": dups,
+                         "duplicate_scores": [round(d.score, 6) for d in found],
+                         "flagged_for_review": bool(found), "duplicates_disclosed": bool(found) and disclose_duplicates,
+                         **({"face_mismatch": mismatches} if mismatches else {}),
+                         **({"forced_mismatch": force_mismatch.strip()} if forced else {}),
                          **live_details},
             )
         self.index.sync()
-        return result
+        return result if disclose_duplicates else result.undisclosed()
+
+    def _duplicates(self, idx: Any, col: Any, v: np.ndarray, purpose: str, thr: float, now: dt.datetime,
+                    existing: Any, subject: str) -> tuple[DuplicateMatch, ...]:
+        """Other subjects ``v`` matches above the threshold among those whose active consent
+        covers ``purpose`` — the same rule as ``identify`` (index filter, then the store)."""
+        hits, _n = idx.search(v, 3, purpose, now.timestamp(), exclude_subject=None if existing is None else existing.id)
+        above = [h for h in hits if h.score >= thr and h.external_id != subject]
+        if not above:
+            return ()
+        with self.store.read() as tx:
+            confirmed = tx.active_consent_subjects([h.subject_id for h in above], purpose, now)
+        return tuple(DuplicateMatch(h.external_id, h.score) for h in above if h.subject_id in confirmed)
 
     def import_templates(
         self,
@@ -767,9 +832,8 @@ class Gallery:
                 total += len(tpl_rows)
             buf.clear()
 
-        for item in items:
-            _check_external_id(item[0])
-            buf.append(item)
+        for ext, vecs, cons in items:
+            buf.append((check_name("subject", ext), vecs, cons))
             if len(buf) >= batch:
                 flush()
         flush()
@@ -843,7 +907,7 @@ class Gallery:
         engine = self._engine_for(col)
         now = utcnow()
         with self.store.read() as tx:
-            s = tx.subject(col.id, subject)
+            s = _subject_row(tx, col.id, subject)
             ok = s is not None and bool(tx.active_consent_subjects([s.id], purpose, now))
         if s is None:
             raise SubjectNotFoundError(f"no subject {subject!r} in collection {collection!r}", subject=subject)
@@ -898,7 +962,7 @@ class Gallery:
     def get_subject(self, collection: str, subject: str) -> Subject:
         with self.store.read() as tx:
             col = self._col(tx, collection)
-            row = tx.subject(col.id, subject)
+            row = _subject_row(tx, col.id, subject)
             if row is None:
                 raise SubjectNotFoundError(f"no subject {subject!r} in collection {collection!r}", subject=subject)
             return self._subject_obj(tx, collection, row)
@@ -914,7 +978,7 @@ class Gallery:
         now = utcnow()
         with self.store.write() as tx:
             col = self._col(tx, collection)
-            row = tx.subject(col.id, subject)
+            row = _subject_row(tx, col.id, subject)
             if row is None:
                 raise SubjectNotFoundError(f"no subject {subject!r} in collection {collection!r}", subject=subject)
             self._erase(tx, col, row, actor=actor, reason=reason, now=now)
@@ -934,7 +998,7 @@ class Gallery:
         with self.store.write() as tx:
             col = self._col(tx, collection)
             self._check_consent_spec(col, consent)
-            row = tx.subject(col.id, subject)
+            row = _subject_row(tx, col.id, subject)
             if row is None:
                 raise SubjectNotFoundError(f"no subject {subject!r} in collection {collection!r} (enrol first)", subject=subject)
             tx.insert_consents(self._consent_rows(row.id, consent, actor, now))
@@ -954,7 +1018,7 @@ class Gallery:
         plist = None if purposes is None else [p.strip() for p in purposes if p.strip()]
         with self.store.write() as tx:
             col = self._col(tx, collection)
-            row = tx.subject(col.id, subject)
+            row = _subject_row(tx, col.id, subject)
             if row is None:
                 raise SubjectNotFoundError(f"no subject {subject!r} in collection {collection!r}", subject=subject)
             n = tx.withdraw_consents(row.id, plist, now)

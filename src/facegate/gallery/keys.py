@@ -39,11 +39,11 @@ from .errors import (
     RevokedApiKeyError,
     StoreUnavailableError,
 )
+from .names import check_name
 from .store import Store, _Duplicate
 from .types import SCOPES, ApiKey, utcnow
 
 SECRET_RE = re.compile(r"^fg_([0-9a-f]{8})_([A-Za-z0-9_-]{43})$")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$")
 LAST_USED_EVERY = dt.timedelta(seconds=60)
 _DUMMY = hashlib.sha256(b"facegate-dummy").hexdigest()
 
@@ -86,8 +86,7 @@ class ApiKeys:
         actor: str = "library",
     ) -> tuple[ApiKey, str]:
         """A new key and its secret. The secret is returned only here: store it now."""
-        if not NAME_RE.match(name or ""):
-            raise InvalidArgumentError(f"invalid key name {name!r}: letters, digits and _.@:- (max 128)")
+        name = check_name("key", name)
         scopes = tuple(dict.fromkeys(s.strip() for s in scopes if s.strip()))
         unknown = [s for s in scopes if s not in SCOPES]
         if unknown or not scopes:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from sqlalchemy import and_, bindparam, delete, event, exists, func, insert, or_
 from sqlalchemy.engine import Connection, Engine, Row, create_engine, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from .errors import SchemaError, StoreError, StoreUnavailableError
+from .errors import AuditTamperedError, SchemaError, StoreError, StoreUnavailableError
 from .schema import (
     ApiKeyRow,
     AuditArchiveRow,
@@ -44,7 +44,7 @@ from .schema import (
     TemplateRow,
 )
 
-SCHEMA_HEAD = "0005"  # the newest migration revision shipped with this version
+SCHEMA_HEAD = "0006"  # the newest migration revision shipped with this version
 BUSY_TIMEOUT_MS = 30_000
 DB_FILE = "gallery.db"
 
@@ -127,7 +127,9 @@ class Store:
     @contextmanager
     def write(self) -> Iterator["StoreTx"]:
         with _translate_errors(), self.write_engine.begin() as conn:
-            yield StoreTx(conn, self)
+            tx = StoreTx(conn, self)
+            yield tx
+        tx.committed()
 
     @contextmanager
     def durable_write(self) -> Iterator["StoreTx"]:
@@ -140,14 +142,16 @@ class Store:
                 if self.dialect == "postgresql":
                     tx.conn.exec_driver_sql("SET LOCAL synchronous_commit = on")
                 yield tx
-            return
+            return  # write() ran the commit hooks
         with _translate_errors(), self.engine.connect() as conn:
             raw = conn.connection.dbapi_connection  # no transaction is open yet: the pragma applies
             raw.execute("PRAGMA synchronous = FULL")
             try:
                 conn.execution_options(facegate_begin="IMMEDIATE")
                 with conn.begin():
-                    yield StoreTx(conn, self)
+                    tx = StoreTx(conn, self)
+                    yield tx
+                tx.committed()
             finally:
                 try:
                     raw.execute(f"PRAGMA synchronous = {self._sqlite_sync}")
@@ -238,6 +242,16 @@ class StoreTx:
     def __init__(self, conn: Connection, store: Store) -> None:
         self.conn = conn
         self.store = store
+        self._on_commit: list[Callable[[], None]] = []
+
+    def on_commit(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` once this transaction has committed (never if it rolls back)."""
+        self._on_commit.append(hook)
+
+    def committed(self) -> None:
+        hooks, self._on_commit = self._on_commit, []
+        for hook in hooks:
+            hook()
 
     def execute(self, stmt: Any, *args: Any) -> Any:
         return self.conn.execute(stmt, *args)
@@ -252,6 +266,9 @@ class StoreTx:
             self.conn.execute(insert(META).values(key=key, value=value))
         else:
             self.conn.execute(update(META).where(META.c.key == key).values(value=value))
+
+    def delete_meta(self, key: str) -> None:
+        self.conn.execute(delete(META).where(META.c.key == key))
 
     def get_keyring(self, name: str) -> Row | None:
         return self.conn.execute(select(KR).where(KR.c.name == name)).first()
@@ -527,7 +544,10 @@ class StoreTx:
         q = select(AH.c.seq, AH.c.mac).where(AH.c.id == 1)
         if lock and self.store.dialect == "postgresql":
             q = q.with_for_update()
-        row = self.conn.execute(q).one()
+        row = self.conn.execute(q).first()
+        if row is None:
+            raise AuditTamperedError("the audit log's head row is missing: the audit table was tampered with; audited "
+                                     "operations are refused until the database is restored (run 'facegate audit verify')")
         return int(row[0]), str(row[1])
 
     def append_audit(self, row: dict[str, Any]) -> None:

@@ -8,7 +8,7 @@ the library.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..results import Face, Quality
@@ -240,7 +240,8 @@ class DuplicateMatch:
 class ImageOutcome:
     """What happened to one enrolment image. ``reason`` is a stable code when rejected:
     no_face, ambiguous_face, too_many_faces, face_too_small, too_blurry, pose_out_of_range,
-    bad_exposure, low_detector_score, duplicate_image, template_limit, or an image decode code
+    bad_exposure, low_detector_score, duplicate_image, face_mismatch (not the subject's face),
+    template_limit, or an image decode code
     (not_an_image, unsupported_format, truncated, too_large, too_small, image_not_found)."""
 
     index: int
@@ -276,6 +277,18 @@ class EnrollResult:
     created: bool  # a new subject was created
     images: tuple[ImageOutcome, ...]
     consents: tuple[Consent, ...] = ()
+    # Set when a duplicate search found other subjects; ``duplicates`` stays empty for a caller
+    # not allowed to identify (``undisclosed``): it learns only that a reviewer should look.
+    flagged_for_review: bool = False
+
+    def __post_init__(self) -> None:
+        if self.duplicates:
+            object.__setattr__(self, "flagged_for_review", True)
+
+    def undisclosed(self) -> "EnrollResult":
+        """This result without the matched subjects and scores (the flag stays)."""
+        return replace(self, images=tuple(replace(i, duplicates=()) for i in self.images),
+                       flagged_for_review=self.flagged_for_review)
 
     @property
     def accepted(self) -> int:
@@ -302,6 +315,7 @@ class EnrollResult:
             "accepted": self.accepted,
             "rejected": self.rejected,
             "duplicates": [d.to_dict() for d in self.duplicates],
+            "flagged_for_review": self.flagged_for_review,
             "images": [i.to_dict() for i in self.images],
             "consents": [c.to_dict() for c in self.consents],
         }
@@ -423,6 +437,8 @@ class AuditReport:
     # the last archived event's seq and MAC (0 and None when nothing was archived).
     archived_through: int = 0
     anchor_mac: str | None = None
+    # The newest event the data directory's witness file (witness.py) vouches for; None: no witness.
+    witnessed_seq: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

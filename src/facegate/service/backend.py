@@ -315,16 +315,21 @@ async def enroll(service: Any, principal: Principal, collection: str, subject: s
     if not images:
         raise ValidationFailedError("send at least one image (or a liveness_session)")
     consent = consent_spec(body.purposes, body.expires_at, body.evidence_ref) if body.purposes else None
+    if body.force_mismatch is not None:
+        principal.require("admin")
+    # Duplicate matches name subjects and scores: only for callers that may identify.
+    disclose = principal.has("identify")
 
     def run() -> tuple[Any, Any]:  # one worker job: the enrolment and the policy its faces are drawn with
         res = g.enroll(collection, subject, images, consent=consent, label=body.label, liveness=consumed,
-                       actor=principal.audit_actor())
+                       dedup_purpose=body.dedup_purpose, disclose_duplicates=disclose,
+                       force_mismatch=body.force_mismatch, actor=principal.audit_actor())
         return res, g.get_collection(collection).quality_policy
 
     result, policy = await service.run(run, kind="enroll", side_effects=True)
     service.metrics.decision("enroll", "accepted", result.accepted) if result.accepted else None
     service.metrics.decision("enroll", "rejected", result.rejected) if result.rejected else None
-    if result.duplicates:
+    if result.flagged_for_review:
         service.metrics.decision("enroll", "duplicate_warning")
     out = result.to_dict()
     for img, outcome in zip(out["images"], result.images):

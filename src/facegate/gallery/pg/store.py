@@ -180,7 +180,9 @@ class PgStore(Store):
     def write(self) -> Iterator["PgStoreTx"]:
         with pg_errors(), self.write_engine.begin() as conn:
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
-            yield PgStoreTx(conn, self)
+            tx = PgStoreTx(conn, self)
+            yield tx
+        tx.committed()
 
     @contextmanager
     def search_conn(self) -> Iterator[Any]:
