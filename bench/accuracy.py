@@ -3,12 +3,15 @@
     nice -n 10 .venv/bin/python bench/accuracy.py                 # all 64,702 dev pairs, ~4 min on 2 cores
     nice -n 10 .venv/bin/python bench/accuracy.py --arcface       # + ArcFace-MBF (non-commercial weights)
     nice -n 10 .venv/bin/python bench/accuracy.py --tta           # + facegate with flip_tta=True
+    nice -n 10 .venv/bin/python bench/accuracy.py --accurate      # + facegate's accurate mode (SFace + dlib ResNet)
 
 Every image of the pairs file is embedded once per pipeline (facegate through
 ``FaceEngine.embed_many``, the peers through their own per-image call, see bench/peers.py);
 pairs are scored by cosine similarity and evaluated with ``facegate.evaluation``: TAR at FMR
-1e-3 and 1e-4, EER, failure to acquire (FTA) for images and pairs. A pair with an image
-without a usable face counts as a rejection (a false non-match when genuine). Prints a
+1e-3 and 1e-4, EER, failure to acquire (FTA) for images and pairs, the images' FTA split by
+cause (no face / ambiguous subject / other: decode, too many faces; the peers only ever report
+"no face"). A pair with an image without a usable face counts as a rejection (a false non-match
+when genuine). Prints a
 markdown table, then a second one over every cross-identity pair of the same images (about 3.4×
 the listed impostors: FMR 1e-4 then rests on ~20 impostor pairs instead of 5, so it is the
 steadier comparison at that operating point), and writes bench/out/accuracy.json and bench/out/accuracy_det.png (DET curves
@@ -30,6 +33,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peers import DlibPipeline, FacegatePipeline, OpenCVReference, source_state, versions  # noqa: E402
+
+FTA_CAUSES = ("no_face", "ambiguous", "other")
 
 from facegate.evaluation import all_impostor_pairs, evaluate, plot_det, read_pairs, score_pairs  # noqa: E402
 
@@ -65,12 +70,18 @@ def raw_euclidean_scores(raw: dict[str, np.ndarray | None], pairs) -> np.ndarray
     return scores
 
 
+def fta(result: dict[str, object]) -> str:
+    """FTA images by cause, as 'no face / ambiguous / other'."""
+    return " / ".join(str(result["fta_by_cause"][c]) for c in FTA_CAUSES)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="directory the pair paths are relative to")
     ap.add_argument("--pairs", type=Path, default=None, help="pairs TSV (default: ROOT/pairs.tsv)")
     ap.add_argument("--arcface", action="store_true", help="also run facegate with arcface-mbf (NON-COMMERCIAL weights)")
     ap.add_argument("--tta", action="store_true", help="also run facegate with flip_tta=True (2 embeddings per face)")
+    ap.add_argument("--accurate", action="store_true", help="also run facegate's accurate mode (needs facegate[accurate])")
     ap.add_argument("--dlib-landmarks", type=int, default=5, choices=(5, 68), help="dlib shape predictor (face_recognition default: 5)")
     ap.add_argument("--sample", type=int, default=0, help="a seeded random sample of N pairs (smoke runs; default all)")
     ap.add_argument("--out", type=Path, default=OUT)
@@ -92,6 +103,9 @@ def main() -> None:
     if args.tta:
         fg_tta = FacegatePipeline(flip_tta=True)
         pipelines.append((f"facegate ({fg.engine.model_id}, flip_tta=True)", fg_tta, fg_tta.many))
+    if args.accurate:
+        acc = FacegatePipeline("accurate")
+        pipelines.append((f"facegate ({acc.engine.model_id}, accurate mode)", acc, acc.many))
     if args.arcface:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -119,11 +133,17 @@ def main() -> None:
         scores, same = score_pairs(vectors, pairs)
         report = evaluate(scores, same, fmrs=FMRS)
         fta_images = sum(v is None for v in vectors.values())
+        causes = getattr(fn, "causes", {})
+        by_cause = dict.fromkeys(FTA_CAUSES, 0)
+        for image, v in vectors.items():
+            if v is None:
+                by_cause[causes.get(str(args.root / image), "no_face")] += 1
         results[name] = {
             **report.to_dict(),
             "images": len(images),
             "fta_images": fta_images,
             "fta_image_rate": fta_images / len(images),
+            "fta_by_cause": by_cause,
             "embed_seconds": round(seconds, 1),
         }
         curves[name] = (scores, same)
@@ -135,27 +155,28 @@ def main() -> None:
     raw_name = f"dlib (face_recognition, HOG, {args.dlib_landmarks}-pt, -euclidean raw)"
     rep = evaluate(raw_scores, same, fmrs=FMRS)
     results[raw_name] = {**rep.to_dict(), "images": len(images), "fta_images": results[dlib_name]["fta_images"],
-                         "fta_image_rate": results[dlib_name]["fta_image_rate"], "embed_seconds": None}
+                         "fta_image_rate": results[dlib_name]["fta_image_rate"],
+                         "fta_by_cause": results[dlib_name]["fta_by_cause"], "embed_seconds": None}
     curves[raw_name] = (raw_scores, same)
 
     print(f"\n### Accuracy on {pairs_file.name}: {len(pairs):,} pairs, {len(images)} images "
           f"(FMR resolution {1 / rep.impostor:.1e}; FTA counts as rejection)\n")
-    print("| pipeline | TAR@FMR1e-3 | TAR@FMR1e-4 | EER | FTA images | FTA pairs |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| pipeline | TAR@FMR1e-3 | TAR@FMR1e-4 | EER | FTA images | no face / ambiguous / other | FTA pairs |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, r in results.items():
         tar = r["tar_at_fmr"]
         print(f"| {name} | {tar['0.001']:.4f} | {tar['0.0001']:.4f} | {r['eer']:.4f} | "
-              f"{r['fta_images']}/{r['images']} ({r['fta_image_rate']:.2%}) | {r['fta_rate']:.2%} |")
+              f"{r['fta_images']}/{r['images']} ({r['fta_image_rate']:.2%}) | {fta(r)} | {r['fta_rate']:.2%} |")
 
     n_imp = len(all_pairs) - sum(s for *_, s in all_pairs)
     if all_pairs:
         print(f"\n### Same embeddings, every cross-identity pair as impostor: {n_imp:,} impostor pairs "
               f"(FMR resolution {1 / n_imp:.1e})\n")
-        print("| pipeline | TAR@FMR1e-3 | TAR@FMR1e-4 | EER |")
-        print("|---|---:|---:|---:|")
+        print("| pipeline | TAR@FMR1e-3 | TAR@FMR1e-4 | EER | FTA images: no face / ambiguous / other |")
+        print("|---|---:|---:|---:|---:|")
     for name, r in all_imp_results.items():
         tar = r["tar_at_fmr"]
-        print(f"| {name} | {tar['0.001']:.4f} | {tar['0.0001']:.4f} | {r['eer']:.4f} |")
+        print(f"| {name} | {tar['0.001']:.4f} | {tar['0.0001']:.4f} | {r['eer']:.4f} | {fta(results[name])} |")
 
     args.out.mkdir(parents=True, exist_ok=True)
     det = args.out / "accuracy_det.png"

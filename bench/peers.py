@@ -126,27 +126,47 @@ class DlibPipeline:
         return None if raw is None else _unit(raw)
 
 
+def fta_cause(exc: Exception) -> str:
+    """Failure-to-acquire bucket of a facegate error: no face, ambiguous subject, or other
+    (decode, too many faces, quality)."""
+    from facegate.errors import AmbiguousFaceError, NoFaceError
+
+    if isinstance(exc, NoFaceError):
+        return "no_face"
+    if isinstance(exc, AmbiguousFaceError):
+        return "ambiguous"
+    return "other"
+
+
 class FacegatePipeline:
-    """facegate through its public API (``FaceEngine.embed``), in the same interface."""
+    """facegate through its public API (``FaceEngine.embed``), in the same interface.
+    ``causes`` maps each path that gave no template to its :func:`fta_cause`."""
 
     def __init__(self, model: str = "sface", **engine_kwargs: object) -> None:
         from facegate import FaceEngine
 
         self.engine = FaceEngine(model, **engine_kwargs)
         self.name = f"facegate ({self.engine.model_id})"
+        self.causes: dict[str, str] = {}
 
     def __call__(self, path: str | Path) -> np.ndarray | None:
         from facegate.errors import FacegateError
 
         try:
             return self.engine.embed(path).vector
-        except FacegateError:
+        except FacegateError as exc:
+            self.causes[str(path)] = fta_cause(exc)
             return None
 
     def many(self, paths: list[str | Path]) -> list[np.ndarray | None]:
         from facegate.errors import FacegateError
 
-        return [None if isinstance(r, FacegateError) else r.vector for r in self.engine.embed_many(paths)]
+        out = []
+        for path, r in zip(paths, self.engine.embed_many(paths)):
+            if isinstance(r, FacegateError):
+                self.causes[str(path)] = fta_cause(r)
+            out.append(None if isinstance(r, FacegateError) else r.vector)
+        return out
 
 
 def versions() -> dict[str, str]:

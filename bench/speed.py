@@ -11,7 +11,10 @@ noisy shared machine slows them alike):
 - **batch**: faces/s over ``--images`` dev photos (facegate: ``FaceEngine.embed_many``; peers:
   their natural loop; the OpenCV reference also on a 2-thread pool, and its best variant is the
   one compared against). CPU seconds per face (all threads) is printed as a noise-robust
-  measure of work.
+  measure of work: on a machine loaded by other work, compare modes by it, not by wall time.
+
+Every facegate mode runs side by side: default (SFace), flip TTA, and the accurate mode (SFace
+fused with dlib's ResNet; needs ``facegate[accurate]``).
 
 Photos are sampled (seeded) from the images of pairs.tsv, keeping only those where *every*
 pipeline acquires a face, so each pipeline does the same work per image (one detection, one
@@ -133,6 +136,7 @@ def main() -> None:
     facegate = FacegatePipeline()
     # The same engine without flip test-time augmentation (one embedding per face, not two).
     facegate1 = FacegatePipeline(flip_tta=False) if getattr(facegate.engine, "flip_tta", False) else None
+    modes = {"facegate flip_tta=True": FacegatePipeline(flip_tta=True), "facegate accurate": FacegatePipeline("accurate")}
     ref = OpenCVReference()
     dlib_ = DlibPipeline()
     workers = info["usable_cores"] or 1
@@ -141,6 +145,7 @@ def main() -> None:
     singles = {"facegate": facegate, "opencv-ref": ref, "dlib": dlib_}
     if facegate1 is not None:
         singles["facegate flip_tta=False"] = facegate1
+    singles.update(modes)
 
     # Acquisition pass (also the warm-up): which photos does every pipeline get a face from?
     paths = dev_images(args.root, args.images, args.seed)
@@ -150,6 +155,8 @@ def main() -> None:
     facegate.many(paths[:8]), ref_pool.many(paths[:8]), ref_pool1.many(paths[:8])
     if facegate1 is not None:
         facegate1.many(paths[:8])
+    for mode in modes.values():
+        mode.many(paths[:8])
     common = [p for p in paths if all(p in acquired[k] for k in ("facegate", "opencv-ref", "dlib"))]
     print(f"photos: {len(paths)} sampled from {args.root}/pairs.tsv; faces acquired: "
           + ", ".join(f"{k} {len(v)}" for k, v in acquired.items())
@@ -174,6 +181,7 @@ def main() -> None:
         "facegate embed_many": facegate.many,
         "facegate embed loop": lambda ps: [facegate(p) for p in ps],
         **({"facegate flip_tta=False embed_many": facegate1.many} if facegate1 is not None else {}),
+        **{f"{name} embed_many": mode.many for name, mode in modes.items()},
         "opencv-ref loop": lambda ps: [ref(p) for p in ps],
         f"opencv-ref pool{workers}": ref_pool.many,
         f"opencv-ref pool{workers} cv2x1": ref_pool1.many,

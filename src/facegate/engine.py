@@ -19,7 +19,8 @@ from .calibration import DEFAULT_FMR, Calibration, calibration_for
 from .errors import FaceError, FacegateError, TooManyFacesError
 from .models import DEFAULT_EMBEDDER, YUNET, embedder_spec
 from .results import Embedding, Face, VerifyResult
-from .vision import DEFAULT_MAX_PIXELS, Embedder, FaceDetector, ImageInput, align, assess, decode
+from .vision import DEFAULT_MAX_PIXELS, FaceDetector, ImageInput, align, assess, decode
+from .vision.fused import build_embedder
 from .vision.subject import DEFAULT_RULE, FaceRef, SubjectRule, choose_subject, pick_face, prominence
 
 BATCH_SIZE = 16
@@ -38,8 +39,10 @@ class Chosen:
 class FaceEngine:
     """Thread-safe; create one per process and share it.
 
-    ``model`` is ``"sface"`` (default, Apache-2.0) or ``"arcface-mbf"`` (InsightFace weights,
-    non-commercial research only: requires ``allow_noncommercial=True`` and warns).
+    ``model`` is ``"sface"`` (default, Apache-2.0), ``"accurate"`` (SFace fused with dlib's
+    ResNet, CC0; needs the ``facegate[accurate]`` extra, ~4x the CPU per face) or
+    ``"arcface-mbf"`` (InsightFace weights, non-commercial research only: requires
+    ``allow_noncommercial=True`` and warns).
     """
 
     def __init__(
@@ -57,7 +60,7 @@ class FaceEngine:
         self.max_pixels = max_pixels
         self.max_faces = max_faces
         self.detector = FaceDetector(YUNET, max_side=detector_max_side)
-        self.embedder = Embedder(self.spec, threads=threads)
+        self.embedder = build_embedder(self.spec, threads=threads)
         self.flip_tta = flip_tta
         self._workers = threads or min(4, os.cpu_count() or 1)
 
