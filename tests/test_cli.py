@@ -51,6 +51,51 @@ def test_detect_json(photos):
     assert set(out["faces"][0]["quality"]) >= {"inter_eye_px", "sharpness", "yaw_deg", "pitch_deg", "brightness"}
 
 
+@pytest.fixture(scope="module")
+def twins_jpg(tmp_path_factory, engine, photos) -> Path:
+    """Obama left, Biden right, equal and equally off-centre: no face is the subject."""
+    from test_subject_engine import TWINS, jpeg, scene
+
+    path = tmp_path_factory.mktemp("cli-subject") / "twins.jpg"
+    path.write_bytes(jpeg(scene(engine, photos, TWINS)))
+    return path
+
+
+def test_detect_numbers_faces_for_choosing(twins_jpg, photos):
+    res = run("detect", "--json", twins_jpg, photos["biden_1"])
+    assert res.returncode == 0, res.stderr
+    twins, single = (json.loads(line) for line in res.stdout.splitlines())
+    assert twins["subject"] is None and [f["index"] for f in twins["faces"]] == [0, 1]
+    assert single["subject"] == 0 and single["faces"][0]["index"] == 0
+    human = run("detect", twins_jpg)
+    assert "no clear subject" in human.stdout and "face" in human.stdout
+
+
+def test_verify_refuses_comparable_faces_then_takes_the_choice(twins_jpg, photos):
+    res = run("verify", "--json", twins_jpg, photos["obama_2"])
+    assert res.returncode == 3 and "ambiguous_face" in res.stderr and "face 1: box" in res.stderr
+    error = json.loads(res.stdout)["error"]
+    assert error["code"] == "ambiguous_face" and [c["face"] for c in error["candidates"]] == [0, 1]
+    obama = min(error["candidates"], key=lambda c: c["box"][0])
+    res = run("verify", "--json", "--face-a", obama["face"], twins_jpg, photos["obama_2"])
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["face_a"]["box"] == obama["box"]
+    x, y, w, h = obama["box"]
+    res = run("verify", "--box-b", f"{x + 5},{y},{w},{h}", photos["obama_2"], twins_jpg)
+    assert res.returncode == 0 and "MATCH" in res.stdout, res.stderr
+
+
+def test_embed_face_choice(twins_jpg, photos):
+    first, second = (json.loads(run("embed", "--json", "--face", i, twins_jpg).stdout) for i in (0, 1))
+    assert first["face"]["box"] != second["face"]["box"]
+    res = run("embed", "--face", 2, twins_jpg)
+    assert res.returncode == 3 and "face 2 does not exist" in res.stderr
+    res = run("embed", "--face", 0, twins_jpg, photos["obama_1"])
+    assert res.returncode == 2 and "exactly one" in res.stderr
+    res = run("embed", "--face", 0, "--box", "1,2,3,4", twins_jpg)
+    assert res.returncode == 2 and "not both" in res.stderr
+
+
 def test_errors_are_clear_messages_not_tracebacks(tmp_path, photos):
     text = tmp_path / "notes.txt"
     text.write_text("hello")

@@ -77,8 +77,7 @@ def detect(
             print_json({"image": str(path), "subject": subject,
                         "faces": [{"index": i, **f.to_dict()} for i, f in enumerate(faces)]})
             continue
-        verdict = f"subject: face {subject}" if subject is not None else "no face" if not faces else "no clear subject: choose one"
-        table = Table(title=f"{path} — {len(faces)} face(s), {verdict}")
+        table = Table(title=f"{path} — {len(faces)} face(s)")
         for col in ("face", "box x,y,w,h", "score", "eyes px", "sharp", "yaw°", "pitch°", "bright"):
             table.add_column(col, justify="right")
         for i, f in enumerate(faces):
@@ -88,6 +87,10 @@ def detect(
                 f"{q.inter_eye_px:.0f}", f"{q.sharpness:.0f}", f"{q.yaw_deg:+.0f}", f"{q.pitch_deg:+.0f}", f"{q.brightness:.0f}",
             )
         console.print(table)
+        if subject is not None:
+            console.print(f"subject: face {subject} (*)")
+        elif faces:
+            console.print("no clear subject: choose a face by its number (--face, --face-a, --face-b)")
     if failed:
         raise typer.Exit(3)
 
