@@ -148,7 +148,9 @@ def test_problem_type_documents_are_served(client):
 
 
 def test_unknown_route_and_method(client):
-    assert_problem(client.get("/v1/nothing-here"), 404, "not_found")
+    assert_problem(client.get("/v1/nothing-here", headers=H(VERIFY)), 404, "not_found")
+    assert_problem(client.get("/v1/nothing-here"), 401, "api_key_required")  # /v1 asks for the key first
+    assert_problem(client.get("/nothing-here"), 404, "not_found")
     assert_problem(client.get("/v1/verify", headers=H(VERIFY)), 405, "method_not_allowed")
 
 
@@ -267,6 +269,9 @@ def test_pixel_faces_and_body_limits(tmp_path, engine, photos):
 
         r = c.post("/v1/detect", headers={**H(VERIFY), "Content-Type": "application/json"}, content=chunks())
         assert_problem(r, 413, "body_too_large")
+        # A route whose body FastAPI parses (it turns any read error into a 400) gets the 413 too.
+        r = c.post("/v1/keys", headers={**H(ADMIN), "Content-Type": "application/json"}, content=chunks())
+        assert_problem(r, 413, "body_too_large")
 
 
 def test_rate_limit_per_key(tmp_path, engine):
@@ -300,17 +305,23 @@ def test_token_bucket_refills():
 
 
 class SlowEngine:
-    """The real engine, with detect slowed down (to test timeouts and event-loop freedom)."""
+    """The real engine, with detection slowed down (to test timeouts and event-loop freedom)."""
+
+    SLOW = ("detect", "detect_subject")
 
     def __init__(self, engine, delay: float) -> None:
         self._engine, self.delay = engine, delay
 
     def __getattr__(self, name):
-        return getattr(self._engine, name)
+        work = getattr(self._engine, name)
+        if name not in self.SLOW:
+            return work
 
-    def detect(self, image):
-        time.sleep(self.delay)
-        return self._engine.detect(image)
+        def slow(*args, **kwargs):
+            time.sleep(self.delay)
+            return work(*args, **kwargs)
+
+        return slow
 
 
 def test_slow_work_does_not_stall_the_event_loop(tmp_path, engine, photos):

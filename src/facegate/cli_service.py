@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
             log_json=False if plain_logs else None, console=False if no_console else None,
         )
         configure_logging(settings.log_level, settings.log_json)
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # templates and the master key live here
         secret = _first_start_key(settings) if settings.bootstrap_admin_key else None
 
         shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host

@@ -1,15 +1,19 @@
 """The FastAPI application: ``create_app(settings)``.
 
-Layers, outermost first: request context (request id, JSON access log, metrics, last-resort
-problem for unexpected errors) -> body size limit -> FastAPI (auth and rate limit as
+Layers, outermost first: request context (request id, JSON access log, metrics, security headers,
+last-resort problem for unexpected errors) -> API-key gate (authentication and rate limit from the
+headers, before any body is read) -> body size limit -> FastAPI (scopes and collections as
 dependencies, CPU work on the worker pool) -> routes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -23,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..errors import FacegateError
 from .auth import Authenticator
+from .deps import AuthGateMiddleware
 from .errors import (
     InvalidRequestError,
     MethodNotAllowedError,
@@ -91,6 +96,20 @@ class Service:
         backend.close_backend(self)
 
 
+# On every response unless a route set its own (the console page and /docs send a CSP that lets
+# their scripts run). The default CSP allows nothing: API responses are data, never a document.
+API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = tuple((k.encode(), v.encode()) for k, v in (
+    ("content-security-policy", API_CSP),
+    ("x-frame-options", "DENY"),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+    ("permissions-policy", "camera=(self), microphone=(), geolocation=(), display-capture=(), payment=(), usb=()"),
+    ("cross-origin-opener-policy", "same-origin"),
+    ("cache-control", "no-store"),  # biometric results must not sit in any cache
+))
+
+
 def _route_label(scope: dict) -> str:
     route = scope.get("route")
     path = getattr(route, "path", None)
@@ -127,9 +146,8 @@ class RequestContextMiddleware:
                 status = message["status"]
                 hdrs = list(message.get("headers", []))
                 hdrs.append((b"x-request-id", rid.encode()))
-                hdrs.append((b"x-content-type-options", b"nosniff"))
-                if not any(k.lower() == b"cache-control" for k, _ in hdrs):
-                    hdrs.append((b"cache-control", b"no-store"))
+                present = {k.lower() for k, _ in hdrs}
+                hdrs.extend((k, v) for k, v in SECURITY_HEADERS if k not in present)
                 message = {**message, "headers": hdrs}
             await send(message)
 
@@ -275,6 +293,7 @@ def create_app(settings: Settings | None = None, *, engine: Any = None, gallery:
                                 headers={"Connection": "close"})
 
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, on_refuse=refuse)
+    app.add_middleware(AuthGateMiddleware, prefix="/v1/", on_refuse=refuse)  # the key before the body
     app.add_middleware(RequestContextMiddleware, service=service)
     if settings.trusted_proxies:  # outermost: every layer, the access log included, sees the real client
         from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
@@ -344,20 +363,34 @@ def _mount_docs(app: FastAPI) -> None:
     if assets is not None and (assets / "swagger-ui-bundle.js").is_file():
         app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
 
+        page = get_swagger_ui_html(
+            openapi_url="/openapi.json", title="facegate API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js", swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+            swagger_ui_parameters={"persistAuthorization": True, "tryItOutEnabled": True},
+        )
+        headers = {"Content-Security-Policy": docs_csp(page.body.decode())}
+
         @app.get("/docs", include_in_schema=False)
         async def docs() -> HTMLResponse:
-            return get_swagger_ui_html(
-                openapi_url="/openapi.json", title="facegate API",
-                swagger_js_url="/docs-assets/swagger-ui-bundle.js", swagger_css_url="/docs-assets/swagger-ui.css",
-                swagger_favicon_url="/docs-assets/favicon-32x32.png",
-                swagger_ui_parameters={"persistAuthorization": True, "tryItOutEnabled": True},
-            )
+            return HTMLResponse(page.body, headers=headers)
     else:
 
         @app.get("/docs", include_in_schema=False)
         async def docs_missing() -> HTMLResponse:
             return HTMLResponse('<p>Interactive docs need the swagger-ui-py package. The schema is at '
                                 '<a href="/openapi.json">/openapi.json</a>.</p>')
+
+
+def docs_csp(html: str) -> str:
+    """The CSP for the Swagger UI page: its one inline script allowed by hash, nothing external.
+    Swagger UI sets inline styles and shows data: icons, hence those two allowances."""
+    hashes = " ".join(
+        "'sha256-" + base64.b64encode(hashlib.sha256(script.encode()).digest()).decode() + "'"
+        for script in re.findall(r"<script>(.*?)</script>", html, flags=re.DOTALL)
+    )
+    return (f"default-src 'self'; script-src 'self' {hashes}; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+            "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
 
 def static_dir() -> Path:

@@ -48,19 +48,29 @@ class BodySizeLimitMiddleware:
                     await self.on_refuse(scope, self._error(declared))(scope, receive, send)
                     return
         seen = 0
-        started = False
+        started = exceeded = False
 
         async def limited_receive() -> dict:
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
+                    exceeded = True
                     raise BodyLimitExceeded()
             return message
 
+        async def refuse() -> None:
+            nonlocal started
+            started = True
+            await self.on_refuse(scope, self._error(seen))(scope, receive, send)
+
         async def tracking_send(message: dict) -> None:
             nonlocal started
+            if exceeded:  # the app caught the exception and answers itself (FastAPI's body parser: 400)
+                if not started:
+                    await refuse()
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
@@ -69,7 +79,7 @@ class BodySizeLimitMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except BodyLimitExceeded:
             if not started:
-                await self.on_refuse(scope, self._error(seen))(scope, receive, send)
+                await refuse()
 
     def _error(self, size: int) -> BodyTooLargeError:
         return BodyTooLargeError(

@@ -1,0 +1,119 @@
+"""Attacks on a real `facegate serve` process on 127.0.0.1: an unauthenticated chunked body that
+keeps coming (it used to be read to the limit before the 401), and the permissions of the data dir
+serve creates (it used to be 0755)."""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from facegate.client import wait_ready
+
+CHUNK = b" " * 65536
+SEND_CAP = 64 * 2**20  # the client gives up after this much (the server's limit is far above)
+EARLY = 16 * 2**20  # what may be in flight in socket buffers when the answer arrives
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """`facegate serve` on a data dir that does not exist yet, with a body limit of 256 MiB."""
+    root = tmp_path_factory.mktemp("serve")
+    data_dir = root / "fresh" / "store"
+    port = _free_port()
+    env = {**os.environ, "FACEGATE_MAX_BODY_BYTES": str(256 * 2**20), "PYTHONUNBUFFERED": "1"}
+    env.pop("FACEGATE_MASTER_KEY", None)
+    cmd = [sys.executable, "-c", "from facegate.cli import app; app()", "serve", "--data-dir", str(data_dir),
+           "--port", str(port), "--host", "127.0.0.1"]
+    out, err = root / "serve.out", root / "serve.err"
+    with open(out, "wb") as stdout, open(err, "wb") as stderr:
+        proc = subprocess.Popen(cmd, stdout=stdout, stderr=stderr, env=env, cwd=str(root))
+    url = f"http://127.0.0.1:{port}"
+
+    def alive() -> None:
+        if proc.poll() is not None:
+            raise RuntimeError(f"facegate serve exited with {proc.returncode}:\n{err.read_text()[-3000:]}")
+
+    try:
+        wait_ready(url, timeout=90, alive=alive)
+        key = re.search(r"\b(fg_[0-9a-f]{8}_[A-Za-z0-9_-]{43})\b", out.read_text())
+        assert key, out.read_text()
+        yield url, data_dir, key.group(1)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def send_endless_chunked(url: str, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    """POST a chunked body that keeps coming until the server answers (or SEND_CAP / 20 s).
+    Returns the bytes sent when the answer's status line arrived, and the answer so far."""
+    host = urlsplit(url)
+    sock = socket.create_connection((host.hostname, host.port), timeout=5)
+    head = f"POST {path} HTTP/1.1\r\nHost: {host.netloc}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    sock.sendall((head + "\r\n").encode())
+    sock.setblocking(False)
+    frame = b"%x\r\n" % len(CHUNK) + CHUNK + b"\r\n"
+    sent, answer, deadline = 0, b"", time.monotonic() + 20
+    try:
+        while sent < SEND_CAP and time.monotonic() < deadline and b"\r\n\r\n" not in answer:
+            readable, writable, _ = select.select([sock], [sock], [], 1)
+            if readable:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                answer += data
+            elif writable:
+                try:
+                    sent += sock.send(frame)
+                except BlockingIOError:
+                    pass
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    finally:
+        sock.close()
+    return sent, answer
+
+
+def test_serve_creates_a_private_data_dir(served):
+    _, data_dir, _ = served
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize("path", ["/v1/detect", "/v1/collections", "/v1/keys", "/v1/collections/bank/identify",
+                                  "/v1/collections/bank/subjects/s-1/faces", "/v1/liveness/sessions/abc/frames"])
+@pytest.mark.parametrize("key", [None, "fg_00000000_" + "A" * 43])
+def test_unauthenticated_body_is_refused_before_it_is_read(served, path, key):
+    url, _, _ = served
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    sent, answer = send_endless_chunked(url, path, headers)
+    assert answer.startswith(b"HTTP/1.1 401"), (sent, answer[:200])
+    assert sent < EARLY, f"the 401 came only after {sent / 2**20:.0f} MiB"
+    assert re.search(rb"(?im)^connection: close", answer), answer[:400]
+
+
+def test_public_routes_still_answer_without_a_key(served):
+    url, _, admin = served
+    with httpx.Client(base_url=url, timeout=10) as c:
+        for path in ("/healthz", "/readyz", "/metrics", "/", "/static/app.js", "/docs", "/openapi.json", "/problems"):
+            assert c.get(path).status_code == 200, path
+        assert c.get("/v1/me", headers={"X-API-Key": admin}).json()["scopes"] == ["admin"]
