@@ -103,6 +103,13 @@ class FaceEngine:
         """
         return self._face(image, face)
 
+    def _face_of(self, image: ImageInput | Chosen, face: FaceRef | None, which: str) -> Face:
+        try:
+            return self._face(image, face)
+        except FaceError as exc:
+            exc.details["image"] = which  # so a caller can ask about the right image
+            raise
+
     def _face(self, image: ImageInput | Chosen, face: FaceRef | None = None, *, serial: bool = False) -> Face:
         if isinstance(image, Chosen):  # an explicit ``face`` overrides the one attached
             image, face = image.image, image.face if face is None else face
@@ -243,9 +250,10 @@ class FaceEngine:
         face_a: FaceRef | None = None, face_b: FaceRef | None = None,
     ) -> VerifyResult:
         """Is the subject of ``a`` the same person as the subject of ``b``? ``face_a`` / ``face_b``
-        choose the face meant in a multi-face image, as in :meth:`face`."""
+        choose the face meant in a multi-face image, as in :meth:`face`. A face error says which
+        image it is about in ``details["image"]`` (``"a"`` or ``"b"``)."""
         threshold = self.threshold(fmr)
-        fa, fb = self.face(a, face_a), self.face(b, face_b)
+        fa, fb = self._face_of(a, face_a, "a"), self._face_of(b, face_b, "b")
         va, vb = self.embed_crops(np.stack([fa.crop, fb.crop]))
         score = float(np.dot(va, vb))
         return VerifyResult(score >= threshold, score, threshold, fmr, self.spec.id, fa, fb)

@@ -163,6 +163,33 @@ def test_05_verify(page, photos, shots):
     snap(page, shots, "13-verify-subject-match")
 
 
+def test_05b_verify_click_the_face_meant(page, engine, photos, shots, tmp_path):
+    """Photo A shows two comparable faces: the server answers ambiguous_face, the console draws the
+    candidates, and the face the user clicks is the one compared."""
+    from test_subject_engine import CANVAS, TWINS, jpeg, scene
+
+    twins = tmp_path / "twins.jpg"
+    twins.write_bytes(jpeg(scene(engine, photos, TWINS)))
+    page.goto(page.url.split("#")[0] + "#/verify")
+    canvas = page.get_by_test_id("verify-a-canvas")
+    page.get_by_test_id("verify-b-file").set_input_files(str(photos["obama_2"]))
+    for (name, _w, cx, cy), expected in zip(TWINS, ("✓ MATCH", "✕ NO MATCH")):  # Obama (left), then Biden (right)
+        if name != TWINS[0][0]:  # a new photo forgets the face chosen in the last one
+            page.get_by_test_id("verify-a").get_by_role("button", name="Replace").click()
+        page.get_by_test_id("verify-a-file").set_input_files(str(twins))
+        expect(canvas).to_be_visible()
+        page.get_by_test_id("verify-submit").click()
+        expect(page.get_by_test_id("verify-choose-face")).to_contain_text("Photo A shows 2 faces")
+        expect(page.get_by_test_id("decision")).to_have_count(0)
+        snap(page, shots, f"11b-verify-choose-face-{name}")
+        box = canvas.bounding_box()
+        assert box and box["width"] < CANVAS[0] * 1.01
+        canvas.click(position={"x": cx * box["width"], "y": cy * box["height"]})
+        expect(page.get_by_test_id("decision-badge")).to_have_text(expected)
+        expect(page.get_by_test_id("verify-choose-face")).to_have_count(0)
+    snap(page, shots, "11c-verify-chosen-face-no-match")
+
+
 def test_06_identify(page, photos, shots):
     page.goto(page.url.split("#")[0] + "#/identify?collection=bank")
     page.get_by_test_id("identify-purpose").select_option("kyc")

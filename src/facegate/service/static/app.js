@@ -182,7 +182,7 @@
   }
 
   const REASON_TEXT = {
-    no_face: 'No face found', ambiguous_face: 'Two faces about equally prominent', too_many_faces: 'Too many faces',
+    no_face: 'No face found', ambiguous_face: 'No face is clearly the subject', too_many_faces: 'Too many faces',
     face_too_small: 'Face too small (move closer / higher resolution)', too_blurry: 'Too blurry', pose_out_of_range: 'Head turned too far',
     bad_exposure: 'Too dark or too bright', low_detector_score: 'Face not clearly visible', duplicate_image: 'Same photo already enrolled',
     template_limit: 'Subject has the maximum number of templates', score_at_or_above_threshold: 'Score at or above the threshold',
@@ -202,6 +202,7 @@
 
   function imagePicker({ label = 'Photo', testid = 'picker', onImage = null, webcam = true, maxW = 520, maxH = 400 } = {}) {
     let blob = null, img = null, scale = 1, stream = null, overlay = null;
+    let choosing = null, chosen = null; // candidate faces the user may click, and the face clicked (its index)
     const fileInput = h('input', { type: 'file', accept: 'image/*', 'data-testid': `${testid}-file` });
     const canvas = h('canvas', { class: 'hidden', 'data-testid': `${testid}-canvas` });
     const video = h('video', { class: 'hidden', autoplay: true, playsinline: true, muted: true });
@@ -216,6 +217,21 @@
     const note = h('div', { class: 'small muted' });
 
     fileInput.addEventListener('change', () => { if (fileInput.files[0]) setBlob(fileInput.files[0]); });
+    canvas.addEventListener('click', (e) => {
+      if (!choosing) return;
+      const r = canvas.getBoundingClientRect();
+      const px = (e.clientX - r.left) * (canvas.width / r.width) / scale;
+      const py = (e.clientY - r.top) * (canvas.height / r.height) / scale;
+      // The smallest box under the pointer: a face in front of a larger one stays clickable.
+      const hit = choosing.candidates
+        .filter(({ box: [x, y, w, hh] }) => px >= x && px <= x + w && py >= y && py <= y + hh)
+        .sort((p, q) => p.box[2] * p.box[3] - q.box[2] * q.box[3])[0];
+      if (!hit) return;
+      chosen = hit.face;
+      const done = choosing.onPick;
+      showChoice();
+      done(hit.face);
+    });
     root.addEventListener('dragover', (e) => { e.preventDefault(); root.classList.add('over'); });
     root.addEventListener('dragleave', () => root.classList.remove('over'));
     root.addEventListener('drop', (e) => {
@@ -224,9 +240,17 @@
       if (f) setBlob(f);
     });
 
+    function showChoice() {
+      const list = choosing ? choosing.candidates : [];
+      overlay = list.map((c) => ({ ...c, color: c.face === chosen ? COLORS.ok : COLORS.warn, label: `face ${c.face}` }));
+      canvas.classList.toggle('choosing', chosen === null && list.length > 0);
+      if (chosen !== null) choosing = null;
+      redraw();
+    }
+
     function setBlob(b) {
       stopCam();
-      blob = b; overlay = null;
+      blob = b; overlay = null; choosing = null; chosen = null; canvas.classList.remove('choosing');
       const url = URL.createObjectURL(b);
       const im = new Image();
       im.onload = () => {
@@ -246,7 +270,8 @@
     }
 
     function reset() {
-      blob = null; img = null; overlay = null; fileInput.value = '';
+      blob = null; img = null; overlay = null; choosing = null; chosen = null; fileInput.value = '';
+      canvas.classList.remove('choosing');
       canvas.classList.add('hidden'); hint.classList.remove('hidden'); root.classList.remove('has-image');
       chooseBtn.classList.remove('hidden'); if (camBtn) camBtn.classList.remove('hidden'); clearBtn.classList.add('hidden');
       note.textContent = '';
@@ -320,6 +345,10 @@
       reset,
       /** faces: [{box, landmarks, color, label}] in source pixels */
       draw(faces) { overlay = faces; redraw(); },
+      /** Let the user click one of candidates [{face, box, landmarks}]; onPick(face index). */
+      choose(candidates, onPick) { choosing = { candidates, onPick }; chosen = null; showChoice(); },
+      /** The face index the user clicked for this photo, or null. */
+      get face() { return chosen; },
     };
   }
 
@@ -848,12 +877,22 @@
         const form = new FormData();
         form.append('image_a', a.blob, 'a.jpg'); form.append('image_b', b.blob, 'b.jpg');
         form.append('purpose', purposeInput.value.trim()); form.append('fmr', fmr.value);
+        if (a.face !== null) form.append('face_a', String(a.face));
+        if (b.face !== null) form.append('face_b', String(b.face));
         try {
           const res = await api('POST', '/v1/verify', { form });
           const color = res.match ? COLORS.ok : COLORS.bad;
           a.draw([{ ...res.faces.image_a, color, label: 'A' }]); b.draw([{ ...res.faces.image_b, color, label: 'B' }]);
           out.append(decisionPanel(res));
-        } catch (err) { showError(errSlot, err, 'Verification failed'); }
+        } catch (err) {
+          const cands = err.problem && err.problem.candidates;
+          if (err.code !== 'ambiguous_face' || !cands) { showError(errSlot, err, 'Verification failed'); return; }
+          // No face is clearly the subject: let the user click the person meant, then compare again.
+          const which = err.problem.image === 'b' ? 'B' : 'A';
+          (which === 'B' ? b : a).choose(cands, () => { clear(errSlot); go.click(); });
+          errSlot.append(h('div', { class: 'alert warn', 'data-testid': 'verify-choose-face',
+            text: `Photo ${which} shows ${cands.length} faces and none is clearly the subject: click the person meant.` }));
+        }
       }));
       return h('div', {}, pageHead('Verify', '1:1 — is this the same person? Nothing is stored; the decision is audited.'), tabs,
         h('div', { class: 'grid2' }, h('div', { class: 'panel' }, a.el), h('div', { class: 'panel' }, b.el)),
