@@ -37,7 +37,7 @@ def test_operator_workflow(fg, photos):
     out = json.loads(r.stdout)
     assert out["created"] and out["accepted"] == 2 and out["consents"][0]["evidence_ref"] == "form-9"
 
-    r = fg("enroll", "staff", "E2", photos["obama_3"], "-p", "payments")  # human output: duplicate warning
+    r = fg("enroll", "staff", "E2", photos["obama_3"], "-p", "payments", "--dedup-purpose", "access")  # human output: duplicate warning
     assert r.returncode == 0 and "possible duplicate identity" in r.stdout and "E1" in r.stdout
 
     r = fg("enroll", "staff", "E3", photos["collins_1"])  # no consent for a new subject

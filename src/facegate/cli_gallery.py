@@ -639,7 +639,8 @@ def audit_verify(
     with _gallery(data_dir, store) as g:
         rep = g.audit_verify(expect_head=expect_head)
     archived = f" (events up to #{rep.archived_through} archived; anchor {rep.anchor_mac})" if rep.archived_through else ""
-    human = (f"[bold green]audit log intact[/]: {rep.events} event(s), head #{rep.head_seq} {rep.head_mac}{archived}" if rep.ok
+    witnessed = f", witnessed up to #{rep.witnessed_seq}" if rep.witnessed_seq is not None else ", no witness file yet"
+    human = (f"[bold green]audit log intact[/]: {rep.events} event(s), head #{rep.head_seq} {rep.head_mac}{archived}{witnessed}" if rep.ok
              else f"[bold red]AUDIT LOG TAMPERED[/]: {rep.problem} (first bad event: {rep.first_bad_seq})")
     emit(rep.to_dict(), as_json, human, exit_code=0 if rep.ok else EXIT_NEGATIVE)
 

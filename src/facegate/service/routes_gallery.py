@@ -119,8 +119,11 @@ async def erase_subject(
     summary="Enrol face images for a subject (enroll)",
     description=(
         "Creates the subject on first enrolment, which then needs the consent (`purposes`, optional `expires_at`, "
-        "`evidence_ref`). Each image passes the collection's quality gate or is rejected with a reason code; an "
-        "accepted face that already matches a *different* subject is reported under `duplicates`. "
+        "`evidence_ref`). Each image passes the collection's quality gate or is rejected with a reason code; a face "
+        "that does not match the subject's enrolled faces is rejected with `face_mismatch` (an admin key can accept it "
+        "with a reason, `force_mismatch`). With `dedup_purpose`, an accepted face that matches a *different* subject "
+        "consenting to that purpose sets `flagged_for_review`; the matches are listed under `duplicates` only for a key "
+        "with the identify scope. "
         "Images are not stored, only templates (encrypted). Answers 201 when the subject was created."
     ),
     openapi_extra=openapi_body(EnrollRequest),
