@@ -108,7 +108,7 @@ def test_group_photo_finds_small_faces(engine, rgb):
     assert len(faces) == 5
     with pytest.raises(AmbiguousFaceError) as exc:
         engine.face(canvas)
-    assert len(exc.value.details["boxes"]) == 2
+    assert [c["face"] for c in exc.value.details["candidates"]] == [0, 1, 2, 3, 4]
 
 
 def test_subject_is_most_prominent_face(engine, rgb):

@@ -52,6 +52,7 @@ def test_detect_indexes_faces_and_marks_the_central_subject(api, images):
 def test_ambiguous_problem_lists_candidates_and_the_choice_is_accepted(api, images):
     body = _problem(api.post("/v1/verify", data={"purpose": "kyc"},
                              files={"image_a": images["twins"], "image_b": images["obama"]}), "ambiguous_face")
+    assert body["image"] == "a"  # which photo to choose a face in
     cands = body["candidates"]
     assert [c["face"] for c in cands] == [0, 1]
     assert all(len(c["box"]) == 4 and len(c["landmarks"]) == 5 and isinstance(c["score"], float) for c in cands)
