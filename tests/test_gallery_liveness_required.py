@@ -152,7 +152,7 @@ def test_migration_from_0004_gives_existing_collections_the_empty_default(bare_g
 
     from facegate.gallery.store import SCHEMA_HEAD
 
-    assert SCHEMA_HEAD == "0005"
+    assert SCHEMA_HEAD == "0006"
     gallery.create_collection("old", purposes=["access"], liveness_required=["enroll"])
     gallery.enroll("old", "E1", photos["obama_1"], consent=ACCESS, liveness="s1")
     cfg = Config()
@@ -164,9 +164,9 @@ def test_migration_from_0004_gives_existing_collections_the_empty_default(bare_g
     data_dir, url = gallery.data_dir, gallery.store.engine.url.render_as_string(hide_password=False)
     engine = gallery._engine
     gallery.close()
-    g = Gallery.open(data_dir, store=url, engine=engine)  # upgrades 0004 -> 0005
+    g = Gallery.open(data_dir, store=url, engine=engine)  # upgrades 0004 -> 0006
     try:
-        assert g.store.schema_version() == "0005"
+        assert g.store.schema_version() == "0006"
         col = g.get_collection("old")
         assert col.liveness_required == () and col.subjects == 1  # rows kept, the setting back to the default
         g.enroll("old", "E2", photos["biden_1"], consent=ACCESS)  # nothing required now
