@@ -24,6 +24,7 @@ import hashlib
 import hmac
 import logging
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,7 +76,7 @@ class Witness:
         newest = self.latest()
         if newest is None:
             return
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")  # threads compact too
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(f"{newest.seq} {newest.mac} {newest.at} {self._tag(newest.seq, newest.mac, newest.at)}\n".encode())
