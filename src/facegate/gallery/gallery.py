@@ -159,6 +159,9 @@ def _aware(t: dt.datetime | None, what: str) -> dt.datetime | None:
 
 def _audit_legacy_names(st: Store, audit: AuditLog) -> None:
     """Record once in the audit log the names migration 0006 found invalid (kept for erasure)."""
+    with st.read() as tx:  # the common case: nothing to record, no write lock taken
+        if tx.get_meta(LEGACY_NAMES_META) is None:
+            return
     with st.write() as tx:
         found = tx.get_meta(LEGACY_NAMES_META)
         if found is None:
