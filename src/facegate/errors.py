@@ -61,6 +61,13 @@ class ImageTooLargeError(ImageDecodeError):
     http_status = 413
 
 
+class DecodeMemoryError(ImageTooLargeError):
+    """Decoding the image would take more memory than allowed (many bytes per pixel: float or
+    32-bit samples, CMYK, alpha), although its pixel count is within the limit."""
+
+    code = "decode_too_large"
+
+
 class ImageTooSmallError(ImageDecodeError):
     code = "too_small"
 

@@ -78,6 +78,9 @@ class Service:
         if self.pool.closed:
             self.pool = WorkerPool(self.settings.workers, self.settings.max_queue, self.settings.request_timeout_s, self.metrics)
         self.shutting_down = False
+        from ..vision.decode import budget
+
+        budget.configure(self.settings.decode_memory_mb * 2**20)  # process-wide: decodes run on every worker
         if self.engine is None:
             from ..engine import FaceEngine
 

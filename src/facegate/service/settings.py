@@ -31,6 +31,9 @@ class Settings(BaseModel):
     max_pixels: int = Field(25_000_000, ge=10_000, description="Largest decoded image (width x height).")
     max_faces: int = Field(20, ge=1, description="More faces than this in one image is refused (no crowd scanning).")
     max_images_per_request: int = Field(10, ge=1, description="Most images in one enrolment request.")
+    decode_memory_mb: int = Field(
+        256, ge=16, description="Memory (MiB) the image decodes running at once may hold together: a decode waits for "
+        "room, and an image that alone needs more is refused (413 decode_too_large). A 25-megapixel photo needs about 175 MiB.")
     rate_limit_per_s: float = Field(20.0, gt=0, description="Sustained requests per second per API key.")
     rate_limit_burst: int = Field(40, ge=1, description="Requests a key may make at once before throttling.")
     auth_failures_per_min: int = Field(30, ge=1, description="Failed sign-ins per client address per minute.")
