@@ -121,7 +121,12 @@ def test_dot_dot_subject_is_refused_and_a_legacy_one_erases_only_itself(svc, pho
     assert admin.collection("bank").subjects == 2
     erased = [e for e in admin.audit(collection="bank", action="subject.erase").events]
     assert [e.subjects for e in erased] == [[".."]]
+    # Every '.' goes percent-encoded; names with dots still reach their routes.
     assert admin.create_key("ops.team", scopes=["verify"]).key.name == "ops.team"
+    assert admin.revoke_key("ops.team").active is False
+    assert admin.create_collection("eu.bank", purposes=["kyc"]).name == "eu.bank"
+    assert admin.enroll("eu.bank", "a.b", photos["obama_1"], purposes=["kyc"]).subject == "a.b"
+    assert admin.erase_subject("eu.bank", "a.b").erased and admin.collection("eu.bank").subjects == 0
     with pytest.raises(FacegateError) as exc:
         g.keys.create("..", ["verify"])
     assert exc.value.code == "invalid_name"
