@@ -320,3 +320,19 @@ def test_witness_survives_rotation_and_archival_and_catches_a_forged_file(tmp_pa
     with Gallery.open(data, engine=engine) as g:
         rep = g.audit_verify()
         assert not rep.ok and "witness file was modified" in rep.problem
+
+
+def test_cli_refuses_another_face_unless_forced_with_a_reason(tmp_path, photos, monkeypatch):
+    monkeypatch.delenv("FACEGATE_MASTER_KEY", raising=False)
+    monkeypatch.delenv("FACEGATE_STORE", raising=False)
+    data = tmp_path / "data"
+    assert cli(data, "collection", "create", "staff", "--purposes", "access").returncode == 0
+    assert cli(data, "enroll", "staff", "E1", photos["obama_1"], "-p", "access").returncode == 0
+    r = cli(data, "enroll", "staff", "E1", photos["biden_1"], "--json")
+    assert r.returncode == 3 and json.loads(r.stdout)["images"][0]["reason"] == "face_mismatch"
+    r = cli(data, "enroll", "staff", "E1", photos["biden_1"], "--force-mismatch", "ticket 7: new photo after surgery", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["accepted"] == 1
+    with Gallery.open(data) as g:
+        forced, refused = g.audit_list(action="enroll", limit=2)
+        assert forced.details["forced_mismatch"] == "ticket 7: new photo after surgery"
+        assert refused.decision == "rejected" and refused.details["face_mismatch"][0]["index"] == 0
