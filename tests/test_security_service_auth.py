@@ -11,25 +11,14 @@ from fastapi.testclient import TestClient
 
 from facegate.service import Settings, create_app
 from facegate.service.backend import ensure_admin_key
+from test_service_gallery import H, problem
 
 LIMIT = 30  # failed sign-ins per address per minute
-
-
-def H(secret: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {secret}"}
 
 
 def guess(prefix: str | None = None) -> str:
     """A key in the store's own format; with ``prefix``, one of a real key (wrong secret)."""
     return f"fg_{prefix or secrets.token_hex(4)}_{secrets.token_urlsafe(32)}"
-
-
-def problem(r, status: int, code: str) -> dict:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json")
-    body = r.json()
-    assert body["code"] == code and body["type"] == f"/problems/{code}"
-    return body
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from facegate.service import Settings, create_app
 from facegate.service.backend import ensure_admin_key
+from test_service_gallery import H
 
 DEPTH = 1000
 HOSTILE = {
@@ -28,10 +29,6 @@ HOSTILE = {
     "trailing_garbage": b'{"image": "x"} {"image": "y"}',
     "top_level_scalar": b"123",
 }
-
-
-def H(secret: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {secret}"}
 
 
 @pytest.fixture(scope="module")
