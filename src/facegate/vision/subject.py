@@ -41,9 +41,9 @@ class SubjectRule:
       prominence is at least this fraction of the subject's.
     """
 
-    centrality: float = 2.0
-    similar_size: float = 0.8
-    similar_offset: float = 0.05
+    centrality: float = 1.5
+    similar_size: float = 0.6
+    similar_offset: float = 0.0
     similar_offset_share: float = 0.3
     margin: float | None = None
 

@@ -765,7 +765,7 @@
       picker.draw(faces);
       clear(verdict);
       if (d.subject === null) {
-        verdict.append(h('div', { class: 'alert error', text: d.reasons.includes('ambiguous_face') ? 'Two faces are about equally prominent: crop the photo to the person being enrolled.' : 'No face found in this photo.' }));
+        verdict.append(h('div', { class: 'alert error', text: d.reasons.includes('ambiguous_face') ? 'No face is clearly the subject (two comparable faces, or a group): crop the photo to the person being enrolled.' : 'No face found in this photo.' }));
       } else {
         const f = d.faces[d.subject];
         verdict.append(f.quality_ok ? h('div', { class: 'alert ok', text: `Good quality: eye distance ${fmtNum(f.quality.inter_eye_px, 0)} px, sharpness ${fmtNum(f.quality.sharpness, 0)}, yaw ${fmtNum(f.quality.yaw_deg, 0)}°.` })
