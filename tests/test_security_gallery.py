@@ -272,6 +272,12 @@ def test_truncated_tail_with_rewritten_head_is_detected(svc, photos):
     assert before["witnessed_seq"] == before["head_seq"]
     rep = _cli_verify(data)
     assert not rep["ok"] and rep["witnessed_seq"] == before["head_seq"]
+    # A head recorded elsewhere says the same through the API (typed client).
+    (data / "audit.witness").rename(data / "audit.witness.moved")
+    admin = Client(http=client, api_key=keys["admin"])
+    assert admin.audit_verify().ok  # without the witness the shortened chain looks whole …
+    rep = admin.audit_verify(expect_head=before["head_mac"])
+    assert not rep.ok and "rewritten" in rep.problem  # … but not to an anchor kept elsewhere
 
 
 def test_log_wiped_back_to_genesis_is_detected(svc, photos):

@@ -257,8 +257,8 @@ class Client:
                               "until": _iso(until), "limit": limit, "before_seq": before_seq})
         return self._json(AuditList, "GET", "/v1/audit", params=params)
 
-    def audit_verify(self) -> AuditReportOut:
-        return self._json(AuditReportOut, "GET", "/v1/audit/verify")
+    def audit_verify(self, *, expect_head: str | None = None) -> AuditReportOut:
+        return self._json(AuditReportOut, "GET", "/v1/audit/verify", params=self._clean({"expect_head": expect_head}))
 
     def purge(self, *, dry_run: bool = True) -> PurgeOut:
         return self._json(PurgeOut, "POST", "/v1/purge", params={"dry_run": str(dry_run).lower()})

@@ -398,9 +398,9 @@ async def audit_list(service: Any, principal: Principal, *, collection: str | No
     return {"events": rows, "next_before_seq": rows[-1]["seq"] if len(rows) == limit and rows else None}
 
 
-async def audit_verify(service: Any, principal: Principal) -> dict[str, Any]:
+async def audit_verify(service: Any, principal: Principal, expect_head: str | None = None) -> dict[str, Any]:
     g = gallery_of(service)
-    return (await service.run(g.audit_verify, kind="store")).to_dict()
+    return (await service.run(g.audit_verify, expect_head=expect_head, kind="store")).to_dict()
 
 
 async def purge(service: Any, principal: Principal, dry_run: bool) -> dict[str, Any]:

@@ -194,9 +194,13 @@ async def audit_list(
 
 
 @router.get("/audit/verify", response_model=AuditReportOut, tags=["audit"], responses=READ,
-            summary="Check the audit hash chain (admin of every collection)")
-async def audit_verify(request: Request, principal: GlobalAdminKey) -> dict:
-    return await backend.audit_verify(get_service(request), principal)
+            summary="Check the audit hash chain and the witness (admin of every collection)")
+async def audit_verify(
+    request: Request, principal: GlobalAdminKey,
+    expect_head: Annotated[str | None, Query(pattern=r"^[0-9a-f]{64}$", description="A head MAC recorded earlier: it must "
+                                             "still be in the chain (as `facegate audit verify --expect-head`).")] = None,
+) -> dict:
+    return await backend.audit_verify(get_service(request), principal, expect_head)
 
 
 @router.post("/purge", response_model=PurgeOut, tags=["audit"], responses=WRITE,
