@@ -47,8 +47,7 @@ LAYOUTS = ("larger_side", "similar_side", "smaller_side", "dominant_offcentre", 
 GRID = {
     "centrality": (0.5, 1.0, 1.5, 2.0, 3.0, 4.0),
     "similar_size": (0.6, 0.7, 0.8, 0.9),
-    "similar_offset": (0.0, 0.03, 0.06, 0.1),
-    "similar_offset_share": (0.0, 0.15, 0.3, 0.45, 0.6, 0.75),
+    "similar_offset": (0.0, 0.15, 0.3, 0.45, 0.6, 0.75),
 }
 OLD_RATIO = 0.85
 
@@ -265,7 +264,7 @@ def tune(samples: list[dict]) -> tuple[SubjectRule, float]:
     for values in itertools.product(*GRID.values()):
         rule = SubjectRule(**dict(zip(GRID, values)))
         value = objective(score(samples, lambda f, z: new_rule(f, z, rule)))
-        caution = rule.similar_offset + rule.similar_offset_share - rule.similar_size
+        caution = rule.similar_offset - rule.similar_size
         key = (value, round(caution, 6), -abs(GRID["centrality"].index(rule.centrality) - middle))
         if best is None or key > best[0]:
             best = (key, rule)

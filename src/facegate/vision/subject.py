@@ -8,8 +8,8 @@ subject unless another face is *genuinely comparable*: similar in size AND in di
 centre (two people side by side), or the photo is a group of several similar-sized faces. Then
 the rule refuses (AmbiguousFaceError with every face as a candidate) rather than guess.
 
-The constants were fitted on half the dev identities' composites and checked on the other half
-(bench/subject.py).
+The constants come from identity-disjoint cross-validation on two-face composites of the dev
+photos (bench/subject.py, docs/subject-face.md).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from ..errors import AmbiguousFaceError, FaceBoxNotFoundError, FaceIndexError, NoFaceError
 from ..results import Face
 
-Box = tuple[float, float, float, float]  # x, y, width, height
 FaceRef = int | Sequence[float]  # an index into detect()'s order, or a box (x, y, w, h)
 
 
@@ -33,18 +32,17 @@ class SubjectRule:
       face beat a larger off-centre one.
     - ``similar_size``: two faces whose sizes (square root of area) are within this ratio are of
       similar size.
-    - ``similar_offset`` + ``similar_offset_share``: two faces whose distances from the centre
-      (0 = centre, 1 = corner) differ by at most ``similar_offset + similar_offset_share × the
-      larger distance`` are equally central: near the centre a small step matters, while two
-      faces both far out (side by side) are equally off-centre even when one is a bit further.
+    - ``similar_offset``: two faces whose distances from the centre (0 = centre, 1 = corner)
+      differ by at most this fraction of the larger distance are equally central: near the
+      centre a small step matters, while two faces both far out (side by side) are equally
+      off-centre even when one is a bit further.
     - ``margin``: optional stricter gate (e.g. enrolment): also refuse when the runner-up's
       prominence is at least this fraction of the subject's.
     """
 
     centrality: float = 1.5
     similar_size: float = 0.6
-    similar_offset: float = 0.0
-    similar_offset_share: float = 0.3
+    similar_offset: float = 0.3
     margin: float | None = None
 
 
@@ -76,7 +74,7 @@ def _comparable(a: Face, b: Face, image_size: tuple[int, int], rule: SubjectRule
     sa, sb = face_size(a.box, image_size), face_size(b.box, image_size)
     similar_size = min(sa, sb) >= rule.similar_size * max(sa, sb)
     oa, ob = off_centre(a.box, image_size), off_centre(b.box, image_size)
-    similar_offset = abs(oa - ob) <= rule.similar_offset + rule.similar_offset_share * max(oa, ob)
+    similar_offset = abs(oa - ob) <= rule.similar_offset * max(oa, ob)
     return similar_size and similar_offset
 
 
