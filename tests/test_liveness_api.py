@@ -156,6 +156,11 @@ def test_request_errors(env, clip, jpegs, moves):
     assert client.post(url, content=json.dumps(huge), headers={"content-type": "application/json"}).status_code == 422
     assert client.post(url, **{**body, "data": {**body["data"], "timestamps": "[" * 5000 + "]" * 5000}}).status_code == 422
     assert client.post(url, **{**body, "data": {**body["data"], "timestamps": json.dumps([10**400] * 6)}}).status_code == 422
+    for stamp in ("NaN", "Infinity", "-Infinity"):  # the stdlib parser would let these through as floats
+        raw = '{"nonce": "%s", "frames": [{"image": "aGk=", "timestamp_ms": %s}]}' % (s.nonce, stamp)
+        assert client.post(url, content=raw, headers={"content-type": "application/json"}).status_code == 422
+    assert client.post(url, **{**body, "data": {**body["data"], "timestamps": "[NaN,1,2,3,4,5]"}}).status_code == 422
+    assert client.post(url, **{**body, "data": {**body["data"], "timestamps": "nan,1,2,3,4,5"}}).status_code == 422
     bad_img = {"nonce": s.nonce, "frames": [{"image": base64.b64encode(b"junk").decode(), "timestamp_ms": 1.0}]}
     assert client.post(url, json=bad_img).status_code == 422
     assert store.get(s.id, owner="key-1").state == "pending"  # none of these used the session up

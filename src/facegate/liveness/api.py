@@ -56,6 +56,7 @@ import base64
 import binascii
 import json
 import logging
+import math
 import re
 import threading
 import time
@@ -65,6 +66,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, Field
+from pydantic_core import from_json
 from starlette.concurrency import run_in_threadpool
 
 from .challenge import DEFAULT_TTL_S, InMemorySessionStore, SessionStore, create_session
@@ -333,12 +335,14 @@ def _parse_timestamps(raw: Any, count: int) -> list[float]:
         raise LivenessInputError("the timestamps field is required: one capture time (ms since the Unix epoch) per frame")
     text = raw.strip()
     try:
-        values = json.loads(text) if text.startswith("[") else [float(v) for v in re.split(r"[,\s]+", text) if v]
+        values = from_json(text, allow_inf_nan=False) if text.startswith("[") else [float(v) for v in re.split(r"[,\s]+", text) if v]
         if not isinstance(values, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             raise ValueError("not numbers")
         numbers = [float(v) for v in values]
     except Exception:  # malformed JSON, non-numbers, integers too large for a float, absurd nesting
         raise LivenessInputError("timestamps must be numbers: a JSON array or comma-separated") from None
+    if not all(math.isfinite(v) for v in numbers):
+        raise LivenessInputError("timestamps must be finite numbers")
     if len(numbers) != count:
         raise LivenessInputError(f"{len(numbers)} timestamps for {count} frames; send one per frame", timestamps=len(numbers), frames=count)
     return numbers
@@ -371,8 +375,9 @@ async def _read_frames(request: Request, limit: int, max_bytes: int) -> tuple[st
         return nonce, [SubmittedFrame(img, ts) for img, ts in zip(images, stamps)]
     if ctype == "application/json" or ctype.endswith("+json"):
         try:
-            body = await request.json()
-        except Exception:
+            # pydantic-core's parser bounds nesting and refuses NaN/Infinity (the stdlib's accepts both).
+            body = from_json(await request.body(), allow_inf_nan=False)
+        except ValueError:
             raise LivenessInputError("the body is not valid JSON") from None
         if not isinstance(body, dict):
             raise LivenessInputError("the body must be a JSON object with nonce and frames")
@@ -404,6 +409,8 @@ async def _read_frames(request: Request, limit: int, max_bytes: int) -> tuple[st
                 stamp = float(ts)
             except OverflowError:
                 raise LivenessInputError(f"frames[{i}].timestamp_ms is out of range", frame=i) from None
+            if not math.isfinite(stamp):
+                raise LivenessInputError(f"frames[{i}].timestamp_ms is out of range", frame=i)
             frames.append(SubmittedFrame(data, stamp))
         return nonce, frames
     raise UnsupportedMediaTypeError("send frames as multipart/form-data or application/json", content_type=ctype[:100])
