@@ -156,11 +156,21 @@ def test_request_errors(env, clip, jpegs, moves):
     assert client.post(url, content=json.dumps(huge), headers={"content-type": "application/json"}).status_code == 422
     assert client.post(url, **{**body, "data": {**body["data"], "timestamps": "[" * 5000 + "]" * 5000}}).status_code == 422
     assert client.post(url, **{**body, "data": {**body["data"], "timestamps": json.dumps([10**400] * 6)}}).status_code == 422
-    for stamp in ("NaN", "Infinity", "-Infinity"):  # the stdlib parser would let these through as floats
-        raw = '{"nonce": "%s", "frames": [{"image": "aGk=", "timestamp_ms": %s}]}' % (s.nonce, stamp)
-        assert client.post(url, content=raw, headers={"content-type": "application/json"}).status_code == 422
-    assert client.post(url, **{**body, "data": {**body["data"], "timestamps": "[NaN,1,2,3,4,5]"}}).status_code == 422
-    assert client.post(url, **{**body, "data": {**body["data"], "timestamps": "nan,1,2,3,4,5"}}).status_code == 422
+    # Non-finite capture times on otherwise valid frames (the stdlib parser lets NaN/Infinity through).
+    start_ms = (time.time() - 5) * 1000.0
+    for stamp in ("NaN", "Infinity", "-Infinity"):
+        frames = ",".join(
+            '{"image": "%s", "timestamp_ms": %s}' % (base64.b64encode(j).decode(), stamp if i == 3 else round(start_ms + f.t * 1000.0, 1))
+            for i, (j, f) in enumerate(zip(jpegs[:6], clip))
+        )
+        raw = '{"nonce": "%s", "frames": [%s]}' % (s.nonce, frames)
+        r = client.post(url, content=raw, headers={"content-type": "application/json"})
+        assert r.status_code == 422 and r.json()["type"] == "liveness_bad_frames", (stamp, r.text)
+    stamps = [str(round(start_ms + f.t * 1000.0, 1)) for f in clip[:6]]
+    for bad in ("nan", "inf"):
+        text = ",".join(stamps[:3] + [bad] + stamps[4:])
+        r = client.post(url, **{**body, "data": {**body["data"], "timestamps": text}})
+        assert r.status_code == 422 and r.json()["type"] == "liveness_bad_frames", (bad, r.text)
     bad_img = {"nonce": s.nonce, "frames": [{"image": base64.b64encode(b"junk").decode(), "timestamp_ms": 1.0}]}
     assert client.post(url, json=bad_img).status_code == 422
     assert store.get(s.id, owner="key-1").state == "pending"  # none of these used the session up
