@@ -44,8 +44,9 @@ def test_registry_entry_licences_and_pinned_files():
         assert licence in spec.license
     assert len(DLIB_RESNET.read_verified()) > 20_000_000  # its sha256 matches the installed file
     # the digest a collection pins covers the parts and the fusion weight
-    assert fused_spec(spec.id, spec.parts, (0.3, 0.7)).sha256 != spec.sha256
-    assert fused_spec(spec.id, (SFACE, SFACE), spec.weights).sha256 != spec.sha256
+    assert fused_spec(spec.id, spec.parts, (0.3, 0.7), spec.flip).sha256 != spec.sha256
+    assert fused_spec(spec.id, spec.parts, spec.weights, (False, False)).sha256 != spec.sha256
+    assert fused_spec(spec.id, (SFACE, SFACE), spec.weights, spec.flip).sha256 != spec.sha256
 
 
 def test_same_person_above_and_different_people_below_the_fmr_1e3_threshold(accurate, templates):
@@ -63,10 +64,14 @@ def test_template_is_unit_and_scores_are_the_weighted_sum_of_the_parts(accurate,
     assert v.model == ACCURATE.id and v.dim == 256
     assert np.isclose(np.linalg.norm(v.vector), 1.0, atol=1e-5)
     w = ACCURATE.weights[0]
-    # the SFace half is the SFace template, scaled
+    # the SFace half is the SFace template with flip TTA, scaled
+    assert ACCURATE.flip == (True, False)
     for name in ("obama_1", "obama_2"):
         sface_part = templates[name][:128] / np.sqrt(w)
-        assert float(sface_part @ engine.embed(photos[name]).vector) > 0.9999
+        face = engine.face(photos[name])
+        crops = np.stack([face.crop, face.crop[:, ::-1]])
+        flipped = engine.embedder.embed(crops).sum(axis=0)
+        assert float(sface_part @ flipped) / np.linalg.norm(flipped) > 0.9999
     a, b = templates["obama_1"], templates["obama_2"]
     cos_sface = float(a[:128] @ b[:128]) / w
     cos_dlib = float(a[128:] @ b[128:]) / (1 - w)

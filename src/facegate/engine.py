@@ -20,6 +20,7 @@ from .errors import FaceError, FacegateError, TooManyFacesError
 from .models import DEFAULT_EMBEDDER, YUNET, embedder_spec
 from .results import Embedding, Face, VerifyResult
 from .vision import DEFAULT_MAX_PIXELS, FaceDetector, ImageInput, align, assess, decode
+from .vision.embed import with_flip
 from .vision.fused import build_embedder
 from .vision.subject import DEFAULT_RULE, FaceRef, SubjectRule, choose_subject, pick_face, prominence
 
@@ -220,20 +221,16 @@ class FaceEngine:
         """(N, 112, 112, 3) aligned RGB crops -> (N, dim) unit templates.
 
         With ``flip_tta`` each crop is embedded together with its mirror image and the two
-        vectors are summed. On the dev pairs that raised TAR@FMR1e-3 from 0.866 to 0.871 and
-        TAR@FMR1e-4 from 0.777 to 0.793 (within that set's ±0.025 noise) at twice the embedding
-        cost, so it is off by default; templates of the two modes still compare (cosine ≈ 0.98)
-        but a collection should stick to one, and thresholds are calibrated without it.
+        vectors are summed (:func:`facegate.vision.embed.with_flip`). Identity-disjoint
+        cross-validation on the dev set favours it on both halves (TAR@FMR1e-3 +0.5 point,
+        bench/cv.py), but it doubles the embedding cost, so it is off by default; templates of
+        the two modes still compare (cosine ≈ 0.98) but a collection should stick to one, and
+        thresholds are calibrated without it.
         ``serial`` uses the single-threaded session (for callers that parallelise across
         images themselves).
         """
         run = self.embedder.embed_serial if serial else self.embedder.embed
-        if not self.flip_tta:
-            return run(crops)
-        n = len(crops)
-        both = run(np.concatenate([crops, crops[:, :, ::-1]]))
-        summed = both[:n] + both[n:]
-        return summed / np.maximum(np.linalg.norm(summed, axis=1, keepdims=True), 1e-12)
+        return with_flip(run, crops) if self.flip_tta else run(crops)
 
     # --- comparison ---------------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ class ModelSpec:
     # templates is the weighted sum of the parts' cosines. It has no file of its own.
     parts: tuple[ModelSpec, ...] = ()
     weights: tuple[float, ...] = ()
+    flip: tuple[bool, ...] = ()  # per part: flip test-time augmentation
 
     def install_hint(self) -> str:
         if self.extra:
@@ -134,29 +135,32 @@ DLIB_RESNET = ModelSpec(
 )
 
 
-def fused_spec(id: str, parts: tuple[ModelSpec, ...], weights: tuple[float, ...], **kwargs: object) -> ModelSpec:
-    """A fused embedder's spec. Its sha256 digests the parts' sha256s and the weights, so a
-    collection pinned to it notices a change of either."""
-    if len(parts) != len(weights) or not math.isclose(sum(weights), 1.0) or min(weights) <= 0:
-        raise ValueError("one positive weight per part, summing to 1")
+def fused_spec(
+    id: str, parts: tuple[ModelSpec, ...], weights: tuple[float, ...], flip: tuple[bool, ...], **kwargs: object
+) -> ModelSpec:
+    """A fused embedder's spec. Its sha256 digests the parts' sha256s, weights and flip
+    settings, so a collection pinned to it notices a change of any."""
+    if not len(parts) == len(weights) == len(flip) or not math.isclose(sum(weights), 1.0) or min(weights) <= 0:
+        raise ValueError("one positive weight (summing to 1) and one flip setting per part")
     digest = hashlib.sha256(
-        "\n".join([id, *(f"{p.sha256} {w!r}" for p, w in zip(parts, weights))]).encode()
+        "\n".join([id, *(f"{p.sha256} {w!r} {f}" for p, w, f in zip(parts, weights, flip))]).encode()
     ).hexdigest()
     return ModelSpec(
         id=id, kind="embedder", package="", resource="", sha256=digest,
         license=str(kwargs.pop("license", " + ".join(p.license for p in parts))),
         commercial_use=all(p.commercial_use for p in parts),
         embedding_dim=sum(p.embedding_dim or 0 for p in parts),
-        parts=parts, weights=weights, **kwargs,  # type: ignore[arg-type]
+        parts=parts, weights=weights, flip=flip, **kwargs,  # type: ignore[arg-type]
     )
 
 
-# SFace + dlib ResNet, score-level fusion. The weight was chosen by identity-disjoint
-# cross-validation on the dev set (bench/cv.py, docs/benchmarks.md).
+# SFace (with flip TTA) + dlib ResNet, score-level fusion. Weight and flip were chosen by
+# identity-disjoint cross-validation on the dev set (bench/cv.py, docs/benchmarks.md).
 ACCURATE = fused_spec(
     "accurate-sface-dlib-v1",
     (SFACE, DLIB_RESNET),
-    (0.5, 0.5),
+    (0.4, 0.6),
+    (True, False),
     license=f"{SFACE.license} + {DLIB_RESNET.license}; detector {YUNET.license}",
     published_accuracy="fusion of SFace (LFW 99.40%) and dlib ResNet (LFW 99.38%)",
     extra="accurate",

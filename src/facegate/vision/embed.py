@@ -21,6 +21,7 @@ Speed notes (2-core x86, SFace int8bq; measured by bench/speed.py):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 
 import numpy as np
 import onnx
@@ -105,6 +106,15 @@ def _rewrite_prelu(model: onnx.ModelProto) -> int:
         del graph.node[:]
         graph.node.extend(nodes)
     return count
+
+
+def with_flip(run: Callable[[np.ndarray], np.ndarray], crops: np.ndarray) -> np.ndarray:
+    """Flip test-time augmentation: each crop embedded by ``run`` together with its mirror
+    image, the two vectors summed and re-normalised."""
+    n = len(crops)
+    both = run(np.concatenate([crops, crops[:, :, ::-1]]))
+    summed = both[:n] + both[n:]
+    return summed / np.maximum(np.linalg.norm(summed, axis=1, keepdims=True), 1e-12)
 
 
 class Embedder:

@@ -8,13 +8,14 @@ service therefore treat it like any other model (cosine against a calibrated thr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
 
 from ..models import DLIB_RESNET, ModelSpec
 from .dlib_embed import DlibEmbedder
-from .embed import Embedder
+from .embed import Embedder, with_flip
 
 
 class CropEmbedder(Protocol):
@@ -35,13 +36,17 @@ class FusedEmbedder:
         self.threads = max(getattr(p, "threads", 1) for p in self._parts)
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
-        return self._fuse([p.embed(crops) for p in self._parts])
+        return self._fuse(crops, [p.embed for p in self._parts])
 
     def embed_serial(self, crops: np.ndarray) -> np.ndarray:
         """As :meth:`embed`, on the calling thread alone (for worker pools)."""
-        return self._fuse([getattr(p, "embed_serial", p.embed)(crops) for p in self._parts])
+        return self._fuse(crops, [getattr(p, "embed_serial", p.embed) for p in self._parts])
 
-    def _fuse(self, vectors: list[np.ndarray]) -> np.ndarray:
+    def _fuse(self, crops: np.ndarray, runs: list[Callable[[np.ndarray], np.ndarray]]) -> np.ndarray:
+        crops = np.asarray(crops)
+        if crops.ndim == 3:
+            crops = crops[None]
+        vectors = [with_flip(run, crops) if flip else run(crops) for run, flip in zip(runs, self.spec.flip)]
         return np.concatenate([v * s for v, s in zip(vectors, self._scale)], axis=1).astype(np.float32)
 
 
