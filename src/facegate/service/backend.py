@@ -29,7 +29,7 @@ def open_backend(service: Any) -> None:
         except ImportError:
             log.warning("facegate.gallery is not available: gallery routes answer 501")
             return
-        service.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        service.settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         service.gallery = Gallery.open(service.settings.data_dir, engine=service.engine)
         service._own_gallery = True
     if service.authenticator is None and service.gallery is not None and hasattr(service.gallery, "keys"):
