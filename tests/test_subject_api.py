@@ -87,3 +87,7 @@ def test_a_choice_that_names_no_face_is_a_specific_problem(api, images):
     assert both.status_code == 422 and both.json()["code"] == "validation_error"
     negative = api.post("/v1/verify", data={"purpose": "kyc", "face_a": "-1"}, files=files)
     assert negative.status_code == 422 and negative.json()["code"] == "validation_error"
+    # Against an enrolled subject there is no image_a to choose in.
+    probe = api.post("/v1/verify", data={"purpose": "kyc", "collection": "c", "subject": "s", "face_a": "1"},
+                     files={"image": images["centre"]})
+    assert probe.status_code == 422 and "face_a" in probe.json()["detail"]
