@@ -115,7 +115,8 @@ def test_required_operations_refuse_photos_and_accept_sessions(svc, photos, clip
     r = client.post("/v1/verify", headers=h, json={**body, "liveness_session": sid3})
     assert r.status_code == 200 and r.json()["decision"] == "match", r.text
     assert _events(client, keys["admin"], "verify")[0]["details"]["liveness_session"] == sid3
-    # enrolment is no longer required: a photo is accepted again
+    # enrolment is no longer required: a photo passes the liveness gate again and reaches the face
+    # check (E-1 is the clip's person, so Obama's photo is refused as another person's face)
     r = client.post("/v1/collections/door/subjects/E-1/faces", headers=h, files={"images": photos["obama_2"].open("rb")})
-    assert r.status_code == 200 and r.json()["accepted"] == 1
+    assert r.status_code == 200 and r.json()["images"][0]["reason"] == "face_mismatch", r.text
     assert client.get("/v1/audit/verify", headers={"X-API-Key": keys["admin"]}).json()["ok"] is True
