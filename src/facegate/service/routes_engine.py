@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 
 from ..calibration import DEFAULT_FMR, SUPPORTED_FMRS
 from ..engine import Chosen
-from ..errors import CalibrationError
+from ..errors import CalibrationError, FaceError
 from ..results import Face
 from ..vision.subject import DEFAULT_RULE, FaceRef, SubjectRule
 from . import backend
@@ -47,7 +49,7 @@ async def detect(request: Request, principal: PrincipalDep) -> DetectResponse:
     engine = service.engine
     gallery = service.gallery
 
-    def run() -> tuple[list[Face], object, object]:
+    def run() -> tuple[list[Face], Face | FaceError, Any]:
         policy = gallery.get_collection(body.collection).quality_policy if body.collection and gallery is not None else None
         # A collection's enrolment margin makes the subject choice as strict as enrolment will be.
         rule = DEFAULT_RULE if policy is None else SubjectRule(margin=policy.max_second_face_ratio)
@@ -75,7 +77,9 @@ def _chosen(image: bytes, face: FaceRef | None) -> bytes | Chosen:
     "/verify", response_model=VerifyResponse, summary="1:1 verification: two images, or an image against a subject",
     description=(
         "Two modes:\n\n"
-        "* **image vs image**: `image_a` and `image_b`. Needs scope `verify`.\n"
+        "* **image vs image**: `image_a` and `image_b`. Needs scope `verify`. In a photo with several faces, "
+        "`face_a`/`face_b` (an index from /v1/detect or from an `ambiguous_face` problem's `candidates`) or "
+        "`box_a`/`box_b` choose the face meant.\n"
         "* **image vs enrolled subject**: `image` (or `liveness_session`), `collection`, `subject`. Needs scope "
         "`verify` and the collection; the subject's consent must cover `purpose`.\n\n"
         "The decision is `match` when `score >= threshold`; the threshold is calibrated for the target `fmr`. "
