@@ -30,6 +30,7 @@ import numpy as np
 from ..calibration import SUPPORTED_FMRS, calibration_for
 from ..errors import CalibrationError, FacegateError
 from ..results import Face
+from ..vision.subject import SubjectRule
 from .audit import ARCHIVE_ACTION, AuditLog, row_to_event
 from .audit import archive as _archive_audit
 from .audit import verify_archive as _verify_audit_archive
@@ -574,18 +575,18 @@ class Gallery:
     def _gate(self, engine: Any, image: ImageLike, policy: QualityPolicy) -> tuple[Face | None, str | None, str | None]:
         """The subject face if it passes the enrolment quality gate, else (face?, reason, message)."""
         try:
-            faces = engine.detect(image)
+            # The engine's subject rule with this collection's margin on top: an enrolment photo
+            # must show one clear subject (a wrong-person template harms every later search).
+            faces, subject = engine.detect_subject(image, SubjectRule(margin=policy.max_second_face_ratio))
         except FacegateError as exc:
             return None, exc.code, exc.message
-        if not faces:
-            return None, "no_face", "no face found"
-        face = faces[0]
-        if len(faces) > 1 and faces[1].prominence >= policy.max_second_face_ratio * face.prominence:
-            return face, "ambiguous_face", f"{len(faces)} faces; enrol photos must show one clear subject"
-        failures = policy.failures(face.quality)
+        if isinstance(subject, FacegateError):
+            message = "no face found" if not faces else f"{len(faces)} faces; enrol photos must show one clear subject"
+            return (faces[0] if faces else None), subject.code, message
+        failures = policy.failures(subject.quality)
         if failures:
-            return face, *failures[0]
-        return face, None, None
+            return subject, *failures[0]
+        return subject, None, None
 
     def enroll(
         self,
