@@ -44,6 +44,7 @@ from .service.schemas import (
 __all__ = ["ApiError", "Client", "ImageArg"]
 
 ImageArg = Union[str, os.PathLike, bytes, IO[bytes]]
+FaceChoice = Union[int, Sequence[float]]  # an index into detect()'s faces, or a box (x, y, w, h)
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -94,6 +95,18 @@ def _image_file(image: ImageArg, name: str) -> tuple[str, bytes, str]:
     if isinstance(image, io.IOBase) or hasattr(image, "read"):
         return (getattr(image, "name", name) if isinstance(getattr(image, "name", None), str) else name, image.read(), "application/octet-stream")
     raise TypeError(f"cannot send {type(image).__name__} as an image: pass a path, bytes or a binary file")
+
+
+def _choice(face: FaceChoice | None, index_field: str, box_field: str) -> dict[str, Any]:
+    """A face choice as form fields: an index, or a box as four repeated values."""
+    if face is None:
+        return {}
+    if isinstance(face, int):
+        return {index_field: face}
+    box = [float(v) for v in face]
+    if len(box) != 4:
+        raise ValueError("a face box is x, y, width, height")
+    return {box_field: box}
 
 
 def _iso(t: dt.datetime | str | None) -> str | None:
@@ -157,10 +170,14 @@ class Client:
     def detect(self, image: ImageArg) -> DetectResponse:
         return self._json(DetectResponse, "POST", "/v1/detect", files={"image": _image_file(image, "image")})
 
-    def verify(self, image_a: ImageArg, image_b: ImageArg, *, purpose: str, fmr: float | None = None) -> VerifyResponse:
-        """Image vs image (scope ``verify``)."""
+    def verify(self, image_a: ImageArg, image_b: ImageArg, *, purpose: str, fmr: float | None = None,
+               face_a: FaceChoice | None = None, face_b: FaceChoice | None = None) -> VerifyResponse:
+        """Image vs image (scope ``verify``). ``face_a``/``face_b``: the face meant in a photo with
+        several faces, an index from :meth:`detect` (or an ``ambiguous_face`` problem's candidates)
+        or a box (x, y, width, height)."""
         files = {"image_a": _image_file(image_a, "a"), "image_b": _image_file(image_b, "b")}
-        return self._json(VerifyResponse, "POST", "/v1/verify", files=files, data=self._clean({"purpose": purpose, "fmr": fmr}))
+        data = {"purpose": purpose, "fmr": fmr, **_choice(face_a, "face_a", "box_a"), **_choice(face_b, "face_b", "box_b")}
+        return self._json(VerifyResponse, "POST", "/v1/verify", files=files, data=self._clean(data))
 
     def verify_subject(self, collection: str, subject: str, image: ImageArg | None = None, *, purpose: str,
                        liveness_session: str | None = None) -> VerifyResponse:
@@ -172,8 +189,10 @@ class Client:
         return self._json(VerifyResponse, "POST", "/v1/verify", files=files, data=data)
 
     def identify(self, collection: str, image: ImageArg | None = None, *, purpose: str, top_k: int = 5,
-                 liveness_session: str | None = None) -> IdentifyOut:
-        data = self._clean({"purpose": purpose, "top_k": top_k, "liveness_session": liveness_session})
+                 liveness_session: str | None = None, face: FaceChoice | None = None) -> IdentifyOut:
+        """1:N search for a declared purpose; ``face`` chooses the face meant, as in :meth:`verify`."""
+        data = self._clean({"purpose": purpose, "top_k": top_k, "liveness_session": liveness_session,
+                            **_choice(face, "face", "box")})
         path = f"/v1/collections/{_seg(collection)}/identify"
         if image is None:
             return self._json(IdentifyOut, "POST", path, json=data)
@@ -218,14 +237,16 @@ class Client:
                purposes: Sequence[str] | None = None, expires_at: dt.datetime | str | None = None,
                evidence_ref: str | None = None, label: str | None = None,
                liveness_session: str | None = None, dedup_purpose: str | None = None,
-               force_mismatch: str | None = None) -> EnrollOut:
+               force_mismatch: str | None = None, faces: Sequence[int | None] | None = None) -> EnrollOut:
         """Enrol images; a new subject needs ``purposes`` (its consent). ``dedup_purpose``: look
         for duplicate identities among subjects consenting to it; ``force_mismatch`` (admin
-        keys): the reason to accept faces that do not match the subject's."""
+        keys): the reason to accept faces that do not match the subject's. ``faces``: per image,
+        the index (from :meth:`detect`) of the face meant, or None for the subject rule."""
         path = f"/v1/collections/{_seg(collection)}/subjects/{_seg(subject)}/faces"
         data = self._clean({"purposes": ",".join(purposes) if purposes else None, "expires_at": _iso(expires_at),
                             "evidence_ref": evidence_ref, "label": label, "liveness_session": liveness_session,
-                            "dedup_purpose": dedup_purpose, "force_mismatch": force_mismatch})
+                            "dedup_purpose": dedup_purpose, "force_mismatch": force_mismatch,
+                            "faces": None if faces is None else ",".join("null" if f is None else str(int(f)) for f in faces)})
         if images is None:
             if "purposes" in data:
                 data["purposes"] = list(purposes or [])

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..calibration import SUPPORTED_FMRS, calibration_for
+from ..engine import Chosen
 from ..errors import CalibrationError, FacegateError
 from ..results import Face
 from ..vision.subject import SubjectRule
@@ -133,12 +134,14 @@ def _liveness_details(liveness: Liveness) -> dict[str, Any]:
 
 
 def _image_list(images: ImageLike | Sequence[ImageLike]) -> list[ImageLike]:
-    if isinstance(images, (str, Path, bytes, bytearray, np.ndarray)) or hasattr(images, "getbands"):
+    if isinstance(images, (str, Path, bytes, bytearray, np.ndarray, Chosen)) or hasattr(images, "getbands"):
         return [images]
     return list(images)
 
 
 def _source(image: ImageLike, i: int) -> str:
+    if isinstance(image, Chosen):
+        image = image.image
     return str(image) if isinstance(image, (str, Path)) else f"image[{i}]"
 
 
@@ -573,7 +576,16 @@ class Gallery:
     # --- enrolment ----------------------------------------------------------------------------
 
     def _gate(self, engine: Any, image: ImageLike, policy: QualityPolicy) -> tuple[Face | None, str | None, str | None]:
-        """The subject face if it passes the enrolment quality gate, else (face?, reason, message)."""
+        """The subject face (or the face a ``Chosen`` image names) if it passes the enrolment
+        quality gate, else (face?, reason, message)."""
+        if isinstance(image, Chosen):
+            # The operator named the face: no subject rule to apply, only the quality gate.
+            try:
+                chosen = engine.face(image)
+            except FacegateError as exc:
+                return None, exc.code, exc.message
+            failures = policy.failures(chosen.quality)
+            return (chosen, *failures[0]) if failures else (chosen, None, None)
         try:
             # The engine's subject rule with this collection's margin on top: an enrolment photo
             # must show one clear subject (a wrong-person template harms every later search).

@@ -10,6 +10,7 @@ import datetime as dt
 import logging
 from typing import Any
 
+from ..engine import Chosen
 from ..errors import FacegateError
 from .auth import Principal, principal_from_record
 from .errors import FeatureUnavailableError, InvalidApiKeyError, ValidationFailedError
@@ -91,6 +92,14 @@ def parse_time(value: str | None, field: str) -> dt.datetime | None:
     return t
 
 
+def chosen(image: bytes, face: int | None, box: list[float] | None) -> bytes | Chosen:
+    """``image`` with the face the request chose in it (by index or by box); as is without a choice."""
+    if face is not None and box is not None:
+        raise ValidationFailedError("choose the face by its index or by a box, not both")
+    ref = face if face is not None else box
+    return image if ref is None else Chosen(image, ref)
+
+
 def _face_dict(service: Any, face: Any, policy: Any = None) -> dict[str, Any] | None:
     if face is None:
         return None
@@ -127,7 +136,8 @@ def _decision(result: Any) -> dict[str, Any]:
     }
 
 
-async def verify_pair(service: Any, principal: Principal, a: bytes, b: bytes, purpose: str, fmr: float) -> dict[str, Any]:
+async def verify_pair(service: Any, principal: Principal, a: bytes | Chosen, b: bytes | Chosen, purpose: str,
+                      fmr: float) -> dict[str, Any]:
     engine = service.engine
     result = await service.run(engine.verify, a, b, fmr, kind="verify")
     outcome = "match" if result.match else "no_match"
@@ -143,7 +153,7 @@ async def verify_pair(service: Any, principal: Principal, a: bytes, b: bytes, pu
     }
 
 
-async def verify_subject(service: Any, principal: Principal, collection: str, subject: str, image: bytes | None,
+async def verify_subject(service: Any, principal: Principal, collection: str, subject: str, image: bytes | Chosen | None,
                          purpose: str, fmr: float | None, *, liveness_session: str | None = None) -> dict[str, Any]:
     g = gallery_of(service)
 
@@ -304,16 +314,24 @@ async def withdraw_consent(service: Any, principal: Principal, collection: str, 
 
 async def enroll(service: Any, principal: Principal, collection: str, subject: str, body: Any,
                  images: list[bytes]) -> dict[str, Any]:
+    """``body.faces`` (aligned with ``images``) wraps each image with its chosen face."""
     g = gallery_of(service)
     principal.require_collection(collection)
     consumed: str | None = None  # only a session consumed here proves liveness (see verify_subject)
     if body.liveness_session:
         if images:
             raise ValidationFailedError("send images or liveness_session, not both")
+        if body.faces is not None:
+            raise ValidationFailedError("faces chooses faces in uploaded images, not in a liveness session's frame")
         images = [await liveness_frame(service, principal, body.liveness_session, None)]
         consumed = body.liveness_session
     if not images:
         raise ValidationFailedError("send at least one image (or a liveness_session)")
+    if body.faces is not None:
+        if len(body.faces) != len(images):
+            raise ValidationFailedError(f"faces has {len(body.faces)} entries for {len(images)} images: one per image "
+                                        "(null where the subject rule decides)", faces=len(body.faces), images=len(images))
+        images = [chosen(img, face, None) for img, face in zip(images, body.faces)]
     consent = consent_spec(body.purposes, body.expires_at, body.evidence_ref) if body.purposes else None
     if body.force_mismatch is not None:
         principal.require("admin")
@@ -346,10 +364,13 @@ async def identify(service: Any, principal: Principal, collection: str, body: An
     if body.liveness_session:
         if image is not None:
             raise ValidationFailedError("send image or liveness_session, not both")
+        if body.face is not None or body.box is not None:
+            raise ValidationFailedError("face/box choose a face in an uploaded image, not in a liveness session's frame")
         image = await liveness_frame(service, principal, body.liveness_session, body.purpose)
         consumed = body.liveness_session
     if image is None:
         raise ValidationFailedError("send an image (or a liveness_session)")
+    image = chosen(image, body.face, body.box)
     try:
         result = await service.run(g.identify, collection, image, purpose=body.purpose, top_k=body.top_k,
                                    liveness=consumed, actor=principal.audit_actor(), kind="identify")

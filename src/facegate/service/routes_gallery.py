@@ -123,7 +123,8 @@ async def erase_subject(
         "that does not match the subject's enrolled faces is rejected with `face_mismatch` (an admin key can accept it "
         "with a reason, `force_mismatch`). With `dedup_purpose`, an accepted face that matches a *different* subject "
         "consenting to that purpose sets `flagged_for_review`; the matches are listed under `duplicates` only for a key "
-        "with the identify scope. "
+        "with the identify scope. In a photo with several faces, `faces` (one entry per image: an index from "
+        "/v1/detect, or null) chooses the face meant; a chosen face still passes the quality gate. "
         "Images are not stored, only templates (encrypted). Answers 201 when the subject was created."
     ),
     openapi_extra=openapi_body(EnrollRequest),
@@ -164,7 +165,9 @@ async def withdraw_all_consents(request: Request, collection: GrantedCollection,
     summary="1:N identification with a declared purpose (identify)",
     description=(
         "Searches only subjects whose consent covers `purpose` now. Returns candidates at or above the collection "
-        "threshold, best first, or none (`decision: no_match`). The probe is not stored; the search is audited."
+        "threshold, best first, or none (`decision: no_match`). In a photo with several faces, `face` (an index from "
+        "/v1/detect or from an `ambiguous_face` problem's `candidates`) or `box` chooses the face meant. "
+        "The probe is not stored; the search is audited."
     ),
     openapi_extra=openapi_body(IdentifyRequest),
 )

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..calibration import DEFAULT_FMR
 
@@ -278,6 +278,17 @@ class EnrollRequest(_Strict):
     force_mismatch: str | None = Field(
         None, min_length=1, max_length=256, description="Admin keys only: the reason to accept faces that do not match the "
                                                         "subject's enrolled faces (`face_mismatch`). Audited.")
+    faces: list[Annotated[int, Field(ge=0)] | None] | None = Field(
+        None, max_length=10, description="Which face of each image is meant, aligned with `images`: an index from /v1/detect "
+                                         "(or from an `ambiguous_face` reason's candidates), null for the subject rule. A chosen "
+                                         "face skips the one-clear-subject rule, not the quality gate. In multipart, comma "
+                                         "separated with `null` for no choice.")
+
+    @field_validator("faces", mode="before")
+    @classmethod
+    def _form_nulls(cls, value: Any) -> Any:
+        # multipart sends every item as text; "null" is its spelling of "no choice"
+        return [None if v == "null" else v for v in value] if isinstance(value, list) else value
 
 
 class DuplicateOut(BaseModel):
@@ -315,6 +326,10 @@ class IdentifyRequest(_Strict):
     image: str | None = Field(None, description=B64)
     liveness_session: str | None = Field(None, max_length=128)
     top_k: int = Field(5, ge=1, le=50, description="Most candidates returned.")
+    face: int | None = Field(None, ge=0, description="Which face of `image` is meant: its index from /v1/detect (or from an "
+                             "`ambiguous_face` problem's candidates). Default: the subject face.")
+    box: list[float] | None = Field(None, min_length=4, max_length=4, description="Which face of `image` is meant, as a box x, y, "
+                                    "width, height in image pixels: the detected face overlapping it most is taken.")
 
 
 class CandidateOut(BaseModel):
