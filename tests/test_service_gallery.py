@@ -271,3 +271,20 @@ def test_detect_judges_quality_by_the_collections_policy(svc, photos):
     assert r.json()["images"][0]["reason"] == "face_too_small"
     problem(client.post("/v1/detect", headers=H(keys["other"]), files={"image": photos["obama_1"].open("rb")}, data={"collection": "strict"}),
             404, "collection_not_found")
+
+
+def test_a_dot_id_is_addressed_by_query(svc):
+    """A legacy subject '..' (stored before names were checked) is read and erased through
+    /subject?id=, which a browser cannot fold into the collection; only it goes."""
+    from test_security_gallery import legacy_subject
+
+    client, keys, app = svc
+    legacy_subject(app.state.service.gallery, "bank", "..", "kyc")
+    before = client.get("/v1/collections/bank", headers=H(keys["admin"])).json()["subjects"]
+    got = client.get("/v1/collections/bank/subject", params={"id": ".."}, headers=H(keys["enroll"]))
+    assert got.status_code == 200 and got.json()["external_id"] == ".." and got.json()["active_purposes"] == ["kyc"]
+    problem(client.get("/v1/collections/bank/subject", params={"id": ".."}, headers=H(keys["identify"])), 403, "scope_missing")
+    gone = client.delete("/v1/collections/bank/subject", params={"id": "..", "reason": "legacy"}, headers=H(keys["enroll"]))
+    assert gone.status_code == 200 and gone.json()["subject"] == ".."
+    assert client.get("/v1/collections/bank", headers=H(keys["admin"])).json()["subjects"] == before - 1
+    problem(client.get("/v1/collections/bank/subject", params={"id": ".."}, headers=H(keys["enroll"])), 404, "subject_not_found")

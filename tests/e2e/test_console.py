@@ -122,8 +122,10 @@ def test_03_enrol_with_consent(page, photos, shots):
     expect(page.get_by_test_id("quality-verdict")).to_contain_text("Good quality")
     page.get_by_test_id("enrol-submit").click()
     expect(page.get_by_test_id("enrol-accepted")).to_contain_text("C-1002 enrolled")
-    # the same person again under another id: accepted, with a duplicate-identity warning
+    # the same person again under another id, searching for duplicates among kyc consents:
+    # accepted, with a duplicate-identity warning
     enrol(page, "C-1003", photos["obama_2"])
+    page.get_by_test_id("enrol-dedup").select_option("kyc")
     page.get_by_test_id("enrol-submit").click()
     expect(page.get_by_test_id("duplicate-warning")).to_contain_text("C-1001")
     snap(page, shots, "08-duplicate-warning")
@@ -316,3 +318,168 @@ def test_12_metrics_and_logs(server):
     log = server.log.read_text()
     assert '"request_id"' in log and '"route": "/v1/verify"' in log
     assert server.admin_key not in log
+
+
+
+# --- gallery rules and face choice (a collection of their own: the tests above count subjects) ------
+
+
+@pytest.fixture(scope="module")
+def twins(engine, photos, tmp_path_factory):
+    from test_subject_engine import TWINS, jpeg, scene
+
+    path = tmp_path_factory.mktemp("twins") / "twins.jpg"
+    path.write_bytes(jpeg(scene(engine, photos, TWINS)))  # Obama on the left, Biden on the right
+    return path, {name: (cx, cy) for name, _w, cx, cy in TWINS}
+
+
+def click_face(page: Page, testid: str, at: tuple[float, float]) -> None:
+    canvas = page.get_by_test_id(testid)
+    box = canvas.bounding_box()
+    assert box
+    canvas.click(position={"x": at[0] * box["width"], "y": at[1] * box["height"]})
+
+
+def test_13_enrol_click_the_face_meant(page, server, twins, shots):
+    """A two-face photo: the quality check asks which person is enrolled and the face clicked is
+    the one enrolled (test_14 finds him by that face, and not the other)."""
+    path, at = twins
+    with server.api() as admin:
+        admin.post("/v1/collections", json={"name": "hall", "purposes": ["access", "audit.review"]}).raise_for_status()
+    page.goto(page.url.split("#")[0] + "#/enrol?collection=hall")
+    page.reload()  # the console caches the collection list; hall was made through the API
+    page.get_by_test_id("enrol-subject").fill("H-biden")
+    page.get_by_test_id("enrol-purpose-access").check()
+    page.get_by_test_id("enrol-evidence").fill("form-H-biden")
+    page.get_by_test_id("enrol-attest").check()
+    page.get_by_test_id("enrol-picker-file").set_input_files(str(path))
+    expect(page.get_by_test_id("enrol-choose-face")).to_contain_text("shows 2 faces")
+    snap(page, shots, "24-enrol-choose-face")
+    click_face(page, "enrol-picker-canvas", at["biden_1"])
+    expect(page.get_by_test_id("quality-verdict")).to_contain_text(re.compile(r"Face \d chosen"))
+    page.get_by_test_id("enrol-submit").click()
+    expect(page.get_by_test_id("enrol-accepted")).to_contain_text("H-biden enrolled")
+    snap(page, shots, "25-enrol-chosen-face")
+
+
+def test_14_identify_click_the_face_meant(page, twins, shots):
+    path, at = twins
+    page.goto(page.url.split("#")[0] + "#/identify?collection=hall")
+    for who, expected in (("biden_1", "H-biden"), ("obama_1", None)):
+        if who != "biden_1":  # a new photo forgets the face chosen in the last one
+            page.get_by_test_id("identify-probe").get_by_role("button", name="Replace").click()
+        page.get_by_test_id("identify-probe-file").set_input_files(str(path))
+        expect(page.get_by_test_id("identify-probe-canvas")).to_be_visible()
+        page.get_by_test_id("identify-submit").click()
+        expect(page.get_by_test_id("identify-choose-face")).to_contain_text("shows 2 faces")
+        expect(page.get_by_test_id("decision")).to_have_count(0)
+        snap(page, shots, f"26-identify-choose-face-{who}")
+        click_face(page, "identify-probe-canvas", at[who])
+        expect(page.get_by_test_id("identify-choose-face")).to_have_count(0)
+        if expected:
+            expect(page.get_by_test_id("candidate").first).to_contain_text(expected)
+        else:
+            expect(page.get_by_test_id("decision-badge")).to_have_text("✕ NO MATCH")
+    snap(page, shots, "27-identify-chosen-face-no-match")
+
+
+def test_15_face_mismatch_force_with_a_reason(page, photos, shots):
+    """Another person's photo for H-biden: rejected in words; the admin forces it with a reason."""
+    page.goto(page.url.split("#")[0] + "#/enrol?collection=hall&subject=H-biden")
+    page.get_by_test_id("enrol-picker-file").set_input_files(str(photos["collins_1"]))
+    expect(page.get_by_test_id("quality-verdict")).to_contain_text("Good quality")
+    page.get_by_test_id("enrol-submit").click()
+    expect(page.get_by_test_id("enrol-rejected")).to_contain_text("Not the same person as the subject's enrolled photos")
+    expect(page.get_by_test_id("force-panel")).to_be_visible()
+    page.get_by_test_id("force-submit").click()
+    expect(page.get_by_test_id("force-panel").get_by_test_id("error")).to_contain_text("reason")
+    page.get_by_test_id("force-reason").fill("re-enrolment approved, ticket 4711")
+    snap(page, shots, "28-enrol-face-mismatch")
+    page.get_by_test_id("force-submit").click()
+    expect(page.get_by_test_id("enrol-accepted")).to_contain_text("H-biden enrolled")
+    snap(page, shots, "29-enrol-forced")
+    page.goto(page.url.split("#")[0] + "#/audit?collection=hall&action=enroll")
+    expect(page.get_by_test_id("audit-row").first).to_contain_text("H-biden")
+    page.get_by_test_id("audit-row").first.click()
+    expect(page.locator("pre").first).to_contain_text("ticket 4711")
+
+
+def test_16_enrol_key_without_identify_sees_review_flag(browser, server, photos, shots):
+    """An enroll-only key: the duplicate search flags the enrolment for review without naming
+    anyone, and a face mismatch cannot be forced from it."""
+    with server.api() as admin:
+        secret = admin.post("/v1/keys", json={"name": "hall-desk", "scopes": ["enroll"], "collections": ["hall"]}).json()["secret"]
+    ctx = browser.new_context(viewport={"width": 1360, "height": 900})
+    ctx.set_default_timeout(20_000)
+    pg = ctx.new_page()
+    pg.goto(server.url + "/")
+    sign_in(pg, secret)
+    expect(pg.get_by_test_id("whoami")).to_have_text("hall-desk")
+    pg.goto(server.url + "/#/enrol?collection=hall")
+    pg.get_by_test_id("enrol-subject").fill("H-2")
+    pg.get_by_test_id("enrol-purpose-access").check()
+    pg.get_by_test_id("enrol-evidence").fill("form-H-2")
+    pg.get_by_test_id("enrol-attest").check()
+    pg.get_by_test_id("enrol-dedup").select_option("access")
+    pg.get_by_test_id("enrol-picker-file").set_input_files(str(photos["biden_1"]))
+    expect(pg.get_by_test_id("quality-verdict")).to_contain_text("Good quality")
+    pg.get_by_test_id("enrol-submit").click()
+    expect(pg.get_by_test_id("enrol-accepted")).to_contain_text("H-2 enrolled")
+    expect(pg.get_by_test_id("review-flag")).to_contain_text("Flagged for review")
+    expect(pg.get_by_test_id("duplicate-warning")).to_have_count(0)
+    expect(pg.get_by_test_id("review-flag")).not_to_contain_text("H-biden")
+    snap(pg, shots, "30-enrol-flagged-for-review")
+    pg.get_by_test_id("enrol-another").click()
+    pg.get_by_test_id("enrol-subject").fill("H-2")
+    pg.get_by_test_id("enrol-subject").press("Tab")
+    pg.get_by_test_id("enrol-picker-file").set_input_files(str(photos["obama_1"]))
+    expect(pg.get_by_test_id("quality-verdict")).to_contain_text("Good quality")
+    pg.get_by_test_id("enrol-submit").click()
+    expect(pg.get_by_test_id("enrol-rejected")).to_contain_text("Not the same person")
+    expect(pg.get_by_test_id("force-admin-only")).to_contain_text("Only an admin key")
+    expect(pg.get_by_test_id("force-panel")).to_have_count(0)
+    snap(pg, shots, "31-enrol-mismatch-not-admin")
+    ctx.close()
+
+
+def test_17_dotted_subject_ids_open_and_erase(page, server, photos, shots):
+    """A subject id with dots and a legacy '..' row (stored before names were checked) open from
+    the list and erase from the console; only the subject erased goes."""
+    from test_security_gallery import legacy_subject
+
+    from facegate.gallery import Gallery
+
+    with server.api() as admin:
+        r = admin.post("/v1/collections/hall/subjects/v1.2/faces", data={"purposes": "access"},
+                       files={"images": photos["obama_2"].read_bytes()})
+        assert r.status_code == 201, r.text
+    g = Gallery.open(server.data_dir)
+    try:
+        legacy_subject(g, "hall", "..", "access")
+    finally:
+        g.close()
+    page.goto(page.url.split("#")[0] + "#/collections/hall")
+    expect(page.get_by_test_id("subject-row")).to_have_count(4)  # H-biden, H-2, v1.2, ..
+    for sid in ("..", "v1.2"):
+        page.get_by_test_id("subject-row").filter(has=page.get_by_role("link", name=sid, exact=True)).click()
+        expect(page.get_by_role("heading", name=sid, exact=True)).to_be_visible()
+        expect(page.get_by_test_id("consent-row")).to_have_count(1)
+        snap(page, shots, "32-legacy-subject" if sid == ".." else "33-dotted-subject")
+        page.get_by_test_id("erase-subject").click()
+        page.get_by_test_id("confirm-input").fill(sid)
+        page.get_by_test_id("confirm-ok").click()
+        expect(page.get_by_role("heading", name="hall")).to_be_visible()
+    expect(page.get_by_test_id("subject-row")).to_have_count(2)
+    with server.api() as admin:
+        subjects = admin.get("/v1/collections/hall/subjects").json()["subjects"]
+        assert sorted(s["external_id"] for s in subjects) == ["H-2", "H-biden"]
+        erased = admin.get("/v1/audit", params={"collection": "hall", "action": "subject.erase"}).json()["events"]
+        assert sorted(e["subjects"][0] for e in erased) == ["..", "v1.2"]
+
+
+def test_18_audit_shows_the_witnessed_sequence(page, shots):
+    page.goto(page.url.split("#")[0] + "#/audit")
+    page.get_by_test_id("audit-verify").click()
+    expect(page.get_by_test_id("audit-chain")).to_contain_text("Chain intact")
+    expect(page.get_by_test_id("audit-witnessed")).to_contain_text(re.compile(r"vouches for events up to #\d+"))
+    snap(page, shots, "34-audit-witnessed")

@@ -114,6 +114,27 @@ async def erase_subject(
     return await backend.erase_subject(get_service(request), principal, collection, subject, reason)
 
 
+# Browsers fold a '.' or '..' path segment even when percent-encoded (the WHATWG URL parser), so a
+# subject stored under such an id before names were checked is addressed by a query parameter here.
+SubjectIdQ = Annotated[str, Query(alias="id", min_length=1, max_length=256, description="The subject's external id.")]
+
+
+@router.get("/collections/{collection}/subject", response_model=SubjectOut, tags=["subjects"], responses=READ,
+            summary="One subject by ?id= (enroll): for ids a URL path cannot carry, like a legacy '..'")
+async def get_subject_by_query(request: Request, collection: GrantedCollection, principal: EnrollKey,
+                               subject: SubjectIdQ) -> dict:
+    return await backend.get_subject(get_service(request), principal, collection, subject)
+
+
+@router.delete("/collections/{collection}/subject", response_model=ErasureOut, tags=["subjects"], responses=WRITE,
+               summary="Erase a subject by ?id= (enroll): for ids a URL path cannot carry, like a legacy '..'")
+async def erase_subject_by_query(
+    request: Request, collection: GrantedCollection, principal: EnrollKey, subject: SubjectIdQ,
+    reason: Annotated[str, Query(min_length=1, max_length=64, description="Recorded in the audit tombstone.")] = "request",
+) -> dict:
+    return await backend.erase_subject(get_service(request), principal, collection, subject, reason)
+
+
 @router.post(
     "/collections/{collection}/subjects/{subject}/faces", response_model=EnrollOut, tags=["subjects"], responses=IMAGES,
     summary="Enrol face images for a subject (enroll)",

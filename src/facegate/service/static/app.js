@@ -31,7 +31,9 @@
   const fmtTime = (iso) => (iso ? new Date(iso).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' }) : '—');
   const fmtNum = (x, d = 3) => (x === null || x === undefined ? '—' : Number(x).toFixed(d));
   const fmtFmr = (f) => (f ? Number(f).toExponential(0).replace('e-', 'e−') : '—');
-  const enc = encodeURIComponent;
+  // One path segment, encoded as the typed client encodes it (every '.' too); an id that is all
+  // dots ('.', '..') cannot travel in a path at all: see subjectRef.
+  const enc = (s) => encodeURIComponent(s).replace(/\./g, '%2E');
   const can = (scope) => !!state.me && (state.me.scopes.includes('admin') || state.me.scopes.includes(scope));
   const globalAdmin = () => can('admin') && state.me.collections === null;
 
@@ -44,7 +46,18 @@
     }
   }
 
+  // A '.' or '..' path segment, even percent-encoded, is folded away by the browser's URL parser
+  // (the request would reach the parent resource): such an id travels in a query instead.
+  const DOT_SEGMENT = /^(\.|%2e){1,2}$/i;
+  /** The API path and query that address one subject. */
+  const subjectRef = (col, sid) => (DOT_SEGMENT.test(sid)
+    ? { path: `/v1/collections/${enc(col)}/subject`, query: { id: sid } }
+    : { path: `/v1/collections/${enc(col)}/subjects/${enc(sid)}`, query: {} });
+
   async function api(method, path, { json, form, query } = {}) {
+    if (path.split('/').some((p) => DOT_SEGMENT.test(p))) {
+      throw new ApiError(0, { detail: 'This id cannot be sent in a URL path.', code: 'dot_segment' });
+    }
     let url = path;
     if (query) {
       const q = new URLSearchParams();
@@ -185,7 +198,9 @@
     no_face: 'No face found', ambiguous_face: 'No face is clearly the subject', too_many_faces: 'Too many faces',
     face_too_small: 'Face too small (move closer / higher resolution)', too_blurry: 'Too blurry', pose_out_of_range: 'Head turned too far',
     bad_exposure: 'Too dark or too bright', low_detector_score: 'Face not clearly visible', duplicate_image: 'Same photo already enrolled',
-    template_limit: 'Subject has the maximum number of templates', score_at_or_above_threshold: 'Score at or above the threshold',
+    template_limit: 'Subject has the maximum number of templates',
+    face_mismatch: 'Not the same person as the subject\'s enrolled photos', face_index_out_of_range: 'The chosen face is not in this photo',
+    face_box_not_found: 'No face at the chosen place', score_at_or_above_threshold: 'Score at or above the threshold',
     score_below_threshold: 'Score below the threshold', candidates_at_or_above_threshold: 'Candidates at or above the threshold',
     no_candidate_above_threshold: 'No enrolled subject scored above the threshold',
     no_subject_consented_for_purpose: 'No subject has an active consent for this purpose',
@@ -644,7 +659,8 @@
 
   async function subjectPage(r) {
     const [, name, , sid] = r.parts;
-    const [c, s] = await Promise.all([api('GET', '/v1/collections/' + enc(name)), api('GET', `/v1/collections/${enc(name)}/subjects/${enc(sid)}`)]);
+    const ref = subjectRef(name, sid);
+    const [c, s] = await Promise.all([api('GET', '/v1/collections/' + enc(name)), api('GET', ref.path, { query: ref.query })]);
     const base = `/v1/collections/${enc(name)}/subjects/${enc(sid)}`;
     const consentRows = s.consents.map((k) => h('tr', { 'data-testid': 'consent-row' },
       h('td', {}, h('span', { class: 'chip', text: k.purpose })), h('td', {}, consentStatus(k)),
@@ -695,7 +711,7 @@
         h('button', { class: 'ghost-danger', text: 'Erase subject…', 'data-testid': 'erase-subject', onclick: () => modal({
           title: `Erase ${sid}?`, danger: true, requireText: sid, confirmText: 'Erase permanently',
           body: h('p', { text: 'This cannot be undone.' }),
-          onConfirm: async () => { await api('DELETE', base, { query: { reason: 'request' } }); toast(`${sid} erased`, 'ok'); location.hash = '#/collections/' + enc(name); },
+          onConfirm: async () => { await api('DELETE', ref.path, { query: { ...ref.query, reason: 'request' } }); toast(`${sid} erased`, 'ok'); location.hash = '#/collections/' + enc(name); },
         }) })));
   }
 
@@ -720,14 +736,20 @@
     let checks = null;
     const renderPurposes = () => { checks = purposeChecks(col.purposes, col.purposes.length === 1 ? col.purposes : [], 'enrol-purpose'); clear(purposesSlot).append(checks); };
     renderPurposes();
-    colSel.addEventListener('change', () => { col = cols.find((c) => c.name === colSel.value); renderPurposes(); lookup(); applyLive(); });
+    // The duplicate search is an identification, so it needs a declared purpose; none: no search.
+    const dedupSel = h('select', { 'data-testid': 'enrol-dedup' });
+    const renderDedup = () => clear(dedupSel).append(h('option', { value: '', text: 'No duplicate search' }),
+      ...col.purposes.map((p) => h('option', { value: p, text: `Among subjects consenting to ${p}` })));
+    renderDedup();
+    colSel.addEventListener('change', () => { col = cols.find((c) => c.name === colSel.value); renderPurposes(); renderDedup(); lookup(); applyLive(); });
 
     async function lookup() {
       existing = null;
       const sid = subject.value.trim();
       if (!sid) { subjectInfo.textContent = ''; return; }
       try {
-        existing = await api('GET', `/v1/collections/${enc(col.name)}/subjects/${enc(sid)}`);
+        const ref = subjectRef(col.name, sid);
+        existing = await api('GET', ref.path, { query: ref.query });
         subjectInfo.textContent = `Existing subject · ${existing.templates.length} template(s) · active consent: ${existing.active_purposes.join(', ') || 'none'}. Consent below is optional (adds purposes).`;
       } catch (e) {
         subjectInfo.textContent = e.status === 404 ? 'New subject: consent is required.' : '';
@@ -760,16 +782,25 @@
       if (on) { clear(verdict); clear(result); }
     }
 
+    const qualityAlert = (f, what) => (f.quality_ok
+      ? h('div', { class: 'alert ok', text: `${what}Good quality: eye distance ${fmtNum(f.quality.inter_eye_px, 0)} px, sharpness ${fmtNum(f.quality.sharpness, 0)}, yaw ${fmtNum(f.quality.yaw_deg, 0)}°.` })
+      : h('div', { class: 'alert warn' }, `${what}This photo will likely be rejected: `, f.quality_reasons.map(reasonText).join('; ') + '.'));
+
     function drawDetect(d) {
       const faces = d.faces.map((f, i) => ({ ...f, color: i === d.subject ? (f.quality_ok ? COLORS.ok : COLORS.bad) : COLORS.grey, label: i === d.subject ? (f.quality_ok ? 'good quality' : 'fails quality gate') : null }));
       picker.draw(faces);
       clear(verdict);
-      if (d.subject === null) {
-        verdict.append(h('div', { class: 'alert error', text: d.reasons.includes('ambiguous_face') ? 'No face is clearly the subject (two comparable faces, or a group): crop the photo to the person being enrolled.' : 'No face found in this photo.' }));
+      if (d.subject === null && d.reasons.includes('ambiguous_face') && d.faces.length) {
+        // No face is clearly the subject: the operator clicks the person being enrolled.
+        picker.choose(d.faces.map((f) => ({ face: f.index, box: f.box, landmarks: f.landmarks })), (i) => {
+          clear(verdict).append(qualityAlert(d.faces[i], `Face ${i} chosen. `));
+        });
+        verdict.append(h('div', { class: 'alert warn', 'data-testid': 'enrol-choose-face',
+          text: `This photo shows ${d.count} faces and none is clearly the subject: click the person being enrolled.` }));
+      } else if (d.subject === null) {
+        verdict.append(h('div', { class: 'alert error', text: 'No face found in this photo.' }));
       } else {
-        const f = d.faces[d.subject];
-        verdict.append(f.quality_ok ? h('div', { class: 'alert ok', text: `Good quality: eye distance ${fmtNum(f.quality.inter_eye_px, 0)} px, sharpness ${fmtNum(f.quality.sharpness, 0)}, yaw ${fmtNum(f.quality.yaw_deg, 0)}°.` })
-          : h('div', { class: 'alert warn' }, 'This photo will likely be rejected: ', f.quality_reasons.map(reasonText).join('; ') + '.'));
+        verdict.append(qualityAlert(d.faces[d.subject], ''));
         if (d.count > 1) verdict.append(h('div', { class: 'small muted', text: `${d.count} faces found; the most prominent (outlined) is enrolled.` }));
       }
     }
@@ -789,18 +820,26 @@
       if (!existing && !ps.length) problems.push('Choose the purposes the subject consented to.');
       if (ps.length && !attest.checked) problems.push('Confirm the subject gave consent.');
       if (problems.length) { showError(errSlot, new ApiError(0, { detail: problems.join(' ') })); return; }
+      await send(sid, ps, null);
+    }));
+
+    /** Enrol the form's photo; ``force``: an admin's reason to accept a face_mismatch. */
+    async function send(sid, ps, force) {
       const form = new FormData();
       if (liveId) form.append('liveness_session', liveId); else form.append('images', picker.blob, picker.blob.name || 'photo.jpg');
+      if (picker && picker.face !== null) form.append('faces', String(picker.face));
       if (ps.length) form.append('purposes', ps.join(','));
       if (expiry.value) form.append('expires_at', new Date(expiry.value + 'T23:59:59').toISOString());
       if (evidence.value.trim()) form.append('evidence_ref', evidence.value.trim());
       if (label.value.trim()) form.append('label', label.value.trim());
+      if (dedupSel.value) form.append('dedup_purpose', dedupSel.value);
+      if (force) form.append('force_mismatch', force);
       try {
         const out = await api('POST', `/v1/collections/${enc(col.name)}/subjects/${enc(sid)}/faces`, { form });
-        showEnrolResult(out);
+        showEnrolResult(out, ps);
         state.collections = null;
       } catch (err) { showError(errSlot, err, 'Enrolment refused'); }
-    }));
+    }
 
     function resetForm() {
       subject.value = ''; label.value = ''; evidence.value = ''; expiry.value = ''; attest.checked = false;
@@ -810,20 +849,40 @@
       subject.focus();
     }
 
-    function showEnrolResult(out) {
+    function mismatchPanel(out, ps) {
+      if (!can('admin')) {
+        return h('p', { class: 'small muted', 'data-testid': 'force-admin-only', text: 'Only an admin key can accept a face that does not match, with a stated reason.' });
+      }
+      const reason = h('input', { type: 'text', maxlength: 256, placeholder: 'e.g. re-enrolment after facial surgery, ticket 4711', 'data-testid': 'force-reason' });
+      const force = h('button', { class: 'ghost-danger', text: 'Force with this reason', 'data-testid': 'force-submit' });
+      const err = h('div');
+      force.addEventListener('click', () => withBusy(force, async () => {
+        if (!reason.value.trim()) { showError(err, new ApiError(0, { detail: 'State why this face belongs to the subject; the reason is audited.' })); return; }
+        await send(out.subject, ps, reason.value.trim());
+      }));
+      return h('div', { class: 'panel', 'data-testid': 'force-panel' }, h('h3', { text: 'Force with a reason (admin)' }),
+        h('p', { class: 'small muted', text: 'Enrol this face for the subject anyway. The reason and the scores are recorded in the audit log.' }),
+        field('Reason', reason), err, h('div', { class: 'row end' }, force));
+    }
+
+    function showEnrolResult(out, ps) {
       subjectInfo.textContent = '';
       const img = out.images[0];
       if (img && img.face && picker) picker.draw([{ ...img.face, color: img.accepted ? COLORS.ok : COLORS.bad, label: img.accepted ? 'enrolled' : (REASON_TEXT[img.reason] || img.reason) }]);
+      const hint = img && img.reason === 'ambiguous_face' ? ' Click the person being enrolled on the photo, then enrol again.' : '';
       clear(result).append(h('div', {},
         img && img.accepted
           ? h('div', { class: 'alert ok', 'data-testid': 'enrol-accepted' }, h('strong', { text: `${out.subject} enrolled` }), ` in ${out.collection}${out.created ? ' (new subject)' : ''}. Template #${img.template_id}.`)
-          : h('div', { class: 'alert error', 'data-testid': 'enrol-rejected' }, h('strong', { text: 'Photo rejected: ' }), img ? (REASON_TEXT[img.reason] || img.reason) + (img.message ? ` — ${img.message}` : '') : 'no image'),
+          : h('div', { class: 'alert error', 'data-testid': 'enrol-rejected' }, h('strong', { text: 'Photo rejected: ' }), img ? (REASON_TEXT[img.reason] || img.reason) + (img.message ? ` — ${img.message}` : '') + hint : 'no image'),
+        img && img.reason === 'face_mismatch' ? mismatchPanel(out, ps) : null,
         out.duplicates.length ? h('div', { class: 'alert warn', 'data-testid': 'duplicate-warning' }, h('strong', { text: 'Possible duplicate identity: ' }),
-          'this face also matches ', out.duplicates.map((d, i) => [i ? ', ' : '', h('a', { href: `#/collections/${enc(out.collection)}/subjects/${enc(d.subject)}`, text: d.subject }), ` (score ${fmtNum(d.score)})`]), '. Review before relying on this enrolment.') : null,
+          'this face also matches ', out.duplicates.map((d, i) => [i ? ', ' : '', h('a', { href: `#/collections/${enc(out.collection)}/subjects/${enc(d.subject)}`, text: d.subject }), ` (score ${fmtNum(d.score)})`]), '. Review before relying on this enrolment.')
+          : out.flagged_for_review ? h('div', { class: 'alert warn', 'data-testid': 'review-flag' }, h('strong', { text: 'Flagged for review: ' }),
+            'this face may belong to another enrolled subject; someone with the identify scope can see which.') : null,
         h('div', { class: 'row' }, h('a', { class: 'btn', href: `#/collections/${enc(out.collection)}/subjects/${enc(out.subject)}`, text: 'Open subject' }),
-          h('button', { class: 'primary', text: 'Enrol another', 'data-testid': 'enrol-another', onclick: resetForm }))));
-      // Consent belongs to one person: the form is not reused until it is reset.
-      submit.classList.add('hidden');
+          h('button', { class: img && img.accepted ? 'primary' : '', text: 'Enrol another', 'data-testid': 'enrol-another', onclick: resetForm }))));
+      // Consent belongs to one person: once a face is enrolled the form is not reused until it is reset.
+      submit.classList.toggle('hidden', !!(img && img.accepted));
     }
 
     applyLive();
@@ -835,6 +894,7 @@
           field('Collection', colSel),
           field('Subject id', subject, 'Your own reference (customer number…), not a name.'), subjectInfo,
           field('Label', label, 'Optional. Avoid personal data you do not need.'),
+          field('Duplicate search', dedupSel, 'Look for this face among subjects consenting to a purpose (an audited search). Leave off to skip it.'),
           consentPanel, errSlot, h('div', { class: 'row end' }, submit)),
         h('div', { class: 'panel' }, h('h3', { text: liveId ? 'Live capture' : 'Photo' }),
           liveId ? livenessProbeCard(liveId, `#/enrol?collection=${enc(col.name)}`) : [liveNote.el, photoWrap], verdict, result)));
@@ -963,6 +1023,7 @@
       const form = new FormData();
       if (liveId) form.append('liveness_session', liveId); else form.append('image', probe.blob, 'probe.jpg');
       form.append('purpose', purposeSel.value); form.append('top_k', topk.value || '5');
+      if (probe && probe.face !== null) form.append('face', String(probe.face));
       try {
         const res = await api('POST', `/v1/collections/${enc(col.name)}/identify`, { form });
         const best = res.candidates[0];
@@ -981,7 +1042,14 @@
             h('div', { class: 'spacer' }), h('span', { class: 'muted small', text: `searched ${res.searched_subjects} subject(s) consented for ${res.purpose} · threshold ${fmtNum(res.threshold)} @ FMR ${fmtFmr(res.fmr)}` })),
           list.length ? h('div', { style: null }, list) : h('div', { class: 'empty' }, h('div', { class: 'big', text: 'No enrolled subject matched' }),
             h('div', { text: res.reasons.map(reasonText).join('. ') + '.' }))));
-      } catch (err) { showError(errSlot, err, 'Search refused'); }
+      } catch (err) {
+        const cands = err.problem && err.problem.candidates;
+        if (err.code !== 'ambiguous_face' || !cands || !probe) { showError(errSlot, err, 'Search refused'); return; }
+        // No face is clearly the subject: let the user click the person meant, then search again.
+        probe.choose(cands, () => { clear(errSlot); go.click(); });
+        errSlot.append(h('div', { class: 'alert warn', 'data-testid': 'identify-choose-face',
+          text: `The probe photo shows ${cands.length} faces and none is clearly the subject: click the person to search for.` }));
+      }
     }));
     return h('div', {}, pageHead('Identify', '1:N — search one collection for the person in a photo, for a declared purpose. Only subjects who consented to that purpose are searched; the probe is not stored.'),
       h('div', { class: 'grid2' },
@@ -1042,9 +1110,17 @@
     const checkBtn = globalAdmin() ? h('button', { text: 'Verify hash chain', 'data-testid': 'audit-verify', onclick: async () => {
       try {
         const rep = await api('GET', '/v1/audit/verify');
-        clear(chain).append(rep.ok ? h('div', { class: 'alert ok', text: `Chain intact: ${rep.events} events, head #${rep.head_seq}.` })
-          : h('div', { class: 'alert error', text: `Chain broken at #${rep.first_bad_seq}: ${rep.problem}` }));
-      } catch (err) { showError(chain, err); }
+        const witness = rep.witnessed_seq === null || rep.witnessed_seq === undefined
+          ? 'No witness checkpoint yet.' : `The witness file vouches for events up to #${rep.witnessed_seq}.`;
+        clear(chain).append(rep.ok
+          ? h('div', { class: 'alert ok', 'data-testid': 'audit-chain' }, h('strong', { text: 'Chain intact: ' }),
+            `${rep.events} events, head #${rep.head_seq}. `, h('span', { 'data-testid': 'audit-witnessed', text: witness }))
+          : h('div', { class: 'alert error', 'data-testid': 'audit-chain' }, h('strong', { text: 'Audit log tampered with: ' }),
+            rep.problem || 'the hash chain does not verify', rep.first_bad_seq ? ` (first bad event #${rep.first_bad_seq}). ` : '. ',
+            h('span', { 'data-testid': 'audit-witnessed', text: witness })));
+      } catch (err) {
+        showError(chain, err, err.code === 'audit_tampered' ? 'Audit log tampered with' : 'Audit check failed');
+      }
     } }) : null;
     return h('div', {}, pageHead('Audit log', 'Append-only and hash-chained: who did what, to which subjects, for which purpose. Never images or templates.', [checkBtn]),
       chain,
