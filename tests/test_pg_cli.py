@@ -1,4 +1,4 @@
-"""`facegate migrate` and `facegate pg …` (src/facegate/cli_pg.py), and `--store embedded-postgres`
+"""`facegate migrate` and `facegate pg …` (src/facegate/cli/pg.py), and `--store embedded-postgres`
 starting a data directory's own server."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import typer
 from typer.testing import CliRunner
 
 import pg_support
-from facegate import cli_pg
+from facegate.cli import app as facegate_app
 from facegate.gallery import ConsentSpec, Gallery
 from facegate.gallery.synth import FaceLikeGenerator
 
@@ -26,14 +26,7 @@ def _env(monkeypatch):
 
 @pytest.fixture(scope="module")
 def app() -> typer.Typer:
-    a = typer.Typer()
-
-    @a.callback()
-    def _root() -> None:
-        pass
-
-    cli_pg.register(a)
-    return a
+    return facegate_app
 
 
 def test_cli_migrate_sqlite_to_postgresql(tmp_path, app):

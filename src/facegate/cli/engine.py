@@ -1,4 +1,4 @@
-"""facegate command line: the same engine and gallery the service uses, from a shell."""
+"""Engine commands: detect, verify, embed, eval, calibrate, demo: the engine the service uses, from a shell."""
 
 from __future__ import annotations
 
@@ -12,51 +12,36 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from . import __version__
-from .calibration import DEFAULT_FMR, SUPPORTED_FMRS
-from .cli_common import (
+from ..calibration import DEFAULT_FMR, SUPPORTED_FMRS
+from ..errors import FacegateError
+from ._common import (
     BOX_HELP,
+    EXIT_INPUT,
     EXIT_NEGATIVE,
     FACE_HELP,
-    JsonOption,
+    Actor,
+    DataDir,
+    Json,
     ModelOption,
     NonCommercialOption,
+    Store,
     console,
+    emit,
     err_console,
     get_engine,
     handle_errors,
     parse_face_choice,
     print_json,
 )
-from .errors import FacegateError
+from .gallery import verify_subject
 
-app = typer.Typer(
-    name="facegate",
-    help="Consent-first face verification and identification.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-
-
-def _version(value: bool) -> None:
-    if value:
-        console.print(f"facegate {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def main(
-    version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True, help="Show the version."),
-) -> None:
-    """facegate: 1:1 verification and consented 1:N identification, offline."""
-
+app = typer.Typer()
 
 @app.command()
 @handle_errors
 def detect(
     images: list[Path] = typer.Argument(..., help="Image files."),
-    as_json: bool = JsonOption,
+    as_json: Json = False,
 ) -> None:
     """Find faces: number, box, 5 landmarks, detector score and quality for each, and which is the
     subject. Choose another face for verify/embed by its number (--face, --face-a, --face-b)."""
@@ -67,32 +52,38 @@ def detect(
             faces, chosen = engine.detect_subject(path)
         except FacegateError as exc:
             failed = True
-            if as_json:
-                print_json({"image": str(path), "error": exc.to_dict()})
-            else:
-                err_console.print(f"[red]{path}[/]: {exc.message}", highlight=False)
+            _image_error(path, exc, as_json)
             continue
         subject = next((i for i, f in enumerate(faces) if f is chosen), None)
-        if as_json:
-            print_json({"image": str(path), "subject": subject,
-                        "faces": [{"index": i, **f.to_dict()} for i, f in enumerate(faces)]})
-            continue
-        table = Table(title=f"{path} — {len(faces)} face(s)")
-        for col in ("face", "box x,y,w,h", "score", "eyes px", "sharp", "yaw°", "pitch°", "bright"):
-            table.add_column(col, justify="right")
-        for i, f in enumerate(faces):
-            q = f.quality
-            table.add_row(
-                f"{i}{' *' if i == subject else ''}", ",".join(f"{v:.0f}" for v in f.box), f"{f.score:.2f}",
-                f"{q.inter_eye_px:.0f}", f"{q.sharpness:.0f}", f"{q.yaw_deg:+.0f}", f"{q.pitch_deg:+.0f}", f"{q.brightness:.0f}",
-            )
-        console.print(table)
-        if subject is not None:
-            console.print(f"subject: face {subject} (*)")
-        elif faces:
-            console.print("no clear subject: choose a face by its number (--face, --face-a, --face-b)")
+        emit({"image": str(path), "subject": subject, "faces": [{"index": i, **f.to_dict()} for i, f in enumerate(faces)]},
+             as_json, lambda: _print_faces(path, faces, subject))
     if failed:
-        raise typer.Exit(3)
+        raise typer.Exit(EXIT_INPUT)
+
+
+def _image_error(path: Path, exc: FacegateError, as_json: bool) -> None:
+    """One image of several failed: its error in place of its result; the others still run."""
+    if as_json:
+        print_json({"image": str(path), "error": exc.to_dict()})
+    else:
+        err_console.print(f"[red]{path}[/]: {exc.message}", highlight=False)
+
+
+def _print_faces(path: Path, faces: list, subject: int | None) -> None:
+    table = Table(title=f"{path} — {len(faces)} face(s)")
+    for col in ("face", "box x,y,w,h", "score", "eyes px", "sharp", "yaw°", "pitch°", "bright"):
+        table.add_column(col, justify="right")
+    for i, f in enumerate(faces):
+        q = f.quality
+        table.add_row(
+            f"{i}{' *' if i == subject else ''}", ",".join(f"{v:.0f}" for v in f.box), f"{f.score:.2f}",
+            f"{q.inter_eye_px:.0f}", f"{q.sharpness:.0f}", f"{q.yaw_deg:+.0f}", f"{q.pitch_deg:+.0f}", f"{q.brightness:.0f}",
+        )
+    console.print(table)
+    if subject is not None:
+        console.print(f"subject: face {subject} (*)")
+    elif faces:
+        console.print("no clear subject: choose a face by its number (--face, --face-a, --face-b)")
 
 
 @app.command()
@@ -103,9 +94,9 @@ def verify(
     subject: Optional[str] = typer.Option(None, "--subject", "-s", help="Verify IMAGE_A against this enrolled subject instead."),
     collection: Optional[str] = typer.Option(None, "--collection", "-c", help="The subject's collection (with --subject)."),
     purpose: Optional[str] = typer.Option(None, "--purpose", help="Declared purpose, covered by the subject's consent (with --subject)."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", envvar="FACEGATE_DATA_DIR", help="Gallery data directory (with --subject)."),
-    store: Optional[str] = typer.Option(None, "--store", envvar="FACEGATE_STORE", help="Gallery database URL (with --subject)."),
-    actor: Optional[str] = typer.Option(None, "--actor", help="Who acts, for the audit log (with --subject)."),
+    data_dir: DataDir = None,
+    store: Store = None,
+    actor: Actor = None,
     liveness_override: Optional[str] = typer.Option(
         None, "--liveness-override", metavar="REASON",
         help="With --subject, in a collection that requires liveness for verify: supervised override (the person is "
@@ -117,7 +108,7 @@ def verify(
     box_b: Optional[str] = typer.Option(None, "--box-b", metavar="X,Y,W,H", help=BOX_HELP + " In IMAGE_B."),
     model: str = ModelOption,
     allow_noncommercial: bool = NonCommercialOption,
-    as_json: bool = JsonOption,
+    as_json: Json = False,
 ) -> None:
     """Is the person in IMAGE_A the person in IMAGE_B (or the enrolled --subject)? Exit 0 on match, 1 on no match."""
     choice_a, choice_b = parse_face_choice(face_a, box_a, "-a"), parse_face_choice(face_b, box_b, "-b")
@@ -128,8 +119,6 @@ def verify(
             raise typer.BadParameter("give one image with --subject, not two")
         if not collection or not purpose:
             raise typer.BadParameter("--subject needs --collection and --purpose")
-        from .cli_gallery import verify_subject
-
         verify_subject(collection, subject, image_a, purpose, data_dir=data_dir, store=store, actor=actor,
                        as_json=as_json, allow_noncommercial=allow_noncommercial, liveness_override=liveness_override)
         return
@@ -138,16 +127,10 @@ def verify(
     if image_b is None:
         raise typer.BadParameter("give two images, or one image with --subject/--collection/--purpose")
     result = get_engine(model, allow_noncommercial).verify(image_a, image_b, fmr=fmr, face_a=choice_a, face_b=choice_b)
-    if as_json:
-        print_json(result.to_dict())
-    else:
-        verdict = "[bold green]MATCH[/]" if result.match else "[bold red]NO MATCH[/]"
-        console.print(
-            f"{verdict}  score {result.score:.4f}  threshold {result.threshold:.4f} "
-            f"(FMR {result.fmr:g}, {result.model})"
-        )
-    if not result.match:
-        raise typer.Exit(EXIT_NEGATIVE)
+    verdict = "[bold green]MATCH[/]" if result.match else "[bold red]NO MATCH[/]"
+    emit(result.to_dict(), as_json,
+         f"{verdict}  score {result.score:.4f}  threshold {result.threshold:.4f} (FMR {result.fmr:g}, {result.model})",
+         exit_code=0 if result.match else EXIT_NEGATIVE)
 
 
 @app.command()
@@ -158,13 +141,13 @@ def embed(
     box: Optional[str] = typer.Option(None, "--box", metavar="X,Y,W,H", help=BOX_HELP + " Needs exactly one image."),
     model: str = ModelOption,
     allow_noncommercial: bool = NonCommercialOption,
-    as_json: bool = JsonOption,
+    as_json: Json = False,
 ) -> None:
     """Print the subject face's template (L2-normalised) for each image (or the chosen face's)."""
     choice = parse_face_choice(face, box, "")
     if choice is not None and len(images) != 1:
         raise typer.BadParameter("--face/--box choose a face of one image: give exactly one")
-    from .engine import Chosen
+    from ..engine import Chosen
 
     engine = get_engine(model, allow_noncommercial)
     results = engine.embed_many(images if choice is None else [Chosen(images[0], choice)])
@@ -172,17 +155,12 @@ def embed(
     for path, res in zip(images, results):
         if isinstance(res, FacegateError):
             failed = True
-            if as_json:
-                print_json({"image": str(path), "error": res.to_dict()})
-            else:
-                err_console.print(f"[red]{path}[/]: {res.message}", highlight=False)
-        elif as_json:
-            print_json({"image": str(path), **res.to_dict()})
+            _image_error(path, res, as_json)
         else:
             head = " ".join(f"{v:+.3f}" for v in res.vector[:6])
-            console.print(f"{path}: {res.model} dim {res.dim} [{head} …]")
+            emit({"image": str(path), **res.to_dict()}, as_json, f"{path}: {res.model} dim {res.dim} [{head} …]")
     if failed:
-        raise typer.Exit(3)
+        raise typer.Exit(EXIT_INPUT)
 
 
 def _embed_with_progress(engine, paths: list[str], root: Path) -> dict[str, np.ndarray | None]:
@@ -201,7 +179,7 @@ def _embed_with_progress(engine, paths: list[str], root: Path) -> dict[str, np.n
 
 
 def _score(engine, pairs_file: Path, root: Path, all_impostors: bool):
-    from .evaluation import all_impostor_pairs, read_pairs, score_pairs
+    from ..evaluation import all_impostor_pairs, read_pairs, score_pairs
 
     pairs = read_pairs(str(pairs_file))
     if all_impostors:
@@ -229,10 +207,10 @@ def eval_(
     all_impostors: bool = AllImpostorsOption,
     model: str = ModelOption,
     allow_noncommercial: bool = NonCommercialOption,
-    as_json: bool = JsonOption,
+    as_json: Json = False,
 ) -> None:
     """Accuracy on labelled pairs: TAR at FMR 1e-3/1e-4/1e-5, EER, failure to acquire, DET curve."""
-    from .evaluation import evaluate, plot_det
+    from ..evaluation import evaluate, plot_det
 
     engine = get_engine(model, allow_noncommercial)
     scores, same, n_images, failed_images = _score(engine, pairs, root, all_impostors)
@@ -240,10 +218,11 @@ def eval_(
     plot_det({engine.model_id: (scores, same)}, str(det), title=f"DET — {pairs.name}")
     out = {"model": engine.model_id, "images": n_images, "fta_images": failed_images,
            "fta_image_rate": failed_images / max(n_images, 1), **report.to_dict(), "det_png": str(det)}
-    if as_json:
-        print_json(out)
-        return
-    table = Table(title=f"{engine.model_id} on {pairs}")
+    emit(out, as_json, lambda: _print_report(engine.model_id, pairs, report, n_images, failed_images, det))
+
+
+def _print_report(model_id: str, pairs: Path, report, n_images: int, failed_images: int, det: Path) -> None:  # report: EvalReport
+    table = Table(title=f"{model_id} on {pairs}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_row("pairs (genuine / impostor)", f"{report.genuine:,} / {report.impostor:,}")
@@ -269,7 +248,7 @@ def calibrate(
     allow_noncommercial: bool = NonCommercialOption,
 ) -> None:
     """Thresholds for FMR 1e-3/1e-4/1e-5 from labelled pairs, as a calibration table entry."""
-    from .evaluation import evaluate
+    from ..evaluation import evaluate
 
     engine = get_engine(model, allow_noncommercial)
     scores, same, n_images, failed_images = _score(engine, pairs, root, all_impostors)
@@ -299,7 +278,7 @@ def calibrate(
 @handle_errors
 def demo() -> None:
     """Verify the bundled public-domain photos against each other (no service needed)."""
-    data = Path(__file__).resolve().parents[2] / "tests" / "data"
+    data = Path(__file__).resolve().parents[3] / "tests" / "data"
     engine = get_engine()
     photos = sorted(data.glob("*.jpg"))
     if not photos:
@@ -310,20 +289,3 @@ def demo() -> None:
                 r = engine.verify(a, b)
                 verdict = "[green]match[/]" if r.match else "[red]no match[/]"
                 console.print(f"{a.name:>14} vs {b.name:<14} score {r.score:+.3f}  {verdict} (threshold {r.threshold:.3f} @ FMR {r.fmr:g})")
-
-
-def _register_optional() -> None:
-    """Sub-command groups live in their own modules; each adds itself to ``app``."""
-    import importlib
-
-    for name in ("cli_gallery", "cli_service", "cli_liveness", "cli_pg"):
-        try:
-            module = importlib.import_module(f"facegate.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"facegate.{name}":
-                raise
-            continue
-        module.register(app)
-
-
-_register_optional()

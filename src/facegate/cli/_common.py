@@ -6,12 +6,13 @@ import functools
 import json
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 from rich.console import Console
 
-from .errors import FacegateError
+from ..errors import FacegateError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -24,7 +25,7 @@ EXIT_NEGATIVE, EXIT_INPUT, EXIT_MODEL, EXIT_OTHER = 1, 3, 4, 5
 
 
 def exit_code_for(exc: FacegateError) -> int:
-    from .errors import CalibrationError, ModelError
+    from ..errors import CalibrationError, ModelError
 
     if isinstance(exc, (ModelError, CalibrationError)):
         return EXIT_MODEL
@@ -91,7 +92,7 @@ _engines: dict[tuple[str, bool], Any] = {}
 
 def get_engine(model: str = "sface", allow_noncommercial: bool = False):  # -> FaceEngine
     """One engine per (model, licence opt-in) per process; model loading is the slow part."""
-    from .engine import FaceEngine
+    from ..engine import FaceEngine
 
     key = (model, allow_noncommercial)
     if key not in _engines:
@@ -103,6 +104,14 @@ ModelOption = typer.Option("sface", "--model", "-m", help="Embedding model: sfac
 NonCommercialOption = typer.Option(
     False, "--allow-noncommercial", help="Accept a non-commercial model licence (research use only)."
 )
-JsonOption = typer.Option(False, "--json", help="Machine-readable output.")
 FACE_HELP = "Which face is meant when the image shows several: its number from `facegate detect` (0 = most prominent)."
 BOX_HELP = "Which face is meant, as a box x,y,width,height in image pixels: the detected face overlapping it most."
+
+# The options every gallery command takes, declared once. They stay per-command (not on the root
+# callback) so that `facegate enroll C S img --data-dir D --json` keeps working.
+DataDir = Annotated[Optional[Path], typer.Option(
+    "--data-dir", envvar="FACEGATE_DATA_DIR", help="Gallery data directory [default: ./.facegate].")]
+Store = Annotated[Optional[str], typer.Option(
+    "--store", envvar="FACEGATE_STORE", help="Database URL [default: SQLite file in the data dir].")]
+Actor = Annotated[Optional[str], typer.Option("--actor", help="Who acts, for the audit log [default: cli:$USER].")]
+Json = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]

@@ -1,0 +1,114 @@
+"""What the gallery commands (collection, enroll, identify, subject, consent, purge, audit, keys,
+master-key) share: opening the gallery, the acting user, lists, times, and the options several of
+them take.
+
+Every gallery command takes ``--data-dir`` ($FACEGATE_DATA_DIR, default ./.facegate) and ``--store``
+($FACEGATE_STORE, a database URL; default the SQLite file in the data dir), prints Rich output or
+one JSON document with ``--json``, and exits 0 on success, 1 on a negative decision (no match, a
+broken audit chain), 3 on bad input / not found, 4 on model or configuration problems, 5 otherwise.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import re
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from ._common import console
+
+PurposesOption = typer.Option(..., "--purposes", "-p", help="Comma-separated purposes (repeatable).")
+ExpiresOption = typer.Option(None, "--expires", help="Consent expiry: ISO date/time (UTC if no zone) or a duration like 365d.")
+EvidenceOption = typer.Option(None, "--evidence", help="Consent evidence reference (form id, document hash) — not the document.")
+YesOption = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")
+LivenessOverrideOption = typer.Option(
+    None, "--liveness-override", metavar="REASON",
+    help="Supervised override of the collection's liveness requirement: the person is in front of you (e.g. "
+         "enrolment in person at a branch, ID checked). REASON is recorded in the audit event.",
+)
+LivenessRequiredOption = typer.Option(
+    None, "--liveness-required", help="Operations that need a passed liveness check: comma-separated enroll, verify, "
+                                      "identify (repeatable) [default: none].",
+)
+
+CLI_LIVENESS_HINT = (" — from the CLI, run the liveness check through the service (`facegate serve`, console "
+                     "#/liveness), or, when the person is in front of you, pass --liveness-override \"REASON\"")
+
+
+def override(reason: Optional[str]):  # -> LivenessOverride | None
+    if reason is None:
+        return None
+    from ..gallery import LivenessOverride
+
+    return LivenessOverride(reason)
+
+
+def with_cli_hint(fn):
+    """Run a gallery call; a LivenessRequiredError gets the CLI's way out added to its message."""
+    from ..gallery import LivenessRequiredError
+
+    try:
+        return fn()
+    except LivenessRequiredError as exc:
+        exc.message += CLI_LIVENESS_HINT
+        raise
+
+
+def open_gallery(data_dir: Optional[Path], store: Optional[str], allow_noncommercial: bool = False):  # -> Gallery
+    from ..gallery import Gallery
+
+    return Gallery.open(data_dir, store=store, allow_noncommercial=allow_noncommercial)
+
+
+def actor_name(actor: Optional[str]) -> str:
+    if actor:
+        return actor
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # noqa: BLE001
+        return "cli"
+
+
+def split_list(values: Optional[list[str]]) -> list[str]:
+    return [p.strip() for v in values or [] for p in v.split(",") if p.strip()]
+
+
+def duration(text: str) -> Optional[dt.timedelta]:
+    """ "90d", "12h", "30m" as a time span; None for anything else."""
+    m = re.fullmatch(r"\s*(\d+)\s*([dhm])\s*", text)
+    if not m:
+        return None
+    n, unit = int(m.group(1)), m.group(2)
+    return {"d": dt.timedelta(days=n), "h": dt.timedelta(hours=n), "m": dt.timedelta(minutes=n)}[unit]
+
+
+def parse_time(text: Optional[str], what: str = "time") -> Optional[dt.datetime]:
+    """ISO 8601 date or date-time (UTC when no zone is given) or a duration from now ("90d", "12h")."""
+    if text is None or text == "":
+        return None
+    delta = duration(text)
+    if delta is not None:
+        return dt.datetime.now(dt.timezone.utc) + delta
+    try:
+        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise typer.BadParameter(f"{what}: expected an ISO date/time (2027-01-31, 2027-01-31T12:00Z) or 90d/12h") from None
+    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+
+
+def fmt_time(t: Optional[dt.datetime]) -> str:
+    return "—" if t is None else t.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def print_fields(title: str, fields: dict) -> None:
+    """One record as a two-column field/value table."""
+    table = Table(title=title, show_header=False)
+    table.add_column("field")
+    table.add_column("value")
+    for k, v in fields.items():
+        table.add_row(k, str(v))
+    console.print(table)

@@ -1,0 +1,115 @@
+"""`facegate collection …`: create, list, show and delete collections."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from ._common import EXIT_NEGATIVE, Actor, DataDir, Json, Store, console, emit, handle_errors
+from ._gallery import LivenessRequiredOption, PurposesOption, YesOption, actor_name, open_gallery, print_fields, split_list
+
+app = typer.Typer(help="Create, list, show and delete collections.", no_args_is_help=True)
+
+
+@app.command("create")
+@handle_errors
+def collection_create(
+    name: str = typer.Argument(..., help="Collection name."),
+    purposes: list[str] = PurposesOption,
+    model: str = typer.Option("sface", "--model", "-m", help="Model the collection is pinned to: sface or arcface-mbf."),
+    fmr: float = typer.Option(1e-4, "--fmr", help="Target false-match rate per comparison: 1e-3, 1e-4 or 1e-5."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Explicit cosine threshold (overrides --fmr calibration)."),
+    retention_days: int = typer.Option(1095, "--retention-days", help="Erase subjects this long after their last interaction."),
+    description: Optional[str] = typer.Option(None, "--description"),
+    liveness_required: Optional[list[str]] = LivenessRequiredOption,
+    data_dir: DataDir = None,
+    store: Store = None,
+    actor: Actor = None,
+    as_json: Json = False,
+) -> None:
+    """Create a collection pinned to one model, with its allowed purposes and retention."""
+    with open_gallery(data_dir, store) as g:
+        col = g.create_collection(name, purposes=split_list(purposes), model=model, fmr=fmr, threshold=threshold,
+                                  retention_days=retention_days, description=description,
+                                  liveness_required=split_list(liveness_required), actor=actor_name(actor))
+    emit(col.to_dict(), as_json,
+         f"created collection [bold]{col.name}[/] — model {col.model_id}, purposes {', '.join(col.purposes)}, "
+         f"threshold {col.threshold:.4f} ({col.threshold_source}, FMR {col.fmr:g}), retention {col.retention_days} d"
+         + (f", liveness required for {', '.join(col.liveness_required)}" if col.liveness_required else ""))
+
+
+@app.command("set-liveness")
+@handle_errors
+def collection_set_liveness(
+    name: str = typer.Argument(...),
+    operations: Optional[list[str]] = typer.Argument(
+        None, help="Operations that need a passed liveness check: enroll, verify, identify (comma-separated or several "
+                   "arguments); 'none' or nothing turns the requirement off."),
+    data_dir: DataDir = None,
+    store: Store = None,
+    actor: Actor = None,
+    as_json: Json = False,
+) -> None:
+    """Require (or stop requiring) a passed liveness check for enrolment, verification or identification."""
+    with open_gallery(data_dir, store) as g:
+        col = g.set_collection_liveness(name, split_list(operations), actor=actor_name(actor))
+    emit(col.to_dict(), as_json, f"collection [bold]{col.name}[/]: liveness required for "
+         + (", ".join(col.liveness_required) if col.liveness_required else "nothing"))
+
+
+@app.command("list")
+@handle_errors
+def collection_list(data_dir: DataDir = None, store: Store = None, as_json: Json = False) -> None:
+    """All collections with subject and template counts."""
+    with open_gallery(data_dir, store) as g:
+        cols = g.list_collections()
+    emit([c.to_dict() for c in cols], as_json, lambda: _print_collections(cols))
+
+
+def _print_collections(cols: list) -> None:
+    table = Table(title=f"{len(cols)} collection(s)")
+    for col in ("name", "model", "purposes", "FMR", "threshold", "retention d", "liveness for", "subjects", "templates"):
+        table.add_column(col, justify="right" if col in ("FMR", "threshold", "retention d", "subjects", "templates") else "left")
+    for c in cols:
+        table.add_row(c.name, c.model_id, ", ".join(c.purposes), f"{c.fmr:g}", f"{c.threshold:.4f}", str(c.retention_days),
+                      ", ".join(c.liveness_required) or "-", str(c.subjects), str(c.templates))
+    console.print(table)
+
+
+@app.command("show")
+@handle_errors
+def collection_show(
+    name: str = typer.Argument(...),
+    stats: bool = typer.Option(False, "--index-stats", help="Also load the search index and report its mode, memory and recall."),
+    data_dir: DataDir = None,
+    store: Store = None,
+    as_json: Json = False,
+) -> None:
+    """One collection's settings and counts."""
+    with open_gallery(data_dir, store) as g:
+        col = g.get_collection(name)
+        out = col.to_dict()
+        if stats:
+            out["index"] = g.index_stats(name)
+    emit(out, as_json, lambda: print_fields(f"collection {col.name}", out))
+
+
+@app.command("delete")
+@handle_errors
+def collection_delete(
+    name: str = typer.Argument(...),
+    yes: bool = YesOption,
+    data_dir: DataDir = None,
+    store: Store = None,
+    actor: Actor = None,
+    as_json: Json = False,
+) -> None:
+    """Erase every subject of a collection, then the collection (audit tombstones remain)."""
+    if not yes and not typer.confirm(f"Erase collection {name!r} and every subject in it?"):
+        raise typer.Exit(EXIT_NEGATIVE)
+    with open_gallery(data_dir, store) as g:
+        n = g.delete_collection(name, actor=actor_name(actor))
+    emit({"collection": name, "deleted": True, "subjects_erased": n}, as_json,
+         f"deleted collection [bold]{name}[/] ({n} subject(s) erased)")
