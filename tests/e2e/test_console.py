@@ -483,3 +483,17 @@ def test_18_audit_shows_the_witnessed_sequence(page, shots):
     expect(page.get_by_test_id("audit-chain")).to_contain_text("Chain intact")
     expect(page.get_by_test_id("audit-witnessed")).to_contain_text(re.compile(r"vouches for events up to #\d+"))
     snap(page, shots, "34-audit-witnessed")
+
+
+def test_19_audit_shows_why_a_tampered_chain_fails(page, server, shots):
+    """Last: an event deleted behind the service's back (this server's log stays broken)."""
+    from test_security_gallery import _tamper
+
+    _tamper(server.data_dir, "DELETE FROM audit_events WHERE seq = 3")
+    page.goto(page.url.split("#")[0] + "#/audit")
+    page.get_by_test_id("audit-verify").click()
+    chain = page.get_by_test_id("audit-chain")
+    expect(chain).to_contain_text("Audit log tampered with")
+    expect(chain).to_contain_text("first bad event #")
+    expect(chain).not_to_contain_text("Chain intact")
+    snap(page, shots, "35-audit-tampered")

@@ -856,6 +856,7 @@
       const reason = h('input', { type: 'text', maxlength: 256, placeholder: 'e.g. re-enrolment after facial surgery, ticket 4711', 'data-testid': 'force-reason' });
       const force = h('button', { class: 'ghost-danger', text: 'Force with this reason', 'data-testid': 'force-submit' });
       const err = h('div');
+      reason.addEventListener('input', () => clear(err));
       force.addEventListener('click', () => withBusy(force, async () => {
         if (!reason.value.trim()) { showError(err, new ApiError(0, { detail: 'State why this face belongs to the subject; the reason is audited.' })); return; }
         await send(out.subject, ps, reason.value.trim());
@@ -868,7 +869,8 @@
     function showEnrolResult(out, ps) {
       subjectInfo.textContent = '';
       const img = out.images[0];
-      if (img && img.face && picker) picker.draw([{ ...img.face, color: img.accepted ? COLORS.ok : COLORS.bad, label: img.accepted ? 'enrolled' : (REASON_TEXT[img.reason] || img.reason) }]);
+      const mark = img && (img.accepted ? 'enrolled' : img.reason === 'face_mismatch' ? 'another person' : (REASON_TEXT[img.reason] || img.reason));
+      if (img && img.face && picker) picker.draw([{ ...img.face, color: img.accepted ? COLORS.ok : COLORS.bad, label: mark }]);
       const hint = img && img.reason === 'ambiguous_face' ? ' Click the person being enrolled on the photo, then enrol again.' : '';
       clear(result).append(h('div', {},
         img && img.accepted
@@ -1110,8 +1112,8 @@
     const checkBtn = globalAdmin() ? h('button', { text: 'Verify hash chain', 'data-testid': 'audit-verify', onclick: async () => {
       try {
         const rep = await api('GET', '/v1/audit/verify');
-        const witness = rep.witnessed_seq === null || rep.witnessed_seq === undefined
-          ? 'No witness checkpoint yet.' : `The witness file vouches for events up to #${rep.witnessed_seq}.`;
+        const witnessed = rep.witnessed_seq !== null && rep.witnessed_seq !== undefined;
+        const witness = witnessed ? `The witness file vouches for events up to #${rep.witnessed_seq}.` : rep.ok ? 'No witness checkpoint yet.' : '';
         clear(chain).append(rep.ok
           ? h('div', { class: 'alert ok', 'data-testid': 'audit-chain' }, h('strong', { text: 'Chain intact: ' }),
             `${rep.events} events, head #${rep.head_seq}. `, h('span', { 'data-testid': 'audit-witnessed', text: witness }))
