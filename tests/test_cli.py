@@ -1,23 +1,33 @@
-"""The CLI as a user runs it: real subprocesses, JSON output, exit codes, clear errors."""
+"""The CLI as a user runs it: JSON output, exit codes, clear errors. In-process (the engine loads
+once), with smoke tests of the real entry points as separate processes."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+import re
 from pathlib import Path
 
 import pytest
+from cli_support import invoke as run
+from cli_support import spawn
 
-FACEGATE = [sys.executable, "-m", "facegate"]
+from facegate import __version__
 
 
-def run(*args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run([*FACEGATE, *map(str, args)], capture_output=True, text=True, timeout=300)
+def test_entry_point_help_and_version():
+    """The installed `facegate` script ([project.scripts]) lists every command group."""
+    res = spawn("--help", entry_point=True)
+    assert res.returncode == 0, res.stderr
+    listed = set(re.findall(r"[\w-]+", res.stdout))
+    assert {"detect", "verify", "embed", "eval", "calibrate", "demo", "collection", "enroll", "identify", "subject",
+            "consent", "purge", "audit", "keys", "master-key", "serve", "liveness", "migrate", "pg"} <= listed
+    res = spawn("--version", entry_point=True)
+    assert res.returncode == 0 and res.stdout.strip() == f"facegate {__version__}"
 
 
 def test_verify_json_match(photos):
-    res = run("verify", "--json", photos["obama_1"], photos["obama_2"])
+    """Through `python -m facegate`, a separate process."""
+    res = spawn("verify", "--json", photos["obama_1"], photos["obama_2"])
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert out["match"] is True and out["fmr"] == 1e-4

@@ -1,14 +1,15 @@
-"""The gallery CLI as an operator runs it: real subprocesses, one data dir, JSON and exit codes."""
+"""The gallery CLI as an operator runs it: one data dir, JSON and exit codes. In-process, with one
+smoke test of a gallery command as a separate process."""
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_support import Ran, invoke, spawn
 
 
 @pytest.fixture
@@ -17,13 +18,20 @@ def fg(tmp_path, monkeypatch):
     monkeypatch.delenv("FACEGATE_STORE", raising=False)
     data = tmp_path / "data"
 
-    def run(*args: object, input: str | None = None) -> subprocess.CompletedProcess:
-        env = {**__import__("os").environ, "FACEGATE_DATA_DIR": str(data), "COLUMNS": "200"}
-        return subprocess.run([sys.executable, "-m", "facegate", *map(str, args)], capture_output=True, text=True,
-                              timeout=300, env=env, input=input)
+    def run(*args: object, input: str | None = None) -> Ran:
+        return invoke(*args, input=input, env={"FACEGATE_DATA_DIR": str(data), "COLUMNS": "200"})
 
     run.data = data  # type: ignore[attr-defined]
     return run
+
+
+def test_gallery_command_as_a_process(fg):
+    """`python -m facegate collection create` with the flags after the subcommand, as in the README."""
+    r = spawn("collection", "create", "staff", "--purposes", "access", "--data-dir", fg.data, "--json",
+              env={**os.environ, "COLUMNS": "200"})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["purposes"] == ["access"]
+    assert [c["name"] for c in json.loads(fg("collection", "list", "--json").stdout)] == ["staff"]
 
 
 def test_operator_workflow(fg, photos):

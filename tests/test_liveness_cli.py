@@ -1,18 +1,17 @@
-"""`facegate liveness …` as a user runs it: real subprocesses, JSON output, exit codes."""
+"""`facegate liveness …` as a user runs it (in-process): JSON output, exit codes."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
+from cli_support import Ran, invoke
+
 CLIP = Path(__file__).parent / "data" / "liveness" / "miranda_motion.mp4"
-FACEGATE = [sys.executable, "-m", "facegate"]
 
 
-def run(*args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run([*FACEGATE, "liveness", *map(str, args)], capture_output=True, text=True, timeout=600)
+def run(*args: object) -> Ran:
+    return invoke("liveness", *args)
 
 
 def test_video_passive_and_with_challenges():
