@@ -63,6 +63,17 @@ def sign_in(page: Page, key: str) -> None:
     page.get_by_test_id("signin").click()
 
 
+def signed_in(browser, server, key: str, who: str):
+    """Another user's browser context, signed in with ``key`` (whose name is ``who``)."""
+    ctx = browser.new_context(viewport={"width": 1360, "height": 900})
+    ctx.set_default_timeout(20_000)
+    pg = ctx.new_page()
+    pg.goto(server.url + "/")
+    sign_in(pg, key)
+    expect(pg.get_by_test_id("whoami")).to_have_text(who)
+    return ctx, pg
+
+
 def test_01_sign_in(page, server, shots):
     expect(page.get_by_test_id("signin")).to_be_visible()
     snap(page, shots, "01-sign-in")
@@ -90,11 +101,11 @@ def test_02_create_collection(page, shots):
     snap(page, shots, "05-collections")
 
 
-def enrol(page: Page, subject: str, photo, purposes=("kyc",), attest=True):
+def enrol(page: Page, subject: str, photo, purposes=("kyc",), attest=True, collection="bank"):
     if "#/enrol" in page.url:
         page.get_by_test_id("enrol-another").click()
     else:
-        page.goto(page.url.split("#")[0] + "#/enrol?collection=bank")
+        page.goto(page.url.split("#")[0] + f"#/enrol?collection={collection}")
     expect(page.get_by_role("heading", name="Enrol a subject")).to_be_visible()
     page.get_by_test_id("enrol-subject").fill(subject)
     page.get_by_test_id("enrol-subject").press("Tab")
@@ -257,12 +268,7 @@ def test_10_key_without_access_is_refused(browser, server, photos, shots, outsid
         admin.post("/v1/collections", json={"name": "branch", "purposes": ["access"]}).raise_for_status()
         other = admin.post("/v1/keys", json={"name": "branch-kiosk", "scopes": ["verify", "identify"], "collections": ["branch"]}).json()["secret"]
         verify_only = admin.post("/v1/keys", json={"name": "bank-verify", "scopes": ["verify"], "collections": ["bank"]}).json()["secret"]
-    ctx = browser.new_context(viewport={"width": 1360, "height": 900})
-    ctx.set_default_timeout(20_000)
-    pg = ctx.new_page()
-    pg.goto(server.url + "/")
-    sign_in(pg, other)
-    expect(pg.get_by_test_id("whoami")).to_have_text("branch-kiosk")
+    ctx, pg = signed_in(browser, server, other, "branch-kiosk")
     expect(pg.get_by_test_id("collection-row")).to_have_count(1)
     expect(pg.get_by_test_id("collection-row")).to_contain_text("branch")
     expect(pg.get_by_test_id("nav-audit")).to_have_count(0)
@@ -346,13 +352,8 @@ def test_13_enrol_click_the_face_meant(page, server, twins, shots):
     path, at = twins
     with server.api() as admin:
         admin.post("/v1/collections", json={"name": "hall", "purposes": ["access", "audit.review"]}).raise_for_status()
-    page.goto(page.url.split("#")[0] + "#/enrol?collection=hall")
     page.reload()  # the console caches the collection list; hall was made through the API
-    page.get_by_test_id("enrol-subject").fill("H-biden")
-    page.get_by_test_id("enrol-purpose-access").check()
-    page.get_by_test_id("enrol-evidence").fill("form-H-biden")
-    page.get_by_test_id("enrol-attest").check()
-    page.get_by_test_id("enrol-picker-file").set_input_files(str(path))
+    enrol(page, "H-biden", path, purposes=("access",), collection="hall")
     expect(page.get_by_test_id("enrol-choose-face")).to_contain_text("shows 2 faces")
     snap(page, shots, "24-enrol-choose-face")
     click_face(page, "enrol-picker-canvas", at["biden_1"])
@@ -409,19 +410,9 @@ def test_16_enrol_key_without_identify_sees_review_flag(browser, server, photos,
     anyone, and a face mismatch cannot be forced from it."""
     with server.api() as admin:
         secret = admin.post("/v1/keys", json={"name": "hall-desk", "scopes": ["enroll"], "collections": ["hall"]}).json()["secret"]
-    ctx = browser.new_context(viewport={"width": 1360, "height": 900})
-    ctx.set_default_timeout(20_000)
-    pg = ctx.new_page()
-    pg.goto(server.url + "/")
-    sign_in(pg, secret)
-    expect(pg.get_by_test_id("whoami")).to_have_text("hall-desk")
-    pg.goto(server.url + "/#/enrol?collection=hall")
-    pg.get_by_test_id("enrol-subject").fill("H-2")
-    pg.get_by_test_id("enrol-purpose-access").check()
-    pg.get_by_test_id("enrol-evidence").fill("form-H-2")
-    pg.get_by_test_id("enrol-attest").check()
+    ctx, pg = signed_in(browser, server, secret, "hall-desk")
+    enrol(pg, "H-2", photos["biden_1"], purposes=("access",), collection="hall")
     pg.get_by_test_id("enrol-dedup").select_option("access")
-    pg.get_by_test_id("enrol-picker-file").set_input_files(str(photos["biden_1"]))
     expect(pg.get_by_test_id("quality-verdict")).to_contain_text("Good quality")
     pg.get_by_test_id("enrol-submit").click()
     expect(pg.get_by_test_id("enrol-accepted")).to_contain_text("H-2 enrolled")
@@ -429,10 +420,7 @@ def test_16_enrol_key_without_identify_sees_review_flag(browser, server, photos,
     expect(pg.get_by_test_id("duplicate-warning")).to_have_count(0)
     expect(pg.get_by_test_id("review-flag")).not_to_contain_text("H-biden")
     snap(pg, shots, "30-enrol-flagged-for-review")
-    pg.get_by_test_id("enrol-another").click()
-    pg.get_by_test_id("enrol-subject").fill("H-2")
-    pg.get_by_test_id("enrol-subject").press("Tab")
-    pg.get_by_test_id("enrol-picker-file").set_input_files(str(photos["obama_1"]))
+    enrol(pg, "H-2", photos["obama_1"], purposes=(), attest=False)
     expect(pg.get_by_test_id("quality-verdict")).to_contain_text("Good quality")
     pg.get_by_test_id("enrol-submit").click()
     expect(pg.get_by_test_id("enrol-rejected")).to_contain_text("Not the same person")
