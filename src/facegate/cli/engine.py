@@ -37,6 +37,7 @@ from .gallery import verify_subject
 
 app = typer.Typer()
 
+
 @app.command()
 @handle_errors
 def detect(
