@@ -20,7 +20,7 @@ from sqlalchemy import LargeBinary, delete, inspect, select, text, update
 
 import pg_support
 from facegate.gallery.crypto import encode_key, generate_key
-from facegate.gallery.liveness_schema import LivenessFrameDigestRow, LivenessResultRow, LivenessSessionRow
+from facegate.liveness.schema import LivenessFrameDigestRow, LivenessResultRow, LivenessSessionRow
 from facegate.liveness import (
     Challenge,
     SessionExpiredError,

@@ -109,7 +109,7 @@ def test_an_unused_result_is_deleted_soon_after_it_expires(svc, clip, moves, mon
 
     from sqlalchemy import update
 
-    from facegate.gallery.liveness_schema import LivenessResultRow, LivenessSessionRow
+    from facegate.liveness.schema import LivenessResultRow, LivenessSessionRow
     from facegate.service import liveness_bridge
 
     monkeypatch.setattr(liveness_bridge, "RESULT_SWEEP_S", 0.2)

@@ -177,6 +177,49 @@ def _audit_legacy_names(st: Store, audit: AuditLog) -> None:
         tx.delete_meta(LEGACY_NAMES_META)
 
 
+def open_database(data_dir: str | Path | None = None, *, store: str | None = None,
+                  durability: str = "normal") -> tuple[Store, Path]:
+    """The gallery database, opened and migrated, and its data directory (where the master key
+    and the audit witness live), found as ``Gallery.open`` finds them: ``store`` (default
+    $FACEGATE_STORE, else sqlite:///<data_dir>/gallery.db); ``data_dir`` (default
+    $FACEGATE_DATA_DIR, else the SQLite file's directory, else ./.facegate). ``data_dir`` may
+    also be the URL itself."""
+    if isinstance(data_dir, str) and ("://" in data_dir or data_dir == "embedded-postgres"):
+        store, data_dir = store or data_dir, None
+    url = store or os.environ.get("FACEGATE_STORE") or os.environ.get("FACEGATE_DATABASE_URL") or None
+    if data_dir is not None:
+        ddir = Path(data_dir)
+    elif url is not None and url.startswith("sqlite") and "FACEGATE_DATA_DIR" not in os.environ:
+        db = make_url(url).database
+        ddir = Path(db).resolve().parent if db and db != ":memory:" else default_data_dir()  # key beside the file
+    else:
+        ddir = default_data_dir()
+    if url is None or url.startswith("sqlite"):
+        ddir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if url is not None and not url.startswith("sqlite"):
+        from .pg import open_store  # issue 6: "postgresql://…" or "embedded-postgres"
+
+        st = open_store(url, data_dir=ddir, durability=durability)
+    else:
+        st = Store(url or sqlite_url(ddir), durability=durability)
+    try:
+        st.migrate()
+    except BaseException:
+        st.close()
+        raise
+    return st, ddir
+
+
+def open_master_key(st: Store, ddir: Path, master_key: bytes | str | None = None) -> Crypto:
+    """The store's current master key (``master_key``, else $FACEGATE_MASTER_KEY, else
+    ``<ddir>/master.key``, created for a new store, checked against the store's key id), as a
+    ``Crypto`` whose ``latest_id`` reads the key id now on record, so that it follows a rotation
+    made by another process."""
+    crypto = Gallery._master(st, ddir, master_key)
+    crypto.latest_id = lambda: master_key_files._current_id(st)
+    return crypto
+
+
 class Gallery:
     """Thread-safe; open one per process and share it (the REST service and the CLI do)."""
 
@@ -230,28 +273,9 @@ class Gallery:
         the process, may lose the last commits on power loss). The first argument may also be
         the URL itself: ``Gallery.open("postgresql://…")``, ``Gallery.open("sqlite:///x/g.db")``.
         """
-        if isinstance(data_dir, str) and ("://" in data_dir or data_dir == "embedded-postgres"):
-            store, data_dir = store or data_dir, None
-        url = store or os.environ.get("FACEGATE_STORE") or os.environ.get("FACEGATE_DATABASE_URL") or None
-        if data_dir is not None:
-            ddir = Path(data_dir)
-        elif url is not None and url.startswith("sqlite") and "FACEGATE_DATA_DIR" not in os.environ:
-            db = make_url(url).database
-            ddir = Path(db).resolve().parent if db and db != ":memory:" else default_data_dir()  # key beside the file
-        else:
-            ddir = default_data_dir()
-        if url is None or url.startswith("sqlite"):
-            ddir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if url is not None and not url.startswith("sqlite"):
-            from .pg import open_store  # issue 6: "postgresql://…" or "embedded-postgres"
-
-            st = open_store(url, data_dir=ddir, durability=durability)
-        else:
-            st = Store(url or sqlite_url(ddir), durability=durability)
+        st, ddir = open_database(data_dir, store=store, durability=durability)
         try:
-            st.migrate()
-            crypto = cls._master(st, ddir, master_key)
-            crypto.latest_id = lambda: master_key_files._current_id(st)
+            crypto = open_master_key(st, ddir, master_key)
             with st.read() as tx:
                 entry = tx.get_keyring("audit-mac")
             audit = AuditLog(crypto.unwrap(entry.wrapped, b"keyring|audit-mac"), witness_path=ddir / WITNESS_FILE)

@@ -244,7 +244,3 @@ class LockRow(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(String(256))
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
-
-
-# Liveness session tables (issue 5) share this metadata: migrations and the model check see them.
-from . import liveness_schema as _liveness_schema  # noqa: E402,F401

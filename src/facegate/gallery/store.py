@@ -121,12 +121,12 @@ class Store:
 
     @contextmanager
     def read(self) -> Iterator["StoreTx"]:
-        with _translate_errors(), self.read_engine.begin() as conn:
+        with translate_errors(), self.read_engine.begin() as conn:
             yield StoreTx(conn, self)
 
     @contextmanager
     def write(self) -> Iterator["StoreTx"]:
-        with _translate_errors(), self.write_engine.begin() as conn:
+        with translate_errors(), self.write_engine.begin() as conn:
             tx = StoreTx(conn, self)
             yield tx
         tx.committed()
@@ -143,7 +143,7 @@ class Store:
                     tx.conn.exec_driver_sql("SET LOCAL synchronous_commit = on")
                 yield tx
             return  # write() ran the commit hooks
-        with _translate_errors(), self.engine.connect() as conn:
+        with translate_errors(), self.engine.connect() as conn:
             raw = conn.connection.dbapi_connection  # no transaction is open yet: the pragma applies
             raw.execute("PRAGMA synchronous = FULL")
             try:
@@ -160,7 +160,7 @@ class Store:
 
     def max_seq(self) -> int:
         """Newest change-feed sequence number: the cheap check before every search."""
-        with _translate_errors(), self.engine.connect() as conn:
+        with translate_errors(), self.engine.connect() as conn:
             value = conn.execute(select(func.max(CH.c.seq))).scalar()
             conn.rollback()
         return int(value or 0)
@@ -188,14 +188,14 @@ class Store:
         known = {rev.revision for rev in ScriptDirectory.from_config(cfg).walk_revisions()}
         if current is not None and current not in known:
             raise SchemaError(f"the store's schema revision {current!r} is newer than this facegate; upgrade facegate")
-        with _translate_errors(), self.write_engine.begin() as conn:
+        with translate_errors(), self.write_engine.begin() as conn:
             if self.dialect == "postgresql":
                 conn.exec_driver_sql("SELECT pg_advisory_xact_lock(4242001)")
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 
     def schema_version(self) -> str | None:
-        with _translate_errors(), self.engine.connect() as conn:
+        with translate_errors(), self.engine.connect() as conn:
             try:
                 value = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
             except (OperationalError, DBAPIError):
@@ -226,7 +226,9 @@ class Store:
 
 
 @contextmanager
-def _translate_errors() -> Iterator[None]:
+def translate_errors() -> Iterator[None]:
+    """SQLite's operational errors as the gallery's: StoreUnavailableError (locked, busy,
+    unreachable) or StoreError. (PostgreSQL: ``facegate.gallery.pg.store.pg_errors``.)"""
     try:
         yield
     except OperationalError as exc:

@@ -52,6 +52,7 @@ from .challenge import (
     SessionStore,
 )
 from ..errors import FacegateError
+from ..gallery.store import translate_errors
 from .errors import (
     SessionExpiredError,
     SessionNotFoundError,
@@ -59,6 +60,7 @@ from .errors import (
     SessionResultUnavailableError,
     SessionUsedError,
 )
+from .schema import LivenessFrameDigestRow, LivenessResultRow, LivenessSessionRow
 
 log = logging.getLogger("facegate.liveness")
 
@@ -184,8 +186,6 @@ class DatabaseSessionStore(SessionStore):
         replay_ttl_s: float = DEFAULT_REPLAY_TTL_S,
         purge_every_s: float = 60.0,
     ) -> None:
-        from ..gallery.liveness_schema import LivenessFrameDigestRow, LivenessResultRow, LivenessSessionRow
-
         if crypto is None or not hasattr(crypto, "derive_key"):
             raise TypeError("DatabaseSessionStore needs the gallery's Crypto (gallery.crypto): passed results are encrypted")
 
@@ -216,35 +216,12 @@ class DatabaseSessionStore(SessionStore):
         base64), else $FACEGATE_MASTER_KEY, else ``<data_dir>/master.key`` — for SQLite the
         directory of the database file unless ``data_dir`` or $FACEGATE_DATA_DIR says otherwise
         — created for a new database, checked against the database's key id otherwise."""
-        import os
-        from pathlib import Path
+        from ..gallery.gallery import open_database, open_master_key
 
-        from sqlalchemy.engine import make_url
-
-        from ..gallery.store import Store, default_data_dir
-
-        if url.startswith("sqlite"):
-            st: Any = Store(url)
-            db = make_url(url).database
-            if data_dir is not None:
-                ddir = Path(data_dir)
-            elif db and db != ":memory:" and "FACEGATE_DATA_DIR" not in os.environ:
-                ddir = Path(db).resolve().parent
-            else:
-                ddir = default_data_dir()
-        else:
-            from ..gallery.pg import open_store
-
-            ddir = Path(data_dir) if data_dir is not None else default_data_dir()
-            st = open_store(url, data_dir=ddir)
+        st, ddir = open_database(data_dir, store=url)
         try:
-            st.migrate()
             if crypto is None:
-                from ..gallery import master_key as master_key_files
-                from ..gallery.gallery import Gallery
-
-                crypto = Gallery._master(st, ddir, master_key)
-                crypto.latest_id = lambda: master_key_files._current_id(st)
+                crypto = open_master_key(st, ddir, master_key)
         except BaseException:
             st.close()
             raise
@@ -260,15 +237,13 @@ class DatabaseSessionStore(SessionStore):
 
     @contextmanager
     def _tx(self, write: bool = True) -> Iterator[Connection]:
-        from ..gallery.store import _translate_errors
-
         engine = self._write if write else self._read
         if self.dialect == "postgresql":
             from ..gallery.pg.store import pg_errors
 
             guard = pg_errors()
         else:
-            guard = _translate_errors()
+            guard = translate_errors()
         with guard, engine.begin() as conn:
             yield conn
 

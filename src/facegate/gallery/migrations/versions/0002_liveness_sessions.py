@@ -10,6 +10,9 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+# The liveness tables' models join the gallery's metadata (env.py's target_metadata, the model check).
+import facegate.liveness.schema  # noqa: F401
+
 revision = "0002"
 down_revision = "0001"
 branch_labels = None

@@ -1,4 +1,5 @@
-"""Tables of the database-backed liveness session store (``facegate.liveness.db_store``).
+"""Tables of the database-backed liveness session store (``facegate.liveness.db_store``), on the
+gallery's SQLAlchemy ``Base``.
 
 They live in the gallery database so that every ``facegate serve`` process (and every replica
 on one PostgreSQL) shares liveness sessions, their single-use state, the replay digests and a
@@ -22,7 +23,8 @@ from typing import Optional
 from sqlalchemy import JSON, Boolean, Float, ForeignKey, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from .schema import Base, UTCDateTime
+# One metadata for the whole gallery database: the migrations and the model check see these tables.
+from ..gallery.schema import Base, UTCDateTime
 
 
 class LivenessSessionRow(Base):
