@@ -1,5 +1,5 @@
-"""The liveness REST router mounted on a bare FastAPI app with its dependencies overridden, the
-way the service mounts it. Frames: the public-domain test clip."""
+"""The liveness routes on the service app (``create_app``), with an in-memory session store and
+the audit records collected in a list. Frames: the public-domain test clip."""
 
 from __future__ import annotations
 
@@ -10,14 +10,15 @@ from pathlib import Path
 
 import cv2
 import pytest
-from fastapi import FastAPI, Header, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
 from facegate.errors import FacegateError
 from facegate.liveness import InMemorySessionStore, create_session
-from facegate.liveness import api as liveness_api
-from facegate.liveness.flow import liveness_frame_hook
+from facegate.liveness.flow import take_best_frame
+from facegate.service import Settings, create_app
+from facegate.service.auth import StaticKeys
 
 
 @pytest.fixture(scope="module")
@@ -25,29 +26,30 @@ def jpegs(clip):
     return [cv2.imencode(".jpg", cv2.cvtColor(f.image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes() for f in clip]
 
 
+def _app(tmp_path, engine):
+    keys = StaticKeys()
+    for key in ("key-1", "key-2"):
+        keys.add(key, key, ["verify"])  # the secret doubles as the key id: owners read "key-1"
+    return create_app(Settings(data_dir=tmp_path, rate_limit_per_s=1000, rate_limit_burst=1000), engine=engine,
+                      authenticator=keys)
+
+
 @pytest.fixture()
-def env(engine):
+def env(tmp_path, engine):
     store = InMemorySessionStore()
     audit: list[dict] = []
-    app = FastAPI()
+    app = _app(tmp_path, engine)
 
     @app.exception_handler(FacegateError)
-    async def problem(request: Request, exc: FacegateError):  # what the service's handler does
+    async def problem(request: Request, exc: FacegateError):  # the bare code, for short assertions
         return JSONResponse({"type": exc.code, "detail": exc.message}, status_code=exc.http_status)
 
-    def caller(x_api_key: str = Header(default="")) -> str:
-        if not x_api_key:
-            raise FacegateError("no key")  # 400 here; the service answers 401
-        return x_api_key
-
-    app.include_router(liveness_api.router)
-    app.dependency_overrides[liveness_api.get_liveness_engine] = lambda: engine
-    app.dependency_overrides[liveness_api.get_liveness_store] = lambda: store
-    app.dependency_overrides[liveness_api.liveness_principal] = caller
-    app.dependency_overrides[liveness_api.get_liveness_audit] = lambda: audit.append
-    client = TestClient(app)
-    client.headers["X-API-Key"] = "key-1"
-    return client, store, audit
+    live = app.state.service.liveness
+    live.store = store
+    live.audit = lambda principal, record: audit.append(record)
+    with TestClient(app) as client:
+        client.headers["X-API-Key"] = "key-1"
+        yield client, store, audit
 
 
 def _session(store, moves, owner="key-1", age_s=10.0, ttl_s=180.0):
@@ -62,17 +64,10 @@ def _multipart(jpegs, clip, nonce, start_s):
     return {"data": {"nonce": nonce, "timestamps": stamps}, "files": files}
 
 
-def test_default_auth_refuses(engine):
-    app = FastAPI()
-
-    @app.exception_handler(FacegateError)
-    async def problem(request: Request, exc: FacegateError):
-        return JSONResponse({"type": exc.code}, status_code=exc.http_status)
-
-    app.include_router(liveness_api.router)
-    app.dependency_overrides[liveness_api.get_liveness_engine] = lambda: engine
-    r = TestClient(app).post("/v1/liveness/sessions")
-    assert r.status_code == 401 and r.json()["type"] == "liveness_auth_not_configured"
+def test_a_key_is_required(tmp_path, engine):
+    with TestClient(_app(tmp_path, engine)) as client:
+        r = client.post("/v1/liveness/sessions")
+    assert r.status_code == 401 and r.json()["code"] == "api_key_required"
 
 
 def test_create_and_read_session(env):
@@ -106,9 +101,8 @@ def test_multipart_submission_live_then_used(env, clip, jpegs, moves):
     again = client.post(f"/v1/liveness/sessions/{s.id}/frames", **_multipart(jpegs, clip, s.nonce, time.time() - 8))
     assert again.status_code == 409 and again.json()["type"] == "liveness_session_used"
     assert audit[-1]["event"] == "liveness.rejected"
-    # verify/enrol take the best frame through the service hook, once
-    hook = liveness_frame_hook(store)
-    assert hook(s.id, "key-1", "kyc").ndim == 3
+    # verify/enrol take the best frame, once
+    assert take_best_frame(store, s.id, owner="key-1").ndim == 3
 
 
 def test_json_submission_and_replay(env, clip, jpegs, moves):

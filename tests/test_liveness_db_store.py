@@ -607,7 +607,7 @@ def test_serve_instances_share_sessions_through_the_database(url, tmp_path, engi
     app_a = _app(data, engine)
     with TestClient(app_a) as a:
         me = a.get("/v1/me", headers=H).json()
-        store_a = app_a.state.service.extensions["liveness_store"]
+        store_a = app_a.state.service.liveness.store
         assert isinstance(store_a.target, DatabaseSessionStore)
         # A random session through the API and one whose challenge is the clip's own movement
         # (created server-side: the client never picks challenges).
@@ -628,7 +628,7 @@ def test_serve_instances_share_sessions_through_the_database(url, tmp_path, engi
         decided = r.json()
         assert r.status_code == 200 and decided["live"] is False and decided["reasons"], decided
         # The passed result waits in the database, encrypted: no frame, no PNG in its bytes.
-        store_b = app_b.state.service.extensions["liveness_store"].target
+        store_b = app_b.state.service.liveness.store.target
         assert store_b.counts()["results"] == 1
         raw = _raw_bytes(store_b)
         assert b"\x89PNG\r\n\x1a\n" not in raw
@@ -647,12 +647,12 @@ def test_serve_instances_share_sessions_through_the_database(url, tmp_path, engi
                 assert r.status_code == 409 and r.json()["code"] == "liveness_session_used"
             # Verbatim replay of B's frames into a new session created through A.
             again = create_session(moves, now=time.time() - 10, owner=me["key_id"])
-            app_a2.state.service.extensions["liveness_store"].add(again)
+            app_a2.state.service.liveness.store.add(again)
             r = _submit(a2, key, {"id": again.id, "nonce": again.nonce}, clip, jpegs)
             assert r.status_code == 200 and r.json()["live"] is False and "frame_replayed" in r.json()["reasons"]
             # A new capture passes through A and is used to verify through B, once.
             probe = create_session(moves, now=time.time() - 10, owner=me["key_id"])
-            app_a2.state.service.extensions["liveness_store"].add(probe)
+            app_a2.state.service.liveness.store.add(probe)
             r = _submit(a2, key, {"id": probe.id, "nonce": probe.nonce}, clip, _jpegs(clip, 80))
             assert r.status_code == 200 and r.json()["live"] is True, r.json()
         verify = {"purpose": "access", "collection": "staff", "subject": "E-1", "liveness_session": probe.id}
@@ -686,4 +686,4 @@ def test_memory_store_can_still_be_chosen(tmp_path, engine, monkeypatch):
     monkeypatch.setenv("FACEGATE_LIVENESS_STORE", "memory")
     app = _app(tmp_path / "d", engine)
     with TestClient(app):
-        assert isinstance(app.state.service.extensions["liveness_store"], InMemorySessionStore)
+        assert isinstance(app.state.service.liveness.store, InMemorySessionStore)

@@ -21,7 +21,7 @@ from facegate.liveness import (
     SessionUsedError,
     create_session,
 )
-from facegate.liveness.flow import SubmittedFrame, liveness_frame_hook, owner_of, submit_frames, take_best_frame
+from facegate.liveness.flow import SubmittedFrame, owner_of, submit_frames, take_best_frame
 
 
 @pytest.fixture(scope="module")
@@ -116,12 +116,11 @@ def test_numpy_frames_and_hook(checker, clip, moves):
     frames = [SubmittedFrame(f.image, (now - 8 + f.t) * 1000.0) for f in clip]
     _, r = submit_frames(store, checker, s.id, s.nonce, frames, owner="key-7", now=now)
     assert r.live, r.reasons
-    hook = liveness_frame_hook(store)
     principal = SimpleNamespace(key_id="key-7")
-    img = hook(s.id, principal, "kyc")
+    img = take_best_frame(store, s.id, owner=owner_of(principal))
     assert isinstance(img, np.ndarray)
     with pytest.raises(SessionUsedError):
-        hook(s.id, principal, "kyc")
+        take_best_frame(store, s.id, owner=owner_of(principal))
 
 
 def test_owner_of():

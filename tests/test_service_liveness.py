@@ -12,11 +12,9 @@ import cv2
 import pytest
 from fastapi.testclient import TestClient
 
-pytest.importorskip("facegate.liveness.api")
-
-from facegate.liveness import create_session  # noqa: E402
-from facegate.service import Settings, create_app  # noqa: E402
-from facegate.service.backend import ensure_admin_key  # noqa: E402
+from facegate.liveness import create_session
+from facegate.service import Settings, create_app
+from facegate.service.backend import ensure_admin_key
 
 
 def _encode(clip, quality: int) -> list[bytes]:
@@ -51,7 +49,7 @@ def _passed_session(app, client, key, clip, jpegs, moves):
     service = app.state.service
     me = client.get("/v1/me", headers={"X-API-Key": key}).json()
     s = create_session(moves, now=time.time() - 10, owner=me["key_id"])
-    service.extensions["liveness_store"].add(s)
+    service.liveness.store.add(s)
     files = [("frames", (f"f{i}.jpg", j, "image/jpeg")) for i, j in enumerate(jpegs)]
     stamps = json.dumps([round((time.time() - 8 + f.t) * 1000.0, 1) for f in clip])
     r = client.post(f"/v1/liveness/sessions/{s.id}/frames", headers={"X-API-Key": key}, files=files,
@@ -104,18 +102,18 @@ def test_enrol_and_verify_with_liveness_sessions(svc, clip, jpegs, jpegs_again, 
 
 def test_an_unused_result_is_deleted_soon_after_it_expires(svc, clip, moves, monkeypatch):
     """The service's sweeper deletes expired results from the database without waiting for a
-    request (``liveness_bridge.RESULT_SWEEP_S``); the session then answers "expired"."""
+    request (``service.liveness.RESULT_SWEEP_S``); the session then answers "expired"."""
     import datetime as dt
 
     from sqlalchemy import update
 
     from facegate.liveness.schema import LivenessResultRow, LivenessSessionRow
-    from facegate.service import liveness_bridge
+    from facegate.service import liveness as service_liveness
 
-    monkeypatch.setattr(liveness_bridge, "RESULT_SWEEP_S", 0.2)
+    monkeypatch.setattr(service_liveness, "RESULT_SWEEP_S", 0.2)
     app, client, keys = svc
     sid = _passed_session(app, client, keys["verify"], clip, _encode(clip, 70), moves)
-    store = app.state.service.extensions["liveness_store"].target
+    store = app.state.service.liveness.store.target
     assert store.counts()["results"] == 1
     gone = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)  # as if its 120 s had gone by
     with store.store.engine.begin() as conn:

@@ -8,11 +8,9 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-pytest.importorskip("facegate.liveness.api")
-
-from facegate.service import Settings, create_app  # noqa: E402
-from facegate.service.backend import ensure_admin_key  # noqa: E402
-from test_service_liveness import _encode, _passed_session, jpegs, jpegs_again  # noqa: E402,F401
+from facegate.service import Settings, create_app
+from facegate.service.backend import ensure_admin_key
+from test_service_liveness import _encode, _passed_session, jpegs, jpegs_again  # noqa: F401
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """Active liveness: randomised challenge-response sessions (see docs/liveness.md).
 
 ``facegate.liveness.db_store.DatabaseSessionStore`` (sessions in the gallery database, shared by
-processes) is imported from its module, so that this package does not load SQLAlchemy."""
+processes) is imported from its module, so that this package does not load SQLAlchemy; nor does
+it load FastAPI (the HTTP routes are the service's, ``facegate.service.routes_liveness``)."""
 
 from .challenge import (
     Challenge,
@@ -24,7 +25,7 @@ from .errors import (
     SessionUsedError,
     UnknownChallengeError,
 )
-from .flow import FlowSettings, SubmittedFrame, liveness_frame_hook, submit_frames, take_best_frame
+from .flow import FlowSettings, LivenessSettings, SubmittedFrame, submit_frames, take_best_frame
 from .motion import ChallengeStatus, PoseThresholds
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "LivenessError",
     "LivenessInputError",
     "LivenessResult",
+    "LivenessSettings",
     "LivenessSession",
     "NonceMismatchError",
     "PoseThresholds",
@@ -53,7 +55,6 @@ __all__ = [
     "UnknownChallengeError",
     "check_frames",
     "create_session",
-    "liveness_frame_hook",
     "random_challenges",
     "read_frames",
     "read_video",

@@ -21,12 +21,11 @@ import datetime as dt
 import secrets
 import threading
 import time
-from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -187,42 +186,39 @@ def create_session(
     )
 
 
-class SessionStore(ABC):
-    """Where sessions live between create, submit and consume. Every state change is atomic."""
+@runtime_checkable
+class SessionStore(Protocol):
+    """Where sessions live between create, submit and consume; every state change is atomic.
+    The in-memory store below and ``db_store.DatabaseSessionStore`` implement it; the flow and
+    the service depend on this interface only."""
 
-    @abstractmethod
-    def add(self, session: LivenessSession) -> None: ...
+    def add(self, session: LivenessSession) -> None:
+        """A new session; ValueError for a duplicate id."""
 
-    @abstractmethod
     def get(self, session_id: str, owner: str | None = None, now: float | None = None) -> LivenessSession:
         """A copy of the session; SessionNotFoundError if unknown, purged or owned by someone else."""
 
-    @abstractmethod
     def claim(self, session_id: str, owner: str | None = None, now: float | None = None) -> LivenessSession:
         """pending -> checking, atomically: the one submission this session gets.
         SessionNotFoundError / SessionExpiredError / SessionUsedError otherwise."""
 
-    @abstractmethod
     def finish(self, session_id: str, outcome: SessionOutcome) -> None:
         """checking -> passed | failed, keeping ``outcome``."""
 
-    @abstractmethod
     def consume(self, session_id: str, owner: str | None = None, now: float | None = None) -> SessionOutcome:
         """passed -> consumed, atomically, returning the outcome with the best frame (once).
         SessionNotLiveError if it failed or is unchecked; SessionUsedError if consumed;
         SessionExpiredError once ``result_ttl`` has passed."""
 
-    @abstractmethod
     def remember_frames(self, session_id: str, digests: Iterable[str], now: float | None = None) -> set[str]:
         """Record this session's frame digests; return those already recorded for *another*
         session within the replay window (verbatim replays)."""
 
-    @abstractmethod
     def purge(self, now: float | None = None) -> int:
         """Drop expired sessions, stale outcomes and old digests; returns how many sessions went."""
 
 
-class InMemorySessionStore(SessionStore):
+class InMemorySessionStore:
     """Thread-safe, single-process store. Nothing is written to disk.
 
     ``max_sessions`` bounds memory: the oldest sessions are evicted first. Frame digests

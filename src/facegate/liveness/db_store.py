@@ -49,7 +49,6 @@ from .challenge import (
     Challenge,
     LivenessSession,
     SessionOutcome,
-    SessionStore,
 )
 from ..errors import FacegateError
 from ..gallery.store import translate_errors
@@ -168,8 +167,8 @@ class ResultCipher:
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-class DatabaseSessionStore(SessionStore):
-    """Liveness sessions in the gallery database. Thread- and process-safe.
+class DatabaseSessionStore:
+    """Liveness sessions in the gallery database (a ``SessionStore``). Thread- and process-safe.
 
     ``store``: a gallery ``Store`` (``gallery.store``; its tables come from the gallery's
     migrations, revision 0003) — or use :meth:`open` with a database URL. ``crypto``: the
@@ -443,7 +442,7 @@ class DatabaseSessionStore(SessionStore):
 
     def purge_results(self, now: float | None = None) -> int:
         """Delete every stored result whose lifetime is over (one indexed DELETE); returns how
-        many. ``facegate serve`` runs it every few seconds (``liveness_bridge``)."""
+        many. ``facegate serve`` runs it every few seconds (``service.liveness``)."""
         now = time.time() if now is None else now
         with self._tx() as conn:
             n = int(conn.execute(delete(self.R).where(self.R.c.expires_at <= _ts(now))).rowcount or 0)

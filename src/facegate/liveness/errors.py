@@ -65,6 +65,13 @@ class LivenessInputError(LivenessError):
     http_status = 422
 
 
+class UnsupportedMediaTypeError(LivenessInputError):
+    """Frames sent in a body that is neither multipart/form-data nor JSON."""
+
+    code = "liveness_unsupported_media_type"
+    http_status = 415
+
+
 class UnknownChallengeError(LivenessError, ValueError):
     code = "liveness_unknown_challenge"
     http_status = 400

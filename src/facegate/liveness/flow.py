@@ -27,15 +27,15 @@ import hmac
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..errors import FacegateError
 from ..vision import decode
-from .challenge import LivenessSession, SessionOutcome, SessionStore
-from .checker import Frame, LivenessChecker, LivenessResult
+from .challenge import DEFAULT_TTL_S, LivenessSession, SessionOutcome, SessionStore
+from .checker import Frame, LivenessChecker, LivenessConfig, LivenessResult
 from .errors import LivenessInputError, NonceMismatchError
 
 log = logging.getLogger("facegate.liveness")
@@ -56,6 +56,16 @@ class FlowSettings:
     max_frame_bytes: int = 2 * 1024 * 1024
     clock_skew_s: float = 120.0  # tolerated client/server clock difference
     span_slack_s: float = 2.0  # capture span may exceed the session's age by this much
+
+
+@dataclass(frozen=True)
+class LivenessSettings:
+    """A front end's liveness settings: session lifetime, upload limits, the checker's thresholds."""
+
+    session_ttl_s: float = DEFAULT_TTL_S
+    checker: LivenessConfig = field(default_factory=LivenessConfig)
+    flow: FlowSettings = field(default_factory=FlowSettings)
+    recommended_fps: float = 10.0
 
 
 def frame_digests(raw: bytes | None, rgb: np.ndarray) -> list[str]:
@@ -176,13 +186,3 @@ def take_best_frame(store: SessionStore, session_id: str, owner: str | None = No
 
         raise SessionNotLiveError("this liveness session has no frame to use", session_id=session_id)
     return outcome.best_image
-
-
-def liveness_frame_hook(store: SessionStore):
-    """A ``(session_id, principal, purpose) -> RGB array`` callable for the service's
-    ``extensions["liveness_frame"]``: consumes the session (owner = the principal's key)."""
-
-    def hook(session_id: str, principal: Any, purpose: str | None = None) -> np.ndarray:
-        return take_best_frame(store, session_id, owner=owner_of(principal))
-
-    return hook

@@ -37,6 +37,7 @@ from .errors import (
     ValidationFailedError,
 )
 from .limits import BodySizeLimitMiddleware, RateLimiter, WorkerPool
+from .liveness import ServiceLiveness
 from .observability import Metrics, configure_logging, new_request_id, request_id_var
 from .problems import InternalError, problem_response
 from .schemas import Problem
@@ -65,6 +66,8 @@ class Service:
         self.startup_error: str | None = None
         self.bootstrap_key: str | None = None  # secret of a key created on first start (printed once)
         self.extensions: dict[str, Any] = {}
+        self.liveness = ServiceLiveness(self)
+        self.extensions["liveness_frame"] = self.liveness.take_frame  # until backend calls service.liveness
 
     async def run(self, fn: Callable[..., Any], *args: Any, kind: str = "work", side_effects: bool = False, **kwargs: Any) -> Any:
         """Run blocking work (engine, store) on the bounded worker pool."""
@@ -277,13 +280,13 @@ def create_app(settings: Settings | None = None, *, engine: Any = None, gallery:
     app.state.service = service
     _install_error_handlers(app)
 
-    from . import routes_ops, routes_engine, routes_gallery
+    from . import routes_ops, routes_engine, routes_gallery, routes_liveness
 
     app.include_router(routes_ops.router)
     app.include_router(routes_engine.router)
     app.include_router(routes_gallery.router)
     _mount_docs(app)
-    _include_liveness(app, service)
+    app.include_router(routes_liveness.router)
     if settings.console:
         from .console import mount_console
 
@@ -339,15 +342,6 @@ def _problems_everywhere(schema: dict[str, Any]) -> None:
     comps = schema.get("components", {}).get("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
         comps.pop(name, None)
-
-
-def _include_liveness(app: FastAPI, service: Service) -> None:
-    """Mount the liveness router (issue 5) when that package is present."""
-    try:
-        from . import liveness_bridge
-    except ImportError:
-        return
-    liveness_bridge.include(app, service)
 
 
 def _mount_docs(app: FastAPI) -> None:

@@ -1,4 +1,4 @@
-"""REST endpoints for liveness sessions: an APIRouter the service mounts.
+"""The liveness session routes.
 
 Endpoints (prefix ``/v1/liveness``)::
 
@@ -12,56 +12,22 @@ per frame, in order) and one ``frames`` file part per frame — or as ``applicat
 ``{"nonce": "…", "frames": [{"image": "<base64>", "timestamp_ms": 1767225600000}, …]}``.
 A not-live decision is a 200 with ``live: false`` and reason codes; errors (unknown session 404,
 wrong nonce 403, used 409, expired 410, unreadable frames 422) raise FacegateError subclasses
-(``liveness.errors``), which the service's FacegateError handler turns into problem+json.
+(``liveness.errors``), which the service turns into problem+json.
 
-Mounting (the service engineer's side)::
-
-    from facegate.liveness import api as liveness_api
-    from facegate.liveness.flow import liveness_frame_hook
-
-    app.include_router(liveness_api.router)
-    store = liveness_api.InMemorySessionStore()          # or a database-backed SessionStore
-    app.dependency_overrides[liveness_api.get_liveness_engine] = lambda: service.engine
-    app.dependency_overrides[liveness_api.get_liveness_store] = lambda: store
-    app.dependency_overrides[liveness_api.liveness_principal] = caller_key_id   # see below
-    app.dependency_overrides[liveness_api.get_liveness_audit] = lambda: write_audit_record
-    app.dependency_overrides[liveness_api.get_liveness_settings] = lambda: LivenessSettings(…)  # optional
-    service.extensions["liveness_frame"] = liveness_frame_hook(store)  # verify/enrol with a session id
-
-Dependencies (all overridable with ``app.dependency_overrides``):
-
-- ``get_liveness_engine() -> FaceEngine``: default a process-wide ``FaceEngine()`` created on
-  first use. Override with the service's engine so only one is loaded.
-- ``get_liveness_store() -> SessionStore``: default a process-wide ``InMemorySessionStore``
-  (one process only; with several workers use a shared store such as
-  ``facegate.liveness.db_store.DatabaseSessionStore(gallery.store, gallery.crypto)``, which
-  ``facegate serve`` uses: a passed session's result is kept there encrypted, so verify/enrol
-  may reach any process).
-- ``liveness_principal() -> str | None``: who is calling; sessions are bound to it, and only the
-  same caller may submit frames to, read or consume a session. The default **refuses every
-  request** (401 ``liveness_auth_not_configured``): override it with a dependency that
-  authenticates (e.g. the service's API-key dependency, scope check included) and returns a stable
-  id for the caller (an object with ``key_id``/``id`` is also accepted). For local experiments
-  only, ``allow_anonymous`` accepts everyone as one anonymous caller.
-- ``get_liveness_audit() -> Callable[[dict], None]``: where decisions go. Records carry the
-  session id, decision, reason codes, challenge statuses, frame count and the caller id — never
-  images, landmarks or templates. Default: the ``facegate.liveness`` logger at INFO.
-- ``get_liveness_settings() -> LivenessSettings``: session lifetime, upload limits and the
-  checker's thresholds (``LivenessConfig``).
+Callers need an API key with the verify, enroll or identify scope; a session is bound to the
+key that created it, and only that key may submit frames to, read or use it. Sessions live in
+``service.liveness.store`` (the gallery's database by default); decisions go to the audit log
+(session id, decision, reason codes, challenge statuses, frame count and the caller — never
+images, landmarks or templates); frame checks run on the service's engine, bounded to its worker
+count (``service.liveness``).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
-import logging
 import math
 import re
-import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
@@ -69,99 +35,22 @@ from pydantic import BaseModel, Field
 from pydantic_core import from_json
 from starlette.concurrency import run_in_threadpool
 
-from .challenge import DEFAULT_TTL_S, InMemorySessionStore, SessionStore, create_session
-from .checker import LivenessChecker, LivenessConfig
-from .errors import LivenessError, LivenessInputError
-from .flow import FlowSettings, SubmittedFrame, owner_of, submit_frames
-
-log = logging.getLogger("facegate.liveness")
-
-__all__ = [
-    "InMemorySessionStore",
-    "LivenessSettings",
-    "allow_anonymous",
-    "get_liveness_audit",
-    "get_liveness_engine",
-    "get_liveness_settings",
-    "get_liveness_store",
-    "liveness_principal",
-    "router",
-]
+from ..liveness.challenge import create_session
+from ..liveness.checker import LivenessChecker
+from ..liveness.errors import LivenessError, LivenessInputError, UnsupportedMediaTypeError
+from ..liveness.flow import SubmittedFrame, owner_of, submit_frames
+from .auth import Principal
+from .deps import get_service, needs
+from .liveness import ServiceLiveness
 
 
-class LivenessAuthNotConfiguredError(LivenessError):
-    code = "liveness_auth_not_configured"
-    http_status = 401
+def get_liveness(request: Request) -> ServiceLiveness:
+    return get_service(request).liveness
 
 
-class UnsupportedMediaTypeError(LivenessInputError):
-    code = "liveness_unsupported_media_type"
-    http_status = 415
-
-
-@dataclass(frozen=True)
-class LivenessSettings:
-    session_ttl_s: float = DEFAULT_TTL_S
-    checker: LivenessConfig = field(default_factory=LivenessConfig)
-    flow: FlowSettings = field(default_factory=FlowSettings)
-    recommended_fps: float = 10.0
-
-
-# --- overridable dependencies -------------------------------------------------------------------
-
-_engine_lock = threading.Lock()
-_default_engine: Any = None
-_default_store = InMemorySessionStore()
-_default_settings = LivenessSettings()
-
-
-def get_liveness_engine() -> Any:
-    """The FaceEngine the checks run on. Default: one process-wide FaceEngine()."""
-    global _default_engine
-    if _default_engine is None:
-        with _engine_lock:
-            if _default_engine is None:
-                from ..engine import FaceEngine
-
-                _default_engine = FaceEngine()
-    return _default_engine
-
-
-def get_liveness_store() -> SessionStore:
-    """Where sessions live. Default: one process-wide InMemorySessionStore."""
-    return _default_store
-
-
-def get_liveness_settings() -> LivenessSettings:
-    return _default_settings
-
-
-def liveness_principal() -> str | None:
-    """Who is calling. Placeholder: refuses until the service overrides it with real auth."""
-    raise LivenessAuthNotConfiguredError(
-        "liveness endpoints need authentication; the service must override liveness_principal"
-    )
-
-
-def allow_anonymous() -> str | None:
-    """An override for ``liveness_principal`` that lets everyone in as one caller (tests, demos)."""
-    return None
-
-
-def _log_audit(record: dict[str, Any]) -> None:
-    log.info("liveness %s", json.dumps(record, sort_keys=True))
-
-
-def get_liveness_audit() -> Callable[[dict[str, Any]], None]:
-    """Where decision records go. Default: the facegate.liveness logger."""
-    return _log_audit
-
-
-Engine = Annotated[Any, Depends(get_liveness_engine)]
-Store = Annotated[SessionStore, Depends(get_liveness_store)]
-Settings = Annotated[LivenessSettings, Depends(get_liveness_settings)]
-Caller = Annotated[Any, Depends(liveness_principal)]
-Audit = Annotated[Callable[[dict[str, Any]], None], Depends(get_liveness_audit)]
+# Liveness proves presence before a verification, an enrolment or an identification.
+Caller = Annotated[Principal, needs("verify", "enroll", "identify")]
+Liveness = Annotated[ServiceLiveness, Depends(get_liveness)]
 SessionId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$", description="Liveness session id.")]
 
 
@@ -272,15 +161,16 @@ def _session_dict(session: Any) -> dict[str, Any]:
 
 
 @router.post("/sessions", status_code=201, response_model=SessionCreated, summary="Start a liveness session")
-async def create_liveness_session(store: Store, settings: Settings, caller: Caller, audit: Audit) -> dict[str, Any]:
+async def create_liveness_session(live: Liveness, caller: Caller) -> dict[str, Any]:
     """A random 2–4 movement challenge, a nonce and an expiry. Capture the person performing the
     movements in order (about 10 frames per second, starting facing the camera) and post the
     frames to ``/sessions/{id}/frames`` before ``expires_at``."""
     owner = owner_of(caller)
+    settings = live.settings
     session = create_session(ttl_s=settings.session_ttl_s, owner=owner)
-    await run_in_threadpool(store.add, session)  # a database store blocks: keep it off the event loop
-    audit({"event": "liveness.session_created", "session_id": session.id, "actor": owner,
-           "challenges": [c.value for c in session.challenges]})
+    await run_in_threadpool(live.store.add, session)  # a database store blocks: keep it off the event loop
+    live.audit(caller, {"event": "liveness.session_created", "session_id": session.id, "actor": owner,
+                        "challenges": [c.value for c in session.challenges]})
     return {
         **session.to_dict(include_nonce=True),
         "upload": {
@@ -293,8 +183,8 @@ async def create_liveness_session(store: Store, settings: Settings, caller: Call
 
 
 @router.get("/sessions/{session_id}", response_model=SessionState, summary="A liveness session's state")
-async def get_liveness_session(session_id: SessionId, store: Store, caller: Caller) -> dict[str, Any]:
-    return _session_dict(await run_in_threadpool(store.get, session_id, owner_of(caller)))
+async def get_liveness_session(session_id: SessionId, live: Liveness, caller: Caller) -> dict[str, Any]:
+    return _session_dict(await run_in_threadpool(live.store.get, session_id, owner_of(caller)))
 
 
 @router.post(
@@ -304,25 +194,26 @@ async def get_liveness_session(session_id: SessionId, store: Store, caller: Call
     openapi_extra={"requestBody": _FRAMES_BODY},
 )
 async def submit_liveness_frames(
-    session_id: SessionId, request: Request, engine: Engine, store: Store, settings: Settings, caller: Caller, audit: Audit
+    session_id: SessionId, request: Request, live: Liveness, caller: Caller
 ) -> dict[str, Any]:
     """Checks, once per session: one face throughout, the same person in every frame, the asked
     movements in order and in time and nothing else, natural (not planar, not repeated) change,
     and a large, sharp best frame. ``live: false`` comes with reason codes (docs/liveness.md)."""
     owner = owner_of(caller)
+    settings = live.settings
     limit = min(settings.flow.max_frames, settings.checker.max_frames)
     nonce, frames = await _read_frames(request, limit, settings.flow.max_frame_bytes)
-    checker = LivenessChecker(engine, settings.checker)
+    checker = LivenessChecker(live.engine, settings.checker)
     try:
         session, result = await run_in_threadpool(
-            submit_frames, store, checker, session_id, nonce, frames, owner=owner, settings=settings.flow
+            submit_frames, live.store, checker, session_id, nonce, frames, owner=owner, settings=settings.flow
         )
     except LivenessError as exc:
-        audit({"event": "liveness.rejected", "session_id": session_id, "actor": owner, "code": exc.code})
+        live.audit(caller, {"event": "liveness.rejected", "session_id": session_id, "actor": owner, "code": exc.code})
         raise
     record = result.audit_record(session.id)
     record["actor"] = owner
-    audit(record)
+    live.audit(caller, record)
     body = result.to_dict()
     return {"session_id": session.id, "state": session.state, "decision": "live" if result.live else "not_live", **body}
 
@@ -415,7 +306,3 @@ async def _read_frames(request: Request, limit: int, max_bytes: int) -> tuple[st
         return nonce, frames
     raise UnsupportedMediaTypeError("send frames as multipart/form-data or application/json", content_type=ctype[:100])
 
-
-def now_ms() -> float:
-    """Capture-time helper for Python clients: ms since the Unix epoch."""
-    return time.time() * 1000.0
