@@ -10,7 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 from test_subject_engine import TWINS, jpeg, scene
 
+from facegate import Chosen
 from facegate.client import Client
+from facegate.gallery import ConsentSpec, QualityPolicy
 from facegate.service import Settings, create_app
 
 COL = "/v1/collections/kyc"
@@ -112,3 +114,23 @@ def test_typed_client_sends_the_choice(api, twins, sides, photos):
     assert pair.match is True
     pair = client.verify(twins, photos["biden_1"], purpose="kyc", face_a=sides["obama"]["box"])
     assert pair.match is False
+
+
+def test_a_chosen_face_still_passes_the_quality_gate(api, twins, sides):
+    g = api.app.state.service.gallery
+    g.create_collection("strict", purposes=("kyc",), model=g.get_collection("kyc").model_id,
+                        quality_policy=QualityPolicy(min_inter_eye_px=500))
+    out = api.post("/v1/collections/strict/subjects/s1/faces", data={"purposes": "kyc", "faces": str(sides["biden"]["index"])},
+                   files={"images": twins}).json()
+    assert out["accepted"] == 0 and out["images"][0]["reason"] == "face_too_small"
+
+
+def test_library_takes_a_chosen_image_alone_or_in_a_list(api, twins, sides):
+    """facegate.Chosen in the library: one Chosen image (not a list) for enrol, and for identify."""
+    g = api.app.state.service.gallery
+    res = g.enroll("kyc", "lib-biden", Chosen(twins, sides["biden"]["index"]), consent=ConsentSpec(purposes=("kyc",)))
+    assert res.accepted == 1 and res.images[0].source == "image[0]"
+    hit = g.identify("kyc", Chosen(twins, sides["biden"]["box"]), purpose="kyc")
+    assert {c.subject for c in hit.candidates} >= {"lib-biden"}
+    assert g.verify("kyc", "lib-biden", Chosen(twins, sides["biden"]["index"]), purpose="kyc").match
+    assert not g.verify("kyc", "lib-biden", Chosen(twins, sides["obama"]["index"]), purpose="kyc").match
