@@ -134,3 +134,24 @@ def test_library_takes_a_chosen_image_alone_or_in_a_list(api, twins, sides):
     assert {c.subject for c in hit.candidates} >= {"lib-biden"}
     assert g.verify("kyc", "lib-biden", Chosen(twins, sides["biden"]["index"]), purpose="kyc").match
     assert not g.verify("kyc", "lib-biden", Chosen(twins, sides["obama"]["index"]), purpose="kyc").match
+
+
+def test_verify_against_a_subject_takes_the_choice(api, twins, sides):
+    """/v1/verify in subject mode: the ambiguous probe is refused with candidates, then verified
+    with the face chosen (by index over HTTP, by box through the typed client)."""
+    body = {"purpose": "kyc", "collection": "kyc", "subject": "obama"}
+    r = api.post("/v1/verify", data=body, files={"image": twins})
+    assert r.status_code == 422 and r.json()["code"] == "ambiguous_face"
+    hit = api.post("/v1/verify", data={**body, "face": str(sides["obama"]["index"])}, files={"image": twins})
+    assert hit.status_code == 200 and hit.json()["decision"] == "match", hit.text
+    miss = api.post("/v1/verify", data={**body, "face": str(sides["biden"]["index"])}, files={"image": twins})
+    assert miss.status_code == 200 and miss.json()["decision"] == "no_match"
+    client = Client(http=api)
+    assert client.verify_subject("kyc", "obama", twins, purpose="kyc", face=sides["obama"]["box"]).match is True
+    # face/box belong to the subject mode, face_a/face_b to the image-vs-image mode
+    wrong_mode = api.post("/v1/verify", data={"purpose": "kyc", "face": "0"}, files={"image_a": twins, "image_b": twins})
+    assert wrong_mode.status_code == 422 and wrong_mode.json()["code"] == "validation_error"
+    wrong_mode = api.post("/v1/verify", data={**body, "face_a": "0"}, files={"image": twins})
+    assert wrong_mode.status_code == 422 and wrong_mode.json()["code"] == "validation_error"
+    live = api.post("/v1/verify", json={**body, "liveness_session": "s1", "face": 0})
+    assert live.status_code == 422 and "liveness" in live.json()["detail"]

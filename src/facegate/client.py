@@ -180,9 +180,11 @@ class Client:
         return self._json(VerifyResponse, "POST", "/v1/verify", files=files, data=self._clean(data))
 
     def verify_subject(self, collection: str, subject: str, image: ImageArg | None = None, *, purpose: str,
-                       liveness_session: str | None = None) -> VerifyResponse:
-        """Image (or completed liveness session) vs an enrolled subject."""
-        data = self._clean({"purpose": purpose, "collection": collection, "subject": subject, "liveness_session": liveness_session})
+                       liveness_session: str | None = None, face: FaceChoice | None = None) -> VerifyResponse:
+        """Image (or completed liveness session) vs an enrolled subject; ``face`` chooses the face
+        of ``image`` meant, as in :meth:`verify`."""
+        data = self._clean({"purpose": purpose, "collection": collection, "subject": subject, "liveness_session": liveness_session,
+                            **_choice(face, "face", "box")})
         files = {"image": _image_file(image, "probe")} if image is not None else None
         if files is None:
             return self._json(VerifyResponse, "POST", "/v1/verify", json=data)

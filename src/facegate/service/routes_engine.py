@@ -7,10 +7,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from ..calibration import DEFAULT_FMR, SUPPORTED_FMRS
-from ..engine import Chosen
 from ..errors import CalibrationError, FaceError
 from ..results import Face
-from ..vision.subject import DEFAULT_RULE, FaceRef, SubjectRule
+from ..vision.subject import DEFAULT_RULE, SubjectRule
 from . import backend
 from .deps import PrincipalDep, get_service
 from .errors import ValidationFailedError
@@ -63,16 +62,6 @@ async def detect(request: Request, principal: PrincipalDep) -> DetectResponse:
                           faces=[{**face_out(service, f, policy), "index": i, "subject": i == subject} for i, f in enumerate(faces)])
 
 
-def _choice(index: int | None, box: list[float] | None, field: str) -> FaceRef | None:
-    if index is not None and box is not None:
-        raise ValidationFailedError(f"choose the face of image_{field} by face_{field} or by box_{field}, not both")
-    return index if index is not None else box
-
-
-def _chosen(image: bytes, face: FaceRef | None) -> bytes | Chosen:
-    return image if face is None else Chosen(image, face)
-
-
 @router.post(
     "/verify", response_model=VerifyResponse, summary="1:1 verification: two images, or an image against a subject",
     description=(
@@ -81,7 +70,8 @@ def _chosen(image: bytes, face: FaceRef | None) -> bytes | Chosen:
         "`face_a`/`face_b` (an index from /v1/detect or from an `ambiguous_face` problem's `candidates`) or "
         "`box_a`/`box_b` choose the face meant.\n"
         "* **image vs enrolled subject**: `image` (or `liveness_session`), `collection`, `subject`. Needs scope "
-        "`verify` and the collection; the subject's consent must cover `purpose`.\n\n"
+        "`verify` and the collection; the subject's consent must cover `purpose`. `face`/`box` choose the face "
+        "of `image` meant.\n\n"
         "The decision is `match` when `score >= threshold`; the threshold is calibrated for the target `fmr`. "
         "Probe images are never stored; the decision (not the image) is audited."
     ),
@@ -95,22 +85,28 @@ async def verify(request: Request, principal: PrincipalDep) -> VerifyResponse:
     against_subject = body.collection is not None or body.subject is not None or "image" in images or body.liveness_session
     if pair and against_subject:
         raise ValidationFailedError("send either image_a + image_b, or image/liveness_session + collection + subject, not both")
-    face_a, face_b = _choice(body.face_a, body.box_a, "a"), _choice(body.face_b, body.box_b, "b")
     if pair:
         if "image_a" not in images or "image_b" not in images:
             raise ValidationFailedError("image vs image verification needs both image_a and image_b")
+        if body.face is not None or body.box is not None:
+            raise ValidationFailedError("face/box choose the face of a probe verified against a subject; use face_a/face_b "
+                                        "(or box_a/box_b) for image_a and image_b")
         fmr = check_fmr(DEFAULT_FMR if body.fmr is None else body.fmr)
-        a, b = _chosen(images["image_a"][0], face_a), _chosen(images["image_b"][0], face_b)
+        a = backend.chosen(images["image_a"][0], body.face_a, body.box_a)
+        b = backend.chosen(images["image_b"][0], body.face_b, body.box_b)
         return await backend.verify_pair(service, principal, a, b, body.purpose, fmr)  # engine.verify takes a Chosen image
-    if face_a is not None or face_b is not None:
-        raise ValidationFailedError("face_a/face_b and box_a/box_b choose faces of image_a and image_b; crop a probe "
-                                    "verified against a subject to the person meant")
+    if any(v is not None for v in (body.face_a, body.face_b, body.box_a, body.box_b)):
+        raise ValidationFailedError("face_a/face_b and box_a/box_b choose faces of image_a and image_b; use face/box for "
+                                    "a probe verified against a subject")
     if not body.collection or not body.subject:
         raise ValidationFailedError("verification against a subject needs collection and subject (or send image_a + image_b)")
     if ("image" in images) == bool(body.liveness_session):
         raise ValidationFailedError("send exactly one of image or liveness_session")
+    if body.liveness_session and (body.face is not None or body.box is not None):
+        raise ValidationFailedError("a liveness session's probe is its checked face; face/box apply to an uploaded image")
+    probe = backend.chosen(images["image"][0], body.face, body.box) if "image" in images else None
     principal.require_collection(body.collection)
     return await backend.verify_subject(
-        service, principal, body.collection, body.subject, images.get("image", [None])[0], body.purpose, body.fmr,
+        service, principal, body.collection, body.subject, probe, body.purpose, body.fmr,
         liveness_session=body.liveness_session,
     )

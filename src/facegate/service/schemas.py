@@ -90,6 +90,8 @@ class VerifyRequest(_Strict):
     box_a: list[float] | None = Field(None, min_length=4, max_length=4, description="Which face of image_a is meant, as a box "
                                       "x, y, width, height in image pixels: the detected face overlapping it most is taken.")
     box_b: list[float] | None = Field(None, min_length=4, max_length=4, description="Which face of image_b is meant, as box_a.")
+    face: int | None = Field(None, ge=0, description="Which face of `image` (verified against `subject`) is meant, as face_a.")
+    box: list[float] | None = Field(None, min_length=4, max_length=4, description="Which face of `image` is meant, as box_a.")
 
 
 class VerifyResponse(BaseModel):
