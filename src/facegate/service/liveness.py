@@ -163,15 +163,15 @@ def _sweep(ref: "weakref.ref[GalleryDatabaseSessionStore]") -> None:
 
 class ServiceLiveness:
     """What the liveness routes and verify/enrol/identify share, one per service
-    (``service.liveness``). ``store`` and ``audit`` may be replaced before the first request."""
+    (``service.liveness``). ``store``, ``settings`` and ``audit`` may be replaced before the first
+    request (an embedding application, tests)."""
 
-    def __init__(self, service: Any, *, store: SessionStore | None = None, audit: LivenessAudit | None = None,
-                 settings: LivenessSettings | None = None) -> None:
+    def __init__(self, service: Any) -> None:
         self._service = service
-        self.store: SessionStore = store if store is not None else make_store(service)
+        self.store: SessionStore = make_store(service)
         self.engine = BoundedFrameEngine(service, service.settings.workers)
-        self.settings = settings or LivenessSettings()
-        self.audit: LivenessAudit = audit or self._audit_decision
+        self.settings = LivenessSettings()
+        self.audit: LivenessAudit = self._audit_decision
 
     def take_frame(self, session_id: str, principal: Principal, purpose: str | None = None) -> np.ndarray:
         """verify/enrol/identify with a passed session: consume it (once, from any process on the
