@@ -1,6 +1,30 @@
-"""facegate REST service and web console (FastAPI): ``create_app(Settings(...))``."""
+"""facegate REST service and web console (FastAPI): ``create_app(Settings(...))``.
 
-from .app import Service, create_app
-from .settings import Settings
+Loaded on first use (PEP 562): the typed client imports ``facegate.service.schemas`` without
+pulling in FastAPI, the gallery or the models.
+"""
 
-__all__ = ["Service", "Settings", "create_app"]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .app import Service, create_app
+    from .settings import Settings
+
+_EXPORTS = {"Service": ".app", "create_app": ".app", "Settings": ".settings"}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'facegate.service' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
