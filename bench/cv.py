@@ -362,7 +362,9 @@ def main() -> None:
     print("\n### 1:N search, 1 vs 3 templates per subject (per half)\n")
     print("| model | templates | half A rank-1 | half A FNIR@FPIR1% | half B rank-1 | half B FNIR@FPIR1% |")
     print("|---|---:|---:|---:|---:|---:|")
-    for model, vec in (("SFace", sface["vectors"]), (f"SFace+dlib w={w_acc:g}", fused(sface["vectors"], dlib["vectors"], w_acc)),
+    with_tta = results["candidates"]["accurate mode, flip TTA"]["decision"].endswith("with flip TTA")
+    accurate = fused((sface_tta if with_tta else sface)["vectors"], dlib["vectors"], w_acc)
+    for model, vec in (("SFace", sface["vectors"]), (f"accurate (w={w_acc:g}, SFace flip TTA {with_tta})", accurate),
                        ("OpenCV reference", runner.reference()["vectors"])):
         for k in (1, 3):
             r = {h: identification(x, vec, k) for h, x in halves.items()}
