@@ -65,9 +65,7 @@ class Service:
         self.shutting_down = False
         self.startup_error: str | None = None
         self.bootstrap_key: str | None = None  # secret of a key created on first start (printed once)
-        self.extensions: dict[str, Any] = {}
         self.liveness = ServiceLiveness(self)
-        self.extensions["liveness_frame"] = self.liveness.take_frame  # until backend calls service.liveness
 
     async def run(self, fn: Callable[..., Any], *args: Any, kind: str = "work", side_effects: bool = False, **kwargs: Any) -> Any:
         """Run blocking work (engine, store) on the bounded worker pool."""

@@ -100,17 +100,8 @@ def chosen(image: bytes, face: int | None, box: list[float] | None) -> bytes | C
     return image if ref is None else Chosen(image, ref)
 
 
-def _face_dict(service: Any, face: Any, policy: Any = None) -> dict[str, Any] | None:
-    if face is None:
-        return None
-    return face_out(service, face, policy)
-
-
 async def liveness_frame(service: Any, principal: Principal, session_id: str, purpose: str | None) -> Any:
-    hook = service.extensions.get("liveness_frame")
-    if hook is None:
-        raise FeatureUnavailableError("liveness sessions are not available in this build")
-    return await service.run(hook, session_id, principal, purpose, kind="liveness")
+    return await service.run(service.liveness.take_frame, session_id, principal, purpose, kind="liveness")
 
 
 # --- verification ----------------------------------------------------------------------------------
@@ -119,7 +110,7 @@ async def liveness_frame(service: Any, principal: Principal, session_id: str, pu
 def _quality_warnings(service: Any, faces: dict[str, Any], policy: Any = None) -> list[str]:
     out = []
     for name, face in faces.items():
-        ok, reasons = quality_verdict(service, face, policy)
+        ok, reasons = quality_verdict(face, policy)
         out.extend(f"{name}:{r}" for r in reasons)
     return out
 
@@ -149,7 +140,7 @@ async def verify_pair(service: Any, principal: Principal, a: bytes | Chosen, b: 
         "purpose": purpose,
         "reasons": ["score_at_or_above_threshold" if result.match else "score_below_threshold",
                     *_quality_warnings(service, faces)],
-        "faces": {k: face_out(service, f) for k, f in faces.items()},
+        "faces": {k: face_out(f) for k, f in faces.items()},
     }
 
 
@@ -191,7 +182,7 @@ async def verify_subject(service: Any, principal: Principal, collection: str, su
         "subject": result.subject,
         "reasons": ["score_at_or_above_threshold" if result.match else "score_below_threshold",
                     *_quality_warnings(service, {"image": result.face})],
-        "faces": {"image": face_out(service, result.face)},
+        "faces": {"image": face_out(result.face)},
         "liveness_session": liveness_session,
     }
 
@@ -352,7 +343,7 @@ async def enroll(service: Any, principal: Principal, collection: str, subject: s
     out = result.to_dict()
     for img, outcome in zip(out["images"], result.images):
         if outcome.face is not None:
-            img["face"] = face_out(service, outcome.face, policy)
+            img["face"] = face_out(outcome.face, policy)
     out["liveness_session"] = body.liveness_session
     return out
 
@@ -381,7 +372,7 @@ async def identify(service: Any, principal: Principal, collection: str, body: An
     service.metrics.decision("identify", outcome)
     out = result.to_dict()
     out["decision"] = outcome
-    out["face"] = face_out(service, result.face)
+    out["face"] = face_out(result.face)
     out["reasons"] = [
         "candidates_at_or_above_threshold" if result.match else "no_candidate_above_threshold",
         *(["no_subject_consented_for_purpose"] if result.searched_subjects == 0 else []),

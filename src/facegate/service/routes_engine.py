@@ -59,7 +59,7 @@ async def detect(request: Request, principal: PrincipalDep) -> DetectResponse:
     reasons = [] if subject is not None else [chosen.code]
     service.metrics.decision("detect", "faces" if faces else "no_face")
     return DetectResponse(model=engine.model_id, count=len(faces), subject=subject, reasons=reasons,
-                          faces=[{**face_out(service, f, policy), "index": i, "subject": i == subject} for i, f in enumerate(faces)])
+                          faces=[{**face_out(f, policy), "index": i, "subject": i == subject} for i, f in enumerate(faces)])
 
 
 @router.post(

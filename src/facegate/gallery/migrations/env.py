@@ -10,6 +10,7 @@ from __future__ import annotations
 from alembic import context
 
 from facegate.gallery.schema import Base
+import facegate.liveness.schema  # noqa: F401  (its tables join Base.metadata)
 
 config = context.config
 target_metadata = Base.metadata

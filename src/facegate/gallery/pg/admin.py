@@ -13,6 +13,7 @@ import numpy as np
 from sqlalchemy import delete, func, insert, select, text
 
 from ..errors import CollectionNotFoundError, InvalidArgumentError, StoreError
+from ...liveness import schema as _liveness_schema  # noqa: F401  (its tables join Base.metadata)
 from ..schema import Base
 from ..types import utcnow
 from .rotation import keyring_name
