@@ -100,7 +100,7 @@ def get_engine(model: str = "sface", allow_noncommercial: bool = False):  # -> F
     return _engines[key]
 
 
-ModelOption = typer.Option("sface", "--model", "-m", help="Embedding model: sface (default) or arcface-mbf (non-commercial).")
+ModelOption = typer.Option("sface", "--model", "-m", help="Embedding model: sface (default), accurate (SFace + dlib ResNet; pip install 'facegate[accurate]') or arcface-mbf (non-commercial).")
 NonCommercialOption = typer.Option(
     False, "--allow-noncommercial", help="Accept a non-commercial model licence (research use only)."
 )
