@@ -35,14 +35,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peers import OpenCVReference, fta_cause, versions  # noqa: E402
-
 from facegate import FaceEngine  # noqa: E402
 from facegate.errors import FacegateError  # noqa: E402
-from facegate.evaluation import evaluate, read_pairs, score_pairs  # noqa: E402
+from facegate.evaluation import evaluate, read_pairs  # noqa: E402
 from facegate.models import YUNET  # noqa: E402
 from facegate.vision import FaceDetector, align, decode  # noqa: E402
 from facegate.vision.dlib_embed import DlibEmbedder  # noqa: E402
+from peers import OpenCVReference, fta_cause, versions  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ROOT = REPO.parent / "shared" / "data" / "faces-dev"

@@ -100,9 +100,9 @@ def fill(g: Gallery, gen: FaceLikeGenerator, n_id: int, per: int, log) -> tuple[
     return X, time.perf_counter() - t0
 
 
-def exact_nearest(Q: np.ndarray, X: np.ndarray) -> np.ndarray:
-    """Row of X nearest each probe in Q by brute force over the generated vectors (not an
-    index's copy): the exact reference recall is measured against."""
+def exact_nearest(Q: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Score and row of X nearest each probe in Q by brute force over the generated vectors (not
+    an index's copy): the exact reference recall is measured against."""
     best = np.full(len(Q), -np.inf, np.float32)
     best_row = np.zeros(len(Q), np.int64)
     for s in range(0, len(X), 100_000):
@@ -111,7 +111,7 @@ def exact_nearest(Q: np.ndarray, X: np.ndarray) -> np.ndarray:
         v = S[np.arange(len(Q)), j]
         b = v > best
         best[b], best_row[b] = v[b], s + j[b]
-    return best_row
+    return best, best_row
 
 
 def identify_e2e(g: Gallery, Q: np.ndarray) -> dict[str, float]:
@@ -187,7 +187,8 @@ def synthetic(n_templates: int, args: argparse.Namespace, workdir: Path) -> dict
     q_ids = rng.choice(n_id, nq, replace=False)
     Q = gen.samples(gen.centres(q_ids), 1, seed=424242)  # fresh photos of enrolled people
 
-    exact_subject = exact_nearest(Q, X) // per
+    best, best_row = exact_nearest(Q, X)
+    exact_subject = best_row // per
 
     now = time.time()
     lat, hit_exact, rank1 = [], 0, 0
@@ -298,7 +299,7 @@ def real_photos(args: argparse.Namespace, workdir: Path) -> dict:
         tpir += int(bool(res.candidates) and res.candidates[0].subject == name)
     fp = fta_i = 0
     top_scores_imp: list[float] = []
-    for name, p in impostor:
+    for _name, p in impostor:
         r = probe(p)
         if r is None:
             fta_i += 1
@@ -431,7 +432,7 @@ def main() -> None:
     out_path = Path(args.out)
     results = json.loads(out_path.read_text()) if out_path.exists() else {}
     results["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg": os.getloadavg(),
-                          "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+                          "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     results.setdefault("synthetic", {})
     if not args.real_only:
         for size in [parse_size(s) for s in args.sizes.split(",") if s.strip()]:

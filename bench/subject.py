@@ -20,6 +20,7 @@ plus, on twins, refusals − picks. Figures go to stdout as markdown and to benc
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import pickle
@@ -263,7 +264,7 @@ def tune(samples: list[dict]) -> tuple[SubjectRule, float]:
     best: tuple[tuple[float, ...], SubjectRule] | None = None
     for values in itertools.product(*GRID.values()):
         rule = SubjectRule(**dict(zip(GRID, values)))
-        value = objective(score(samples, lambda f, z: new_rule(f, z, rule)))
+        value = objective(score(samples, functools.partial(new_rule, rule=rule)))
         caution = rule.similar_offset - rule.similar_size
         key = (value, round(caution, 6), -abs(GRID["centrality"].index(rule.centrality) - middle))
         if best is None or key > best[0]:
@@ -300,7 +301,7 @@ def main(reuse: bool) -> None:
     for tune_on, test_on in (("A", "B"), ("B", "A")):
         rule, fit = tune(samples[tune_on])
         old = score(samples[test_on], old_rule)
-        new = score(samples[test_on], lambda f, z: new_rule(f, z, rule))
+        new = score(samples[test_on], functools.partial(new_rule, rule=rule))
         shipped = score(samples[test_on], new_rule)
         for name, t in ((f"old, {test_on}", old), (f"new (fit on {tune_on}), {test_on}", new), (f"shipped, {test_on}", shipped)):
             print("\n".join(table_md(name, t)))

@@ -8,9 +8,9 @@ import re
 from pathlib import Path
 
 import pytest
+
 from cli_support import invoke as run
 from cli_support import spawn
-
 from facegate import __version__
 
 

@@ -62,7 +62,7 @@ def test_grayscale_rgba_16bit_cmyk(obama):
     rgba = obama.convert("RGBA")
     rgba.putalpha(0)  # fully transparent -> white, not black
     assert decode(_encode(rgba, "PNG")).min() == 255
-    sixteen = Image.fromarray((np.asarray(obama.convert("L")).astype(np.uint16) * 257))
+    sixteen = Image.fromarray(np.asarray(obama.convert("L")).astype(np.uint16) * 257)
     arr16 = decode(_encode(sixteen, "PNG"))
     assert abs(int(arr16.mean()) - int(np.asarray(obama.convert("L")).mean())) <= 1
     cmyk = decode(_encode(obama.convert("CMYK"), "JPEG", quality=95))

@@ -9,6 +9,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+
 from cli_support import Ran, invoke, spawn
 
 

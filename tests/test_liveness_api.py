@@ -154,10 +154,10 @@ def test_request_errors(env, clip, jpegs, moves):
     start_ms = (time.time() - 5) * 1000.0
     for stamp in ("NaN", "Infinity", "-Infinity"):
         frames = ",".join(
-            '{"image": "%s", "timestamp_ms": %s}' % (base64.b64encode(j).decode(), stamp if i == 3 else round(start_ms + f.t * 1000.0, 1))
+            f'{{"image": "{base64.b64encode(j).decode()}", "timestamp_ms": {stamp if i == 3 else round(start_ms + f.t * 1000.0, 1)}}}'
             for i, (j, f) in enumerate(zip(jpegs[:6], clip))
         )
-        raw = '{"nonce": "%s", "frames": [%s]}' % (s.nonce, frames)
+        raw = f'{{"nonce": "{s.nonce}", "frames": [{frames}]}}'
         r = client.post(url, content=raw, headers={"content-type": "application/json"})
         assert r.status_code == 422 and r.json()["type"] == "liveness_bad_frames", (stamp, r.text)
     stamps = [str(round(start_ms + f.t * 1000.0, 1)) for f in clip[:6]]

@@ -20,7 +20,6 @@ from sqlalchemy import LargeBinary, delete, inspect, select, text, update
 
 import pg_support
 from facegate.gallery.crypto import encode_key, generate_key
-from facegate.liveness.schema import LivenessFrameDigestRow, LivenessResultRow, LivenessSessionRow
 from facegate.liveness import (
     Challenge,
     SessionExpiredError,
@@ -32,6 +31,7 @@ from facegate.liveness import (
     create_session,
 )
 from facegate.liveness.db_store import DatabaseSessionStore
+from facegate.liveness.schema import LivenessFrameDigestRow, LivenessResultRow, LivenessSessionRow
 
 R = LivenessResultRow.__table__
 

@@ -43,7 +43,10 @@ def track(*segments: tuple[float, float, float, int], base_pitch: float = -12.0,
 NEUTRAL = (0.0, 0.0, 100.0, 6)
 
 
-def kinds(samples, th=PoseThresholds()):
+DEFAULT_THRESHOLDS = PoseThresholds()
+
+
+def kinds(samples, th=DEFAULT_THRESHOLDS):
     events, _ = detect_events(samples, th)
     return [e.kind for e in events]
 

@@ -11,10 +11,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .engine import Chosen, FaceEngine
-    from .errors import FacegateError
-    from .models import NonCommercialModelWarning
-    from .results import Embedding, Face, Quality, VerifyResult
+    # ``X as X`` marks an explicit re-export for type checkers; at run time __getattr__ loads them.
+    from .engine import Chosen as Chosen
+    from .engine import FaceEngine as FaceEngine
+    from .errors import FacegateError as FacegateError
+    from .models import NonCommercialModelWarning as NonCommercialModelWarning
+    from .results import Embedding as Embedding
+    from .results import Face as Face
+    from .results import Quality as Quality
+    from .results import VerifyResult as VerifyResult
 
 __version__ = "0.1.0"
 

@@ -18,7 +18,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import IO, Any, TypeVar, Union
+from typing import IO, Any, TypeVar
 
 import httpx
 from pydantic import BaseModel
@@ -43,8 +43,8 @@ from .service.schemas import (
 
 __all__ = ["ApiError", "Client", "ImageArg"]
 
-ImageArg = Union[str, os.PathLike, bytes, IO[bytes]]
-FaceChoice = Union[int, Sequence[float]]  # an index into detect()'s faces, or a box (x, y, w, h)
+ImageArg = str | os.PathLike[str] | bytes | IO[bytes]
+FaceChoice = int | Sequence[float]  # an index into detect()'s faces, or a box (x, y, w, h)
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -113,7 +113,7 @@ def _iso(t: dt.datetime | str | None) -> str | None:
     if t is None or isinstance(t, str):
         return t
     if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.timezone.utc)
+        t = t.replace(tzinfo=dt.UTC)
     return t.isoformat()
 
 
@@ -135,7 +135,7 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -21,7 +21,7 @@ class Clock(Protocol):
 
 class SystemClock:
     def now(self) -> dt.datetime:
-        return dt.datetime.now(dt.timezone.utc)
+        return dt.datetime.now(dt.UTC)
 
     def monotonic(self) -> float:
         return time.monotonic()
@@ -31,7 +31,7 @@ class ManualClock:
     """A clock that moves only when told to (tests, simulations)."""
 
     def __init__(self, start: dt.datetime | None = None) -> None:
-        self._now = start or dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+        self._now = start or dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
         self._mono = 1000.0
         self._lock = threading.Lock()
 

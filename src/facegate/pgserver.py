@@ -171,7 +171,7 @@ class EmbeddedPostgres:
             "log": str(self.log_file),
         }
 
-    def __enter__(self) -> "EmbeddedPostgres":
+    def __enter__(self) -> EmbeddedPostgres:
         self.start()
         return self
 

@@ -7,8 +7,6 @@ Exit codes (``_common``): 0 ok, 1 negative decision, 2 usage, 3 bad input / no u
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from .. import __version__
@@ -32,7 +30,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True, help="Show the version."),
+    version: bool | None = typer.Option(None, "--version", callback=_version, is_eager=True, help="Show the version."),
 ) -> None:
     """facegate: 1:1 verification and consented 1:N identification, offline."""
 

@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -109,9 +109,9 @@ BOX_HELP = "Which face is meant, as a box x,y,width,height in image pixels: the 
 
 # The options every gallery command takes, declared once. They stay per-command (not on the root
 # callback) so that `facegate enroll C S img --data-dir D --json` keeps working.
-DataDir = Annotated[Optional[Path], typer.Option(
+DataDir = Annotated[Path | None, typer.Option(
     "--data-dir", envvar="FACEGATE_DATA_DIR", help="Gallery data directory [default: ./.facegate].")]
-Store = Annotated[Optional[str], typer.Option(
+Store = Annotated[str | None, typer.Option(
     "--store", envvar="FACEGATE_STORE", help="Database URL [default: SQLite file in the data dir].")]
-Actor = Annotated[Optional[str], typer.Option("--actor", help="Who acts, for the audit log [default: cli:$USER].")]
+Actor = Annotated[str | None, typer.Option("--actor", help="Who acts, for the audit log [default: cli:$USER].")]
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]

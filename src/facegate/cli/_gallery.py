@@ -14,7 +14,6 @@ import datetime as dt
 import getpass
 import re
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -39,7 +38,7 @@ CLI_LIVENESS_HINT = (" — from the CLI, run the liveness check through the serv
                      "#/liveness), or, when the person is in front of you, pass --liveness-override \"REASON\"")
 
 
-def override(reason: Optional[str]):  # -> LivenessOverride | None
+def override(reason: str | None):  # -> LivenessOverride | None
     if reason is None:
         return None
     from ..gallery import LivenessOverride
@@ -58,13 +57,13 @@ def with_cli_hint(fn):
         raise
 
 
-def open_gallery(data_dir: Optional[Path], store: Optional[str], allow_noncommercial: bool = False):  # -> Gallery
+def open_gallery(data_dir: Path | None, store: str | None, allow_noncommercial: bool = False):  # -> Gallery
     from ..gallery import Gallery
 
     return Gallery.open(data_dir, store=store, allow_noncommercial=allow_noncommercial)
 
 
-def actor_name(actor: Optional[str]) -> str:
+def actor_name(actor: str | None) -> str:
     if actor:
         return actor
     try:
@@ -73,11 +72,11 @@ def actor_name(actor: Optional[str]) -> str:
         return "cli"
 
 
-def split_list(values: Optional[list[str]]) -> list[str]:
+def split_list(values: list[str] | None) -> list[str]:
     return [p.strip() for v in values or [] for p in v.split(",") if p.strip()]
 
 
-def duration(text: str) -> Optional[dt.timedelta]:
+def duration(text: str) -> dt.timedelta | None:
     """ "90d", "12h", "30m" as a time span; None for anything else."""
     m = re.fullmatch(r"\s*(\d+)\s*([dhm])\s*", text)
     if not m:
@@ -86,22 +85,22 @@ def duration(text: str) -> Optional[dt.timedelta]:
     return {"d": dt.timedelta(days=n), "h": dt.timedelta(hours=n), "m": dt.timedelta(minutes=n)}[unit]
 
 
-def parse_time(text: Optional[str], what: str = "time") -> Optional[dt.datetime]:
+def parse_time(text: str | None, what: str = "time") -> dt.datetime | None:
     """ISO 8601 date or date-time (UTC when no zone is given) or a duration from now ("90d", "12h")."""
     if text is None or text == "":
         return None
     delta = duration(text)
     if delta is not None:
-        return dt.datetime.now(dt.timezone.utc) + delta
+        return dt.datetime.now(dt.UTC) + delta
     try:
         t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise typer.BadParameter(f"{what}: expected an ISO date/time (2027-01-31, 2027-01-31T12:00Z) or 90d/12h") from None
-    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
-def fmt_time(t: Optional[dt.datetime]) -> str:
-    return "—" if t is None else t.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+def fmt_time(t: dt.datetime | None) -> str:
+    return "—" if t is None else t.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def print_fields(title: str, fields: dict) -> None:

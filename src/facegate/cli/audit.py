@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -18,11 +17,11 @@ app = typer.Typer(help="Read, verify and archive the hash-chained audit log.", n
 @app.command("list")
 @handle_errors
 def audit_list(
-    collection: Optional[str] = typer.Option(None, "--collection"),
-    subject: Optional[str] = typer.Option(None, "--subject"),
-    action: Optional[str] = typer.Option(None, "--action", help="e.g. identify, enroll, subject (prefix), consent.withdraw."),
-    since: Optional[str] = typer.Option(None, "--since"),
-    until: Optional[str] = typer.Option(None, "--until"),
+    collection: str | None = typer.Option(None, "--collection"),
+    subject: str | None = typer.Option(None, "--subject"),
+    action: str | None = typer.Option(None, "--action", help="e.g. identify, enroll, subject (prefix), consent.withdraw."),
+    since: str | None = typer.Option(None, "--since"),
+    until: str | None = typer.Option(None, "--until"),
     limit: int = typer.Option(50, "--limit"),
     data_dir: DataDir = None,
     store: Store = None,
@@ -48,7 +47,7 @@ def _print_events(events: list) -> None:
 @app.command("verify")
 @handle_errors
 def audit_verify(
-    expect_head: Optional[str] = typer.Option(None, "--expect-head", help="A head MAC recorded earlier: it must still be in the chain."),
+    expect_head: str | None = typer.Option(None, "--expect-head", help="A head MAC recorded earlier: it must still be in the chain."),
     data_dir: DataDir = None,
     store: Store = None,
     as_json: Json = False,
@@ -67,7 +66,7 @@ def _cutoff(text: str) -> dt.datetime:
     """--before: an ISO date/time (UTC when no zone) or an age: "365d" = 365 days ago."""
     delta = duration(text or "")
     if delta is not None:
-        return dt.datetime.now(dt.timezone.utc) - delta
+        return dt.datetime.now(dt.UTC) - delta
     t = parse_time(text, "--before")
     assert t is not None
     return t
@@ -107,7 +106,7 @@ def audit_verify_archive(
     files: list[Path] = typer.Argument(..., help="Archive file(s) written by `audit archive`, in any order."),
     standalone: bool = typer.Option(False, "--standalone", help="Check the files only, not their link to the database chain."),
     require_complete: bool = typer.Option(False, "--require-complete", help="Exit 1 unless the files and the database cover the whole chain."),
-    expect_head: Optional[str] = typer.Option(None, "--expect-head", help="A head MAC recorded earlier: it must be in the archives or the database chain."),
+    expect_head: str | None = typer.Option(None, "--expect-head", help="A head MAC recorded earlier: it must be in the archives or the database chain."),
     data_dir: DataDir = None,
     store: Store = None,
     as_json: Json = False,

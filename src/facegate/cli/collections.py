@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 from rich.table import Table
 
@@ -20,10 +18,10 @@ def collection_create(
     purposes: list[str] = PurposesOption,
     model: str = typer.Option("sface", "--model", "-m", help="Model the collection is pinned to: sface, accurate or arcface-mbf."),
     fmr: float = typer.Option(1e-4, "--fmr", help="Target false-match rate per comparison: 1e-3, 1e-4 or 1e-5."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="Explicit cosine threshold (overrides --fmr calibration)."),
+    threshold: float | None = typer.Option(None, "--threshold", help="Explicit cosine threshold (overrides --fmr calibration)."),
     retention_days: int = typer.Option(1095, "--retention-days", help="Erase subjects this long after their last interaction."),
-    description: Optional[str] = typer.Option(None, "--description"),
-    liveness_required: Optional[list[str]] = LivenessRequiredOption,
+    description: str | None = typer.Option(None, "--description"),
+    liveness_required: list[str] | None = LivenessRequiredOption,
     data_dir: DataDir = None,
     store: Store = None,
     actor: Actor = None,
@@ -44,7 +42,7 @@ def collection_create(
 @handle_errors
 def collection_set_liveness(
     name: str = typer.Argument(...),
-    operations: Optional[list[str]] = typer.Argument(
+    operations: list[str] | None = typer.Argument(
         None, help="Operations that need a passed liveness check: enroll, verify, identify (comma-separated or several "
                    "arguments); 'none' or nothing turns the requirement off."),
     data_dir: DataDir = None,

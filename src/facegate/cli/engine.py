@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import typer
@@ -57,7 +57,7 @@ def detect(
             continue
         subject = next((i for i, f in enumerate(faces) if f is chosen), None)
         emit({"image": str(path), "subject": subject, "faces": [{"index": i, **f.to_dict()} for i, f in enumerate(faces)]},
-             as_json, lambda: _print_faces(path, faces, subject))
+             as_json, functools.partial(_print_faces, path, faces, subject))
     if failed:
         raise typer.Exit(EXIT_INPUT)
 
@@ -91,22 +91,22 @@ def _print_faces(path: Path, faces: list, subject: int | None) -> None:
 @handle_errors
 def verify(
     image_a: Path = typer.Argument(..., help="First image (e.g. the selfie)."),
-    image_b: Optional[Path] = typer.Argument(None, help="Second image (e.g. the ID photo); omit with --subject."),
-    subject: Optional[str] = typer.Option(None, "--subject", "-s", help="Verify IMAGE_A against this enrolled subject instead."),
-    collection: Optional[str] = typer.Option(None, "--collection", "-c", help="The subject's collection (with --subject)."),
-    purpose: Optional[str] = typer.Option(None, "--purpose", help="Declared purpose, covered by the subject's consent (with --subject)."),
+    image_b: Path | None = typer.Argument(None, help="Second image (e.g. the ID photo); omit with --subject."),
+    subject: str | None = typer.Option(None, "--subject", "-s", help="Verify IMAGE_A against this enrolled subject instead."),
+    collection: str | None = typer.Option(None, "--collection", "-c", help="The subject's collection (with --subject)."),
+    purpose: str | None = typer.Option(None, "--purpose", help="Declared purpose, covered by the subject's consent (with --subject)."),
     data_dir: DataDir = None,
     store: Store = None,
     actor: Actor = None,
-    liveness_override: Optional[str] = typer.Option(
+    liveness_override: str | None = typer.Option(
         None, "--liveness-override", metavar="REASON",
         help="With --subject, in a collection that requires liveness for verify: supervised override (the person is "
              "in front of you); REASON is audited."),
     fmr: float = typer.Option(DEFAULT_FMR, help=f"Target false-match rate: one of {', '.join(f'{f:g}' for f in SUPPORTED_FMRS)} (two-image mode; a collection has its own)."),
-    face_a: Optional[int] = typer.Option(None, "--face-a", min=0, help=FACE_HELP + " In IMAGE_A."),
-    face_b: Optional[int] = typer.Option(None, "--face-b", min=0, help=FACE_HELP + " In IMAGE_B."),
-    box_a: Optional[str] = typer.Option(None, "--box-a", metavar="X,Y,W,H", help=BOX_HELP + " In IMAGE_A."),
-    box_b: Optional[str] = typer.Option(None, "--box-b", metavar="X,Y,W,H", help=BOX_HELP + " In IMAGE_B."),
+    face_a: int | None = typer.Option(None, "--face-a", min=0, help=FACE_HELP + " In IMAGE_A."),
+    face_b: int | None = typer.Option(None, "--face-b", min=0, help=FACE_HELP + " In IMAGE_B."),
+    box_a: str | None = typer.Option(None, "--box-a", metavar="X,Y,W,H", help=BOX_HELP + " In IMAGE_A."),
+    box_b: str | None = typer.Option(None, "--box-b", metavar="X,Y,W,H", help=BOX_HELP + " In IMAGE_B."),
     model: str = ModelOption,
     allow_noncommercial: bool = NonCommercialOption,
     as_json: Json = False,
@@ -138,8 +138,8 @@ def verify(
 @handle_errors
 def embed(
     images: list[Path] = typer.Argument(..., help="Image files."),
-    face: Optional[int] = typer.Option(None, "--face", min=0, help=FACE_HELP + " Needs exactly one image."),
-    box: Optional[str] = typer.Option(None, "--box", metavar="X,Y,W,H", help=BOX_HELP + " Needs exactly one image."),
+    face: int | None = typer.Option(None, "--face", min=0, help=FACE_HELP + " Needs exactly one image."),
+    box: str | None = typer.Option(None, "--box", metavar="X,Y,W,H", help=BOX_HELP + " Needs exactly one image."),
     model: str = ModelOption,
     allow_noncommercial: bool = NonCommercialOption,
     as_json: Json = False,
@@ -244,7 +244,7 @@ def calibrate(
     root: Path = RootOption,
     dataset: str = typer.Option(None, help="Name of the data set, recorded with the thresholds."),
     all_impostors: bool = AllImpostorsOption,
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Merge the entry into this calibration JSON."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Merge the entry into this calibration JSON."),
     model: str = ModelOption,
     allow_noncommercial: bool = NonCommercialOption,
 ) -> None:

@@ -3,8 +3,6 @@ whose rotation completes erasures in earlier backups."""
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from ._common import Actor, DataDir, Json, Store, console, emit, handle_errors
@@ -19,7 +17,7 @@ NewKeyEnvOption = typer.Option(
          "current key comes from $FACEGATE_MASTER_KEY; optional otherwise (default: a random key).")
 
 
-def _new_key_from_env(var: Optional[str]) -> Optional[str]:
+def _new_key_from_env(var: str | None) -> str | None:
     if var is None:
         return None
     import os
@@ -39,7 +37,7 @@ def purge(
     rotate_master_key: bool = typer.Option(
         False, "--rotate-master-key",
         help="Then rotate the master key, so that erased subjects are unreadable in earlier backups too."),
-    new_key_env: Optional[str] = NewKeyEnvOption,
+    new_key_env: str | None = NewKeyEnvOption,
     data_dir: DataDir = None,
     store: Store = None,
     actor: Actor = None,
@@ -81,7 +79,7 @@ def _print_rotation(rot) -> None:  # MasterKeyRotation
 @master_key_app.command("rotate")
 @handle_errors
 def master_key_rotate(
-    new_key_env: Optional[str] = NewKeyEnvOption,
+    new_key_env: str | None = NewKeyEnvOption,
     data_dir: DataDir = None,
     store: Store = None,
     actor: Actor = None,

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -31,16 +30,16 @@ def enroll(
     collection: str = typer.Argument(..., help="Collection."),
     subject: str = typer.Argument(..., help="Subject's external id (e.g. a customer number)."),
     images: list[Path] = typer.Argument(..., help="Enrolment photo(s); not stored."),
-    purposes: Optional[list[str]] = typer.Option(None, "--purposes", "-p", help="Consent: purposes granted (required for a new subject)."),
-    expires: Optional[str] = ExpiresOption,
-    evidence: Optional[str] = EvidenceOption,
-    label: Optional[str] = typer.Option(None, "--label", help="Optional display label (the operator's choice)."),
-    dedup_purpose: Optional[str] = typer.Option(
+    purposes: list[str] | None = typer.Option(None, "--purposes", "-p", help="Consent: purposes granted (required for a new subject)."),
+    expires: str | None = ExpiresOption,
+    evidence: str | None = EvidenceOption,
+    label: str | None = typer.Option(None, "--label", help="Optional display label (the operator's choice)."),
+    dedup_purpose: str | None = typer.Option(
         None, "--dedup-purpose", help="Warn when a face matches another subject consenting to this purpose (no search without it)."),
-    force_mismatch: Optional[str] = typer.Option(
+    force_mismatch: str | None = typer.Option(
         None, "--force-mismatch", metavar="REASON",
         help="Accept faces that do not match the subject's enrolled faces (face_mismatch); the reason is audited."),
-    liveness_override: Optional[str] = LivenessOverrideOption,
+    liveness_override: str | None = LivenessOverrideOption,
     allow_noncommercial: bool = NonCommercialOption,
     data_dir: DataDir = None,
     store: Store = None,
@@ -82,7 +81,7 @@ def identify(
     image: Path = typer.Argument(..., help="Probe photo; not stored."),
     purpose: str = typer.Option(..., "--purpose", help="Declared purpose; only subjects consenting to it are searched."),
     top_k: int = typer.Option(5, "--top-k", help="At most this many candidates."),
-    liveness_override: Optional[str] = LivenessOverrideOption,
+    liveness_override: str | None = LivenessOverrideOption,
     allow_noncommercial: bool = NonCommercialOption,
     data_dir: DataDir = None,
     store: Store = None,
@@ -116,12 +115,12 @@ def verify_subject(
     image: Path | str,
     purpose: str,
     *,
-    data_dir: Optional[Path] = None,
-    store: Optional[str] = None,
-    actor: Optional[str] = None,
+    data_dir: Path | None = None,
+    store: str | None = None,
+    actor: str | None = None,
     as_json: bool = False,
     allow_noncommercial: bool = False,
-    liveness_override: Optional[str] = None,
+    liveness_override: str | None = None,
 ) -> None:
     """``facegate verify IMAGE --subject S --collection C --purpose P``: 1:1 against an enrolled
     subject. Prints the result; raises typer.Exit(1) on no match. FacegateError propagates

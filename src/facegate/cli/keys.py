@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 from rich.table import Table
 
@@ -18,8 +16,8 @@ app = typer.Typer(help="API keys for the REST service (stored hashed; the secret
 def keys_create(
     name: str = typer.Argument(..., help="A unique name for the key (e.g. the client)."),
     scopes: list[str] = typer.Option(..., "--scopes", help="Comma-separated: verify, identify, enroll, admin."),
-    collections: Optional[list[str]] = typer.Option(None, "--collections", help="Comma-separated collections [default: all]."),
-    expires: Optional[str] = typer.Option(None, "--expires", help="Expiry: ISO date/time or a duration like 90d."),
+    collections: list[str] | None = typer.Option(None, "--collections", help="Comma-separated collections [default: all]."),
+    expires: str | None = typer.Option(None, "--expires", help="Expiry: ISO date/time or a duration like 90d."),
     data_dir: DataDir = None,
     store: Store = None,
     actor: Actor = None,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -64,7 +63,7 @@ def _print_result(result) -> None:  # LivenessResult
 
 @app.command("challenge")
 def new_challenge(
-    n: Optional[int] = typer.Option(None, "--n", min=2, max=4, help="How many movements (default: random 2–4)."),
+    n: int | None = typer.Option(None, "--n", min=2, max=4, help="How many movements (default: random 2–4)."),
     as_json: Json = False,
 ) -> None:
     """Draw a random challenge sequence (what a session would ask), e.g. to record a test video."""

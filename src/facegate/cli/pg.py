@@ -14,26 +14,26 @@ command, and ``facegate serve``, use the data directory's embedded server.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from ._common import DataDir, Json, console, emit, err_console, handle_errors, print_json
 
-PgStore = Annotated[Optional[str], typer.Option(
+PgStore = Annotated[str | None, typer.Option(
     "--store", envvar="FACEGATE_STORE", help="postgresql://… or embedded-postgres [default: the data dir's embedded server].")]
 
 app = typer.Typer()  # migrate
 pg_app = typer.Typer(help="PostgreSQL backend: embedded server, indexes, vector keys.", no_args_is_help=True)
 
 
-def _data_dir(data_dir: Optional[Path]) -> Path:
+def _data_dir(data_dir: Path | None) -> Path:
     from ..gallery.store import default_data_dir
 
     return Path(data_dir) if data_dir is not None else default_data_dir()
 
 
-def _pg_gallery(data_dir: Optional[Path], store: Optional[str]):  # -> Gallery
+def _pg_gallery(data_dir: Path | None, store: str | None):  # -> Gallery
     from ..gallery import Gallery
     from ..gallery.pg import EMBEDDED, is_pg_url
 
@@ -53,7 +53,7 @@ def _mask(url: str) -> str:
 @handle_errors
 def migrate(
     to: str = typer.Option(..., "--to", help="Destination: postgresql://… or embedded-postgres (an empty database)."),
-    source: Optional[str] = typer.Option(None, "--from", help="Source store URL [default: the data dir's SQLite file]."),
+    source: str | None = typer.Option(None, "--from", help="Source store URL [default: the data dir's SQLite file]."),
     data_dir: DataDir = None,
     sample: int = typer.Option(200, "--sample", min=0, help="Probes per collection for the score check."),
     as_json: Json = False,
@@ -128,8 +128,8 @@ def pg_url(data_dir: DataDir = None) -> None:
 @handle_errors
 def pg_reindex(
     collection: str = typer.Argument(...),
-    lists: Optional[int] = typer.Option(None, "--lists", min=1, help="IVFFlat lists [default: rows/1000, √rows beyond 1M]."),
-    probes: Optional[int] = typer.Option(None, "--probes", min=1, help="Fix ivfflat.probes instead of tuning it."),
+    lists: int | None = typer.Option(None, "--lists", min=1, help="IVFFlat lists [default: rows/1000, √rows beyond 1M]."),
+    probes: int | None = typer.Option(None, "--probes", min=1, help="Fix ivfflat.probes instead of tuning it."),
     data_dir: DataDir = None, store: PgStore = None, as_json: Json = False,
 ) -> None:
     """(Re)build the collection's IVFFlat index concurrently, then tune probes for recall@1 ≥ 0.995."""

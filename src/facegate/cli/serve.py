@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -18,18 +17,18 @@ app = typer.Typer()
 @app.command()
 @handle_errors
 def serve(
-    host: Optional[str] = typer.Option(None, "--host", help="Interface to bind (default 127.0.0.1; FACEGATE_HOST)."),
-    port: Optional[int] = typer.Option(None, "--port", "-p", help="Port (default 8000; FACEGATE_PORT)."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Store directory (default ./.facegate; FACEGATE_DATA_DIR)."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Threads for face work (FACEGATE_WORKERS)."),
-    log_level: Optional[str] = typer.Option(None, "--log-level", help="debug, info, warning, error."),
+    host: str | None = typer.Option(None, "--host", help="Interface to bind (default 127.0.0.1; FACEGATE_HOST)."),
+    port: int | None = typer.Option(None, "--port", "-p", help="Port (default 8000; FACEGATE_PORT)."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Store directory (default ./.facegate; FACEGATE_DATA_DIR)."),
+    workers: int | None = typer.Option(None, "--workers", help="Threads for face work (FACEGATE_WORKERS)."),
+    log_level: str | None = typer.Option(None, "--log-level", help="debug, info, warning, error."),
     plain_logs: bool = typer.Option(False, "--plain-logs", help="Human-readable logs instead of JSON lines."),
     no_console: bool = typer.Option(False, "--no-console", help="Serve the API only, not the web console."),
-    store: Optional[str] = typer.Option(
+    store: str | None = typer.Option(
         None, "--store", envvar="FACEGATE_STORE",
         help="postgresql://… or embedded-postgres [default: SQLite in the data dir].",
     ),
-    liveness_store: Optional[str] = typer.Option(
+    liveness_store: str | None = typer.Option(
         None, "--liveness-store", envvar="FACEGATE_LIVENESS_STORE",
         help="Liveness sessions: 'database' (the store above, shared by every process on it) or 'memory' "
              "(this process only) [default: database].",
@@ -81,7 +80,7 @@ def serve(
     err_console.print("facegate stopped")
 
 
-def _store_label(store: Optional[str], data_dir: Path) -> str:
+def _store_label(store: str | None, data_dir: Path) -> str:
     """Where the data lives, for the banner, with any password masked."""
     if not store:
         return str(data_dir.resolve())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -30,7 +29,7 @@ app = typer.Typer(help="List, show, verify against and erase enrolled subjects."
 @handle_errors
 def subject_list(
     collection: str = typer.Argument(...),
-    purpose: Optional[str] = typer.Option(None, "--purpose", help="Only subjects whose consent covers this purpose now."),
+    purpose: str | None = typer.Option(None, "--purpose", help="Only subjects whose consent covers this purpose now."),
     limit: int = typer.Option(100, "--limit"),
     offset: int = typer.Option(0, "--offset"),
     data_dir: DataDir = None,
@@ -110,7 +109,7 @@ def subject_verify(
     subject: str = typer.Argument(...),
     image: Path = typer.Argument(..., help="Probe photo; not stored."),
     purpose: str = typer.Option(..., "--purpose"),
-    liveness_override: Optional[str] = LivenessOverrideOption,
+    liveness_override: str | None = LivenessOverrideOption,
     allow_noncommercial: bool = NonCommercialOption,
     data_dir: DataDir = None,
     store: Store = None,
@@ -133,8 +132,8 @@ def consent_grant(
     collection: str = typer.Argument(...),
     subject: str = typer.Argument(...),
     purposes: list[str] = PurposesOption,
-    expires: Optional[str] = ExpiresOption,
-    evidence: Optional[str] = EvidenceOption,
+    expires: str | None = ExpiresOption,
+    evidence: str | None = EvidenceOption,
     data_dir: DataDir = None,
     store: Store = None,
     actor: Actor = None,
@@ -155,7 +154,7 @@ def consent_grant(
 def consent_withdraw(
     collection: str = typer.Argument(...),
     subject: str = typer.Argument(...),
-    purposes: Optional[list[str]] = typer.Option(None, "--purposes", "-p", help="Purposes to withdraw [default: all]."),
+    purposes: list[str] | None = typer.Option(None, "--purposes", "-p", help="Purposes to withdraw [default: all]."),
     data_dir: DataDir = None,
     store: Store = None,
     actor: Actor = None,

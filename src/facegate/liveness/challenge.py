@@ -45,7 +45,7 @@ DEFAULT_REPLAY_TTL_S = 24 * 3600.0
 MIN_CHALLENGES, MAX_CHALLENGES = 2, 4
 
 
-class Challenge(str, Enum):
+class Challenge(str, Enum):  # noqa: UP042 - StrEnum would change str() of members, which messages show
     """One movement. Directions are the *person's* own (turn_left = turn to your left), measured
     on unmirrored camera frames."""
 
@@ -113,7 +113,7 @@ def random_challenges(n: int | None = None, *, rng: secrets.SystemRandom | Any |
 
 
 def _utc(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass

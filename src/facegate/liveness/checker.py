@@ -48,13 +48,13 @@ from .errors import LivenessInputError
 from .motion import (
     ChallengeStatus,
     Event,
-    abrupt_events,
-    chroma_jumps,
-    face_chroma,
     PoseSample,
     PoseThresholds,
-    detect_events,
+    abrupt_events,
+    chroma_jumps,
     deltas,
+    detect_events,
+    face_chroma,
     frame_difference,
     landmark_parallax,
     match_challenges,
@@ -512,10 +512,8 @@ def read_video(path: str | os.PathLike, *, max_fps: float = 10.0, max_frames: in
             ok, bgr = cap.read()
             if not ok:
                 break
-            if fps > 0:
-                t = idx / fps
-            else:  # container without a frame rate: trust the decoder's clock
-                t = (cap.get(cv2.CAP_PROP_POS_MSEC) or 0.0) / 1000.0
+            # a container without a frame rate: trust the decoder's clock
+            t = idx / fps if fps > 0 else (cap.get(cv2.CAP_PROP_POS_MSEC) or 0.0) / 1000.0
             if t + 1e-6 >= next_t:
                 frames.append(Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), t))
                 next_t = t + step

@@ -28,6 +28,7 @@ between the check and its use makes the result unreadable: the use fails closed 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import secrets
@@ -44,14 +45,14 @@ from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from ..errors import FacegateError
+from ..gallery.store import translate_errors
 from .challenge import (
     DEFAULT_REPLAY_TTL_S,
     Challenge,
     LivenessSession,
     SessionOutcome,
 )
-from ..errors import FacegateError
-from ..gallery.store import translate_errors
 from .errors import (
     SessionExpiredError,
     SessionNotFoundError,
@@ -69,7 +70,7 @@ KEEP_AFTER_S = 3600.0
 
 
 def _ts(seconds: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
+    return dt.datetime.fromtimestamp(seconds, dt.UTC)
 
 
 def _sec(value: dt.datetime | None) -> float | None:
@@ -147,10 +148,8 @@ class ResultCipher:
 
         kid, aead = self._current()
         if key_id != kid:
-            try:
+            with contextlib.suppress(FacegateError):
                 self._follow_rotation()
-            except FacegateError:
-                pass
             kid, aead = self._current()
         if key_id != kid:
             raise ResultUnreadable(
@@ -207,7 +206,7 @@ class DatabaseSessionStore:
 
     @classmethod
     def open(cls, url: str, *, data_dir: str | None = None, master_key: bytes | str | None = None,
-             crypto: Any = None, **kwargs: Any) -> "DatabaseSessionStore":
+             crypto: Any = None, **kwargs: Any) -> DatabaseSessionStore:
         """Open (and migrate) the gallery database at ``url`` (``sqlite:///…/gallery.db``,
         ``postgresql://…``, or ``embedded-postgres`` with ``data_dir``) for liveness sessions.
 

@@ -18,7 +18,6 @@ result expires (120 s; deleted by the purge and by any later consume attempt).
 from __future__ import annotations
 
 import datetime as dt
-from typing import Optional
 
 from sqlalchemy import JSON, Boolean, Float, ForeignKey, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
@@ -33,19 +32,19 @@ class LivenessSessionRow(Base):
     __tablename__ = "liveness_sessions"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     nonce: Mapped[str] = mapped_column(String(64))
-    owner: Mapped[Optional[str]] = mapped_column(String(256), nullable=True)
+    owner: Mapped[str | None] = mapped_column(String(256), nullable=True)
     challenges: Mapped[list] = mapped_column(JSON)
     state: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     result_ttl_s: Mapped[float] = mapped_column(Float)
-    claimed_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime, nullable=True)
-    completed_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime, nullable=True)
-    result_expires_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime, nullable=True)
-    consumed_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime, nullable=True)
-    live: Mapped[Optional[bool]] = mapped_column(Boolean, nullable=True)
-    decision: Mapped[Optional[dict]] = mapped_column(JSON, nullable=True)  # audit record: codes and counts only
-    model: Mapped[Optional[str]] = mapped_column(String(128), nullable=True)
+    claimed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    completed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    result_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    consumed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    live: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    decision: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # audit record: codes and counts only
+    model: Mapped[str | None] = mapped_column(String(128), nullable=True)
     # When the row may be deleted: an hour after the session (or its result) expired, so late
     # submissions still get "used"/"expired" rather than "not found".
     purge_after: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)

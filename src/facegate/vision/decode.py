@@ -19,7 +19,6 @@ import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
@@ -35,7 +34,7 @@ from ..errors import (
     UnsupportedFormatError,
 )
 
-ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, np.ndarray, Image.Image]
+ImageInput = str | os.PathLike[str] | bytes | bytearray | memoryview | np.ndarray | Image.Image
 
 DEFAULT_MAX_PIXELS = 40_000_000
 MIN_SIDE = 16
