@@ -19,6 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from facegate.clock import ManualClock
 from facegate.errors import FacegateError
 from facegate.service import Settings, create_app
 from facegate.service.auth import StaticKeys
@@ -275,7 +276,9 @@ def test_pixel_faces_and_body_limits(tmp_path, engine, photos):
 
 
 def test_rate_limit_per_key(tmp_path, engine):
-    app = create_app(settings(tmp_path, rate_limit_per_s=0.5, rate_limit_burst=3), engine=engine, authenticator=make_keys())
+    clock = ManualClock()  # the bucket refills only when the test says so
+    app = create_app(settings(tmp_path, rate_limit_per_s=0.5, rate_limit_burst=3), engine=engine, authenticator=make_keys(),
+                     clock=clock)
     with TestClient(app) as c:
         codes = [c.get("/v1/me", headers=H(VERIFY)).status_code for _ in range(5)]
         assert codes[:3] == [200, 200, 200] and codes[3:] == [429, 429]
@@ -284,10 +287,13 @@ def test_rate_limit_per_key(tmp_path, engine):
         assert int(r.headers["retry-after"]) >= 1
         assert c.get("/v1/me", headers=H(ADMIN)).status_code == 200  # another key has its own bucket
         assert "facegate_rate_limited_total 3.0" in c.get("/metrics").text
+        clock.advance(2.0)  # one token at 0.5 per second
+        assert c.get("/v1/me", headers=H(VERIFY)).status_code == 200
 
 
 def test_failed_sign_ins_are_throttled_per_address(tmp_path, engine):
-    app = create_app(settings(tmp_path, auth_failures_per_min=3), engine=engine, authenticator=make_keys())
+    app = create_app(settings(tmp_path, auth_failures_per_min=3), engine=engine, authenticator=make_keys(),
+                     clock=ManualClock())
     with TestClient(app) as c:
         codes = [c.get("/v1/me", headers=H(f"guess-{i}")).status_code for i in range(5)]
         assert codes[:3] == [401, 401, 401] and 429 in codes[3:]

@@ -10,10 +10,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .app import Service, create_app
+    from .app import create_app
+    from .core import Service
     from .settings import Settings
 
-_EXPORTS = {"Service": ".app", "create_app": ".app", "Settings": ".settings"}
+_EXPORTS = {"Service": ".core", "create_app": ".app", "Settings": ".settings"}
 __all__ = list(_EXPORTS)
 
 

@@ -25,8 +25,12 @@ from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
+from ..clock import SYSTEM, Clock
+from ..engine import FaceEngine
 from ..errors import FacegateError
+from ..gallery import Gallery
 from .auth import Authenticator
+from .core import Service
 from .deps import AuthGateMiddleware
 from .errors import (
     InvalidRequestError,
@@ -36,68 +40,13 @@ from .errors import (
     UnsupportedMediaTypeError,
     ValidationFailedError,
 )
-from .limits import BodySizeLimitMiddleware, RateLimiter, WorkerPool
-from .liveness import ServiceLiveness
-from .observability import Metrics, configure_logging, new_request_id, request_id_var
+from .limits import BodySizeLimitMiddleware
+from .observability import new_request_id, request_id_var
 from .problems import InternalError, problem_response
 from .schemas import Problem
 from .settings import Settings
 
 log = logging.getLogger("facegate.service")
-
-
-class Service:
-    """Everything the routes share; one per app, at ``app.state.service``."""
-
-    def __init__(self, settings: Settings, *, engine: Any = None, gallery: Any = None,
-                 authenticator: Authenticator | None = None) -> None:
-        self.settings = settings
-        self.metrics = Metrics()
-        self.pool = WorkerPool(settings.workers, settings.max_queue, settings.request_timeout_s, self.metrics)
-        self.rate = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
-        self.auth_failures = RateLimiter(settings.auth_failures_per_min / 60.0, settings.auth_failures_per_min)
-        self.engine = engine
-        self.gallery = gallery
-        self._own_gallery = gallery is None
-        self.authenticator = authenticator
-        self.started_at = time.time()
-        self.ready = False
-        self.shutting_down = False
-        self.startup_error: str | None = None
-        self.bootstrap_key: str | None = None  # secret of a key created on first start (printed once)
-        self.liveness = ServiceLiveness(self)
-
-    async def run(self, fn: Callable[..., Any], *args: Any, kind: str = "work", side_effects: bool = False, **kwargs: Any) -> Any:
-        """Run blocking work (engine, store) on the bounded worker pool."""
-        return await self.pool.run(fn, *args, kind=kind, side_effects=side_effects, **kwargs)
-
-    # --- start / stop ---------------------------------------------------------------------------
-
-    def start(self) -> None:
-        """Load the engine and open the store (blocking; called on a thread at startup).
-        Restartable: a stopped service starts again with a fresh worker pool and store handle."""
-        if self.pool.closed:
-            self.pool = WorkerPool(self.settings.workers, self.settings.max_queue, self.settings.request_timeout_s, self.metrics)
-        self.shutting_down = False
-        from ..vision.decode import budget
-
-        budget.configure(self.settings.decode_memory_mb * 2**20)  # process-wide: decodes run on every worker
-        if self.engine is None:
-            from ..engine import FaceEngine
-
-            self.engine = FaceEngine(self.settings.model, max_pixels=self.settings.max_pixels, max_faces=self.settings.max_faces)
-        from . import backend
-
-        backend.open_backend(self)
-
-    def stop(self) -> None:
-        """Stop taking work, let running jobs finish, close what start() opened."""
-        self.shutting_down = True
-        self.ready = False
-        self.pool.shutdown(wait=True)
-        from . import backend
-
-        backend.close_backend(self)
 
 
 # On every response unless a route set its own (the console page and /docs send a CSP that lets
@@ -224,22 +173,22 @@ def _install_error_handlers(app: FastAPI) -> None:
             mapped = InvalidRequestError(detail)
         else:
             mapped = ServiceError(detail)
-            mapped.http_status = exc.status_code  # type: ignore[misc]
+            mapped.http_status = exc.status_code
             mapped.code = {401: "unauthenticated", 403: "forbidden", 413: "body_too_large", 429: "rate_limited"}.get(
                 exc.status_code, "http_error"
-            )  # type: ignore[misc]
+            )
         response = _problem_for(request, mapped)
         for k, v in (exc.headers or {}).items():
             response.headers[k] = v
         return response
 
 
-def create_app(settings: Settings | None = None, *, engine: Any = None, gallery: Any = None,
-               authenticator: Authenticator | None = None) -> FastAPI:
-    """Build the app. ``engine``/``gallery``/``authenticator`` may be injected (tests); by default
-    the engine is loaded and the embedded store under ``settings.data_dir`` opened at startup."""
+def create_app(settings: Settings | None = None, *, engine: FaceEngine | None = None, gallery: Gallery | None = None,
+               authenticator: Authenticator | None = None, clock: Clock = SYSTEM) -> FastAPI:
+    """Build the app. ``engine``/``gallery``/``authenticator``/``clock`` may be injected (tests); by
+    default the engine is loaded and the embedded store under ``settings.data_dir`` opened at startup."""
     settings = settings or Settings.from_env()
-    service = Service(settings, engine=engine, gallery=gallery, authenticator=authenticator)
+    service = Service(settings, engine=engine, gallery=gallery, authenticator=authenticator, clock=clock)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -247,7 +196,7 @@ def create_app(settings: Settings | None = None, *, engine: Any = None, gallery:
             await asyncio.get_running_loop().run_in_executor(None, service.start)
             service.ready = True
             service.metrics.ready.set(1)
-            log.info("facegate service ready", extra={"model": getattr(service.engine, "model_id", None),
+            log.info("facegate service ready", extra={"model": service.engine.model_id if service.engine else None,
                                                       "workers": settings.workers})
         except Exception as exc:
             service.startup_error = f"{type(exc).__name__}: {exc}"
@@ -278,7 +227,7 @@ def create_app(settings: Settings | None = None, *, engine: Any = None, gallery:
     app.state.service = service
     _install_error_handlers(app)
 
-    from . import routes_ops, routes_engine, routes_gallery, routes_liveness
+    from . import routes_engine, routes_gallery, routes_liveness, routes_ops
 
     app.include_router(routes_ops.router)
     app.include_router(routes_engine.router)

@@ -3,7 +3,8 @@
 A key is sent as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. Keys are stored
 hashed by the gallery (``facegate.gallery.keys``); this module only asks it who a key is.
 
-Scopes: ``verify``, ``identify``, ``enroll``, ``admin``. ``admin`` implies the others.
+Scopes are the library's (``facegate.gallery.types.SCOPES``): ``verify``, ``identify``,
+``enroll``, ``admin``; ``admin`` implies the others.
 Collections: a key is granted a list of collections (or all). A collection the key is not
 granted behaves exactly like one that does not exist (404), so keys cannot probe names.
 """
@@ -18,9 +19,10 @@ from typing import Any
 
 from fastapi import Request
 
+from ..gallery.types import SCOPES as SCOPES
+from ..gallery.types import ApiKey
 from .errors import ApiKeyRequiredError, CollectionNotFoundError, InvalidApiKeyError, ScopeMissingError
 
-SCOPES = ("verify", "identify", "enroll", "admin")
 ALL = "*"
 
 
@@ -87,34 +89,15 @@ def extract_key(request: Request) -> str | None:
     return None
 
 
-def principal_from_record(record: Any) -> Principal:
-    """Adapt a key record (object or mapping) from the gallery to a Principal."""
-
-    def get(name: str, default: Any = None) -> Any:
-        if isinstance(record, dict):
-            return record.get(name, default)
-        return getattr(record, name, default)
-
-    key_id = get("prefix") or get("key_id") or get("id")
-    scopes = get("scopes") or ()
-    if isinstance(scopes, str):
-        scopes = [s for s in scopes.replace(" ", ",").split(",") if s]
-    cols = get("collections")
-    if cols is not None:
-        if isinstance(cols, str):
-            cols = [c for c in cols.split(",") if c]
-        cols = list(cols)
-        if ALL in cols:
-            cols = None
-    all_flag = get("all_collections")
-    if all_flag:
-        cols = None
+def principal_from_key(key: ApiKey) -> Principal:
+    """The caller a gallery key record stands for; a key granted ``*`` sees every collection."""
+    cols = key.collections
     return Principal(
-        key_id=str(key_id),
-        name=str(get("name") or get("label") or ""),
-        scopes=frozenset(str(s) for s in scopes),
-        collections=None if cols is None else frozenset(str(c) for c in cols),
-        actor=str(get("actor") or ""),
+        key_id=key.prefix,
+        name=key.name,
+        scopes=frozenset(key.scopes),
+        collections=None if cols is None or ALL in cols else frozenset(cols),
+        actor=key.actor,
     )
 
 

@@ -11,15 +11,20 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import FacegateError
-from .auth import Principal, extract_key, unauthenticated
-from .errors import AuthError, NotReadyError, RateLimitedError
+from .auth import SCOPES, Principal, extract_key, unauthenticated
+from .core import Service
+from .errors import AuthError, InsufficientAccessError, NotReadyError, RateLimitedError
 
 bearer_scheme = HTTPBearer(auto_error=False, description="API key as a bearer token.", scheme_name="bearer")
 header_scheme = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key in a header.", scheme_name="apiKey")
 
 
-def get_service(request: Request):  # -> Service
-    return request.app.state.service
+def get_service(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
 
 
 def _client(request: Request) -> str:
@@ -86,7 +91,7 @@ class AuthGateMiddleware:
         await self.app(scope, receive, send)
 
 
-async def _authenticate(service, secret: str) -> Principal:  # noqa: ANN001
+async def _authenticate(service: Service, secret: str) -> Principal:
     """The key's principal, or an AuthError (unknown, revoked, expired, absurdly long)."""
     if len(secret) > 512:
         raise unauthenticated("invalid API key")
@@ -116,6 +121,9 @@ GrantedCollection = Annotated[str, Depends(granted_collection)]
 
 def needs(*scopes: str):  # noqa: ANN201
     """Dependency: the calling key, if it holds any one of ``scopes`` (checked before the body)."""
+    unknown = set(scopes) - set(SCOPES)
+    if unknown:  # a misspelt scope would refuse every caller, silently
+        raise ValueError(f"unknown scopes {sorted(unknown)}; the scopes are {', '.join(SCOPES)}")
 
     async def dependency(principal: PrincipalDep) -> Principal:
         principal.require(*scopes)
@@ -126,8 +134,6 @@ def needs(*scopes: str):  # noqa: ANN201
 
 async def global_admin(principal: PrincipalDep) -> Principal:
     """An admin key granted every collection (keys, purge, whole-log checks)."""
-    from .errors import InsufficientAccessError
-
     principal.require("admin")
     if principal.collections is not None:
         raise InsufficientAccessError("this needs an admin key granted every collection")

@@ -8,21 +8,38 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from ..engine import FaceEngine
+from ..gallery import Gallery
+from ..gallery.crypto import Crypto
+from ..gallery.store import Store
 from ..liveness.challenge import InMemorySessionStore, LivenessSession, SessionOutcome, SessionStore
 from ..liveness.db_store import DatabaseSessionStore
 from ..liveness.errors import LivenessError
 from ..liveness.flow import LivenessSettings, owner_of, take_best_frame
+from ..results import Embedding, Face
 from .auth import Principal
+from .backend import engine_of
+
+if TYPE_CHECKING:
+    from .core import Service
 
 log = logging.getLogger("facegate.service")
 
 # Where one liveness audit record goes: (the caller, the record of codes and counts).
 LivenessAudit = Callable[[Principal, dict[str, Any]], None]
+
+
+class GalleryHolder(Protocol):
+    """Whatever holds the gallery that is open now (the service; it opens at startup and reopens
+    on restart, after the routes are built)."""
+
+    @property
+    def gallery(self) -> Gallery | None: ...
 
 
 class BoundedFrameEngine:
@@ -31,31 +48,34 @@ class BoundedFrameEngine:
     request, so frame checks cannot take more CPU than the worker pool allows. The engine is
     looked up on each call: the service loads it at startup, after the routes are built."""
 
-    def __init__(self, service: Any, limit: int) -> None:
+    def __init__(self, service: Service, limit: int) -> None:
         self._service = service
         self._sem = threading.BoundedSemaphore(limit)
 
+    def _engine(self) -> FaceEngine:
+        return engine_of(self._service)
+
     @property
     def model_id(self) -> str:
-        return self._service.engine.model_id
+        return self._engine().model_id
 
-    def detect(self, image: Any) -> Any:
+    def detect(self, image: np.ndarray) -> list[Face]:
         with self._sem:
-            return self._service.engine.detect(image)
+            return self._engine().detect(image)
 
-    def embed_faces(self, faces: Any) -> Any:
+    def embed_faces(self, faces: Sequence[Face]) -> list[Embedding]:
         with self._sem:
-            return self._service.engine.embed_faces(faces)
+            return self._engine().embed_faces(faces)
 
     def threshold(self, fmr: float) -> float:
         with self._sem:
-            return self._service.engine.threshold(fmr)
+            return self._engine().threshold(fmr)
 
 
 STORE_ENV = "FACEGATE_LIVENESS_STORE"  # "database" (default) or "memory"
 
 
-def make_store(service: Any, kind: str | None = None) -> SessionStore:
+def make_store(service: GalleryHolder, kind: str | None = None) -> SessionStore:
     """The liveness session store for the service: ``database`` (default) keeps sessions and
     replay digests in the gallery's database, shared by every process on it; ``memory`` keeps
     them in this process only (lost on restart; one worker process only)."""
@@ -81,29 +101,28 @@ class GalleryDatabaseSessionStore:
     result nobody uses is gone within seconds of its 120 s lifetime even when no other request
     arrives (every process sharing the database runs one; the DELETE is idempotent)."""
 
-    def __init__(self, service: Any) -> None:
+    def __init__(self, service: GalleryHolder) -> None:
         self._service = service
         self._lock = threading.Lock()
         self._bound: DatabaseSessionStore | None = None
         self._fallback: InMemorySessionStore | None = None
         self._sweeper: threading.Thread | None = None
 
-    def _current_store(self) -> tuple[Any, Any]:
+    def _current_store(self) -> tuple[Store, Crypto] | None:
         gallery = self._service.gallery
-        st = getattr(gallery, "store", None) if gallery is not None else None
-        crypto = getattr(gallery, "crypto", None) if gallery is not None else None
-        return st, crypto
+        return None if gallery is None else (gallery.store, gallery.crypto)
 
     @property
     def target(self) -> SessionStore:
         """The store sessions go to now: the open gallery's database, or the in-memory fallback."""
-        st, crypto = self._current_store()
+        current = self._current_store()
         with self._lock:
-            if st is None or not hasattr(st, "engine") or not hasattr(crypto, "derive_key"):
+            if current is None:
                 if self._fallback is None:
                     log.warning("no gallery database: liveness sessions are kept in this process's memory")
                     self._fallback = InMemorySessionStore()
                 return self._fallback
+            st, crypto = current
             if self._bound is None or self._bound.store is not st:
                 self._bound = DatabaseSessionStore(st, crypto)
                 self._start_sweeper()
@@ -140,14 +159,14 @@ class GalleryDatabaseSessionStore:
     def sweep_once(self) -> int:
         """Delete expired results now, through the store bound to the gallery that is open
         (nothing when the gallery is closed or was reopened and not used since)."""
-        st, _crypto = self._current_store()
+        current = self._current_store()
         bound = self._bound
-        if bound is None or st is None or bound.store is not st:
+        if bound is None or current is None or bound.store is not current[0]:
             return 0
         return bound.purge_results()
 
 
-def _sweep(ref: "weakref.ref[GalleryDatabaseSessionStore]") -> None:
+def _sweep(ref: weakref.ref[GalleryDatabaseSessionStore]) -> None:
     """The sweeper thread: runs while its store object exists (weak reference: no leak)."""
     stop = threading.Event()
     while not stop.wait(RESULT_SWEEP_S):
@@ -166,7 +185,7 @@ class ServiceLiveness:
     (``service.liveness``). ``store``, ``settings`` and ``audit`` may be replaced before the first
     request (an embedding application, tests)."""
 
-    def __init__(self, service: Any) -> None:
+    def __init__(self, service: Service) -> None:
         self._service = service
         self.store: SessionStore = make_store(service)
         self.engine = BoundedFrameEngine(service, service.settings.workers)
@@ -193,7 +212,7 @@ class ServiceLiveness:
         if decision is None and "live" in record:
             decision = "live" if record["live"] else "not_live"
         details = {k: v for k, v in record.items() if k not in ("event", "actor", "decision", "live")}
-        if service.metrics and decision:
+        if decision:
             service.metrics.decision("liveness", str(decision))
         if service.gallery is None:
             log.info("liveness %s", action, extra={"decision": decision})

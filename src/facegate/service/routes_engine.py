@@ -8,14 +8,16 @@ from fastapi import APIRouter, Request
 
 from ..calibration import DEFAULT_FMR, SUPPORTED_FMRS
 from ..errors import CalibrationError, FaceError
+from ..gallery import QualityPolicy
 from ..results import Face
 from ..vision.subject import DEFAULT_RULE, SubjectRule
-from . import backend
-from .deps import PrincipalDep, get_service
+from . import verify_ops
+from .backend import chosen, engine_of
+from .deps import PrincipalDep, ServiceDep
 from .errors import ValidationFailedError
 from .faces import face_out
 from .payload import openapi_body, read_payload
-from .schemas import DetectRequest, DetectResponse, VerifyRequest, VerifyResponse, problem_responses
+from .schemas import DetectedFaceOut, DetectRequest, DetectResponse, VerifyRequest, VerifyResponse, problem_responses
 
 router = APIRouter(prefix="/v1", tags=["biometrics"])
 
@@ -39,16 +41,15 @@ def check_fmr(fmr: float) -> float:
     "Requires any biometric scope. Nothing is stored.",
     openapi_extra=openapi_body(DetectRequest), responses=IMAGE_PROBLEMS,
 )
-async def detect(request: Request, principal: PrincipalDep) -> DetectResponse:
+async def detect(request: Request, service: ServiceDep, principal: PrincipalDep) -> DetectResponse:
     principal.require("verify", "identify", "enroll")
-    service = get_service(request)
     body, images = await read_payload(request, DetectRequest, max_images=1)
     if body.collection is not None:
         principal.require_collection(body.collection)
-    engine = service.engine
+    engine = engine_of(service)
     gallery = service.gallery
 
-    def run() -> tuple[list[Face], Face | FaceError, Any]:
+    def run() -> tuple[list[Face], Face | FaceError, QualityPolicy | None]:
         policy = gallery.get_collection(body.collection).quality_policy if body.collection and gallery is not None else None
         # A collection's enrolment margin makes the subject choice as strict as enrolment will be.
         rule = DEFAULT_RULE if policy is None else SubjectRule(margin=policy.max_second_face_ratio)
@@ -56,10 +57,11 @@ async def detect(request: Request, principal: PrincipalDep) -> DetectResponse:
 
     faces, chosen, policy = await service.run(run, kind="detect")
     subject = next((i for i, f in enumerate(faces) if f is chosen), None)
-    reasons = [] if subject is not None else [chosen.code]
+    reasons = [chosen.code] if isinstance(chosen, FaceError) else []
     service.metrics.decision("detect", "faces" if faces else "no_face")
     return DetectResponse(model=engine.model_id, count=len(faces), subject=subject, reasons=reasons,
-                          faces=[{**face_out(f, policy), "index": i, "subject": i == subject} for i, f in enumerate(faces)])
+                          faces=[DetectedFaceOut.model_validate({**face_out(f, policy), "index": i, "subject": i == subject})
+                                 for i, f in enumerate(faces)])
 
 
 @router.post(
@@ -77,9 +79,8 @@ async def detect(request: Request, principal: PrincipalDep) -> DetectResponse:
     ),
     openapi_extra=openapi_body(VerifyRequest), responses=IMAGE_PROBLEMS,
 )
-async def verify(request: Request, principal: PrincipalDep) -> VerifyResponse:
+async def verify(request: Request, service: ServiceDep, principal: PrincipalDep) -> dict[str, Any]:
     principal.require("verify")
-    service = get_service(request)
     body, images = await read_payload(request, VerifyRequest, max_images=2)
     pair = "image_a" in images or "image_b" in images
     against_subject = body.collection is not None or body.subject is not None or "image" in images or body.liveness_session
@@ -92,9 +93,9 @@ async def verify(request: Request, principal: PrincipalDep) -> VerifyResponse:
             raise ValidationFailedError("face/box choose the face of a probe verified against a subject; use face_a/face_b "
                                         "(or box_a/box_b) for image_a and image_b")
         fmr = check_fmr(DEFAULT_FMR if body.fmr is None else body.fmr)
-        a = backend.chosen(images["image_a"][0], body.face_a, body.box_a)
-        b = backend.chosen(images["image_b"][0], body.face_b, body.box_b)
-        return await backend.verify_pair(service, principal, a, b, body.purpose, fmr)  # engine.verify takes a Chosen image
+        a = chosen(images["image_a"][0], body.face_a, body.box_a)
+        b = chosen(images["image_b"][0], body.face_b, body.box_b)
+        return await verify_ops.verify_pair(service, principal, a, b, body.purpose, fmr)  # engine.verify takes a Chosen image
     if any(v is not None for v in (body.face_a, body.face_b, body.box_a, body.box_b)):
         raise ValidationFailedError("face_a/face_b and box_a/box_b choose faces of image_a and image_b; use face/box for "
                                     "a probe verified against a subject")
@@ -104,9 +105,9 @@ async def verify(request: Request, principal: PrincipalDep) -> VerifyResponse:
         raise ValidationFailedError("send exactly one of image or liveness_session")
     if body.liveness_session and (body.face is not None or body.box is not None):
         raise ValidationFailedError("a liveness session's probe is its checked face; face/box apply to an uploaded image")
-    probe = backend.chosen(images["image"][0], body.face, body.box) if "image" in images else None
+    probe = chosen(images["image"][0], body.face, body.box) if "image" in images else None
     principal.require_collection(body.collection)
-    return await backend.verify_subject(
+    return await verify_ops.verify_subject(
         service, principal, body.collection, body.subject, probe, body.purpose, body.fmr,
         liveness_session=body.liveness_session,
     )

@@ -11,8 +11,8 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Path, Query, Request
 from fastapi.responses import JSONResponse
 
-from . import backend
-from .deps import AdminKey, EnrollKey, GlobalAdminKey, GrantedCollection, IdentifyKey, PrincipalDep, get_service
+from . import gallery_ops, verify_ops
+from .deps import AdminKey, EnrollKey, GlobalAdminKey, GrantedCollection, IdentifyKey, PrincipalDep, ServiceDep
 from .errors import InsufficientAccessError
 from .payload import openapi_body, read_payload
 from .schemas import (
@@ -53,36 +53,36 @@ IMAGES = problem_responses(400, 401, 403, 404, 409, 413, 415, 422, 429, 503, 504
 
 @router.get("/collections", response_model=CollectionList, tags=["collections"], responses=READ,
             summary="Collections this key is granted")
-async def list_collections(request: Request, principal: PrincipalDep) -> dict:
-    return {"collections": await backend.list_collections(get_service(request), principal)}
+async def list_collections(service: ServiceDep, principal: PrincipalDep) -> dict:
+    return {"collections": await gallery_ops.list_collections(service, principal)}
 
 
 @router.post("/collections", response_model=CollectionOut, status_code=201, tags=["collections"], responses=WRITE,
              summary="Create a collection (admin)")
-async def create_collection(request: Request, principal: AdminKey, body: CollectionCreate) -> dict:
+async def create_collection(service: ServiceDep, principal: AdminKey, body: CollectionCreate) -> dict:
     if not principal.sees(body.name):
         raise InsufficientAccessError(f"this key may not create collection {body.name!r}", collection=body.name)
-    return await backend.create_collection(get_service(request), principal, body)
+    return await gallery_ops.create_collection(service, principal, body)
 
 
 @router.get("/collections/{collection}", response_model=CollectionOut, tags=["collections"], responses=READ,
             summary="One collection: model, purposes, threshold, retention, counts")
-async def get_collection(request: Request, collection: GrantedCollection, principal: PrincipalDep) -> dict:
-    return await backend.get_collection(get_service(request), principal, collection)
+async def get_collection(service: ServiceDep, collection: GrantedCollection, principal: PrincipalDep) -> dict:
+    return await gallery_ops.get_collection(service, principal, collection)
 
 
 @router.patch("/collections/{collection}", response_model=CollectionOut, tags=["collections"], responses=WRITE,
               summary="Change a collection's settings: liveness_required (admin)",
               description="Fields left out keep their value. The change is audited (`collection.update`).")
-async def update_collection(request: Request, collection: GrantedCollection, principal: AdminKey,
+async def update_collection(service: ServiceDep, collection: GrantedCollection, principal: AdminKey,
                             body: CollectionUpdate) -> dict:
-    return await backend.update_collection(get_service(request), principal, collection, body)
+    return await gallery_ops.update_collection(service, principal, collection, body)
 
 
 @router.delete("/collections/{collection}", response_model=ErasureOut, tags=["collections"], responses=WRITE,
                summary="Delete a collection and erase every subject in it (admin)")
-async def delete_collection(request: Request, collection: GrantedCollection, principal: AdminKey) -> dict:
-    return await backend.delete_collection(get_service(request), principal, collection)
+async def delete_collection(service: ServiceDep, collection: GrantedCollection, principal: AdminKey) -> dict:
+    return await gallery_ops.delete_collection(service, principal, collection)
 
 
 # --- subjects --------------------------------------------------------------------------------------
@@ -91,27 +91,27 @@ async def delete_collection(request: Request, collection: GrantedCollection, pri
 @router.get("/collections/{collection}/subjects", response_model=SubjectList, tags=["subjects"], responses=READ,
             summary="Subjects with their consents (enroll)")
 async def list_subjects(
-    request: Request, collection: GrantedCollection, principal: EnrollKey,
+    service: ServiceDep, collection: GrantedCollection, principal: EnrollKey,
     limit: Annotated[int, Query(ge=1, le=500)] = 100, offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     purpose: Annotated[str | None, Query(max_length=64, description="Only subjects with an active consent for it.")] = None,
 ) -> dict:
-    return await backend.list_subjects(get_service(request), principal, collection, limit, offset, purpose)
+    return await gallery_ops.list_subjects(service, principal, collection, limit, offset, purpose)
 
 
 @router.get("/collections/{collection}/subjects/{subject}", response_model=SubjectOut, tags=["subjects"],
             responses=READ, summary="One subject: consents and template metadata (enroll)")
-async def get_subject(request: Request, collection: GrantedCollection, principal: EnrollKey, subject: SubjectId) -> dict:
-    return await backend.get_subject(get_service(request), principal, collection, subject)
+async def get_subject(service: ServiceDep, collection: GrantedCollection, principal: EnrollKey, subject: SubjectId) -> dict:
+    return await gallery_ops.get_subject(service, principal, collection, subject)
 
 
 @router.delete("/collections/{collection}/subjects/{subject}", response_model=ErasureOut, tags=["subjects"],
                responses=WRITE, summary="Erase a subject: templates, consents and its data key (enroll)",
                description="Right to erasure. Takes effect for the very next search; only an audit tombstone remains.")
 async def erase_subject(
-    request: Request, collection: GrantedCollection, principal: EnrollKey, subject: SubjectId,
+    service: ServiceDep, collection: GrantedCollection, principal: EnrollKey, subject: SubjectId,
     reason: Annotated[str, Query(min_length=1, max_length=64, description="Recorded in the audit tombstone.")] = "request",
 ) -> dict:
-    return await backend.erase_subject(get_service(request), principal, collection, subject, reason)
+    return await gallery_ops.erase_subject(service, principal, collection, subject, reason)
 
 
 # Browsers fold a '.' or '..' path segment even when percent-encoded (the WHATWG URL parser), so a
@@ -121,18 +121,18 @@ SubjectIdQ = Annotated[str, Query(alias="id", min_length=1, max_length=256, desc
 
 @router.get("/collections/{collection}/subject", response_model=SubjectOut, tags=["subjects"], responses=READ,
             summary="One subject by ?id= (enroll): for ids a URL path cannot carry, like a legacy '..'")
-async def get_subject_by_query(request: Request, collection: GrantedCollection, principal: EnrollKey,
+async def get_subject_by_query(service: ServiceDep, collection: GrantedCollection, principal: EnrollKey,
                                subject: SubjectIdQ) -> dict:
-    return await backend.get_subject(get_service(request), principal, collection, subject)
+    return await gallery_ops.get_subject(service, principal, collection, subject)
 
 
 @router.delete("/collections/{collection}/subject", response_model=ErasureOut, tags=["subjects"], responses=WRITE,
                summary="Erase a subject by ?id= (enroll): for ids a URL path cannot carry, like a legacy '..'")
 async def erase_subject_by_query(
-    request: Request, collection: GrantedCollection, principal: EnrollKey, subject: SubjectIdQ,
+    service: ServiceDep, collection: GrantedCollection, principal: EnrollKey, subject: SubjectIdQ,
     reason: Annotated[str, Query(min_length=1, max_length=64, description="Recorded in the audit tombstone.")] = "request",
 ) -> dict:
-    return await backend.erase_subject(get_service(request), principal, collection, subject, reason)
+    return await gallery_ops.erase_subject(service, principal, collection, subject, reason)
 
 
 @router.post(
@@ -150,32 +150,31 @@ async def erase_subject_by_query(
     ),
     openapi_extra=openapi_body(EnrollRequest),
 )
-async def enroll(request: Request, collection: GrantedCollection, principal: EnrollKey, subject: SubjectId) -> JSONResponse:
-    service = get_service(request)
+async def enroll(request: Request, service: ServiceDep, collection: GrantedCollection, principal: EnrollKey, subject: SubjectId) -> JSONResponse:
     body, images = await read_payload(request, EnrollRequest, max_images=service.settings.max_images_per_request)
-    out = await backend.enroll(service, principal, collection, subject, body, images.get("images", []))
+    out = await verify_ops.enroll(service, principal, collection, subject, body, images.get("images", []))
     return JSONResponse(EnrollOut.model_validate(out).model_dump(), status_code=201 if out["created"] else 200)
 
 
 @router.post("/collections/{collection}/subjects/{subject}/consents", response_model=SubjectOut, tags=["consents"],
              responses=WRITE, summary="Grant consent for purposes (enroll)")
-async def grant_consent(request: Request, collection: GrantedCollection, principal: EnrollKey, subject: SubjectId,
+async def grant_consent(service: ServiceDep, collection: GrantedCollection, principal: EnrollKey, subject: SubjectId,
                         body: ConsentIn) -> dict:
-    return await backend.grant_consent(get_service(request), principal, collection, subject, body)
+    return await gallery_ops.grant_consent(service, principal, collection, subject, body)
 
 
 @router.delete("/collections/{collection}/subjects/{subject}/consents/{purpose}", response_model=SubjectOut,
                tags=["consents"], responses=WRITE, summary="Withdraw consent for one purpose (enroll); immediate")
-async def withdraw_consent(request: Request, collection: GrantedCollection, principal: EnrollKey, subject: SubjectId,
+async def withdraw_consent(service: ServiceDep, collection: GrantedCollection, principal: EnrollKey, subject: SubjectId,
                            purpose: PurposeQ) -> dict:
-    return await backend.withdraw_consent(get_service(request), principal, collection, subject, [purpose])
+    return await gallery_ops.withdraw_consent(service, principal, collection, subject, [purpose])
 
 
 @router.delete("/collections/{collection}/subjects/{subject}/consents", response_model=SubjectOut, tags=["consents"],
                responses=WRITE, summary="Withdraw every consent of the subject (enroll); immediate")
-async def withdraw_all_consents(request: Request, collection: GrantedCollection, principal: EnrollKey,
+async def withdraw_all_consents(service: ServiceDep, collection: GrantedCollection, principal: EnrollKey,
                                 subject: SubjectId) -> dict:
-    return await backend.withdraw_consent(get_service(request), principal, collection, subject, None)
+    return await gallery_ops.withdraw_consent(service, principal, collection, subject, None)
 
 
 # --- identification --------------------------------------------------------------------------------
@@ -192,10 +191,9 @@ async def withdraw_all_consents(request: Request, collection: GrantedCollection,
     ),
     openapi_extra=openapi_body(IdentifyRequest),
 )
-async def identify(request: Request, collection: GrantedCollection, principal: IdentifyKey) -> dict:
-    service = get_service(request)
+async def identify(request: Request, service: ServiceDep, collection: GrantedCollection, principal: IdentifyKey) -> dict:
     body, images = await read_payload(request, IdentifyRequest, max_images=1)
-    return await backend.identify(service, principal, collection, body, images.get("image", [None])[0])
+    return await verify_ops.identify(service, principal, collection, body, images.get("image", [None])[0])
 
 
 # --- audit and retention ---------------------------------------------------------------------------
@@ -204,7 +202,7 @@ async def identify(request: Request, collection: GrantedCollection, principal: I
 @router.get("/audit", response_model=AuditList, tags=["audit"], responses=problem_responses(401, 403, 404, 422, 429),
             summary="Audit events, newest first (admin)")
 async def audit_list(
-    request: Request, principal: AdminKey,
+    service: ServiceDep, principal: AdminKey,
     collection: Annotated[str | None, Query(max_length=64)] = None,
     subject: Annotated[str | None, Query(max_length=256)] = None,
     action: Annotated[str | None, Query(max_length=64)] = None,
@@ -213,44 +211,44 @@ async def audit_list(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     before_seq: Annotated[int | None, Query(ge=1, le=2**62)] = None,
 ) -> dict:
-    return await backend.audit_list(get_service(request), principal, collection=collection, subject=subject,
+    return await gallery_ops.audit_list(service, principal, collection=collection, subject=subject,
                                     action=action, since=since, until=until, limit=limit, before_seq=before_seq)
 
 
 @router.get("/audit/verify", response_model=AuditReportOut, tags=["audit"], responses=READ,
             summary="Check the audit hash chain and the witness (admin of every collection)")
 async def audit_verify(
-    request: Request, principal: GlobalAdminKey,
+    service: ServiceDep, principal: GlobalAdminKey,
     expect_head: Annotated[str | None, Query(pattern=r"^[0-9a-f]{64}$", description="A head MAC recorded earlier: it must "
                                              "still be in the chain (as `facegate audit verify --expect-head`).")] = None,
 ) -> dict:
-    return await backend.audit_verify(get_service(request), principal, expect_head)
+    return await gallery_ops.audit_verify(service, principal, expect_head)
 
 
 @router.post("/purge", response_model=PurgeOut, tags=["audit"], responses=WRITE,
              summary="Erase subjects past retention or without active consent (admin of every collection)")
-async def purge(request: Request, principal: GlobalAdminKey,
+async def purge(service: ServiceDep, principal: GlobalAdminKey,
                 dry_run: Annotated[bool, Query(description="Only report what would be erased.")] = True) -> dict:
-    return await backend.purge(get_service(request), principal, dry_run)
+    return await gallery_ops.purge(service, principal, dry_run)
 
 
 # --- API keys --------------------------------------------------------------------------------------
 
 
 @router.get("/keys", response_model=KeyList, tags=["keys"], responses=READ, summary="API keys (admin of every collection)")
-async def list_keys(request: Request, principal: GlobalAdminKey,
+async def list_keys(service: ServiceDep, principal: GlobalAdminKey,
                     include_revoked: Annotated[bool, Query()] = False) -> dict:
-    return {"keys": await backend.list_keys(get_service(request), include_revoked)}
+    return {"keys": await gallery_ops.list_keys(service, include_revoked)}
 
 
 @router.post("/keys", response_model=KeyCreated, status_code=201, tags=["keys"], responses=WRITE,
              summary="Create an API key; the secret is shown once (admin of every collection)")
-async def create_key(request: Request, principal: GlobalAdminKey, body: Annotated[KeyCreate, Body()]) -> dict:
-    return await backend.create_key(get_service(request), principal, body)
+async def create_key(service: ServiceDep, principal: GlobalAdminKey, body: Annotated[KeyCreate, Body()]) -> dict:
+    return await gallery_ops.create_key(service, principal, body)
 
 
 @router.delete("/keys/{name}", response_model=KeyOut, tags=["keys"], responses=WRITE,
                summary="Revoke an API key by name or prefix (admin of every collection)")
-async def revoke_key(request: Request, principal: GlobalAdminKey,
+async def revoke_key(service: ServiceDep, principal: GlobalAdminKey,
                      name: Annotated[str, Path(min_length=1, max_length=64)]) -> dict:
-    return await backend.revoke_key(get_service(request), principal, name)
+    return await gallery_ops.revoke_key(service, principal, name)

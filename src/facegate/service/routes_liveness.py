@@ -40,12 +40,12 @@ from ..liveness.checker import LivenessChecker
 from ..liveness.errors import LivenessError, LivenessInputError, UnsupportedMediaTypeError
 from ..liveness.flow import SubmittedFrame, owner_of, submit_frames
 from .auth import Principal
-from .deps import get_service, needs
+from .deps import ServiceDep, needs
 from .liveness import ServiceLiveness
 
 
-def get_liveness(request: Request) -> ServiceLiveness:
-    return get_service(request).liveness
+def get_liveness(service: ServiceDep) -> ServiceLiveness:
+    return service.liveness
 
 
 # Liveness proves presence before a verification, an enrolment or an identification.

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import __version__
-from .deps import PrincipalDep, get_service
+from .deps import PrincipalDep, ServiceDep
 from .errors import MetricsTokenError, ResourceNotFoundError
 from .problems import registry
 from .schemas import Health, Me, Ready, problem_responses
@@ -26,11 +26,10 @@ async def healthz() -> Health:
     "/readyz", response_model=Ready, tags=["operations"], summary="Readiness: engine loaded, store open, not draining",
     responses={503: {"description": "Not ready", "model": Ready}},
 )
-async def readyz(request: Request) -> JSONResponse:
-    service = get_service(request)
+async def readyz(service: ServiceDep) -> JSONResponse:
     engine = service.engine
     checks = {
-        "engine": getattr(engine, "model_id", None) if engine is not None else None,
+        "engine": engine.model_id if engine is not None else None,
         "store": service.gallery is not None,
         "keys": service.authenticator is not None,
         "shutting_down": service.shutting_down,
@@ -49,13 +48,13 @@ async def readyz(request: Request) -> JSONResponse:
     "/metrics", tags=["operations"], summary="Prometheus metrics (no biometric data)",
     response_class=Response, responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
 )
-async def metrics(request: Request) -> Response:
-    token = get_service(request).settings.metrics_token
+async def metrics(request: Request, service: ServiceDep) -> Response:
+    token = service.settings.metrics_token
     if token:
         sent = request.headers.get("authorization", "")
         if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
             raise MetricsTokenError("/metrics needs 'Authorization: Bearer <metrics token>' (FACEGATE_METRICS_TOKEN)")
-    return Response(generate_latest(get_service(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/problems", tags=["operations"], summary="Every problem type this service can return")
