@@ -3,13 +3,13 @@ and handing the best frame to verify/enrol once. Uses the public-domain test cli
 
 from __future__ import annotations
 
-import time
 from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
 
+from facegate.clock import ManualClock
 from facegate.liveness import (
     InMemorySessionStore,
     LivenessChecker,
@@ -31,7 +31,8 @@ def checker(engine):
 
 @pytest.fixture(scope="module")
 def jpegs(clip):
-    return [cv2.imencode(".jpg", cv2.cvtColor(f.image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes() for f in clip]
+    quality = [cv2.IMWRITE_JPEG_QUALITY, 90]
+    return [cv2.imencode(".jpg", cv2.cvtColor(f.image, cv2.COLOR_RGB2BGR), quality)[1].tobytes() for f in clip]
 
 
 def _submission(jpegs, clip, start_s):
@@ -39,8 +40,9 @@ def _submission(jpegs, clip, start_s):
 
 
 def test_genuine_session_then_verbatim_replay(checker, clip, jpegs, moves):
-    store = InMemorySessionStore()
-    now = time.time()
+    clock = ManualClock()
+    store = InMemorySessionStore(clock=clock)
+    now = clock.now().timestamp()
     a = create_session(moves, now=now - 10, owner="k1")
     store.add(a)
     session, result = submit_frames(store, checker, a.id, a.nonce, _submission(jpegs, clip, now - 8), owner="k1", now=now)
@@ -64,8 +66,9 @@ def test_genuine_session_then_verbatim_replay(checker, clip, jpegs, moves):
 
 
 def test_nonce_expiry_single_use(checker, clip, jpegs, moves):
-    store = InMemorySessionStore()
-    now = time.time()
+    clock = ManualClock()
+    store = InMemorySessionStore(clock=clock)
+    now = clock.now().timestamp()
     s = create_session(moves, now=now - 5)
     store.add(s)
     frames = _submission(jpegs[:10], clip[:10], now - 4)
@@ -82,15 +85,17 @@ def test_nonce_expiry_single_use(checker, clip, jpegs, moves):
     submit_frames(store, checker, s.id, s.nonce, frames, now=now)
     with pytest.raises(SessionUsedError):
         submit_frames(store, checker, s.id, s.nonce, frames, now=now + 1)
-    late = create_session(moves, now=now - 200, ttl_s=180)
+    late = create_session(moves, ttl_s=180, clock=clock)
     store.add(late)
+    clock.advance(200)
     with pytest.raises(SessionExpiredError):
-        submit_frames(store, checker, late.id, late.nonce, frames, now=now)
+        submit_frames(store, checker, late.id, late.nonce, frames, clock=clock)
 
 
 def test_timestamps_bind_to_the_session(checker, clip, jpegs, moves):
-    store = InMemorySessionStore()
-    now = time.time()
+    clock = ManualClock()
+    store = InMemorySessionStore(clock=clock)
+    now = clock.now().timestamp()
     s = create_session(moves, now=now - 10)
     store.add(s)
     recorded_yesterday = _submission(jpegs, clip, now - 86400)
@@ -109,8 +114,9 @@ def test_timestamps_bind_to_the_session(checker, clip, jpegs, moves):
 
 
 def test_numpy_frames_and_hook(checker, clip, moves):
-    store = InMemorySessionStore()
-    now = time.time()
+    clock = ManualClock()
+    store = InMemorySessionStore(clock=clock)
+    now = clock.now().timestamp()
     s = create_session(moves, now=now - 10, owner="key-7")
     store.add(s)
     frames = [SubmittedFrame(f.image, (now - 8 + f.t) * 1000.0) for f in clip]

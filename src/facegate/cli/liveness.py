@@ -31,7 +31,7 @@ def check(
 ) -> None:
     """Decide live / not live for a capture. Exit 0 when live, 1 when not, 3 on unusable input."""
     from ..liveness import Challenge, LivenessChecker, read_frames, read_video
-    from ..liveness.checker import IMAGE_SUFFIXES
+    from ..liveness.capture import IMAGE_SUFFIXES
 
     asked = Challenge.parse_list(challenge)
     if len(inputs) == 1 and inputs[0].is_file() and inputs[0].suffix.lower() not in IMAGE_SUFFIXES:

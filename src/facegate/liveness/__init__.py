@@ -4,6 +4,7 @@
 processes) is imported from its module, so that this package does not load SQLAlchemy; nor does
 it load FastAPI (the HTTP routes are the service's, ``facegate.service.routes_liveness``)."""
 
+from .capture import Frame, read_frames, read_video
 from .challenge import (
     Challenge,
     InMemorySessionStore,
@@ -13,7 +14,7 @@ from .challenge import (
     create_session,
     random_challenges,
 )
-from .checker import REASONS, Frame, LivenessChecker, LivenessConfig, LivenessResult, check_frames, read_frames, read_video
+from .checker import REASONS, LivenessChecker, LivenessConfig, LivenessResult, check_frames
 from .errors import (
     LivenessError,
     LivenessInputError,

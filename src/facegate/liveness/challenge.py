@@ -20,7 +20,6 @@ import dataclasses
 import datetime as dt
 import secrets
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..clock import SYSTEM, Clock
 from .errors import (
     SessionExpiredError,
     SessionNotFoundError,
@@ -141,8 +141,8 @@ class LivenessSession:
     outcome: SessionOutcome | None = field(default=None, repr=False)
     result_ttl_s: float = DEFAULT_RESULT_TTL_S
 
-    def expired(self, now: float | None = None) -> bool:
-        return (time.time() if now is None else now) >= self.expires_at
+    def expired(self, now: float | None = None, clock: Clock = SYSTEM) -> bool:
+        return (clock.now().timestamp() if now is None else now) >= self.expires_at
 
     def to_dict(self, *, include_nonce: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -169,12 +169,13 @@ def create_session(
     now: float | None = None,
     n: int | None = None,
     rng: Any | None = None,
+    clock: Clock = SYSTEM,
 ) -> LivenessSession:
     """A new session with a random id and nonce. ``challenges`` should be left ``None`` (random)
     in production: a client that picks its challenges defeats the point."""
     if ttl_s <= 0:
         raise ValueError("ttl_s must be positive")
-    now = time.time() if now is None else now
+    now = clock.now().timestamp() if now is None else now
     seq = Challenge.parse_list(challenges) if challenges is not None else random_challenges(n, rng=rng)
     return LivenessSession(
         id=secrets.token_urlsafe(16),
@@ -223,6 +224,7 @@ class InMemorySessionStore:
 
     ``max_sessions`` bounds memory: the oldest sessions are evicted first. Frame digests
     (SHA-256, not invertible) are kept ``replay_ttl_s`` (24 h) and at most ``max_digests``.
+    ``clock``: "now" where a call is not given one.
     """
 
     def __init__(
@@ -231,7 +233,9 @@ class InMemorySessionStore:
         max_sessions: int = 100_000,
         replay_ttl_s: float = DEFAULT_REPLAY_TTL_S,
         max_digests: int = 2_000_000,
+        clock: Clock = SYSTEM,
     ) -> None:
+        self._clock = clock
         self._lock = threading.Lock()
         self._sessions: OrderedDict[str, LivenessSession] = OrderedDict()
         self._digests: OrderedDict[str, tuple[str, float]] = OrderedDict()
@@ -239,11 +243,14 @@ class InMemorySessionStore:
         self.replay_ttl_s = replay_ttl_s
         self.max_digests = max_digests
         self.purge_every_s = 60.0
-        self._last_purge = time.time()
+        self._last_purge = self._now()
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._sessions)
+
+    def _now(self) -> float:
+        return self._clock.now().timestamp()
 
     # -- helpers (call with the lock held) ---------------------------------------------------
 
@@ -256,8 +263,9 @@ class InMemorySessionStore:
     # -- interface ---------------------------------------------------------------------------
 
     def add(self, session: LivenessSession) -> None:
-        if time.time() - self._last_purge > self.purge_every_s:
-            self._last_purge = time.time()
+        now = self._now()
+        if now - self._last_purge > self.purge_every_s:
+            self._last_purge = now
             self.purge()
         with self._lock:
             if session.id in self._sessions:
@@ -271,7 +279,7 @@ class InMemorySessionStore:
             return dataclasses.replace(self._find(session_id, owner))
 
     def claim(self, session_id: str, owner: str | None = None, now: float | None = None) -> LivenessSession:
-        now = time.time() if now is None else now
+        now = self._now() if now is None else now
         with self._lock:
             s = self._find(session_id, owner)
             if s.state != "pending":
@@ -295,7 +303,7 @@ class InMemorySessionStore:
             s.state = "passed" if outcome.live else "failed"
 
     def consume(self, session_id: str, owner: str | None = None, now: float | None = None) -> SessionOutcome:
-        now = time.time() if now is None else now
+        now = self._now() if now is None else now
         with self._lock:
             s = self._find(session_id, owner)
             if s.state == "consumed":
@@ -316,7 +324,7 @@ class InMemorySessionStore:
             return out
 
     def remember_frames(self, session_id: str, digests: Iterable[str], now: float | None = None) -> set[str]:
-        now = time.time() if now is None else now
+        now = self._now() if now is None else now
         seen: set[str] = set()
         with self._lock:
             for d in digests:
@@ -331,7 +339,7 @@ class InMemorySessionStore:
         return seen
 
     def purge(self, now: float | None = None) -> int:
-        now = time.time() if now is None else now
+        now = self._now() if now is None else now
         dropped = 0
         with self._lock:
             for sid in list(self._sessions):

@@ -28,24 +28,20 @@ between the check and its use makes the result unreadable: the use fails closed 
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
-import secrets
 import threading
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import Table, delete, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from ..errors import FacegateError
+from ..clock import SYSTEM, Clock
 from ..gallery.store import translate_errors
 from .challenge import (
     DEFAULT_REPLAY_TTL_S,
@@ -60,6 +56,7 @@ from .errors import (
     SessionResultUnavailableError,
     SessionUsedError,
 )
+from .result_cipher import MasterKeyCrypto, ResultCipher, ResultUnreadable
 from .schema import LivenessFrameDigestRow, LivenessResultRow, LivenessSessionRow
 
 log = logging.getLogger("facegate.liveness")
@@ -77,95 +74,6 @@ def _sec(value: dt.datetime | None) -> float | None:
     return None if value is None else value.timestamp()
 
 
-RESULT_KEY_PURPOSE = b"liveness-result/v1"
-_AAD_PREFIX = b"facegate/liveness-result/v1|"
-_NONCE = 12
-
-
-class ResultUnreadable(Exception):
-    """A stored result cannot be opened: ``reason`` is ``master_key_rotated`` or ``integrity``."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-class ResultCipher:
-    """Seals a passed session's best-frame crop for the database and opens it again.
-
-    Key: 32 bytes from HKDF-SHA256 over the gallery's master key (``Crypto.derive_key``, info
-    ``facegate/derive/v1|liveness-result/v1``): no second key store, and independent of every
-    other key derived or wrapped under the master key. Ciphertext: 12-byte random nonce +
-    AES-256-GCM of the crop's lossless PNG, with ``facegate/liveness-result/v1|<session id>``
-    as associated data, so a row copied under another session id fails authentication. The
-    master key's fingerprint is stored beside it: after a rotation the derived key is gone
-    with the old master key and opening says so (``master_key_rotated``) instead of reporting
-    tampering."""
-
-    def __init__(self, crypto: Any) -> None:
-        self.crypto = crypto
-        self._lock = threading.Lock()
-        self._cached: tuple[str, AESGCM] | None = None
-
-    def _current(self) -> tuple[str, AESGCM]:
-        key, kid = self.crypto.derive_key(RESULT_KEY_PURPOSE)
-        with self._lock:
-            if self._cached is None or self._cached[0] != kid:
-                self._cached = (kid, AESGCM(key))
-            return self._cached
-
-    def _follow_rotation(self) -> None:
-        """Load the store's current master key if another process rotated it (files in the data
-        directory); MasterKeyMismatchError when this process cannot (a key from the environment)."""
-        latest = getattr(self.crypto, "latest_id", None)
-        if latest is not None:
-            self.crypto.ensure(latest())
-
-    @staticmethod
-    def aad(session_id: str) -> bytes:
-        return _AAD_PREFIX + session_id.encode()
-
-    def seal(self, session_id: str, image: np.ndarray) -> tuple[str, bytes]:
-        """(master key id, nonce + ciphertext) of ``image`` (an RGB uint8 array) for ``session_id``."""
-        import cv2
-
-        rgb = np.ascontiguousarray(image)
-        if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-            raise ValueError(f"best image must be an RGB uint8 array, not {rgb.dtype} {rgb.shape}")
-        ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        if not ok:  # pragma: no cover - OpenCV encodes every uint8 image
-            raise ValueError("could not encode the best image")
-        self._follow_rotation()
-        kid, aead = self._current()
-        nonce = secrets.token_bytes(_NONCE)
-        blob = nonce + aead.encrypt(nonce, png.tobytes(), self.aad(session_id))
-        del png
-        return kid, blob
-
-    def open(self, session_id: str, key_id: str, blob: bytes) -> np.ndarray:
-        """The RGB crop sealed for ``session_id``; ResultUnreadable when it cannot be."""
-        import cv2
-
-        kid, aead = self._current()
-        if key_id != kid:
-            with contextlib.suppress(FacegateError):
-                self._follow_rotation()
-            kid, aead = self._current()
-        if key_id != kid:
-            raise ResultUnreadable(
-                "master_key_rotated",
-                f"it was encrypted under master key {key_id}, and the gallery's master key is now {kid} (rotated since)",
-            )
-        try:
-            png = aead.decrypt(bytes(blob[:_NONCE]), bytes(blob[_NONCE:]), self.aad(session_id))
-        except (InvalidTag, ValueError):
-            raise ResultUnreadable("integrity", "its ciphertext failed authentication (altered, or moved from another session)") from None
-        bgr = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
-        if bgr is None:  # pragma: no cover - authenticated data is what seal() wrote
-            raise ResultUnreadable("integrity", "its plaintext is not an image")
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
 class DatabaseSessionStore:
     """Liveness sessions in the gallery database (a ``SessionStore``). Thread- and process-safe.
 
@@ -174,17 +82,19 @@ class DatabaseSessionStore:
     gallery's ``Crypto`` (``gallery.crypto``: its master key; a passed session's result is
     encrypted under a key derived from it). ``purge_every_s``: expired rows are deleted at most
     this often, on ``add`` (and :meth:`purge_results` deletes expired results alone, cheaply).
+    ``clock``: "now" where a call is not given one.
     """
 
     def __init__(
         self,
         store: Any,
-        crypto: Any,
+        crypto: MasterKeyCrypto,
         *,
         replay_ttl_s: float = DEFAULT_REPLAY_TTL_S,
         purge_every_s: float = 60.0,
+        clock: Clock = SYSTEM,
     ) -> None:
-        if crypto is None or not hasattr(crypto, "derive_key"):
+        if crypto is None:
             raise TypeError("DatabaseSessionStore needs the gallery's Crypto (gallery.crypto): passed results are encrypted")
 
         self.store = store
@@ -194,15 +104,17 @@ class DatabaseSessionStore:
         # a conditional UPDATE re-checks its WHERE on the row it waited for.
         self._write: Engine = store.write_engine if self.dialect == "sqlite" else store.engine
         self._read: Engine = store.engine
-        self.S = LivenessSessionRow.__table__
-        self.D = LivenessFrameDigestRow.__table__
-        self.R = LivenessResultRow.__table__
+        # The ORM types __table__ as a FromClause; these are the mapped Tables.
+        self.S = cast(Table, LivenessSessionRow.__table__)
+        self.D = cast(Table, LivenessFrameDigestRow.__table__)
+        self.R = cast(Table, LivenessResultRow.__table__)
         self.cipher = ResultCipher(crypto)
         self.replay_ttl_s = replay_ttl_s
         self.purge_every_s = purge_every_s
         self._last_purge = 0.0
         self._purge_lock = threading.Lock()
         self._owns_store = False
+        self._clock = clock
 
     @classmethod
     def open(cls, url: str, *, data_dir: str | None = None, master_key: bytes | str | None = None,
@@ -232,6 +144,9 @@ class DatabaseSessionStore:
             self.store.close()
 
     # --- helpers ------------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        return self._clock.now().timestamp()
 
     @contextmanager
     def _tx(self, write: bool = True) -> Iterator[Connection]:
@@ -274,7 +189,7 @@ class DatabaseSessionStore:
     # --- interface ----------------------------------------------------------------------------
 
     def add(self, session: LivenessSession) -> None:
-        now = time.time()
+        now = self._now()
         if now - self._last_purge > self.purge_every_s:
             self._maybe_purge(now)
         values = dict(
@@ -296,7 +211,7 @@ class DatabaseSessionStore:
         return self._session(row)
 
     def claim(self, session_id: str, owner: str | None = None, now: float | None = None) -> LivenessSession:
-        now = time.time() if now is None else now
+        now = self._now() if now is None else now
         with self._tx() as conn:
             won = conn.execute(
                 update(self.S)
@@ -350,7 +265,7 @@ class DatabaseSessionStore:
         cannot be decrypted (master key rotated since the check, altered or moved row) fails
         closed: the session is used up and ``liveness_result_unavailable`` says to run a new
         check. ``best_embedding`` is always None (not stored)."""
-        now = time.time() if now is None else now
+        now = self._now() if now is None else now
         payload: Any = None
         deleted = 0
         with self._tx() as conn:
@@ -398,20 +313,18 @@ class DatabaseSessionStore:
         raise SessionExpiredError("this liveness result has expired; run a new liveness check", session_id=row.id)
 
     def remember_frames(self, session_id: str, digests: Iterable[str], now: float | None = None) -> set[str]:
-        now = time.time() if now is None else now
+        now = self._now() if now is None else now
         unique = list(dict.fromkeys(str(d) for d in digests))
         if not unique:
             return set()
         cutoff = _ts(now - self.replay_ttl_s)
-        if self.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         seen: set[str] = set()
         with self._tx() as conn:
             for start in range(0, len(unique), 400):
                 chunk = unique[start:start + 400]
-                stmt = dialect_insert(self.D).values([{"digest": d, "session_id": session_id, "seen_at": _ts(now)} for d in chunk])
+                rows = [{"digest": d, "session_id": session_id, "seen_at": _ts(now)} for d in chunk]
+                stmt = dialect_insert(self.D).values(rows)
                 # An expired digest (not purged yet) is taken over by this session, as if new.
                 stmt = stmt.on_conflict_do_update(
                     index_elements=[self.D.c.digest],
@@ -426,7 +339,7 @@ class DatabaseSessionStore:
         return seen
 
     def purge(self, now: float | None = None) -> int:
-        now = time.time() if now is None else now
+        now = self._now() if now is None else now
         with self._tx() as conn:
             results = conn.execute(delete(self.R).where(self.R.c.expires_at <= _ts(now))).rowcount
             # A session's result goes with it (explicitly: SQLite enforces the cascade only with
@@ -442,7 +355,7 @@ class DatabaseSessionStore:
     def purge_results(self, now: float | None = None) -> int:
         """Delete every stored result whose lifetime is over (one indexed DELETE); returns how
         many. ``facegate serve`` runs it every few seconds (``service.liveness``)."""
-        now = time.time() if now is None else now
+        now = self._now() if now is None else now
         with self._tx() as conn:
             n = int(conn.execute(delete(self.R).where(self.R.c.expires_at <= _ts(now))).rowcount or 0)
         if n:
@@ -466,9 +379,7 @@ class DatabaseSessionStore:
             self._last_purge = now
             self.purge(now)
         except Exception:  # noqa: BLE001 - housekeeping never fails a request
-            import logging
-
-            logging.getLogger("facegate.liveness").exception("liveness purge failed")
+            log.exception("liveness purge failed")
         finally:
             self._purge_lock.release()
 
@@ -479,7 +390,7 @@ class DatabaseSessionStore:
         from sqlalchemy import func
 
         with self._tx(write=False) as conn:
-            states = dict(conn.execute(select(self.S.c.state, func.count()).group_by(self.S.c.state)).all())
+            states: dict[str, int] = dict(conn.execute(select(self.S.c.state, func.count()).group_by(self.S.c.state)).all())
             digests = conn.execute(select(func.count()).select_from(self.D)).scalar() or 0
             results = conn.execute(select(func.count()).select_from(self.R)).scalar() or 0
         return {**{str(k): int(v) for k, v in states.items()}, "digests": int(digests), "results": int(results)}
@@ -498,4 +409,4 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-__all__ = ["DatabaseSessionStore", "ResultCipher"]
+__all__ = ["DatabaseSessionStore"]

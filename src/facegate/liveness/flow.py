@@ -25,17 +25,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from ..clock import SYSTEM, Clock
 from ..errors import FacegateError
 from ..vision import decode
+from .capture import Frame
 from .challenge import DEFAULT_TTL_S, LivenessSession, SessionOutcome, SessionStore
-from .checker import Frame, LivenessChecker, LivenessConfig, LivenessResult
+from .checker import LivenessChecker, LivenessConfig, LivenessResult
 from .errors import LivenessInputError, NonceMismatchError
 
 log = logging.getLogger("facegate.liveness")
@@ -88,12 +89,13 @@ def submit_frames(
     owner: str | None = None,
     settings: FlowSettings = FlowSettings(),
     now: float | None = None,
+    clock: Clock = SYSTEM,
 ) -> tuple[LivenessSession, LivenessResult]:
     """Check ``frames`` for session ``session_id`` and record the decision in ``store``.
 
     Raises (without using up the session) SessionNotFoundError, NonceMismatchError and
     LivenessInputError; (using it up or already used) SessionExpiredError, SessionUsedError.
-    A not-live decision is a result, not an exception.
+    A not-live decision is a result, not an exception. ``now`` (Unix seconds) defaults to ``clock``'s.
     """
     session = store.get(session_id, owner=owner)
     if not isinstance(nonce, str) or not hmac.compare_digest(nonce.encode(), session.nonce.encode()):
@@ -124,7 +126,7 @@ def submit_frames(
         images.append(raw if raw is not None else rgb)  # encoded bytes stay encoded until checked
         del rgb
 
-    now = time.time() if now is None else now
+    now = clock.now().timestamp() if now is None else now
     session = store.claim(session_id, owner=owner, now=now)
     try:
         binding: set[str] = set()

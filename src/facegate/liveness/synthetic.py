@@ -22,8 +22,8 @@ from collections.abc import Mapping, Sequence
 import cv2
 import numpy as np
 
+from .capture import Frame
 from .challenge import Challenge
-from .checker import Frame
 
 CANVAS = (640, 480)  # width, height
 EYE_CENTRE = (320.0, 200.0)
@@ -58,14 +58,16 @@ def degrade(rgb: np.ndarray, rng: np.random.Generator, *, noise: float = 2.0, ga
     out = rgb.astype(np.float32) * rng.uniform(1 - gain, 1 + gain) + rng.normal(0, noise, rgb.shape)
     out = np.clip(out, 0, 255).astype(np.uint8)
     ok, enc = cv2.imencode(".jpg", cv2.cvtColor(out, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, jpeg])
-    return cv2.cvtColor(cv2.imdecode(enc, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    bgr = cv2.imdecode(enc, cv2.IMREAD_COLOR)
+    assert bgr is not None  # a JPEG OpenCV just encoded
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def jitter(rgb: np.ndarray, rng: np.random.Generator, *, shift: float = 4.0, rot: float = 2.0, zoom: float = 0.02,
            extra: np.ndarray | None = None) -> np.ndarray:
     """Small random similarity warp (hand shake), optionally after a homography ``extra``."""
     h, w = rgb.shape[:2]
-    m = cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-rot, rot), 1 + rng.uniform(-zoom, zoom))
+    m = np.asarray(cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-rot, rot), 1 + rng.uniform(-zoom, zoom)), np.float64)
     m[:, 2] += rng.uniform(-shift, shift, 2)
     hom = np.vstack([m, [0, 0, 1]])
     if extra is not None:
@@ -108,8 +110,8 @@ def photo_following(rgb: np.ndarray, challenges: Sequence[Challenge], rng: np.ra
         amounts += [(c, 1.0 - (i + 1) / steps) for i in range(steps)]
         amounts += [(None, 0.0)] * int(hold_s * fps)
     frames = []
-    for i, (c, a) in enumerate(amounts):
-        yaw, pitch, scale = _tilt_for(c, a)
+    for i, (shown, a) in enumerate(amounts):
+        yaw, pitch, scale = _tilt_for(shown, a)
         hom = perspective(w, h, sign * yaw, sign * pitch, scale=scale, centre=centre)
         frames.append(Frame(degrade(jitter(rgb, rng, extra=hom), rng), i / fps))
     return frames
@@ -134,10 +136,11 @@ def assemble(poses: Mapping[str, Sequence[np.ndarray]], challenges: Sequence[Cha
              hold: int = 3, rng: np.random.Generator | None = None, move: bool = False, ramps: bool = False) -> list[Frame]:
     """Frames from canvas-normalised photos of one person: ``poses["neutral"]`` (≥1) and one list
     per challenge value (``poses["turn_left"]`` …; ``poses["move_closer"]`` holds the neutral
-    photos zoomed, in the same order, and the one zoomed is the neutral shown just before). Each photo is held ``hold`` frames: neutral, then per challenge
-    the pose and a neutral again. ``move=True`` adds jitter/noise to every frame (attack);
-    ``ramps=True`` shows a half-way photo (``poses["half_turn_left"]`` …) for one frame on the way
-    out and back where one exists (an attacker imitating a continuous movement)."""
+    photos zoomed, in the same order, and the one zoomed is the neutral shown just before). Each
+    photo is held ``hold`` frames: neutral, then per challenge the pose and a neutral again.
+    ``move=True`` adds jitter/noise to every frame (attack); ``ramps=True`` shows a half-way photo
+    (``poses["half_turn_left"]`` …) for one frame on the way out and back where one exists (an
+    attacker imitating a continuous movement)."""
     rng = rng or np.random.default_rng(0)
     neutral = list(poses["neutral"])
     seq: list[np.ndarray] = [neutral[0]] * hold
