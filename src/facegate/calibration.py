@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from typing import Any
 
 from .errors import CalibrationError
 
@@ -39,7 +40,7 @@ class Calibration:
         )
 
 
-def _parse(model: str, entry: dict) -> Calibration:
+def _parse(model: str, entry: dict[str, Any]) -> Calibration:
     return Calibration(
         model=model,
         thresholds={float(k): float(v) for k, v in entry["thresholds"].items()},

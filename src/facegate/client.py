@@ -80,7 +80,7 @@ def _problem_error(response: httpx.Response) -> FacegateError:
         exc = cls(detail, **extras)
     except TypeError:
         exc = ApiError(detail, **extras)
-        exc.code = code  # type: ignore[misc]
+        exc.code = code
     exc.status = response.status_code  # type: ignore[attr-defined]
     exc.problem = body  # type: ignore[attr-defined]
     return exc
@@ -93,7 +93,8 @@ def _image_file(image: ImageArg, name: str) -> tuple[str, bytes, str]:
         p = Path(image)
         return (p.name, p.read_bytes(), "application/octet-stream")
     if isinstance(image, io.IOBase) or hasattr(image, "read"):
-        return (getattr(image, "name", name) if isinstance(getattr(image, "name", None), str) else name, image.read(), "application/octet-stream")
+        filename = getattr(image, "name", name) if isinstance(getattr(image, "name", None), str) else name
+        return (filename, image.read(), "application/octet-stream")
     raise TypeError(f"cannot send {type(image).__name__} as an image: pass a path, bytes or a binary file")
 
 
@@ -183,8 +184,8 @@ class Client:
                        liveness_session: str | None = None, face: FaceChoice | None = None) -> VerifyResponse:
         """Image (or completed liveness session) vs an enrolled subject; ``face`` chooses the face
         of ``image`` meant, as in :meth:`verify`."""
-        data = self._clean({"purpose": purpose, "collection": collection, "subject": subject, "liveness_session": liveness_session,
-                            **_choice(face, "face", "box")})
+        data = self._clean({"purpose": purpose, "collection": collection, "subject": subject,
+                            "liveness_session": liveness_session, **_choice(face, "face", "box")})
         files = {"image": _image_file(image, "probe")} if image is not None else None
         if files is None:
             return self._json(VerifyResponse, "POST", "/v1/verify", json=data)
@@ -255,7 +256,7 @@ class Client:
             return self._json(EnrollOut, "POST", path, json=data)
         if isinstance(images, (str, os.PathLike, bytes, bytearray)) or hasattr(images, "read"):
             images = [images]  # type: ignore[list-item]
-        files = [("images", _image_file(img, f"image{i}")) for i, img in enumerate(images)]  # type: ignore[arg-type]
+        files = [("images", _image_file(img, f"image{i}")) for i, img in enumerate(images)]
         return self._json(EnrollOut, "POST", path, files=files, data=data)
 
     def grant_consent(self, collection: str, subject: str, *, purposes: Sequence[str],

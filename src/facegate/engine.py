@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .calibration import DEFAULT_FMR, Calibration, calibration_for
-from .errors import FaceError, FacegateError, TooManyFacesError
+from .errors import FaceError, FacegateError, InvalidInputError, TooManyFacesError
 from .models import DEFAULT_EMBEDDER, YUNET, embedder_spec
 from .results import Embedding, Face, VerifyResult
 from .vision import DEFAULT_MAX_PIXELS, FaceDetector, ImageInput, align, assess, decode
@@ -113,7 +113,9 @@ class FaceEngine:
 
     def _face(self, image: ImageInput | Chosen, face: FaceRef | None = None, *, serial: bool = False) -> Face:
         if isinstance(image, Chosen):  # an explicit ``face`` overrides the one attached
-            image, face = image.image, image.face if face is None else face
+            if face is None:
+                face = image.face
+            image = image.image
         rgb = decode(image, max_pixels=self.max_pixels)
         faces = self._faces(rgb, serial=serial)
         if face is not None:
@@ -132,13 +134,15 @@ class FaceEngine:
         faces = []
         for d in detections:
             crop = align(rgb, d.landmarks)
+            x, y, bw, bh = (float(v) for v in d.box)
+            box = (x, y, bw, bh)
             faces.append(
                 Face(
-                    box=tuple(float(v) for v in d.box),
+                    box=box,
                     landmarks=tuple((float(x), float(y)) for x, y in d.landmarks),
                     score=d.score,
                     quality=assess(d.landmarks, crop, d.score),
-                    prominence=prominence(d.box, d.score, (w, h)),
+                    prominence=prominence(box, d.score, (w, h)),
                     crop=crop,
                 )
             )
@@ -149,15 +153,15 @@ class FaceEngine:
 
     def embed(self, image: ImageInput | Chosen, face: FaceRef | None = None) -> Embedding:
         """The template of the subject face (or of the face chosen by ``face``, as in :meth:`face`)."""
-        face = self.face(image, face)
-        return Embedding(self.embed_crops(face.crop[None])[0], self.spec.id, face)
+        chosen = self.face(image, face)
+        return Embedding(self.embed_crops(_crop(chosen)[None])[0], self.spec.id, chosen)
 
     def embed_faces(self, faces: Sequence[Face]) -> list[Embedding]:
         """Templates for faces already detected (e.g. every face of ``detect``), in batches."""
         out: list[Embedding] = []
         for start in range(0, len(faces), BATCH_SIZE):
             chunk = faces[start : start + BATCH_SIZE]
-            vectors = self.embed_crops(np.stack([f.crop for f in chunk]))
+            vectors = self.embed_crops(np.stack([_crop(f) for f in chunk]))
             out.extend(Embedding(v, self.spec.id, f) for v, f in zip(vectors, chunk))
         return out
 
@@ -194,7 +198,7 @@ class FaceEngine:
         def run(part: Sequence[ImageInput | Chosen]) -> list[Embedding | FacegateError]:
             found = [subject(image, serial=True) for image in part]
             faces = [f for f in found if isinstance(f, Face)]
-            vectors = iter(self.embed_crops(np.stack([f.crop for f in faces]), serial=True) if faces else ())
+            vectors = iter(self.embed_crops(np.stack([_crop(f) for f in faces]), serial=True) if faces else ())
             return [Embedding(next(vectors), spec_id, f) if isinstance(f, Face) else f for f in found]
 
         # Workers persist per engine and process: after a fork (pre-forking servers) the
@@ -251,7 +255,13 @@ class FaceEngine:
         image it is about in ``details["image"]`` (``"a"`` or ``"b"``)."""
         threshold = self.threshold(fmr)
         fa, fb = self._face_of(a, face_a, "a"), self._face_of(b, face_b, "b")
-        va, vb = self.embed_crops(np.stack([fa.crop, fb.crop]))
+        va, vb = self.embed_crops(np.stack([_crop(fa), _crop(fb)]))
         score = float(np.dot(va, vb))
         return VerifyResult(score >= threshold, score, threshold, fmr, self.spec.id, fa, fb)
 
+
+def _crop(face: Face) -> np.ndarray:
+    """The aligned crop a face from this engine carries (a Face rebuilt from its dict has none)."""
+    if face.crop is None:
+        raise InvalidInputError("this Face has no aligned crop: take faces from FaceEngine.detect or FaceEngine.face")
+    return face.crop

@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 
 import typer
 from rich.console import Console
@@ -44,7 +44,7 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except FacegateError as exc:
             err_console.print(f"[bold red]error[/] ({exc.code}): {exc.message}", highlight=False)
-            for c in exc.details.get("candidates", ()):  # type: ignore[union-attr]
+            for c in cast(list[dict[str, Any]], exc.details.get("candidates", ())):
                 box = ",".join(f"{v:.0f}" for v in c["box"])
                 err_console.print(f"  face {c['face']}: box {box}  score {c['score']:.2f}", highlight=False)
             if kwargs.get("as_json"):
@@ -100,7 +100,11 @@ def get_engine(model: str = "sface", allow_noncommercial: bool = False):  # -> F
     return _engines[key]
 
 
-ModelOption = typer.Option("sface", "--model", "-m", help="Embedding model: sface (default), accurate (SFace + dlib ResNet; pip install 'facegate[accurate]') or arcface-mbf (non-commercial).")
+ModelOption = typer.Option(
+    "sface", "--model", "-m",
+    help="Embedding model: sface (default), accurate (SFace + dlib ResNet; pip install 'facegate[accurate]') "
+    "or arcface-mbf (non-commercial).",
+)
 NonCommercialOption = typer.Option(
     False, "--allow-noncommercial", help="Accept a non-commercial model licence (research use only)."
 )

@@ -39,7 +39,8 @@ def _print_events(events: list) -> None:
     for col in ("seq", "time", "actor", "action", "collection", "subjects", "purpose", "decision", "score"):
         table.add_column(col)
     for e in events:
-        table.add_row(str(e.seq), fmt_time(e.ts), e.actor, e.action, e.collection or "", ", ".join(e.subjects[:3]) + (" …" if len(e.subjects) > 3 else ""),
+        subjects = ", ".join(e.subjects[:3]) + (" …" if len(e.subjects) > 3 else "")
+        table.add_row(str(e.seq), fmt_time(e.ts), e.actor, e.action, e.collection or "", subjects,
                       e.purpose or "", e.decision or "", "" if e.score is None else f"{e.score:.4f}")
     console.print(table)
 
@@ -47,7 +48,8 @@ def _print_events(events: list) -> None:
 @app.command("verify")
 @handle_errors
 def audit_verify(
-    expect_head: str | None = typer.Option(None, "--expect-head", help="A head MAC recorded earlier: it must still be in the chain."),
+    expect_head: str | None = typer.Option(
+        None, "--expect-head", help="A head MAC recorded earlier: it must still be in the chain."),
     data_dir: DataDir = None,
     store: Store = None,
     as_json: Json = False,
@@ -57,8 +59,8 @@ def audit_verify(
         rep = g.audit_verify(expect_head=expect_head)
     archived = f" (events up to #{rep.archived_through} archived; anchor {rep.anchor_mac})" if rep.archived_through else ""
     witnessed = f", witnessed up to #{rep.witnessed_seq}" if rep.witnessed_seq is not None else ", no witness file yet"
-    human = (f"[bold green]audit log intact[/]: {rep.events} event(s), head #{rep.head_seq} {rep.head_mac}{archived}{witnessed}" if rep.ok
-             else f"[bold red]AUDIT LOG TAMPERED[/]: {rep.problem} (first bad event: {rep.first_bad_seq})")
+    human = (f"[bold green]audit log intact[/]: {rep.events} event(s), head #{rep.head_seq} {rep.head_mac}{archived}{witnessed}"
+             if rep.ok else f"[bold red]AUDIT LOG TAMPERED[/]: {rep.problem} (first bad event: {rep.first_bad_seq})")
     emit(rep.to_dict(), as_json, human, exit_code=0 if rep.ok else EXIT_NEGATIVE)
 
 
@@ -75,8 +77,10 @@ def _cutoff(text: str) -> dt.datetime:
 @app.command("archive")
 @handle_errors
 def audit_archive(
-    before: str = typer.Option(..., "--before", help="Archive events older than this: ISO date/time (UTC if no zone) or an age like 365d."),
-    output: Path = typer.Option(..., "--output", "-o", help="Archive file to write (JSON Lines; replaced only if an interrupted run left it)."),
+    before: str = typer.Option(
+        ..., "--before", help="Archive events older than this: ISO date/time (UTC if no zone) or an age like 365d."),
+    output: Path = typer.Option(
+        ..., "--output", "-o", help="Archive file to write (JSON Lines; replaced only if an interrupted run left it)."),
     data_dir: DataDir = None,
     store: Store = None,
     actor: Actor = None,
@@ -105,8 +109,10 @@ def audit_archive(
 def audit_verify_archive(
     files: list[Path] = typer.Argument(..., help="Archive file(s) written by `audit archive`, in any order."),
     standalone: bool = typer.Option(False, "--standalone", help="Check the files only, not their link to the database chain."),
-    require_complete: bool = typer.Option(False, "--require-complete", help="Exit 1 unless the files and the database cover the whole chain."),
-    expect_head: str | None = typer.Option(None, "--expect-head", help="A head MAC recorded earlier: it must be in the archives or the database chain."),
+    require_complete: bool = typer.Option(
+        False, "--require-complete", help="Exit 1 unless the files and the database cover the whole chain."),
+    expect_head: str | None = typer.Option(
+        None, "--expect-head", help="A head MAC recorded earlier: it must be in the archives or the database chain."),
     data_dir: DataDir = None,
     store: Store = None,
     as_json: Json = False,

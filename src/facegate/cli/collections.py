@@ -16,7 +16,8 @@ app = typer.Typer(help="Create, list, show and delete collections.", no_args_is_
 def collection_create(
     name: str = typer.Argument(..., help="Collection name."),
     purposes: list[str] = PurposesOption,
-    model: str = typer.Option("sface", "--model", "-m", help="Model the collection is pinned to: sface, accurate or arcface-mbf."),
+    model: str = typer.Option(
+        "sface", "--model", "-m", help="Model the collection is pinned to: sface, accurate or arcface-mbf."),
     fmr: float = typer.Option(1e-4, "--fmr", help="Target false-match rate per comparison: 1e-3, 1e-4 or 1e-5."),
     threshold: float | None = typer.Option(None, "--threshold", help="Explicit cosine threshold (overrides --fmr calibration)."),
     retention_days: int = typer.Option(1095, "--retention-days", help="Erase subjects this long after their last interaction."),

@@ -94,7 +94,8 @@ def verify(
     image_b: Path | None = typer.Argument(None, help="Second image (e.g. the ID photo); omit with --subject."),
     subject: str | None = typer.Option(None, "--subject", "-s", help="Verify IMAGE_A against this enrolled subject instead."),
     collection: str | None = typer.Option(None, "--collection", "-c", help="The subject's collection (with --subject)."),
-    purpose: str | None = typer.Option(None, "--purpose", help="Declared purpose, covered by the subject's consent (with --subject)."),
+    purpose: str | None = typer.Option(
+        None, "--purpose", help="Declared purpose, covered by the subject's consent (with --subject)."),
     data_dir: DataDir = None,
     store: Store = None,
     actor: Actor = None,
@@ -102,7 +103,10 @@ def verify(
         None, "--liveness-override", metavar="REASON",
         help="With --subject, in a collection that requires liveness for verify: supervised override (the person is "
              "in front of you); REASON is audited."),
-    fmr: float = typer.Option(DEFAULT_FMR, help=f"Target false-match rate: one of {', '.join(f'{f:g}' for f in SUPPORTED_FMRS)} (two-image mode; a collection has its own)."),
+    fmr: float = typer.Option(
+        DEFAULT_FMR,
+        help=f"Target false-match rate: one of {', '.join(f'{f:g}' for f in SUPPORTED_FMRS)} "
+        "(two-image mode; a collection has its own)."),
     face_a: int | None = typer.Option(None, "--face-a", min=0, help=FACE_HELP + " In IMAGE_A."),
     face_b: int | None = typer.Option(None, "--face-b", min=0, help=FACE_HELP + " In IMAGE_B."),
     box_a: str | None = typer.Option(None, "--box-a", metavar="X,Y,W,H", help=BOX_HELP + " In IMAGE_A."),
@@ -289,4 +293,5 @@ def demo() -> None:
             if a < b:
                 r = engine.verify(a, b)
                 verdict = "[green]match[/]" if r.match else "[red]no match[/]"
-                console.print(f"{a.name:>14} vs {b.name:<14} score {r.score:+.3f}  {verdict} (threshold {r.threshold:.3f} @ FMR {r.fmr:g})")
+                console.print(f"{a.name:>14} vs {b.name:<14} score {r.score:+.3f}  {verdict} "
+                              f"(threshold {r.threshold:.3f} @ FMR {r.fmr:g})")

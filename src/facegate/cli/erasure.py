@@ -26,7 +26,8 @@ def _new_key_from_env(var: str | None) -> str | None:
 
     value = os.environ.get(var)
     if not value:
-        raise InvalidArgumentError(f"--new-key-env {var}: the environment variable is not set (generate one: facegate master-key generate)")
+        raise InvalidArgumentError(
+            f"--new-key-env {var}: the environment variable is not set (generate one: facegate master-key generate)")
     return value
 
 
@@ -69,8 +70,8 @@ def _print_rotation(rot) -> None:  # MasterKeyRotation
     console.print(f"master key rotated: {rot.old_key_id} → [bold]{rot.new_key_id}[/] ({rot.subjects} subject key(s), "
                   f"{rot.keyring_entries} keyring secret(s) re-wrapped in {rot.seconds:.2f} s)", highlight=False)
     if rot.key_file:
-        console.print(f"new key in {rot.key_file}; old key " + ("overwritten and removed" if rot.old_key_destroyed else "not found"),
-                      highlight=False)
+        old = "overwritten and removed" if rot.old_key_destroyed else "not found"
+        console.print(f"new key in {rot.key_file}; old key {old}", highlight=False)
     else:
         console.print("[bold yellow]now[/]: store the new key as $FACEGATE_MASTER_KEY wherever the old one was, restart the "
                       "services using this store, and destroy the old key", highlight=False)

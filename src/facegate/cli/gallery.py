@@ -30,12 +30,14 @@ def enroll(
     collection: str = typer.Argument(..., help="Collection."),
     subject: str = typer.Argument(..., help="Subject's external id (e.g. a customer number)."),
     images: list[Path] = typer.Argument(..., help="Enrolment photo(s); not stored."),
-    purposes: list[str] | None = typer.Option(None, "--purposes", "-p", help="Consent: purposes granted (required for a new subject)."),
+    purposes: list[str] | None = typer.Option(
+        None, "--purposes", "-p", help="Consent: purposes granted (required for a new subject)."),
     expires: str | None = ExpiresOption,
     evidence: str | None = EvidenceOption,
     label: str | None = typer.Option(None, "--label", help="Optional display label (the operator's choice)."),
     dedup_purpose: str | None = typer.Option(
-        None, "--dedup-purpose", help="Warn when a face matches another subject consenting to this purpose (no search without it)."),
+        None, "--dedup-purpose",
+        help="Warn when a face matches another subject consenting to this purpose (no search without it)."),
     force_mismatch: str | None = typer.Option(
         None, "--force-mismatch", metavar="REASON",
         help="Accept faces that do not match the subject's enrolled faces (face_mismatch); the reason is audited."),

@@ -26,7 +26,8 @@ def keys_create(
     """Create an API key and print its secret (once: it is not stored)."""
     cols = split_list(collections) or None
     with open_gallery(data_dir, store) as g:
-        record, secret = g.keys.create(name, split_list(scopes), cols, expires_at=parse_time(expires, "--expires"), actor=actor_name(actor))
+        record, secret = g.keys.create(name, split_list(scopes), cols, expires_at=parse_time(expires, "--expires"),
+                                       actor=actor_name(actor))
 
     def human() -> None:
         console.print(f"created API key [bold]{record.name}[/] ({record.prefix}) scopes {', '.join(record.scopes)}, "

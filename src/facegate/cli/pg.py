@@ -86,7 +86,10 @@ def migrate(
 
 @pg_app.command("start")
 @handle_errors
-def pg_start(data_dir: DataDir = None, show_url: bool = typer.Option(False, "--show-url", help="Print the URL with its password.")) -> None:
+def pg_start(
+    data_dir: DataDir = None,
+    show_url: bool = typer.Option(False, "--show-url", help="Print the URL with its password."),
+) -> None:
     """Start (initialising on first use) the data directory's embedded PostgreSQL."""
     from ..pgserver import for_data_dir
 

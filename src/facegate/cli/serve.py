@@ -72,7 +72,9 @@ def serve(
     asgi = create_app(settings)
     config = uvicorn.Config(
         asgi, host=settings.host, port=settings.port, log_config=None, access_log=False,
-        timeout_graceful_shutdown=settings.shutdown_grace_s, proxy_headers=False, server_header=False,
+        # uvicorn annotates an int but waits with asyncio.wait_for, which takes any float
+        timeout_graceful_shutdown=settings.shutdown_grace_s,  # type: ignore[arg-type]
+        proxy_headers=False, server_header=False,
         limit_concurrency=max(256, settings.max_queue * 4),
     )
     server = uvicorn.Server(config)

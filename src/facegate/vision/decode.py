@@ -17,8 +17,9 @@ import io
 import os
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
@@ -199,11 +200,11 @@ def _from_pil(img: Image.Image) -> np.ndarray:
     return out
 
 
-def _strip_converter(img: Image.Image):  # noqa: ANN202 - a private callable
+def _strip_converter(img: Image.Image) -> Callable[[Image.Image], np.ndarray]:
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         # The scale is the whole image's (a dark strip must not be stretched on its own).
-        lo, hi = img.getextrema()
+        lo, hi = cast(tuple[float, float], img.getextrema())  # one band: (min, max)
         scale = _uint8_scale(np.dtype(np.float32 if mode == "F" else np.int32), float(hi))
         return lambda strip: _to_uint8(np.asarray(strip), scale)[:, :, None]
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
@@ -257,5 +258,6 @@ def _to_uint8(arr: np.ndarray, scale: float | None = None) -> np.ndarray:
     if np.issubdtype(arr.dtype, np.integer):
         if scale is None:
             scale = _uint8_scale(arr.dtype, float(arr.max(initial=0)))
-        return np.clip(arr.astype(np.float32) * scale, 0, 255).round().astype(np.uint8)
+        scaled: np.ndarray = np.clip(arr.astype(np.float32) * scale, 0, 255).round().astype(np.uint8)
+        return scaled
     raise InvalidInputError(f"unsupported array dtype {arr.dtype}", dtype=str(arr.dtype))

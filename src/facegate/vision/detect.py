@@ -45,7 +45,8 @@ def _prepare_graph(data: bytes) -> bytes:
     for output in model.graph.output:
         output.type.tensor_type.shape.dim[1].dim_param = "anchors"
     del model.graph.value_info[:]  # shapes inferred at 640×640 would contradict other sizes
-    return model.SerializeToString()
+    serialised: bytes = model.SerializeToString()
+    return serialised
 
 
 class FaceDetector:

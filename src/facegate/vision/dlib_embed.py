@@ -14,6 +14,7 @@ alignment); tests/test_accurate.py checks the agreement on the public-domain pho
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import cv2
 import numpy as np
@@ -30,7 +31,7 @@ CHIP_TEMPLATE = np.array(
 _FROM_ARCFACE = similarity_transform(ARCFACE_TEMPLATE, CHIP_TEMPLATE)
 
 
-def _dlib():  # -> the dlib module
+def _dlib() -> Any:  # the dlib module (untyped)
     try:
         import dlib
     except ImportError as exc:  # an optional extra, not a core dependency
@@ -63,7 +64,7 @@ class DlibEmbedder:
         self._local = threading.local()
         self._net()  # load now: a broken file fails at construction, not at the first face
 
-    def _net(self):  # -> dlib.face_recognition_model_v1
+    def _net(self) -> Any:  # a dlib.face_recognition_model_v1 (untyped)
         net = getattr(self._local, "net", None)
         if net is None:
             net = self._local.net = self._dlib.face_recognition_model_v1(self._path)
@@ -77,4 +78,5 @@ class DlibEmbedder:
         if len(crops) == 0:
             return np.zeros((0, self.dim), np.float32)
         out = np.asarray(self._net().compute_face_descriptor(chips_from_crops(crops)), dtype=np.float32)
-        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        unit: np.ndarray = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return unit

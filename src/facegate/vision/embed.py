@@ -54,7 +54,8 @@ def _prepare_graph(data: bytes, *, rewrite_prelu: bool = True) -> bytes:
         value.type.tensor_type.shape.dim[0].dim_param = "batch"
     if rewrite_prelu:
         _rewrite_prelu(model)
-    return model.SerializeToString()
+    serialised: bytes = model.SerializeToString()
+    return serialised
 
 
 def _rewrite_prelu(model: onnx.ModelProto) -> int:
@@ -114,7 +115,8 @@ def with_flip(run: Callable[[np.ndarray], np.ndarray], crops: np.ndarray) -> np.
     n = len(crops)
     both = run(np.concatenate([crops, crops[:, :, ::-1]]))
     summed = both[:n] + both[n:]
-    return summed / np.maximum(np.linalg.norm(summed, axis=1, keepdims=True), 1e-12)
+    unit: np.ndarray = summed / np.maximum(np.linalg.norm(summed, axis=1, keepdims=True), 1e-12)
+    return unit
 
 
 class Embedder:
@@ -150,4 +152,5 @@ class Embedder:
         out = runner.run(None, {self._input: np.ascontiguousarray(x)})[0].astype(np.float32)
         out = out.reshape(len(crops), -1)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return out / np.maximum(norms, 1e-12)
+        unit: np.ndarray = out / np.maximum(norms, 1e-12)
+        return unit

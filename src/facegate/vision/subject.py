@@ -66,7 +66,7 @@ def face_size(box: Sequence[float], image_size: tuple[int, int]) -> float:
 
 def prominence(box: Sequence[float], score: float, image_size: tuple[int, int], rule: SubjectRule = DEFAULT_RULE) -> float:
     """Size weighted by centrality and detector confidence (0…1); the subject has the highest."""
-    centre = (1.0 - off_centre(box, image_size)) ** rule.centrality
+    centre = float((1.0 - off_centre(box, image_size)) ** rule.centrality)  # off_centre is 0…1: a real power
     return face_size(box, image_size) * centre * min(max(float(score), 0.0), 1.0)
 
 
