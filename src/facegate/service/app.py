@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import swagger_ui
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -297,14 +298,8 @@ def _mount_docs(app: FastAPI) -> None:
     from fastapi.responses import HTMLResponse
     from fastapi.staticfiles import StaticFiles
 
-    try:
-        import swagger_ui
-
-        assets = Path(swagger_ui.__file__).parent / "static"
-    except ImportError:
-        assets = None
-
-    if assets is not None and (assets / "swagger-ui-bundle.js").is_file():
+    assets = Path(swagger_ui.__file__).parent / "static"
+    if (assets / "swagger-ui-bundle.js").is_file():
         app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
 
         page = get_swagger_ui_html(

@@ -15,6 +15,7 @@ from typing import Any
 from fastapi.responses import JSONResponse
 
 from ..errors import FacegateError
+from .errors import RateLimitedError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 TYPE_PREFIX = "/problems/"
@@ -99,7 +100,7 @@ _RESERVED = {"type", "title", "status", "detail", "instance", "code", "request_i
 
 
 def problem_body(exc: FacegateError, *, instance: str | None = None, request_id: str | None = None) -> dict[str, Any]:
-    status = int(getattr(exc, "http_status", 500) or 500)
+    status = int(exc.http_status or 500)
     body: dict[str, Any] = {
         "type": type_uri(exc.code),
         "title": _title(type(exc)),
@@ -111,7 +112,7 @@ def problem_body(exc: FacegateError, *, instance: str | None = None, request_id:
         body["instance"] = instance
     if request_id:
         body["request_id"] = request_id
-    for key, value in (getattr(exc, "details", None) or {}).items():
+    for key, value in exc.details.items():
         if key not in _RESERVED:
             body[key] = _jsonable(value)
     return body
@@ -122,9 +123,8 @@ def problem_response(
 ) -> JSONResponse:
     body = problem_body(exc, instance=instance, request_id=request_id)
     hdrs = dict(headers or {})
-    retry = getattr(exc, "retry_after", None)
-    if retry is not None:
-        hdrs["Retry-After"] = str(max(1, math.ceil(retry)))
+    if isinstance(exc, RateLimitedError):
+        hdrs["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     if body["status"] == 401:
         hdrs.setdefault("WWW-Authenticate", 'Bearer realm="facegate"')
     return JSONResponse(body, status_code=body["status"], headers=hdrs, media_type=PROBLEM_MEDIA_TYPE)

@@ -6,10 +6,9 @@ granted answers 404 exactly like a missing one."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Body, Path, Query, Request, Response
 
 from . import gallery_ops, verify_ops
 from .deps import AdminKey, EnrollKey, GlobalAdminKey, GrantedCollection, IdentifyKey, PrincipalDep, ServiceDep
@@ -53,13 +52,13 @@ IMAGES = problem_responses(400, 401, 403, 404, 409, 413, 415, 422, 429, 503, 504
 
 @router.get("/collections", response_model=CollectionList, tags=["collections"], responses=READ,
             summary="Collections this key is granted")
-async def list_collections(service: ServiceDep, principal: PrincipalDep) -> dict:
+async def list_collections(service: ServiceDep, principal: PrincipalDep) -> dict[str, Any]:
     return {"collections": await gallery_ops.list_collections(service, principal)}
 
 
 @router.post("/collections", response_model=CollectionOut, status_code=201, tags=["collections"], responses=WRITE,
              summary="Create a collection (admin)")
-async def create_collection(service: ServiceDep, principal: AdminKey, body: CollectionCreate) -> dict:
+async def create_collection(service: ServiceDep, principal: AdminKey, body: CollectionCreate) -> dict[str, Any]:
     if not principal.sees(body.name):
         raise InsufficientAccessError(f"this key may not create collection {body.name!r}", collection=body.name)
     return await gallery_ops.create_collection(service, principal, body)
@@ -67,7 +66,7 @@ async def create_collection(service: ServiceDep, principal: AdminKey, body: Coll
 
 @router.get("/collections/{collection}", response_model=CollectionOut, tags=["collections"], responses=READ,
             summary="One collection: model, purposes, threshold, retention, counts")
-async def get_collection(service: ServiceDep, collection: GrantedCollection, principal: PrincipalDep) -> dict:
+async def get_collection(service: ServiceDep, collection: GrantedCollection, principal: PrincipalDep) -> dict[str, Any]:
     return await gallery_ops.get_collection(service, principal, collection)
 
 
@@ -75,13 +74,13 @@ async def get_collection(service: ServiceDep, collection: GrantedCollection, pri
               summary="Change a collection's settings: liveness_required (admin)",
               description="Fields left out keep their value. The change is audited (`collection.update`).")
 async def update_collection(service: ServiceDep, collection: GrantedCollection, principal: AdminKey,
-                            body: CollectionUpdate) -> dict:
+                            body: CollectionUpdate) -> dict[str, Any]:
     return await gallery_ops.update_collection(service, principal, collection, body)
 
 
 @router.delete("/collections/{collection}", response_model=ErasureOut, tags=["collections"], responses=WRITE,
                summary="Delete a collection and erase every subject in it (admin)")
-async def delete_collection(service: ServiceDep, collection: GrantedCollection, principal: AdminKey) -> dict:
+async def delete_collection(service: ServiceDep, collection: GrantedCollection, principal: AdminKey) -> dict[str, Any]:
     return await gallery_ops.delete_collection(service, principal, collection)
 
 
@@ -94,13 +93,13 @@ async def list_subjects(
     service: ServiceDep, collection: GrantedCollection, principal: EnrollKey,
     limit: Annotated[int, Query(ge=1, le=500)] = 100, offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     purpose: Annotated[str | None, Query(max_length=64, description="Only subjects with an active consent for it.")] = None,
-) -> dict:
+) -> dict[str, Any]:
     return await gallery_ops.list_subjects(service, principal, collection, limit, offset, purpose)
 
 
 @router.get("/collections/{collection}/subjects/{subject}", response_model=SubjectOut, tags=["subjects"],
             responses=READ, summary="One subject: consents and template metadata (enroll)")
-async def get_subject(service: ServiceDep, collection: GrantedCollection, principal: EnrollKey, subject: SubjectId) -> dict:
+async def get_subject(service: ServiceDep, collection: GrantedCollection, principal: EnrollKey, subject: SubjectId) -> dict[str, Any]:
     return await gallery_ops.get_subject(service, principal, collection, subject)
 
 
@@ -110,7 +109,7 @@ async def get_subject(service: ServiceDep, collection: GrantedCollection, princi
 async def erase_subject(
     service: ServiceDep, collection: GrantedCollection, principal: EnrollKey, subject: SubjectId,
     reason: Annotated[str, Query(min_length=1, max_length=64, description="Recorded in the audit tombstone.")] = "request",
-) -> dict:
+) -> dict[str, Any]:
     return await gallery_ops.erase_subject(service, principal, collection, subject, reason)
 
 
@@ -122,7 +121,7 @@ SubjectIdQ = Annotated[str, Query(alias="id", min_length=1, max_length=256, desc
 @router.get("/collections/{collection}/subject", response_model=SubjectOut, tags=["subjects"], responses=READ,
             summary="One subject by ?id= (enroll): for ids a URL path cannot carry, like a legacy '..'")
 async def get_subject_by_query(service: ServiceDep, collection: GrantedCollection, principal: EnrollKey,
-                               subject: SubjectIdQ) -> dict:
+                               subject: SubjectIdQ) -> dict[str, Any]:
     return await gallery_ops.get_subject(service, principal, collection, subject)
 
 
@@ -131,7 +130,7 @@ async def get_subject_by_query(service: ServiceDep, collection: GrantedCollectio
 async def erase_subject_by_query(
     service: ServiceDep, collection: GrantedCollection, principal: EnrollKey, subject: SubjectIdQ,
     reason: Annotated[str, Query(min_length=1, max_length=64, description="Recorded in the audit tombstone.")] = "request",
-) -> dict:
+) -> dict[str, Any]:
     return await gallery_ops.erase_subject(service, principal, collection, subject, reason)
 
 
@@ -150,30 +149,32 @@ async def erase_subject_by_query(
     ),
     openapi_extra=openapi_body(EnrollRequest),
 )
-async def enroll(request: Request, service: ServiceDep, collection: GrantedCollection, principal: EnrollKey, subject: SubjectId) -> JSONResponse:
+async def enroll(request: Request, response: Response, service: ServiceDep, collection: GrantedCollection,
+                 principal: EnrollKey, subject: SubjectId) -> dict[str, Any]:
     body, images = await read_payload(request, EnrollRequest, max_images=service.settings.max_images_per_request)
     out = await verify_ops.enroll(service, principal, collection, subject, body, images.get("images", []))
-    return JSONResponse(EnrollOut.model_validate(out).model_dump(), status_code=201 if out["created"] else 200)
+    response.status_code = 201 if out["created"] else 200
+    return out
 
 
 @router.post("/collections/{collection}/subjects/{subject}/consents", response_model=SubjectOut, tags=["consents"],
              responses=WRITE, summary="Grant consent for purposes (enroll)")
 async def grant_consent(service: ServiceDep, collection: GrantedCollection, principal: EnrollKey, subject: SubjectId,
-                        body: ConsentIn) -> dict:
+                        body: ConsentIn) -> dict[str, Any]:
     return await gallery_ops.grant_consent(service, principal, collection, subject, body)
 
 
 @router.delete("/collections/{collection}/subjects/{subject}/consents/{purpose}", response_model=SubjectOut,
                tags=["consents"], responses=WRITE, summary="Withdraw consent for one purpose (enroll); immediate")
 async def withdraw_consent(service: ServiceDep, collection: GrantedCollection, principal: EnrollKey, subject: SubjectId,
-                           purpose: PurposeQ) -> dict:
+                           purpose: PurposeQ) -> dict[str, Any]:
     return await gallery_ops.withdraw_consent(service, principal, collection, subject, [purpose])
 
 
 @router.delete("/collections/{collection}/subjects/{subject}/consents", response_model=SubjectOut, tags=["consents"],
                responses=WRITE, summary="Withdraw every consent of the subject (enroll); immediate")
 async def withdraw_all_consents(service: ServiceDep, collection: GrantedCollection, principal: EnrollKey,
-                                subject: SubjectId) -> dict:
+                                subject: SubjectId) -> dict[str, Any]:
     return await gallery_ops.withdraw_consent(service, principal, collection, subject, None)
 
 
@@ -191,7 +192,7 @@ async def withdraw_all_consents(service: ServiceDep, collection: GrantedCollecti
     ),
     openapi_extra=openapi_body(IdentifyRequest),
 )
-async def identify(request: Request, service: ServiceDep, collection: GrantedCollection, principal: IdentifyKey) -> dict:
+async def identify(request: Request, service: ServiceDep, collection: GrantedCollection, principal: IdentifyKey) -> dict[str, Any]:
     body, images = await read_payload(request, IdentifyRequest, max_images=1)
     return await verify_ops.identify(service, principal, collection, body, images.get("image", [None])[0])
 
@@ -210,7 +211,7 @@ async def audit_list(
     until: Annotated[str | None, Query(max_length=40, description="ISO 8601")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     before_seq: Annotated[int | None, Query(ge=1, le=2**62)] = None,
-) -> dict:
+) -> dict[str, Any]:
     return await gallery_ops.audit_list(service, principal, collection=collection, subject=subject,
                                     action=action, since=since, until=until, limit=limit, before_seq=before_seq)
 
@@ -221,14 +222,14 @@ async def audit_verify(
     service: ServiceDep, principal: GlobalAdminKey,
     expect_head: Annotated[str | None, Query(pattern=r"^[0-9a-f]{64}$", description="A head MAC recorded earlier: it must "
                                              "still be in the chain (as `facegate audit verify --expect-head`).")] = None,
-) -> dict:
+) -> dict[str, Any]:
     return await gallery_ops.audit_verify(service, principal, expect_head)
 
 
 @router.post("/purge", response_model=PurgeOut, tags=["audit"], responses=WRITE,
              summary="Erase subjects past retention or without active consent (admin of every collection)")
 async def purge(service: ServiceDep, principal: GlobalAdminKey,
-                dry_run: Annotated[bool, Query(description="Only report what would be erased.")] = True) -> dict:
+                dry_run: Annotated[bool, Query(description="Only report what would be erased.")] = True) -> dict[str, Any]:
     return await gallery_ops.purge(service, principal, dry_run)
 
 
@@ -237,18 +238,18 @@ async def purge(service: ServiceDep, principal: GlobalAdminKey,
 
 @router.get("/keys", response_model=KeyList, tags=["keys"], responses=READ, summary="API keys (admin of every collection)")
 async def list_keys(service: ServiceDep, principal: GlobalAdminKey,
-                    include_revoked: Annotated[bool, Query()] = False) -> dict:
+                    include_revoked: Annotated[bool, Query()] = False) -> dict[str, Any]:
     return {"keys": await gallery_ops.list_keys(service, include_revoked)}
 
 
 @router.post("/keys", response_model=KeyCreated, status_code=201, tags=["keys"], responses=WRITE,
              summary="Create an API key; the secret is shown once (admin of every collection)")
-async def create_key(service: ServiceDep, principal: GlobalAdminKey, body: Annotated[KeyCreate, Body()]) -> dict:
+async def create_key(service: ServiceDep, principal: GlobalAdminKey, body: Annotated[KeyCreate, Body()]) -> dict[str, Any]:
     return await gallery_ops.create_key(service, principal, body)
 
 
 @router.delete("/keys/{name}", response_model=KeyOut, tags=["keys"], responses=WRITE,
                summary="Revoke an API key by name or prefix (admin of every collection)")
 async def revoke_key(service: ServiceDep, principal: GlobalAdminKey,
-                     name: Annotated[str, Path(min_length=1, max_length=64)]) -> dict:
+                     name: Annotated[str, Path(min_length=1, max_length=64)]) -> dict[str, Any]:
     return await gallery_ops.revoke_key(service, principal, name)
