@@ -145,7 +145,7 @@ def test_identify_vector_obeys_the_identify_requirement(bare_gallery, photos, en
     assert [c.subject for c in res.candidates] == ["E1"]
 
 
-def test_migration_from_0004_gives_existing_collections_the_empty_default(bare_gallery, photos, tmp_path):
+def test_migration_from_0004_gives_existing_collections_the_empty_default(bare_gallery, engine, photos, tmp_path):
     gallery = bare_gallery
     from alembic import command
     from alembic.config import Config
@@ -162,7 +162,6 @@ def test_migration_from_0004_gives_existing_collections_the_empty_default(bare_g
         command.downgrade(cfg, "0004")
     assert gallery.store.schema_version() == "0004"
     data_dir, url = gallery.data_dir, gallery.store.engine.url.render_as_string(hide_password=False)
-    engine = gallery._engine
     gallery.close()
     g = Gallery.open(data_dir, store=url, engine=engine)  # upgrades 0004 -> 0006
     try:

@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import AuditTamperedError, ConflictError, InvalidArgumentError, LockedError, StoreError
-from .store import Store, StoreTx
+from .ports import StoreTransaction, TemplateStore
+from .store import StoreTx
 from .types import AuditArchiveCheck, AuditArchiveFile, AuditArchiveReport, AuditEvent, AuditReport
 from .witness import Checkpoint, Witness, WitnessTamperedError
 
@@ -98,7 +99,7 @@ class AuditLog:
 
     def append(
         self,
-        tx: StoreTx,
+        tx: StoreTransaction,
         *,
         actor: str,
         action: str,
@@ -127,7 +128,7 @@ class AuditLog:
             tx.on_commit(lambda: witness.record(seq, mac))
         return seq
 
-    def verify(self, store: Store, *, expect_head: str | None = None) -> AuditReport:
+    def verify(self, store: TemplateStore, *, expect_head: str | None = None) -> AuditReport:
         """Check the stored chain. After an archival it starts at the anchor (the newest
         ``audit_archives`` row), which must be the one the last ``audit.archive`` event in the
         chain recorded: removing events at the boundary, or forging an anchor, is detected."""
@@ -214,7 +215,7 @@ def _witness_problem(checkpoint: Checkpoint | None, stored_mac: str | None, head
     return None
 
 
-def _is_earlier_head(mac: str, store: Store) -> bool:
+def _is_earlier_head(mac: str, store: TemplateStore) -> bool:
     """An anchor recorded earlier must still be some event's MAC in the (verified) chain."""
     from sqlalchemy import select
 
@@ -315,7 +316,7 @@ def _holder_dead(holder: str) -> bool:
     return False
 
 
-def _acquire(store: Store, holder: str) -> None:
+def _acquire(store: TemplateStore, holder: str) -> None:
     from sqlalchemy import select
 
     from .schema import LockRow
@@ -348,7 +349,7 @@ def _check_target(path: Path, anchor_seq: int, deployment_id: str | None) -> Non
         raise InvalidArgumentError(f"{path} holds a committed archive (events from #{first}); choose another file name")
 
 
-def archive(log: AuditLog, store: Store, *, before: dt.datetime, path: str | Path, actor: str,
+def archive(log: AuditLog, store: TemplateStore, *, before: dt.datetime, path: str | os.PathLike[str], actor: str,
             deployment_id: str | None, batch: int = 5000) -> AuditArchiveReport:
     """Move every event older than ``before`` (the longest prefix of the chain whose events all
     are) to ``path`` and delete them from the database. Crash-safe at every point:
@@ -579,7 +580,7 @@ def verify_file(log: AuditLog, path: str | Path, *, deployment_id: str | None = 
     return AuditArchiveFile(ok=True, sha256=sha.hexdigest(), **info)
 
 
-def verify_archive(log: AuditLog, store: Store | None, paths: Iterable[str | Path], *, deployment_id: str | None = None,
+def verify_archive(log: AuditLog, store: TemplateStore | None, paths: Iterable[str | Path], *, deployment_id: str | None = None,
                    expect_head: str | None = None) -> AuditArchiveCheck:
     """Check archive files, and with ``store`` the files and the database together: each file
     must be the archival the database recorded (range, last MAC, SHA-256), files that follow

@@ -47,7 +47,7 @@ import numpy as np
 
 from .crypto import Crypto, SubjectCipher
 from .errors import TemplateIntegrityError
-from .store import Store
+from .ports import Hit, TemplateStore
 
 log = logging.getLogger("facegate.gallery.index")
 
@@ -86,15 +86,6 @@ class IndexConfig:
     # 10k x 128 product took 6.7 ms with 2 OpenBLAS threads on a busy host, 0.1 ms with 1).
     # Applied process-wide (threadpoolctl) when the first index is created; None leaves it.
     blas_threads: int | None = 1
-
-
-@dataclass(frozen=True)
-class Hit:
-    subject_id: int
-    external_id: str
-    label: str | None
-    score: float
-    template_id: int
 
 
 class RWLock:
@@ -456,8 +447,9 @@ class CollectionIndex:
         return tid in self._row_of
 
     def subject_vectors(self, sid: int) -> np.ndarray:
-        rows = [r for r in self._row_of.rows(np.asarray(sorted(self._tids_of.get(sid, ())), np.int64)).tolist() if r >= 0]
-        return self._X[rows].copy() if rows else np.zeros((0, self.dim), np.float32)
+        with self.lock.read():
+            rows = [r for r in self._row_of.rows(np.asarray(sorted(self._tids_of.get(sid, ())), np.int64)).tolist() if r >= 0]
+            return self._X[rows].copy() if rows else np.zeros((0, self.dim), np.float32)
 
     def allowed(self, sid: int, purpose: str | None, now: float) -> bool:
         slot = self._slot_of.get(sid)
@@ -745,7 +737,7 @@ def _consent_tuple(row: Any) -> tuple[str, float, float, float | None]:
 class GalleryIndex:
     """The process's indexes, loaded lazily per collection and synced through the change feed."""
 
-    def __init__(self, store: Store, crypto: Crypto, config: IndexConfig | None = None) -> None:
+    def __init__(self, store: TemplateStore, crypto: Crypto, config: IndexConfig | None = None) -> None:
         self.store = store
         self.crypto = crypto
         self.config = config or IndexConfig()

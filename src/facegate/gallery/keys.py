@@ -29,6 +29,7 @@ import re
 import secrets
 from collections.abc import Iterable
 
+from ..clock import SYSTEM, Clock
 from .audit import AuditLog
 from .errors import (
     ApiKeyExistsError,
@@ -41,7 +42,7 @@ from .errors import (
 )
 from .names import check_name
 from .store import Store, _Duplicate
-from .types import SCOPES, ApiKey, utcnow
+from .types import SCOPES, ApiKey
 
 SECRET_RE = re.compile(r"^fg_([0-9a-f]{8})_([A-Za-z0-9_-]{43})$")
 LAST_USED_EVERY = dt.timedelta(seconds=60)
@@ -72,9 +73,10 @@ def _record(row) -> ApiKey:  # noqa: ANN001
 class ApiKeys:
     """Create, list, revoke and authenticate API keys. Thread-safe."""
 
-    def __init__(self, store: Store, audit: AuditLog) -> None:
+    def __init__(self, store: Store, audit: AuditLog, *, clock: Clock = SYSTEM) -> None:
         self._store = store
         self._audit = audit
+        self._clock = clock  # key expiry and the last-used throttle
 
     def create(
         self,
@@ -94,7 +96,7 @@ class ApiKeys:
         cols = None if collections is None else sorted(set(collections))
         if expires_at is not None and expires_at.tzinfo is None:
             raise InvalidArgumentError("expires_at must be timezone-aware")
-        now = utcnow()
+        now = self._clock.now()
         for _attempt in range(5):
             prefix = secrets.token_hex(4)
             secret = f"fg_{prefix}_{secrets.token_urlsafe(32)}"
@@ -129,7 +131,7 @@ class ApiKeys:
 
     def revoke(self, name_or_prefix: str, *, actor: str = "library") -> ApiKey:
         """Revoke a key (idempotent). Effective for the very next ``authenticate``."""
-        now = utcnow()
+        now = self._clock.now()
         with self._store.write() as tx:
             row = tx.api_key_by_name(name_or_prefix) or tx.api_key_by_prefix(name_or_prefix)
             if row is None:
@@ -151,7 +153,7 @@ class ApiKeys:
         stored = row.secret_sha256 if row is not None else _DUMMY
         if not hmac.compare_digest(hash_secret(secret.strip()), stored) or row is None:
             raise InvalidApiKeyError("invalid API key")
-        now = utcnow()
+        now = self._clock.now()
         if row.revoked_at is not None:
             raise RevokedApiKeyError(f"API key {row.name!r} was revoked", name=row.name)
         if row.expires_at is not None and row.expires_at <= now:

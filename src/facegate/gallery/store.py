@@ -28,7 +28,9 @@ from sqlalchemy import and_, bindparam, delete, event, exists, func, insert, or_
 from sqlalchemy.engine import Connection, Engine, Row, create_engine, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
+from .crypto import Crypto
 from .errors import AuditTamperedError, SchemaError, StoreError, StoreUnavailableError
+from .index import GalleryIndex, IndexConfig
 from .schema import (
     ApiKeyRow,
     AuditArchiveRow,
@@ -157,6 +159,10 @@ class Store:
                     raw.execute(f"PRAGMA synchronous = {self._sqlite_sync}")
                 except Exception:  # noqa: BLE001 - a broken connection is discarded by the pool
                     pass
+
+    def make_index(self, crypto: Crypto, config: IndexConfig | None = None) -> GalleryIndex:
+        """The in-memory vector index over this store's templates (decrypted with ``crypto``)."""
+        return GalleryIndex(self, crypto, config)
 
     def max_seq(self) -> int:
         """Newest change-feed sequence number: the cheap check before every search."""

@@ -17,7 +17,8 @@ from ...liveness import schema as _liveness_schema  # noqa: F401  (its tables jo
 from ..schema import Base
 from ..types import utcnow
 from .rotation import keyring_name
-from .store import PgStore, PgStoreTx, copy_rows, vec_table
+from .store import PgStore, PgStoreTx
+from .vectors import copy_rows, vec_table
 
 log = logging.getLogger("facegate.gallery.pg.admin")
 
@@ -290,7 +291,7 @@ def _verify(source: Any, dest: PgStore, counts: dict[str, int], probes: dict[int
 def _search_any(idx: Any, q: np.ndarray, now: float) -> tuple[list[Any], int]:
     """Exact best template among *all* subjects of the collection, whatever their consent
     (verification compares stored data, not consent state)."""
-    from .store import vector_literal
+    from .vectors import vector_literal
 
     st, R = idx._state(fresh=True)
     with idx.store.search_conn() as conn, conn.cursor() as cur:

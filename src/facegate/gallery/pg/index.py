@@ -27,23 +27,25 @@ Per collection (``fg_vectors_<id>``, rotated vectors, see ``store.py``):
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import math
 import threading
 import time
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import text
 
 from ..errors import StoreError, StoreUnavailableError
-from ..index import Hit
-from .store import PgStore, vec_table, vector_literal
+from ..index import IndexConfig
+from ..ports import Hit
+from .vectors import vec_table, vector_literal
+
+if TYPE_CHECKING:  # annotations only: the store creates its index
+    from .store import PgStore
 
 log = logging.getLogger("facegate.gallery.pg.index")
 
@@ -61,18 +63,6 @@ class PgIndexConfig:
     auto_build: bool = True  # build/rebuild in a background thread when a search notices the need
     count_ttl_s: float = 30.0  # cache of allowed-subject counts (plan choice and audit figure)
     seed: int = 1234
-
-
-class _NoLock:
-    """The in-memory index's RW lock interface; the database does the isolation here."""
-
-    @contextlib.contextmanager
-    def read(self) -> Iterator[None]:
-        yield
-
-    @contextlib.contextmanager
-    def write(self) -> Iterator[None]:
-        yield
 
 
 def _active_sql(alias: str, purpose: bool, style: str = "named") -> str:
@@ -101,7 +91,6 @@ class PgCollectionIndex:
         self.collection_id = cid
         self.dim = dim
         self.model_id = model_id
-        self.lock = _NoLock()
         self.applied_seq = 0
         self._counts: dict[str | None, tuple[float, int]] = {}
         self._counts_lock = threading.Lock()
@@ -474,13 +463,12 @@ class PgCollectionIndex:
 class PgGalleryIndex:
     """Drop-in for ``GalleryIndex``: ``get()``, ``sync()`` (a no-op), ``drop()``, ``loaded()``."""
 
-    def __init__(self, store: PgStore, config: Any = None) -> None:
+    def __init__(self, store: PgStore, config: IndexConfig | PgIndexConfig | None = None) -> None:
         self.store = store
         if isinstance(config, PgIndexConfig):
             self.config = config
         elif config is not None:  # the in-memory IndexConfig: keep what applies
-            self.config = PgIndexConfig(rescore=getattr(config, "rescore", 64),
-                                        auto_build=getattr(config, "background_build", True))
+            self.config = PgIndexConfig(rescore=config.rescore, auto_build=config.background_build)
         else:
             self.config = PgIndexConfig()
         self._cols: dict[int, PgCollectionIndex] = {}

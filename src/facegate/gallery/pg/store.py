@@ -36,18 +36,19 @@ from sqlalchemy import event, insert, select, text
 from sqlalchemy.engine import create_engine, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from ..crypto import Crypto
 from ..errors import StoreError, StoreUnavailableError
+from ..index import IndexConfig
 from ..store import C, S, T, Store, StoreTx
+from .index import PgGalleryIndex, PgIndexConfig
 from .rotation import RotationCache, keyring_name, orthogonal_from_seed, wrap_context
+from .vectors import copy_rows, parse_copy_rows, vec_table
 
 log = logging.getLogger("facegate.gallery.pg")
 
 PG_SCHEMA = "2"  # version of the PostgreSQL-only objects below (meta key "pg_schema")
 WRITE_LOCK_KEY = 4242002  # pg_advisory_xact_lock: one writer at a time, like SQLite
 MIGRATE_LOCK_KEY = 4242001  # the same key Store.migrate() uses
-COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
-COPY_TRAILER = (-1).to_bytes(2, "big", signed=True)
-
 PG_DDL = [
     """CREATE TABLE IF NOT EXISTS fg_vector_collections (
         collection_id BIGINT PRIMARY KEY REFERENCES collections(id) ON DELETE CASCADE,
@@ -66,38 +67,6 @@ PG_DDL = [
     # 2: the index's vector type (halfvec: half the size, candidates re-scored in float32).
     "ALTER TABLE fg_vector_collections ADD COLUMN IF NOT EXISTS index_type TEXT",
 ]
-
-
-def vec_table(collection_id: int) -> str:
-    return f"fg_vectors_{int(collection_id)}"
-
-
-def vector_literal(v: np.ndarray) -> str:
-    """pgvector's text form; 9 significant digits round-trip float32 exactly."""
-    return "[" + ",".join(f"{x:.9g}" for x in np.asarray(v, np.float32).tolist()) + "]"
-
-
-def copy_rows(tids: np.ndarray, sids: np.ndarray, V: np.ndarray) -> bytes:
-    """Binary COPY payload for (template_id bigint, subject_id bigint, embedding vector(dim))."""
-    n, dim = V.shape
-    dt_ = np.dtype([("nf", ">i2"), ("l1", ">i4"), ("tid", ">i8"), ("l2", ">i4"), ("sid", ">i8"), ("l3", ">i4"),
-                    ("dim", ">i2"), ("unused", ">i2"), ("v", ">f4", (dim,))])
-    rec = np.empty(n, dt_)
-    rec["nf"], rec["l1"], rec["l2"], rec["l3"] = 3, 8, 8, 4 + 4 * dim
-    rec["tid"], rec["sid"] = tids, sids
-    rec["dim"], rec["unused"] = dim, 0
-    rec["v"] = V
-    return COPY_HEADER + rec.tobytes() + COPY_TRAILER
-
-
-def parse_copy_rows(data: bytes, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Inverse of :func:`copy_rows` for ``COPY (SELECT template_id, subject_id, embedding …) TO
-    STDOUT (FORMAT BINARY)``: (template ids, subject ids, float32 vectors)."""
-    body = data[len(COPY_HEADER): len(data) - len(COPY_TRAILER)]
-    dt_ = np.dtype([("nf", ">i2"), ("l1", ">i4"), ("tid", ">i8"), ("l2", ">i4"), ("sid", ">i8"), ("l3", ">i4"),
-                    ("dim", ">i2"), ("unused", ">i2"), ("v", ">f4", (dim,))])
-    rec = np.frombuffer(body, dt_)
-    return rec["tid"].astype(np.int64), rec["sid"].astype(np.int64), rec["v"].astype(np.float32)
 
 
 def _unavailable(exc: DBAPIError) -> bool:
@@ -150,7 +119,7 @@ class PgStore(Store):
         self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=16, pool_pre_ping=True, use_insertmanyvalues=False)
         self.write_engine = self.engine
         self.read_engine = self.engine.execution_options(isolation_level="REPEATABLE READ")
-        self.crypto: Any = None  # set by make_index() (Gallery.__init__); needed to write vectors
+        self.crypto: Crypto | None = None  # set by make_index(); needed to write vectors
         # Searches: one statement each (a consistent snapshot by itself), autocommit, on
         # connections prepared once for pgvector: one round trip per search.
         self.search_engine = create_engine(self.url, pool_size=pool_size, max_overflow=16, isolation_level="AUTOCOMMIT")
@@ -219,11 +188,9 @@ class PgStore(Store):
         with pg_errors():
             return super().max_seq()
 
-    # --- index factory (Gallery.__init__) -----------------------------------------------------
+    # --- index factory -----------------------------------------------------
 
-    def make_index(self, crypto: Any, config: Any = None) -> Any:
-        from .index import PgGalleryIndex
-
+    def make_index(self, crypto: Crypto, config: IndexConfig | PgIndexConfig | None = None) -> PgGalleryIndex:
         self.crypto = crypto
         return PgGalleryIndex(self, config)
 

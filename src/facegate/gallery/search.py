@@ -1,0 +1,94 @@
+"""Searching the gallery: 1:N identification (from an image or a template) and 1:1
+verification against an enrolled subject — each purpose-bound and audited."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..results import Face, Quality
+from .collections import check_purpose, threshold_of
+from .context import GalleryContext, ImageLike, find_subject
+from .errors import ConsentRequiredError, InvalidArgumentError, ModelMismatchError, SubjectNotFoundError
+from .liveness_gate import Liveness, require
+from .ports import CollectionRow
+from .types import Candidate, IdentifyResult, SubjectVerifyResult
+
+MAX_TOP_K = 100
+
+
+def identify(ctx: GalleryContext, collection: str, image: ImageLike, *, purpose: str, top_k: int, liveness: Liveness,
+             actor: str) -> IdentifyResult:
+    if not (1 <= int(top_k) <= MAX_TOP_K):
+        raise InvalidArgumentError(f"top_k must be between 1 and {MAX_TOP_K}")
+    col = ctx.collection_row(collection)
+    check_purpose(col, purpose)
+    live_details = require(ctx, col, "identify", liveness, actor=actor, purpose=purpose)
+    emb = ctx.engines.for_collection(col).embed(image)
+    return _identify(ctx, col, emb.vector, emb.face, purpose, int(top_k), actor, live_details)
+
+
+def identify_vector(ctx: GalleryContext, collection: str, vector: np.ndarray, *, purpose: str, top_k: int,
+                    model_id: str, liveness: Liveness, actor: str) -> IdentifyResult:
+    col = ctx.collection_row(collection)
+    check_purpose(col, purpose)
+    live_details = require(ctx, col, "identify", liveness, actor=actor, purpose=purpose)
+    if model_id != col.model_id:
+        raise ModelMismatchError(f"collection {collection!r} is pinned to {col.model_id}, not {model_id}")
+    face = Face((0, 0, 0, 0), (), 0.0, Quality(0, 0, 0, 0, 0, 0, 0, 0))
+    return _identify(ctx, col, np.asarray(vector, np.float32), face, purpose, int(top_k), actor, live_details)
+
+
+def _identify(ctx: GalleryContext, col: CollectionRow, vector: np.ndarray, face: Face, purpose: str, top_k: int,
+              actor: str, live_details: dict[str, Any]) -> IdentifyResult:
+    thr = threshold_of(col)
+    now = ctx.now()
+    idx = ctx.index.get(col.id, col.embedding_dim, col.model_id)
+    hits, searched = idx.search(vector, top_k + 2, purpose, now.timestamp())
+    above = [h for h in hits if h.score >= thr]
+    best = hits[0].score if hits else None
+    with ctx.store.write() as tx:
+        confirmed = tx.active_consent_subjects([h.subject_id for h in above], purpose, now) if above else set()
+        above = [h for h in above if h.subject_id in confirmed][:top_k]
+        tx.touch_subjects([h.subject_id for h in above], now)
+        ctx.audit.append(
+            tx, actor=actor, action="identify", now=now, collection=col.name, subjects=[h.external_id for h in above],
+            purpose=purpose, decision="match" if above else "no_match", score=above[0].score if above else best,
+            details={"top_k": top_k, "candidates": len(above), "searched_subjects": searched, "threshold": round(thr, 6),
+                     **live_details},
+        )
+    cands = tuple(Candidate(h.external_id, h.label, h.score, r) for r, h in enumerate(above, 1))
+    return IdentifyResult(col.name, purpose, cands, thr, col.fmr, col.model_id, face, searched)
+
+
+def verify(ctx: GalleryContext, collection: str, subject: str, image: ImageLike, *, purpose: str, liveness: Liveness,
+           actor: str) -> SubjectVerifyResult:
+    col = ctx.collection_row(collection)
+    check_purpose(col, purpose)
+    live_details = require(ctx, col, "verify", liveness, actor=actor, subjects=[subject], purpose=purpose)
+    engine = ctx.engines.for_collection(col)
+    now = ctx.now()
+    with ctx.store.read() as tx:
+        s = find_subject(tx, col.id, subject)
+        ok = s is not None and bool(tx.active_consent_subjects([s.id], purpose, now))
+    if s is None:
+        raise SubjectNotFoundError(f"no subject {subject!r} in collection {collection!r}", subject=subject)
+    if not ok:
+        with ctx.store.write() as tx:
+            ctx.audit.append(tx, actor=actor, action="verify", now=now, collection=collection, subjects=[subject],
+                             purpose=purpose, decision="refused_no_consent")
+        raise ConsentRequiredError(f"subject {subject!r} has no active consent for purpose {purpose!r}",
+                                   subject=subject, purpose=purpose)
+    emb = engine.embed(image)
+    thr = threshold_of(col)
+    V = ctx.index.get(col.id, col.embedding_dim, col.model_id).subject_vectors(s.id)
+    score = float((V @ emb.vector.astype(np.float32)).max()) if len(V) else -1.0
+    match = score >= thr
+    with ctx.store.write() as tx:
+        if match:
+            tx.touch_subjects([s.id], now)
+        ctx.audit.append(tx, actor=actor, action="verify", now=now, collection=collection, subjects=[subject],
+                         purpose=purpose, decision="match" if match else "no_match", score=score,
+                         details={"threshold": round(thr, 6), "templates": int(len(V)), **live_details})
+    return SubjectVerifyResult(collection, subject, purpose, match, score, thr, col.fmr, col.model_id, emb.face)
