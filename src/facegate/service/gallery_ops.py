@@ -11,7 +11,7 @@ from .auth import Principal
 from .backend import consent_spec, gallery_of, request_time
 from .core import Service
 from .errors import ValidationFailedError
-from .schemas import CollectionCreate, CollectionUpdate, ConsentIn, KeyCreate
+from .schemas import AuditReportOut, CollectionCreate, CollectionUpdate, ConsentIn, KeyCreate
 
 # --- collections -----------------------------------------------------------------------------------
 
@@ -134,9 +134,10 @@ async def audit_list(service: Service, principal: Principal, *, collection: str 
     return {"events": rows, "next_before_seq": rows[-1]["seq"] if len(rows) == limit and rows else None}
 
 
-async def audit_verify(service: Service, principal: Principal, expect_head: str | None = None) -> dict[str, Any]:
+async def audit_verify(service: Service, principal: Principal, expect_head: str | None = None) -> AuditReportOut:
     g = gallery_of(service)
-    return (await service.run(g.audit_verify, expect_head=expect_head, kind="store")).to_dict()
+    report = await service.run(g.audit_verify, expect_head=expect_head, kind="store")
+    return AuditReportOut.model_validate(report, from_attributes=True)
 
 
 async def purge(service: Service, principal: Principal, dry_run: bool) -> dict[str, Any]:

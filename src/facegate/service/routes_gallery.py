@@ -222,7 +222,7 @@ async def audit_verify(
     service: ServiceDep, principal: GlobalAdminKey,
     expect_head: Annotated[str | None, Query(pattern=r"^[0-9a-f]{64}$", description="A head MAC recorded earlier: it must "
                                              "still be in the chain (as `facegate audit verify --expect-head`).")] = None,
-) -> dict[str, Any]:
+) -> AuditReportOut:
     return await gallery_ops.audit_verify(service, principal, expect_head)
 
 
