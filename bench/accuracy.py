@@ -82,7 +82,8 @@ def main() -> None:
     ap.add_argument("--arcface", action="store_true", help="also run facegate with arcface-mbf (NON-COMMERCIAL weights)")
     ap.add_argument("--tta", action="store_true", help="also run facegate with flip_tta=True (2 embeddings per face)")
     ap.add_argument("--accurate", action="store_true", help="also run facegate's accurate mode (needs facegate[accurate])")
-    ap.add_argument("--dlib-landmarks", type=int, default=5, choices=(5, 68), help="dlib shape predictor (face_recognition default: 5)")
+    ap.add_argument("--dlib-landmarks", type=int, default=5, choices=(5, 68), help="dlib shape predictor (face_recognition "
+                                                                                   "default: 5)")
     ap.add_argument("--sample", type=int, default=0, help="a seeded random sample of N pairs (smoke runs; default all)")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()

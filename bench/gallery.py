@@ -178,7 +178,8 @@ def synthetic(n_templates: int, args: argparse.Namespace, workdir: Path) -> dict
     stats = g.index_stats("bench")
     out["index"] = stats
     out["rss_growth_mb"] = round(rss_mb() - rss0, 1)
-    log(f"start-up: exact ready {out['startup_exact_ready_s']}s, approximate ready {out['startup_ann_ready_s']}s, mode {stats.get('mode')}")
+    log(f"start-up: exact ready {out['startup_exact_ready_s']}s, approximate ready {out['startup_ann_ready_s']}s, "
+        f"mode {stats.get('mode')}")
 
     col = g.get_collection("bench")
     idx = g.index.get(g._col_row("bench").id, DIM, MODEL)  # noqa: SLF001 - the bench measures the index itself
@@ -455,27 +456,34 @@ def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
     if results["synthetic"]:
-        print("| templates | enrol tpl/s | start-up exact / approx s | search p50 / p99 ms | exact p50 ms | identify e2e p50 / p99 ms | recall@1 vs exact | rank-1 | 1 % filter p50 ms, rank-1 | FPIR non-enrolled (N×FMR) | erased returned | RSS MB | mode |")
+        print("| templates | enrol tpl/s | start-up exact / approx s | search p50 / p99 ms | exact p50 ms | identify e2e p50 / "
+              "p99 ms | recall@1 vs exact | rank-1 | 1 % filter p50 ms, rank-1 | FPIR non-enrolled (N×FMR) | erased returned | "
+              "RSS MB | mode |")
         print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for size, r in sorted(results["synthetic"].items(), key=lambda kv: int(kv[0])):
             f = r["filtered_1pct"]
-            print(f"| {int(size):,} | {r['enrol_templates_per_s']:,.0f} | {r['startup_exact_ready_s']} / {r['startup_ann_ready_s']} | "
-                  f"{r['search_ms_p50']} / {r['search_ms_p99']} | {r['exact_search_ms_p50']} | {r['identify_e2e_ms_p50']} / {r['identify_e2e_ms_p99']} | "
+            print(f"| {int(size):,} | {r['enrol_templates_per_s']:,.0f} | "
+                  f"{r['startup_exact_ready_s']} / {r['startup_ann_ready_s']} | "
+                  f"{r['search_ms_p50']} / {r['search_ms_p99']} | {r['exact_search_ms_p50']} | {r['identify_e2e_ms_p50']} / "
+                  f"{r['identify_e2e_ms_p99']} | "
                   f"{r['recall_at_1_vs_exact']} | {r['rank1_identity']} | {f['search_ms_p50']}, {f['rank1_identity']} | "
-                  f"{r['fpir_non_enrolled']} ({r['expected_fpir_n_x_fmr']:.2g}) | {r['erased_returned_by_next_search']} | {r['rss_growth_mb']} | "
-                  f"{r['index']['mode']} nprobe {r['index'].get('nprobe')}/{r['index'].get('nlist')} |")
+                  f"{r['fpir_non_enrolled']} ({r['expected_fpir_n_x_fmr']:.2g}) | {r['erased_returned_by_next_search']} | "
+                  f"{r['rss_growth_mb']} | {r['index']['mode']} nprobe {r['index'].get('nprobe')}/{r['index'].get('nlist')} |")
     if results.get("master_key_rotation"):
-        print("\n| subjects | rotation s | re-wrap s (subjects/s) | durable commit s | key files s | enrol from another instance: max / median wait | other instance's first search after |")
+        print("\n| subjects | rotation s | re-wrap s (subjects/s) | durable commit s | key files s | enrol from another "
+              "instance: max / median wait | other instance's first search after |")
         print("|---|---|---|---|---|---|---|")
         for size, r in sorted(results["master_key_rotation"].items(), key=lambda kv: int(kv[0])):
-            print(f"| {int(size):,} | {r['rotation_s']} | {r['rewrap_s']} ({r['subjects_per_s']:,}/s) | {r['durable_commit_s']} | "
-                  f"{r['key_files_s']} | {r['concurrent_enrol_max_wait_s']} s / {r['concurrent_enrol_median_wait_ms']} ms | "
+            print(f"| {int(size):,} | {r['rotation_s']} | {r['rewrap_s']} ({r['subjects_per_s']:,}/s) | "
+                  f"{r['durable_commit_s']} | {r['key_files_s']} | "
+                  f"{r['concurrent_enrol_max_wait_s']} s / {r['concurrent_enrol_median_wait_ms']} ms | "
                   f"{r['other_instance_first_search_ms']} ms |")
     if "real_photos" in results:
         r = results["real_photos"]
         print(f"\nfaces-dev: {r['enrolled']} enrolled ({r['enrol_attempts']} attempts), {r['genuine_probes']} genuine probes, "
-              f"{r['non_enrolled_probes']} non-enrolled probes: rank-1 {r['rank1_closed_set']}, TPIR {r['tpir_at_threshold']} and "
-              f"FPIR {r['fpir_non_enrolled']} at threshold {r['threshold']} (FMR {r['collection_fmr']:g}); by FMR: {json.dumps(r['by_fmr'])}")
+              f"{r['non_enrolled_probes']} non-enrolled probes: rank-1 {r['rank1_closed_set']}, TPIR {r['tpir_at_threshold']} "
+              f"and FPIR {r['fpir_non_enrolled']} at threshold {r['threshold']} (FMR {r['collection_fmr']:g}); "
+              f"by FMR: {json.dumps(r['by_fmr'])}")
 
 
 if __name__ == "__main__":

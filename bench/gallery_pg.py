@@ -195,14 +195,16 @@ def markdown(results: list[dict]) -> str:
                 f"| PostgreSQL IVFFlat (probes {op.get('probes')}) | {r['templates']:,} | {r['insert_templates_per_s']:,.0f} | "
                 f"{r['index_build_seconds']} (lists {r['index_lists']}) | {op.get('p50_ms')} | {op.get('p99_ms')} | "
                 f"{op.get('recall_at_1_vs_exact')} | {op.get('rank1_identity')} | {f['search_ms_p50']} / {f['search_ms_p99']} | "
-                f"{r['exact_in_db']['p50_ms']} | {r['identify_e2e_ms_p50']} | {r['erase_ms_p50']} | {r['erased_returned_by_next_search']} |")
+                f"{r['exact_in_db']['p50_ms']} | {r['identify_e2e_ms_p50']} | {r['erase_ms_p50']} | "
+                f"{r['erased_returned_by_next_search']} |")
         else:
             f = r.get("filtered_1pct", {})
             idx = r.get("index", {})
             lines.append(
                 f"| SQLite + in-memory ({idx.get('mode')}) | {r['templates']:,} | {r.get('enrol_templates_per_s', 0):,.0f} | "
                 f"{idx.get('ann_build_seconds', '–')} | {r.get('search_ms_p50')} | {r.get('search_ms_p99')} | "
-                f"{r.get('recall_at_1_vs_exact')} | {r.get('rank1_identity')} | {f.get('search_ms_p50')} / {f.get('search_ms_p99')} | "
+                f"{r.get('recall_at_1_vs_exact')} | {r.get('rank1_identity')} | {f.get('search_ms_p50')} / "
+                f"{f.get('search_ms_p99')} | "
                 f"{r.get('exact_search_ms_p50')} | {r.get('identify_e2e_ms_p50')} | {r.get('erase_ms_p50')} | "
                 f"{r.get('erased_returned_by_next_search')} |")
     return "\n".join(lines)

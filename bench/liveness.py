@@ -231,6 +231,16 @@ class Tally:
         return out
 
 
+def _jpegs(frames: list[Frame], quality: int) -> list[bytes]:
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality]
+    return [cv2.imencode(".jpg", cv2.cvtColor(fr.image, cv2.COLOR_RGB2BGR), params)[1].tobytes() for fr in frames]
+
+
+def _stamped(jpegs: list[bytes], frames: list[Frame], start_s: float) -> list[SubmittedFrame]:
+    """The frames as a client submits them, captured from ``start_s`` (Unix seconds) on."""
+    return [SubmittedFrame(j, (start_s + fr.t) * 1000) for j, fr in zip(jpegs, frames)]
+
+
 def _pcts(values: list[float]) -> dict | None:
     if not values:
         return None
@@ -394,7 +404,8 @@ def main() -> None:
                 add_result("attack (assembled): photo sequence with half-way poses — without picture_cut", "attack", r,
                           "ASSEMBLED; same frames, every check except picture_cut (the configuration before it)")
             # splice: victim's neutral photos, another person's poses
-            other = next((identities[o] for o in ids[n_id + 1:] + ids[:n_id] if all(identities[o].get(c.value) for c in seq)), None)
+            others = ids[n_id + 1:] + ids[:n_id]
+            other = next((identities[o] for o in others if all(identities[o].get(c.value) for c in seq)), None)
             if other is not None:
                 spliced = {"neutral": poses["neutral"], **{c.value: other[c.value] for c in seq}}
                 r = run(logic, assemble(spliced, seq, rng=rng), seq)
@@ -424,37 +435,37 @@ def main() -> None:
     log("session binding …")
     replay_sources: list[tuple[list[Frame], list[Challenge]]] = oracle[: 3 if q else 8] if "binding" in sections else []
     for frames, seen in replay_sources:
-        jpegs = [cv2.imencode(".jpg", cv2.cvtColor(fr.image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes() for fr in frames]
+        jpegs = _jpegs(frames, 90)
         now = time.time()
         # one store per recording: the windows overlap, so one store would (rightly) see replays
         store = InMemorySessionStore()
         a = create_session(seen, now=now - 10)
         store.add(a)
-        sub = [SubmittedFrame(j, (now - 8 + fr.t) * 1000) for j, fr in zip(jpegs, frames)]
+        sub = _stamped(jpegs, frames, now - 8)
         _, ra = submit_frames(store, full, a.id, a.nonce, sub, now=now)
         # verbatim replay into a new session that (worst case) asks the same movements
         b = create_session(a.challenges, now=now + 30)
         store.add(b)
-        sub_b = [SubmittedFrame(j, (now + 32 + fr.t) * 1000) for j, fr in zip(jpegs, frames)]
+        sub_b = _stamped(jpegs, frames, now + 32)
         _, rb = submit_frames(store, full, b.id, b.nonce, sub_b, now=now + 40)
         add_result("attack: verbatim replay of an earlier session's frames (same challenges)", "attack", rb,
                   "worst case: the new session happens to ask the same movements; timestamps re-stamped")
         # re-encoded replay, same challenges (only the challenge draw protects)
-        reenc = [cv2.imencode(".jpg", cv2.cvtColor(fr.image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes() for fr in frames]
+        reenc = _jpegs(frames, 80)
         c = create_session(a.challenges, now=now + 60)
         store.add(c)
-        _, rc = submit_frames(store, full, c.id, c.nonce, [SubmittedFrame(j, (now + 62 + fr.t) * 1000) for j, fr in zip(reenc, frames)], now=now + 70)
+        _, rc = submit_frames(store, full, c.id, c.nonce, _stamped(reenc, frames, now + 62), now=now + 70)
         add_result("attack: re-encoded replay, new session asks the same movements", "attack", rc,
                   "digests differ: only the random challenge protects (see draw probability)")
         # re-encoded replay into a session with a random challenge
         d = create_session(now=now + 90)
         store.add(d)
-        _, rd = submit_frames(store, full, d.id, d.nonce, [SubmittedFrame(j, (now + 92 + fr.t) * 1000) for j, fr in zip(reenc, frames)], now=now + 100)
+        _, rd = submit_frames(store, full, d.id, d.nonce, _stamped(reenc, frames, now + 92), now=now + 100)
         add_result("attack: re-encoded replay into a new random session", "attack", rd)
         # pre-recorded: original capture times (before the session existed)
         e = create_session(a.challenges, now=now + 3600)
         store.add(e)
-        _, re_ = submit_frames(store, full, e.id, e.nonce, [SubmittedFrame(j, (now - 8 + fr.t) * 1000) for j, fr in zip(reenc, frames)], now=now + 3610)
+        _, re_ = submit_frames(store, full, e.id, e.nonce, _stamped(reenc, frames, now - 8), now=now + 3610)
         add_result("attack: pre-recorded frames with their original timestamps", "attack", re_)
         # after expiry
         x = create_session(a.challenges, now=now, ttl_s=180)
@@ -527,7 +538,8 @@ def pose_calibration(engine: FaceEngine, clip: list[np.ndarray]) -> dict:
             if len(faces) == 1:
                 by_id[p.parent.name].append((faces[0].quality.yaw_deg, faces[0].quality.pitch_deg))
         frontal_pitch = [np.array([pt for y, pt in v if abs(y) <= 8]) for v in by_id.values()]
-        spreads = [float(np.abs(a[:, None] - a[None, :])[np.triu_indices(len(a), 1)].mean()) for a in frontal_pitch if len(a) >= 2]
+        spreads = [float(np.abs(a[:, None] - a[None, :])[np.triu_indices(len(a), 1)].mean())
+                   for a in frontal_pitch if len(a) >= 2]
         allp = np.concatenate([a for a in frontal_pitch if len(a)]) if frontal_pitch else np.zeros(0)
         ys = np.array([y for v in by_id.values() for y, _ in v])
         ps = np.array([pt for v in by_id.values() for _, pt in v])
@@ -575,7 +587,8 @@ def markdown(report: dict) -> str:
         "",
         f"{report['challenge_sequences']} possible challenge sequences; a new session asks exactly the movements of a "
         f"recording of length 2/3/4 with probability {p[2]:.4f}/{p[3]:.5f}/{p[4]:.6f}.",
-        f"Assembled sequences: {report['assembled_identities']} identities; challenge kinds used {report['assembled_challenge_kinds']}.",
+        f"Assembled sequences: {report['assembled_identities']} identities; challenge kinds used "
+        f"{report['assembled_challenge_kinds']}.",
         f"Median check time per frame: {report['seconds_per_frame_median'] or float('nan'):.3f} s.",
     ]
     cal = report.get("pose_calibration")

@@ -194,8 +194,8 @@ def source_state() -> str:
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True,
                               timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", *PIPELINE_SOURCES], cwd=repo, capture_output=True, text=True,
-                               timeout=10).stdout.split("\n")
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", *PIPELINE_SOURCES], cwd=repo, capture_output=True,
+                               text=True, timeout=10).stdout.split("\n")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     changed = [line[3:] for line in dirty if line.strip()]

@@ -131,7 +131,8 @@ def setup(url: str, admin: str, clients: int, photos: dict[str, list[Path]], col
                 probes.append((ident, f.read_bytes()))
     keys = []
     for c in range(clients):
-        r = a.post("/v1/keys", json={"name": f"bench-client-{c}", "scopes": ["verify", "identify", "enroll"], "collections": [collection]})
+        r = a.post("/v1/keys", json={"name": f"bench-client-{c}", "scopes": ["verify", "identify", "enroll"],
+                                     "collections": [collection]})
         r.raise_for_status()
         keys.append(r.json()["secret"])
     before = a.get(f"/v1/collections/{collection}").json()["subjects"]
@@ -170,7 +171,8 @@ def client_loop(cid: int, url: str, key: str, deadline: float, weights: dict[str
                 else:
                     sid = f"L-{cid:02d}-{n:05d}"
                     n += 1
-                    r = c.post(f"/v1/collections/{collection}/subjects/{sid}/faces", files={"images": ("e.jpg", rng.choice(pool), "image/jpeg")},
+                    r = c.post(f"/v1/collections/{collection}/subjects/{sid}/faces",
+                               files={"images": ("e.jpg", rng.choice(pool), "image/jpeg")},
                                data={"purposes": "kyc", "evidence_ref": "bench"})
                 dt = time.perf_counter() - t0
             except httpx.HTTPError as exc:
@@ -181,7 +183,8 @@ def client_loop(cid: int, url: str, key: str, deadline: float, weights: dict[str
                 continue
             with stats.lock:
                 if r.status_code >= 400:
-                    stats.errors[f"{op}:{r.status_code}:{r.json().get('code', '?') if r.headers.get('content-type', '').endswith('json') else '?'}"] += 1
+                    code = r.json().get("code", "?") if r.headers.get("content-type", "").endswith("json") else "?"
+                    stats.errors[f"{op}:{r.status_code}:{code}"] += 1
                     if len(stats.error_samples) < 10:
                         stats.error_samples.append(f"{op} {r.status_code}: {r.text[:200]}")
                     continue
@@ -271,7 +274,8 @@ def main() -> None:
     result = {
         "host": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                  "nice": os.nice(0)},
-        "config": {"duration_s": args.duration, "clients": args.clients, "mix": weights, "server_workers": args.workers or "default",
+        "config": {"duration_s": args.duration, "clients": args.clients, "mix": weights,
+                   "server_workers": args.workers or "default",
                    "enrolled_identities": len(enrolled), "probe_photos": len(probes), "setup_s": round(setup_s, 1)},
         "wall_s": round(wall, 2),
         "requests_ok": ok,
@@ -295,7 +299,8 @@ def main() -> None:
     (OUT / "service.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"## facegate serve under load — {args.clients} clients, {wall:.0f} s, {os.cpu_count()} CPUs (nice {os.nice(0)})\n")
     print(f"- throughput: **{result['rps']:.1f} requests/s** ({ok} OK), errors: **{errors}**")
-    print(f"- latency all: p50 {result['latency_ms']['p50']:.0f} ms, p99 {result['latency_ms']['p99']:.0f} ms, max {result['latency_ms']['max']:.0f} ms")
+    print(f"- latency all: p50 {result['latency_ms']['p50']:.0f} ms, p99 {result['latency_ms']['p99']:.0f} ms, max "
+          f"{result['latency_ms']['max']:.0f} ms")
     print("\n| operation | requests | req/s | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|---:|")
     for op, s in per_op.items():
         print(f"| {op} | {s['requests']} | {s['rps']:.1f} | {s['p50_ms']:.0f} | {s['p99_ms']:.0f} | {s['max_ms']:.0f} |")

@@ -105,7 +105,8 @@ def refusal_survey(engine: FaceEngine) -> tuple[dict, dict[str, list]]:
         stats["multi_face"] += not group
         old, new = old_rule(faces, size), new_rule(faces, size)
         if group or old != new:
-            print(f"  {path}: {len(faces)} faces, old {'refuses' if old is None else old}, new {'refuses' if new is None else new}",
+            print(f"  {path}: {len(faces)} faces, old {'refuses' if old is None else old}, new "
+                  f"{'refuses' if new is None else new}",
                   file=sys.stderr)
         stats["groups_old_refused" if group else "old_refused"] += old is None
         stats["groups_new_refused" if group else "new_refused"] += new is None

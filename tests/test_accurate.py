@@ -113,7 +113,10 @@ def test_collection_pins_the_accurate_model(tmp_path, accurate, engine, photos):
         assert res.match and [c.subject for c in res.candidates] == ["E1"]
         assert not g.identify("acc", photos["collins_1"], purpose="access").match
     # an SFace engine cannot serve it
-    with Gallery.open(tmp_path / "data", engine=engine) as g, pytest.raises(ModelMismatchError, match="pinned to model accurate-sface-dlib-v1"):
+    with (
+        Gallery.open(tmp_path / "data", engine=engine) as g,
+        pytest.raises(ModelMismatchError, match="pinned to model accurate-sface-dlib-v1"),
+    ):
         g.identify("acc", photos["obama_3"], purpose="access")
 
 

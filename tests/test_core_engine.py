@@ -70,7 +70,8 @@ def test_tight_112_crop_is_found(engine, rgb, photos):
 
 
 def test_tiny_64px_image(engine, rgb):
-    small = cv2.resize(rgb["obama_1"], (64, int(64 * rgb["obama_1"].shape[0] / rgb["obama_1"].shape[1])), interpolation=cv2.INTER_AREA)
+    h, w = rgb["obama_1"].shape[:2]
+    small = cv2.resize(rgb["obama_1"], (64, int(64 * h / w)), interpolation=cv2.INTER_AREA)
     faces = engine.detect(small)
     assert len(faces) == 1
 
@@ -85,7 +86,8 @@ def test_huge_8000px_image_maps_coordinates_back(engine, rgb):
     big[:, offset : offset + scaled.shape[1]] = scaled
     small_face = engine.face(base)
     big_face = engine.face(big)
-    expected = (small_face.box[0] * factor + offset, small_face.box[1] * factor, small_face.box[2] * factor, small_face.box[3] * factor)
+    x, y, bw, bh = small_face.box
+    expected = (x * factor + offset, y * factor, bw * factor, bh * factor)
     for got, want in zip(big_face.box, expected):
         assert got == pytest.approx(want, rel=0.08, abs=60)
     assert engine.compare(engine.embed(big), engine.embed(base)) > 0.9

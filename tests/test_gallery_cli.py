@@ -39,14 +39,17 @@ def test_operator_workflow(fg, photos):
     r = fg("collection", "create", "staff", "--purposes", "access,payments", "--retention-days", "30", "--json")
     assert r.returncode == 0, r.stderr
     col = json.loads(r.stdout)
-    assert col["purposes"] == ["access", "payments"] and col["retention_days"] == 30 and col["threshold_source"] in ("calibration", "provisional")
+    assert col["purposes"] == ["access", "payments"] and col["retention_days"] == 30
+    assert col["threshold_source"] in ("calibration", "provisional")
 
-    r = fg("enroll", "staff", "E1", photos["obama_1"], photos["obama_2"], "-p", "access", "--evidence", "form-9", "--label", "B.O.", "--json")
+    r = fg("enroll", "staff", "E1", photos["obama_1"], photos["obama_2"], "-p", "access", "--evidence", "form-9",
+           "--label", "B.O.", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["created"] and out["accepted"] == 2 and out["consents"][0]["evidence_ref"] == "form-9"
 
-    r = fg("enroll", "staff", "E2", photos["obama_3"], "-p", "payments", "--dedup-purpose", "access")  # human output: duplicate warning
+    # human output: duplicate warning
+    r = fg("enroll", "staff", "E2", photos["obama_3"], "-p", "payments", "--dedup-purpose", "access")
     assert r.returncode == 0 and "possible duplicate identity" in r.stdout and "E1" in r.stdout
 
     r = fg("enroll", "staff", "E3", photos["collins_1"])  # no consent for a new subject
@@ -143,7 +146,8 @@ def test_liveness_required_collection_and_supervised_override(fg, photos):
     assert r.returncode == 5 and "liveness_required" in r.stderr and "--liveness-override" in r.stderr
     r = fg("enroll", "branch", "E1", photos["obama_1"], "-p", "access", "--liveness-override", "", "--json")
     assert r.returncode == 3 and "invalid_argument" in r.stderr
-    r = fg("enroll", "branch", "E1", photos["obama_1"], "-p", "access", "--liveness-override", "in person at branch 12, passport checked", "--json")
+    r = fg("enroll", "branch", "E1", photos["obama_1"], "-p", "access",
+           "--liveness-override", "in person at branch 12, passport checked", "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["accepted"] == 1, r.stderr
 
     r = fg("verify", photos["obama_2"], "--subject", "E1", "--collection", "branch", "--purpose", "access")

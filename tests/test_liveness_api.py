@@ -23,7 +23,8 @@ from facegate.service.auth import StaticKeys
 
 @pytest.fixture(scope="module")
 def jpegs(clip):
-    return [cv2.imencode(".jpg", cv2.cvtColor(f.image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes() for f in clip]
+    quality = [cv2.IMWRITE_JPEG_QUALITY, 90]
+    return [cv2.imencode(".jpg", cv2.cvtColor(f.image, cv2.COLOR_RGB2BGR), quality)[1].tobytes() for f in clip]
 
 
 def _app(tmp_path, engine):
@@ -108,7 +109,8 @@ def test_multipart_submission_live_then_used(env, clip, jpegs, moves):
 def test_json_submission_and_replay(env, clip, jpegs, moves):
     client, store, _ = env
     s = _session(store, moves)
-    frames = [{"image": base64.b64encode(j).decode(), "timestamp_ms": (time.time() - 8 + f.t) * 1000} for j, f in zip(jpegs, clip)]
+    start = time.time() - 8
+    frames = [{"image": base64.b64encode(j).decode(), "timestamp_ms": (start + f.t) * 1000} for j, f in zip(jpegs, clip)]
     r = client.post(f"/v1/liveness/sessions/{s.id}/frames", json={"nonce": s.nonce, "frames": frames})
     assert r.status_code == 200 and r.json()["live"] is True, r.text
     s2 = _session(store, moves)
@@ -154,7 +156,8 @@ def test_request_errors(env, clip, jpegs, moves):
     start_ms = (time.time() - 5) * 1000.0
     for stamp in ("NaN", "Infinity", "-Infinity"):
         frames = ",".join(
-            f'{{"image": "{base64.b64encode(j).decode()}", "timestamp_ms": {stamp if i == 3 else round(start_ms + f.t * 1000.0, 1)}}}'
+            f'{{"image": "{base64.b64encode(j).decode()}", '
+            f'"timestamp_ms": {stamp if i == 3 else round(start_ms + f.t * 1000.0, 1)}}}'
             for i, (j, f) in enumerate(zip(jpegs[:6], clip))
         )
         raw = f'{{"nonce": "{s.nonce}", "frames": [{frames}]}}'

@@ -18,7 +18,8 @@ def face(cx: float, cy: float, w: float, score: float = 0.9) -> Face:
     """A face of width ``w`` (height 1.25 w) centred on (cx, cy), in pixels."""
     h = 1.25 * w
     box = (cx - w / 2, cy - h / 2, w, h)
-    landmarks = tuple((cx + dx * w, cy + dy * h) for dx, dy in ((-0.2, -0.1), (0.2, -0.1), (0, 0.05), (-0.15, 0.25), (0.15, 0.25)))
+    offsets = ((-0.2, -0.1), (0.2, -0.1), (0, 0.05), (-0.15, 0.25), (0.15, 0.25))
+    landmarks = tuple((cx + dx * w, cy + dy * h) for dx, dy in offsets)
     return Face(box, landmarks, score, Q)
 
 
