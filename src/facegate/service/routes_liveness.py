@@ -34,8 +34,9 @@ from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, Field
 from pydantic_core import from_json
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
 
-from ..liveness.challenge import create_session
+from ..liveness.challenge import LivenessSession, create_session
 from ..liveness.checker import LivenessChecker
 from ..liveness.errors import LivenessError, LivenessInputError, UnsupportedMediaTypeError
 from ..liveness.flow import SubmittedFrame, owner_of, submit_frames
@@ -156,7 +157,7 @@ _FRAMES_BODY = {
 router = APIRouter(prefix="/v1/liveness", tags=["liveness"])
 
 
-def _session_dict(session: Any) -> dict[str, Any]:
+def _session_dict(session: LivenessSession) -> dict[str, Any]:
     return session.to_dict(include_nonce=False)
 
 
@@ -256,7 +257,7 @@ async def _read_frames(request: Request, limit: int, max_bytes: int) -> tuple[st
             raise LivenessInputError(f"{len(parts)} frames, more than the limit of {limit}", frames=len(parts), limit=limit)
         images: list[bytes] = []
         for i, part in enumerate(parts):
-            if isinstance(part, str) or not hasattr(part, "read"):
+            if not isinstance(part, UploadFile):
                 raise LivenessInputError(f"frame {i} is not a file part", frame=i)
             data = await part.read(max_bytes + 1)
             if len(data) > max_bytes:
