@@ -36,7 +36,7 @@ from typing import Any
 
 from .errors import AuditTamperedError, ConflictError, InvalidArgumentError, LockedError, StoreError
 from .ports import StoreTransaction, TemplateStore
-from .store import StoreTx
+from .transaction import StoreTx
 from .types import AuditArchiveCheck, AuditArchiveFile, AuditArchiveReport, AuditEvent, AuditReport
 from .witness import Checkpoint, Witness, WitnessTamperedError
 

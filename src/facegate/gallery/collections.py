@@ -14,7 +14,7 @@ from .errors import CollectionExistsError, InvalidArgumentError, PurposeNotAllow
 from .liveness_gate import liveness_ops
 from .names import check_name
 from .ports import CollectionRow
-from .store import _Duplicate
+from .transaction import DuplicateRow
 from .types import Collection, QualityPolicy
 
 PURPOSE_RE = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
@@ -115,7 +115,7 @@ def create(ctx: GalleryContext, name: str, *, purposes: Iterable[str], model: st
                              details={"model": spec.id, "purposes": list(purposes), "fmr": fmr, "threshold": explicit,
                                       "retention_days": int(retention_days), "liveness_required": list(live_ops)})
             row = tx.collection_by_id(cid)
-    except _Duplicate:
+    except DuplicateRow:
         raise CollectionExistsError(f"collection {name!r} already exists", collection=name) from None
     assert row is not None
     return to_collection(row, (0, 0))

@@ -41,7 +41,8 @@ from .errors import (
     StoreUnavailableError,
 )
 from .names import check_name
-from .store import Store, _Duplicate
+from .store import Store
+from .transaction import DuplicateRow
 from .types import SCOPES, ApiKey
 
 SECRET_RE = re.compile(r"^fg_([0-9a-f]{8})_([A-Za-z0-9_-]{43})$")
@@ -114,7 +115,7 @@ class ApiKeys:
                                        details={"name": name, "prefix": prefix, "scopes": list(scopes), "collections": cols})
                     row = tx.api_key_by_prefix(prefix)
                 return _record(row), secret
-            except _Duplicate:
+            except DuplicateRow:
                 raise ApiKeyExistsError(f"an API key named {name!r} already exists", name=name) from None
         raise InvalidArgumentError("could not allocate a unique key prefix")  # pragma: no cover
 

@@ -39,7 +39,8 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from ..crypto import Crypto
 from ..errors import StoreError, StoreUnavailableError
 from ..index import IndexConfig
-from ..store import C, S, T, Store, StoreTx
+from ..store import Store
+from ..transaction import C, S, StoreTx, T
 from .index import PgGalleryIndex, PgIndexConfig
 from .rotation import RotationCache, keyring_name, orthogonal_from_seed, wrap_context
 from .vectors import copy_rows, parse_copy_rows, vec_table
