@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from facegate.gallery.types import AuditReport, Candidate, DuplicateMatch, ImageOutcome
+from facegate.gallery import AuditReport, Candidate, DuplicateMatch, ImageOutcome
 from facegate.service.schemas import AuditReportOut, CandidateOut, DuplicateOut, ImageOutcomeOut
 
 

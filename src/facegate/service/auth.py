@@ -3,7 +3,7 @@
 A key is sent as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. Keys are stored
 hashed by the gallery (``facegate.gallery.keys``); this module only asks it who a key is.
 
-Scopes are the library's (``facegate.gallery.types.SCOPES``): ``verify``, ``identify``,
+Scopes are the library's (``facegate.gallery.SCOPES``): ``verify``, ``identify``,
 ``enroll``, ``admin``; ``admin`` implies the others.
 Collections: a key is granted a list of collections (or all). A collection the key is not
 granted behaves exactly like one that does not exist (404), so keys cannot probe names.
@@ -19,8 +19,8 @@ from typing import Any
 
 from fastapi import Request
 
-from ..gallery.types import SCOPES as SCOPES
-from ..gallery.types import ApiKey
+from ..gallery import SCOPES as SCOPES
+from ..gallery import ApiKey
 from .errors import ApiKeyRequiredError, CollectionNotFoundError, InvalidApiKeyError, ScopeMissingError
 
 ALL = "*"

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from ..errors import FacegateError
-from ..gallery.errors import AuthError, CollectionNotFoundError, ForbiddenError, InvalidApiKeyError, NotFoundError, ScopeMissingError
+from ..gallery.errors import (
+    AuthError,
+    CollectionNotFoundError,
+    ForbiddenError,
+    InvalidApiKeyError,
+    NotFoundError,
+    ScopeMissingError,
+)
 
 __all__ = ["AuthError", "CollectionNotFoundError", "InvalidApiKeyError", "ScopeMissingError"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..gallery.types import QualityPolicy
+from ..gallery import QualityPolicy
 from ..results import Face
 
 _DEFAULT_POLICY = QualityPolicy()

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..gallery import QualityPolicy
-from ..gallery.types import Collection, Subject
+from ..gallery import Collection, QualityPolicy, Subject
 from .auth import Principal
 from .backend import consent_spec, gallery_of, request_time
 from .core import Service

@@ -8,16 +8,25 @@ from typing import Any
 
 import numpy as np
 
+from ..calibration import DEFAULT_FMR, SUPPORTED_FMRS
 from ..engine import Chosen
-from ..errors import FacegateError
-from ..gallery.types import EnrollResult, QualityPolicy, SubjectVerifyResult
+from ..errors import CalibrationError, FaceError, FacegateError
+from ..gallery import EnrollResult, QualityPolicy, SubjectVerifyResult
 from ..results import Face, VerifyResult
+from ..vision.subject import DEFAULT_RULE, SubjectRule
 from .auth import Principal
 from .backend import audit, chosen, consent_spec, engine_of, gallery_of, liveness_frame
 from .core import Service
 from .errors import ValidationFailedError
 from .faces import face_out
-from .schemas import EnrollRequest, IdentifyRequest
+from .schemas import (
+    DetectedFaceOut,
+    DetectRequest,
+    DetectResponse,
+    EnrollRequest,
+    IdentifyRequest,
+    VerifyRequest,
+)
 
 
 def _faces_out(faces: dict[str, Face]) -> tuple[dict[str, dict[str, Any]], list[str]]:
@@ -37,6 +46,72 @@ def _decision(result: VerifyResult | SubjectVerifyResult) -> dict[str, Any]:
         "fmr": result.fmr,
         "model": result.model,
     }
+
+
+def check_fmr(fmr: float) -> float:
+    """The calibrated FMR that ``fmr`` names (within rounding); CalibrationError for any other."""
+    for supported in SUPPORTED_FMRS:
+        if abs(fmr - supported) <= supported * 1e-6:
+            return supported
+    raise CalibrationError(
+        f"no threshold calibrated for FMR {fmr:g}; choose one of {', '.join(f'{f:g}' for f in SUPPORTED_FMRS)}", fmr=fmr
+    )
+
+
+async def detect(service: Service, body: DetectRequest, image: bytes) -> DetectResponse:
+    """Every face in ``image``, most prominent first, each with its quality verdict under the
+    collection's policy (``body.collection``) or the default one, and which is the subject."""
+    engine = engine_of(service)
+    gallery = service.gallery
+
+    def run() -> tuple[list[Face], Face | FaceError, QualityPolicy | None]:
+        policy = gallery.get_collection(body.collection).quality_policy if body.collection and gallery is not None else None
+        # A collection's enrolment margin makes the subject choice as strict as enrolment will be.
+        rule = DEFAULT_RULE if policy is None else SubjectRule(margin=policy.max_second_face_ratio)
+        return *engine.detect_subject(image, rule), policy
+
+    faces, subject_face, policy = await service.run(run, kind="detect")
+    subject = next((i for i, f in enumerate(faces) if f is subject_face), None)
+    reasons = [subject_face.code] if isinstance(subject_face, FaceError) else []
+    service.metrics.decision("detect", "faces" if faces else "no_face")
+    return DetectResponse(model=engine.model_id, count=len(faces), subject=subject, reasons=reasons,
+                          faces=[DetectedFaceOut.model_validate({**face_out(f, policy), "index": i, "subject": i == subject})
+                                 for i, f in enumerate(faces)])
+
+
+async def verify(service: Service, principal: Principal, body: VerifyRequest,
+                 images: dict[str, list[bytes]]) -> dict[str, Any]:
+    """/v1/verify's two modes: ``image_a`` vs ``image_b``, or ``image``/``liveness_session`` vs
+    ``collection``/``subject``; a request mixing them is refused."""
+    pair = "image_a" in images or "image_b" in images
+    against_subject = body.collection is not None or body.subject is not None or "image" in images or body.liveness_session
+    if pair and against_subject:
+        raise ValidationFailedError("send either image_a + image_b, or image/liveness_session + collection + subject, not both")
+    if pair:
+        if "image_a" not in images or "image_b" not in images:
+            raise ValidationFailedError("image vs image verification needs both image_a and image_b")
+        if body.face is not None or body.box is not None:
+            raise ValidationFailedError("face/box choose the face of a probe verified against a subject; use face_a/face_b "
+                                        "(or box_a/box_b) for image_a and image_b")
+        fmr = check_fmr(DEFAULT_FMR if body.fmr is None else body.fmr)
+        a = chosen(images["image_a"][0], body.face_a, body.box_a)
+        b = chosen(images["image_b"][0], body.face_b, body.box_b)
+        return await verify_pair(service, principal, a, b, body.purpose, fmr)  # engine.verify takes a Chosen image
+    if any(v is not None for v in (body.face_a, body.face_b, body.box_a, body.box_b)):
+        raise ValidationFailedError("face_a/face_b and box_a/box_b choose faces of image_a and image_b; use face/box for "
+                                    "a probe verified against a subject")
+    if not body.collection or not body.subject:
+        raise ValidationFailedError("verification against a subject needs collection and subject (or send image_a + image_b)")
+    if ("image" in images) == bool(body.liveness_session):
+        raise ValidationFailedError("send exactly one of image or liveness_session")
+    if body.liveness_session and (body.face is not None or body.box is not None):
+        raise ValidationFailedError("a liveness session's probe is its checked face; face/box apply to an uploaded image")
+    probe = chosen(images["image"][0], body.face, body.box) if "image" in images else None
+    principal.require_collection(body.collection)
+    return await verify_subject(
+        service, principal, body.collection, body.subject, probe, body.purpose, body.fmr,
+        liveness_session=body.liveness_session,
+    )
 
 
 async def verify_pair(service: Service, principal: Principal, a: bytes | Chosen, b: bytes | Chosen, purpose: str,
