@@ -290,7 +290,7 @@ def test_deleting_the_anchor_row_or_the_archive_event_is_detected(tmp_path):
 CRASH_SCRIPT = textwrap.dedent("""
     import datetime as dt, os, sys
     from facegate.gallery import Gallery
-    from facegate.gallery import audit
+    from facegate.gallery import audit_archive
     data, out, stage, cutoff = sys.argv[1], sys.argv[2], sys.argv[3], dt.datetime.fromisoformat(sys.argv[4])
     seen = {"n": 0}
     def hook(name):
@@ -298,7 +298,7 @@ CRASH_SCRIPT = textwrap.dedent("""
             seen["n"] += 1
             if stage != "batch" or seen["n"] == 3:
                 os._exit(9)
-    audit._stage_hook = hook
+    audit_archive._stage_hook = hook
     g = Gallery.open(data)
     g.audit_archive(cutoff, out, batch=4)
     print("finished")

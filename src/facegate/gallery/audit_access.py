@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from .audit import ARCHIVE_ACTION, row_to_event
-from .audit import archive as archive_events
-from .audit import verify_archive as verify_archive_files
+from .audit_archive import archive as archive_events
+from .audit_archive import verify_archive as verify_archive_files
 from .context import GalleryContext, aware
 from .errors import InvalidArgumentError
 from .types import AuditArchiveCheck, AuditArchiveReport, AuditEvent

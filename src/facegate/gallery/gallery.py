@@ -358,7 +358,7 @@ class Gallery:
         events all are: an older event appended after a newer one waits for the next run) to
         the JSON Lines file ``path``, verify the file against the database, then delete those
         events in one durable transaction that records the chain's new anchor and appends an
-        ``audit.archive`` event. Crash-safe at every point (see ``audit.archive``); a rerun
+        ``audit.archive`` event. Crash-safe at every point (see ``audit_archive.archive``); a rerun
         replaces a file left by an interrupted run, never a committed archive. Count 0 and no
         file when nothing is old enough. LockedError while another archival runs."""
         return audit_access.archive(self._ctx, before, path, actor=actor, batch=batch)
