@@ -1,5 +1,9 @@
 """In-memory vector index over each collection's decrypted templates.
 
+(Long by design: ``CollectionIndex``'s exact path, approximate path and change-feed updates
+share one set of row arrays under one lock, and keeping them in one file keeps those
+invariants in one place.)
+
 Design
 ------
 * **Source of truth is the store.** A collection's index is built from the database the first
