@@ -6,13 +6,13 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sqlite3
-import time
 
 import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
+from facegate.clock import ManualClock
 from facegate.gallery import (
     CollectionExistsError,
     CollectionNotFoundError,
@@ -196,17 +196,21 @@ def test_withdrawal_takes_effect_immediately(gallery, photos):
         gallery.enroll("staff", "E1", photos["obama_2"])
 
 
-def test_consent_expiry(gallery, photos):
-    soon = now() + dt.timedelta(seconds=2)
+def test_consent_expiry(tmp_path, engine, photos):
+    clock = ManualClock(now())
+    gallery = Gallery.open(tmp_path / "data", engine=engine, clock=clock)
+    gallery.create_collection("staff", purposes=["access", "payments"])
+    soon = clock.now() + dt.timedelta(seconds=2)
     gallery.enroll("staff", "E1", photos["obama_1"], consent=ConsentSpec(["access"], expires_at=soon))
     assert gallery.identify("staff", photos["obama_3"], purpose="access").match  # mask cached until expiry
-    time.sleep(max(0.0, (soon - now()).total_seconds()) + 0.1)
+    clock.advance(2.1)
     res = gallery.identify("staff", photos["obama_3"], purpose="access")
     assert not res.match and res.searched_subjects == 0
     # Backdated consent that has already expired: enrolled, but never searchable.
     gallery.enroll("staff", "E2", photos["biden_1"], consent=ConsentSpec(
-        ["access"], granted_at=now() - dt.timedelta(days=30), expires_at=now() - dt.timedelta(days=1)))
+        ["access"], granted_at=clock.now() - dt.timedelta(days=30), expires_at=clock.now() - dt.timedelta(days=1)))
     assert not gallery.identify("staff", photos["biden_1"], purpose="access").match
+    gallery.close()
 
 
 # --- retention ------------------------------------------------------------------------------------

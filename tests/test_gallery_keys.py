@@ -7,6 +7,7 @@ import sqlite3
 
 import pytest
 
+from facegate.clock import ManualClock
 from facegate.gallery import (
     ApiKeyExistsError,
     ApiKeyNotFoundError,
@@ -23,9 +24,14 @@ UTC = dt.timezone.utc
 
 
 @pytest.fixture
-def keys(tmp_path, monkeypatch):
+def clock():
+    return ManualClock(dt.datetime.now(UTC))
+
+
+@pytest.fixture
+def keys(tmp_path, monkeypatch, clock):
     monkeypatch.delenv("FACEGATE_MASTER_KEY", raising=False)
-    g = Gallery.open(tmp_path / "d")
+    g = Gallery.open(tmp_path / "d", clock=clock)
     yield g.keys
     g.close()
 
@@ -43,7 +49,7 @@ def test_create_authenticate_and_store_only_a_hash(keys, tmp_path):
     assert keys.get("kiosk-1").last_used_at is not None  # recorded (at most once a minute)
 
 
-def test_wrong_malformed_revoked_and_expired_keys(keys):
+def test_wrong_malformed_revoked_and_expired_keys(keys, clock):
     record, secret = keys.create("svc", ["identify"])
     for bad in ("", "garbage", secret[:-1] + ("A" if secret[-1] != "A" else "B"), f"fg_00000000_{'x' * 43}", secret + "x"):
         with pytest.raises(InvalidApiKeyError):
@@ -55,11 +61,9 @@ def test_wrong_malformed_revoked_and_expired_keys(keys):
     assert keys.revoke(record.prefix).revoked_at is not None  # idempotent, by prefix too
     assert keys.list() == [] and len(keys.list(include_revoked=True)) == 1
 
-    _, old = keys.create("temp", ["verify"], expires_at=dt.datetime.now(UTC) + dt.timedelta(milliseconds=300))
+    _, old = keys.create("temp", ["verify"], expires_at=clock.now() + dt.timedelta(milliseconds=300))
     keys.authenticate(old)
-    import time
-
-    time.sleep(0.4)
+    clock.advance(0.4)
     with pytest.raises(ExpiredApiKeyError):
         keys.authenticate(old)
 

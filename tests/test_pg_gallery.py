@@ -44,6 +44,7 @@ from test_gallery_liveness_required import (  # noqa: F401
     test_required_operation_refuses_a_bare_image_and_accepts_session_or_override,
 )
 from test_gallery_keys import (  # noqa: F401
+    clock,
     keys,
     test_key_events_are_audited_without_secrets,
     test_scopes_and_collections,
