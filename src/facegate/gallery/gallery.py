@@ -34,7 +34,7 @@ from .index import IndexConfig
 from .keys import ApiKeys
 from .liveness_gate import Liveness
 from .opening import audit_legacy_names, open_database, open_master_key
-from .ports import CollectionRow, CollectionVectors
+from .ports import CollectionRow, CollectionVectors, VectorIndex
 from .store import Store
 from .types import (
     AuditArchiveCheck,
@@ -75,7 +75,7 @@ class Gallery:
         self.crypto = crypto
         self.audit = audit
         self.data_dir = data_dir
-        self.index = store.make_index(crypto, index_config)
+        self.index: VectorIndex = store.make_index(crypto, index_config)
         self.keys = ApiKeys(store, audit, clock=clock)
         if crypto.latest_id is None:  # an unwrap that fails checks whether another process rotated the key
             crypto.latest_id = lambda: master_key_files._current_id(store)

@@ -31,6 +31,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from .crypto import Crypto
 from .errors import SchemaError, StoreError, StoreUnavailableError
 from .index import GalleryIndex, IndexConfig
+from .ports import VectorIndex
 from .transaction import CH, StoreTx
 
 SCHEMA_HEAD = "0006"  # the newest migration revision shipped with this version
@@ -141,7 +142,7 @@ class Store:
                 except Exception:  # noqa: BLE001 - a broken connection is discarded by the pool
                     pass
 
-    def make_index(self, crypto: Crypto, config: IndexConfig | None = None) -> GalleryIndex:
+    def make_index(self, crypto: Crypto, config: IndexConfig | None = None) -> VectorIndex:
         """The in-memory vector index over this store's templates (decrypted with ``crypto``)."""
         return GalleryIndex(self, crypto, config)
 
