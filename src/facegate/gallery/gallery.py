@@ -19,7 +19,7 @@ import datetime as dt
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -53,6 +53,9 @@ from .types import (
 )
 from .witness import WITNESS_FILE
 
+if TYPE_CHECKING:  # loaded on first use: opening a gallery does not load a model
+    from ..engine import FaceEngine
+
 __all__ = ["Gallery", "open_database", "open_master_key"]
 
 
@@ -66,7 +69,7 @@ class Gallery:
         audit: AuditLog,
         *,
         data_dir: Path | None,
-        engine: Any = None,
+        engine: FaceEngine | None = None,
         allow_noncommercial: bool = False,
         index_config: IndexConfig | None = None,
         clock: Clock = SYSTEM,
@@ -89,7 +92,7 @@ class Gallery:
         data_dir: str | Path | None = None,
         *,
         store: str | None = None,
-        engine: Any = None,
+        engine: FaceEngine | None = None,
         master_key: bytes | str | None = None,
         allow_noncommercial: bool = False,
         durability: str = "normal",
