@@ -23,6 +23,7 @@ import swagger_ui
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
@@ -135,7 +136,7 @@ class RequestContextMiddleware:
             request_id_var.reset(token)
 
 
-def _problem_for(request: Request, exc: FacegateError) -> Any:
+def _problem_for(request: Request, exc: FacegateError) -> JSONResponse:
     service: Service = request.app.state.service
     service.metrics.problems.labels(exc.code).inc()
     request.scope.setdefault("state", {})["problem_code"] = exc.code
@@ -184,12 +185,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         return response
 
 
-def create_app(settings: Settings | None = None, *, engine: FaceEngine | None = None, gallery: Gallery | None = None,
-               authenticator: Authenticator | None = None, clock: Clock = SYSTEM) -> FastAPI:
-    """Build the app. ``engine``/``gallery``/``authenticator``/``clock`` may be injected (tests); by
-    default the engine is loaded and the embedded store under ``settings.data_dir`` opened at startup."""
-    settings = settings or Settings.from_env()
-    service = Service(settings, engine=engine, gallery=gallery, authenticator=authenticator, clock=clock)
+def _lifespan(service: Service) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
+    """Start the service (engine, store) on a thread before the first request; stop it after the last."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -198,7 +195,7 @@ def create_app(settings: Settings | None = None, *, engine: FaceEngine | None = 
             service.ready = True
             service.metrics.ready.set(1)
             log.info("facegate service ready", extra={"model": service.engine.model_id if service.engine else None,
-                                                      "workers": settings.workers})
+                                                      "workers": service.settings.workers})
         except Exception as exc:
             service.startup_error = f"{type(exc).__name__}: {exc}"
             log.exception("startup failed")
@@ -210,6 +207,33 @@ def create_app(settings: Settings | None = None, *, engine: FaceEngine | None = 
             service.metrics.ready.set(0)
             await asyncio.get_running_loop().run_in_executor(None, service.stop)
 
+    return lifespan
+
+
+def _install_openapi(app: FastAPI) -> None:
+    """The schema, built once, with the Problem model and problem+json on every error response."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, summary=app.summary, description=app.description,
+                             routes=app.routes)
+        comps = schema.setdefault("components", {}).setdefault("schemas", {})
+        comps["Problem"] = Problem.model_json_schema()
+        _problems_everywhere(schema)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_app(settings: Settings | None = None, *, engine: FaceEngine | None = None, gallery: Gallery | None = None,
+               authenticator: Authenticator | None = None, clock: Clock = SYSTEM) -> FastAPI:
+    """Build the app. ``engine``/``gallery``/``authenticator``/``clock`` may be injected (tests); by
+    default the engine is loaded and the embedded store under ``settings.data_dir`` opened at startup."""
+    settings = settings or Settings.from_env()
+    service = Service(settings, engine=engine, gallery=gallery, authenticator=authenticator, clock=clock)
+
     app = FastAPI(
         title="facegate",
         version=__version__,
@@ -219,7 +243,7 @@ def create_app(settings: Settings | None = None, *, engine: FaceEngine | None = 
             "Authenticate with an API key: `Authorization: Bearer <key>` or `X-API-Key: <key>`. "
             "Errors are RFC 9457 `application/problem+json` with a stable `type` (`/problems/<code>`)."
         ),
-        lifespan=lifespan,
+        lifespan=_lifespan(service),
         docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json",
@@ -240,7 +264,7 @@ def create_app(settings: Settings | None = None, *, engine: FaceEngine | None = 
 
         mount_console(app)
 
-    def refuse(scope: dict, exc: FacegateError) -> Any:
+    def refuse(scope: dict, exc: FacegateError) -> JSONResponse:
         service.metrics.problems.labels(exc.code).inc()
         scope.setdefault("state", {})["problem_code"] = exc.code
         return problem_response(exc, instance=scope.get("path"), request_id=scope.get("state", {}).get("request_id"),
@@ -254,18 +278,7 @@ def create_app(settings: Settings | None = None, *, engine: FaceEngine | None = 
 
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxy_list)
 
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema:
-            return app.openapi_schema
-        schema = get_openapi(title=app.title, version=app.version, summary=app.summary, description=app.description,
-                             routes=app.routes)
-        comps = schema.setdefault("components", {}).setdefault("schemas", {})
-        comps["Problem"] = Problem.model_json_schema()
-        _problems_everywhere(schema)
-        app.openapi_schema = schema
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
+    _install_openapi(app)
     return app
 
 
