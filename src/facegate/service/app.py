@@ -25,6 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Message
 
 from .. import __version__
 from ..clock import SYSTEM, Clock
@@ -94,7 +95,7 @@ class RequestContextMiddleware:
         status = 500
         started = False
 
-        async def send_wrapper(message: dict) -> None:
+        async def send_wrapper(message: Message) -> None:
             nonlocal status, started
             if message["type"] == "http.response.start":
                 started = True
@@ -321,7 +322,7 @@ def _mount_docs(app: FastAPI) -> None:
             swagger_favicon_url="/docs-assets/favicon-32x32.png",
             swagger_ui_parameters={"persistAuthorization": True, "tryItOutEnabled": True},
         )
-        headers = {"Content-Security-Policy": docs_csp(page.body.decode())}
+        headers = {"Content-Security-Policy": docs_csp(bytes(page.body).decode())}
 
         @app.get("/docs", include_in_schema=False)
         async def docs() -> HTMLResponse:

@@ -105,8 +105,8 @@ async def read_payload(request: Request, model: type[M], *, max_images: int = 10
             value = getattr(parsed, name)
             if value is None:
                 continue
-            values = value if isinstance(value, list) else [value]
-            images[name] = [decode_base64(v, name) for v in values]
+            encoded = value if isinstance(value, list) else [value]
+            images[name] = [decode_base64(v, name) for v in encoded]
     elif ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
         try:
             form = await request.form(max_files=max_images + 2, max_fields=50)

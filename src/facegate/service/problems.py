@@ -36,8 +36,8 @@ def type_uri(code: str) -> str:
     return TYPE_PREFIX + code
 
 
-def _all_subclasses(cls: type) -> list[type]:
-    out = []
+def _all_subclasses(cls: type[FacegateError]) -> list[type[FacegateError]]:
+    out: list[type[FacegateError]] = []
     for sub in cls.__subclasses__():
         out.append(sub)
         out.extend(_all_subclasses(sub))
@@ -67,7 +67,8 @@ def registry() -> dict[str, dict[str, Any]]:
         except Exception:  # noqa: BLE001 - an optional part that is absent or broken must not break errors
             pass
     out: dict[str, dict[str, Any]] = {}
-    for cls in [FacegateError, *_all_subclasses(FacegateError)]:
+    classes: list[type[FacegateError]] = [FacegateError, *_all_subclasses(FacegateError)]
+    for cls in classes:
         code = cls.__dict__.get("code", None) or cls.code
         if code in out:
             continue
