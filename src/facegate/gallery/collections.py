@@ -75,7 +75,8 @@ def _check_settings(purposes: tuple[str, ...], fmr: float, explicit: float | Non
     if not (0 < fmr < 1):
         raise InvalidArgumentError("fmr must be in (0, 1)")
     if explicit is None and not any(abs(fmr - f) <= 1e-12 for f in SUPPORTED_FMRS):
-        raise InvalidArgumentError(f"fmr must be one of {', '.join(f'{f:g}' for f in SUPPORTED_FMRS)} (or give an explicit threshold)")
+        allowed = ", ".join(f"{f:g}" for f in SUPPORTED_FMRS)
+        raise InvalidArgumentError(f"fmr must be one of {allowed} (or give an explicit threshold)")
     if explicit is not None and not (-1.0 <= explicit <= 1.0):
         raise InvalidArgumentError("threshold is a cosine similarity in [-1, 1]")
     if not (1 <= int(retention_days) <= 36500):

@@ -52,9 +52,10 @@ def grant(ctx: GalleryContext, collection: str, subject: str, consent: ConsentSp
         row = subject_in(tx, col, subject, hint=" (enrol first)")
         tx.insert_consents(consent_rows(row.id, consent, actor, now))
         tx.add_change(col.id, row.id, "subject", now)
+        expires = consent.expires_at.isoformat() if consent.expires_at else None
         ctx.audit.append(tx, actor=actor, action="consent.grant", now=now, collection=collection, subjects=[subject],
                          decision="granted", details={"purposes": list(consent.purposes), "evidence_ref": consent.evidence_ref,
-                                                      "expires_at": consent.expires_at.isoformat() if consent.expires_at else None})
+                                                      "expires_at": expires})
         out = to_subject(tx, collection, row)
     ctx.index.sync()
     return out

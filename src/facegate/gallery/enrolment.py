@@ -135,7 +135,8 @@ def _screen(ctx: GalleryContext, req: Request, col: CollectionRow, imgs: list[Im
         assert face is not None
         best = _own_match(own, sc, vectors[i])
         if best is not None and best >= DUPLICATE_IMAGE_COSINE:
-            sc.outcomes[i] = ImageOutcome(i, src, False, "duplicate_image", "the same photo (or a near copy) is already enrolled", face)
+            sc.outcomes[i] = ImageOutcome(i, src, False, "duplicate_image",
+                                          "the same photo (or a near copy) is already enrolled", face)
             continue
         if best is not None and best < thr:
             sc.mismatches.append({"index": i, "score": round(best, 6)})
@@ -145,7 +146,8 @@ def _screen(ctx: GalleryContext, req: Request, col: CollectionRow, imgs: list[Im
                                               "with a stated reason", face)
                 continue
         if len(sc.kept) >= room:
-            sc.outcomes[i] = ImageOutcome(i, src, False, "template_limit", f"a subject keeps at most {MAX_TEMPLATES_PER_SUBJECT} templates", face)
+            sc.outcomes[i] = ImageOutcome(i, src, False, "template_limit",
+                                          f"a subject keeps at most {MAX_TEMPLATES_PER_SUBJECT} templates", face)
             continue
         dups = (find_duplicates(ctx, idx, vectors[i], req.dedup_purpose, thr, now, existing, req.subject)
                 if req.dedup_purpose else ())
@@ -163,7 +165,8 @@ def _persist(ctx: GalleryContext, tx: StoreTransaction, req: Request, col: Colle
     created = False
     if s is None and sc.kept:
         if req.consent is None:
-            raise ConsentRequiredError(f"subject {req.subject!r} was erased meanwhile; enrolment needs a consent", subject=req.subject)
+            raise ConsentRequiredError(f"subject {req.subject!r} was erased meanwhile; enrolment needs a consent",
+                                       subject=req.subject)
         _dek, wrapped = ctx.crypto.new_subject_key(col.id, req.subject)
         tx.insert_subject(collection_id=col.id, external_id=req.subject, label=req.label, created_at=now,
                           last_seen_at=now, wrapped_key=wrapped, master_key_id=ctx.crypto.master_key_id)

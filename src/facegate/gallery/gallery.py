@@ -98,7 +98,7 @@ class Gallery:
         durability: str = "normal",
         index_config: IndexConfig | None = None,
         clock: Clock = SYSTEM,
-    ) -> "Gallery":
+    ) -> Gallery:
         """Open (creating and migrating if needed) the gallery.
 
         ``data_dir``: default $FACEGATE_DATA_DIR, else ./.facegate. ``store``: a database URL
@@ -146,7 +146,7 @@ class Gallery:
     def close(self) -> None:
         self.store.close()
 
-    def __enter__(self) -> "Gallery":
+    def __enter__(self) -> Gallery:
         return self
 
     def __exit__(self, *exc: object) -> None:

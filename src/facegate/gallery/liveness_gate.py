@@ -53,9 +53,9 @@ def require(ctx: GalleryContext, col: CollectionRow, operation: str, liveness: L
     caller": the gallery's callers are the service (which passes only the id of the session
     it has just consumed itself) and in-process library code (which holds the database and
     master key anyway)."""
-    if liveness is not None and not isinstance(liveness, LivenessOverride):
-        if not isinstance(liveness, str) or not LIVENESS_SESSION_RE.match(liveness):
-            raise InvalidArgumentError("liveness must be a liveness session id (1–128 of A-Z a-z 0-9 _.:-) or a LivenessOverride")
+    if liveness is not None and not isinstance(liveness, LivenessOverride) and (
+            not isinstance(liveness, str) or not LIVENESS_SESSION_RE.match(liveness)):
+        raise InvalidArgumentError("liveness must be a liveness session id (1–128 of A-Z a-z 0-9 _.:-) or a LivenessOverride")
     required_for = col.liveness_required or ()
     if operation in required_for and liveness is None:
         with ctx.store.write() as tx:

@@ -34,7 +34,8 @@ def delete_subject(ctx: GalleryContext, collection: str, subject: str, *, actor:
     ctx.store.checkpoint()
 
 
-def purge(ctx: GalleryContext, *, dry_run: bool, actor: str, now: dt.datetime | None) -> tuple[tuple[PurgeItem, ...], dt.datetime]:
+def purge(ctx: GalleryContext, *, dry_run: bool, actor: str,
+          now: dt.datetime | None) -> tuple[tuple[PurgeItem, ...], dt.datetime]:
     """The erasures (or, with ``dry_run``, what would be erased) and the time they were judged at."""
     now = aware(now, "now") or ctx.now()
     if dry_run:
