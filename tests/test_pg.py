@@ -15,7 +15,8 @@ from sqlalchemy import text
 import pg_support
 from facegate.gallery import ConsentSpec, Gallery, StoreUnavailableError
 from facegate.gallery.pg.index import PgIndexConfig
-from facegate.gallery.pg.store import PgStore, PgStoreTx, vec_table
+from facegate.gallery.pg.store import PgStore, PgStoreTx
+from facegate.gallery.pg.vectors import vec_table
 from facegate.gallery.synth import FaceLikeGenerator
 
 MODEL = "sface-2021dec-int8bq"
