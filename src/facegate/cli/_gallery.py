@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
-import re
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
+from ..timefmt import TimeFormatError
+from ..timefmt import parse_time as _parse_time
 from ._common import console
 
 PurposesOption = typer.Option(..., "--purposes", "-p", help="Comma-separated purposes (repeatable).")
@@ -76,27 +77,12 @@ def split_list(values: list[str] | None) -> list[str]:
     return [p.strip() for v in values or [] for p in v.split(",") if p.strip()]
 
 
-def duration(text: str) -> dt.timedelta | None:
-    """ "90d", "12h", "30m" as a time span; None for anything else."""
-    m = re.fullmatch(r"\s*(\d+)\s*([dhm])\s*", text)
-    if not m:
-        return None
-    n, unit = int(m.group(1)), m.group(2)
-    return {"d": dt.timedelta(days=n), "h": dt.timedelta(hours=n), "m": dt.timedelta(minutes=n)}[unit]
-
-
 def parse_time(text: str | None, what: str = "time") -> dt.datetime | None:
     """ISO 8601 date or date-time (UTC when no zone is given) or a duration from now ("90d", "12h")."""
-    if text is None or text == "":
-        return None
-    delta = duration(text)
-    if delta is not None:
-        return dt.datetime.now(dt.UTC) + delta
     try:
-        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        return _parse_time(text, what, spans=True)
+    except TimeFormatError:
         raise typer.BadParameter(f"{what}: expected an ISO date/time (2027-01-31, 2027-01-31T12:00Z) or 90d/12h") from None
-    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
 def fmt_time(t: dt.datetime | None) -> str:

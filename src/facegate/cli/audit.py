@@ -8,8 +8,9 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from ..timefmt import duration
 from ._common import EXIT_NEGATIVE, Actor, DataDir, Json, Store, console, emit, handle_errors
-from ._gallery import actor_name, duration, fmt_time, open_gallery, parse_time
+from ._gallery import actor_name, fmt_time, open_gallery, parse_time
 
 app = typer.Typer(help="Read, verify and archive the hash-chained audit log.", no_args_is_help=True)
 
