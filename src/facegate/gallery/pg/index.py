@@ -33,8 +33,10 @@ import math
 import threading
 import time
 import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 from sqlalchemy import text
@@ -44,8 +46,28 @@ from ..index import IndexConfig
 from ..ports import Hit
 from .vectors import vec_table, vector_literal
 
-if TYPE_CHECKING:  # annotations only: the store creates its index
-    from .store import PgStore
+
+class VectorTx(Protocol):
+    """What the index reads in one PostgreSQL transaction (``PgStoreTx``)."""
+
+    def execute(self, stmt: Any, *args: Any) -> Any: ...
+    def vector_state(self, cid: int) -> Any: ...
+    def update_vector_state(self, cid: int, **values: Any) -> None: ...
+    def current_rotation(self, cid: int) -> tuple[np.ndarray, Any]: ...
+    def subject_search_vectors(self, cid: int, sid: int) -> np.ndarray: ...
+    def stream_vectors(self, cid: int, *, chunk: int = 100_000) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]: ...
+    def count_vectors(self, cid: int) -> int: ...
+    def estimate_vectors(self, cid: int) -> int: ...
+    def active_consent_subjects(self, sids: Sequence[int], purpose: str | None, now: dt.datetime) -> set[int]: ...
+
+
+class VectorStore(Protocol):
+    """What the index needs from the PostgreSQL store (``PgStore``, which creates the index)."""
+
+    def read(self) -> AbstractContextManager[VectorTx]: ...
+    def write(self) -> AbstractContextManager[VectorTx]: ...
+    def search_conn(self) -> AbstractContextManager[Any]: ...
+    def autocommit(self) -> AbstractContextManager[Any]: ...
 
 log = logging.getLogger("facegate.gallery.pg.index")
 
@@ -86,7 +108,7 @@ class PgCollectionIndex:
 
     def __init__(self, parent: "PgGalleryIndex", cid: int, dim: int, model_id: str) -> None:
         self.parent = parent
-        self.store: PgStore = parent.store
+        self.store: VectorStore = parent.store
         self.config: PgIndexConfig = parent.config
         self.collection_id = cid
         self.dim = dim
@@ -463,7 +485,7 @@ class PgCollectionIndex:
 class PgGalleryIndex:
     """Drop-in for ``GalleryIndex``: ``get()``, ``sync()`` (a no-op), ``drop()``, ``loaded()``."""
 
-    def __init__(self, store: PgStore, config: IndexConfig | PgIndexConfig | None = None) -> None:
+    def __init__(self, store: VectorStore, config: IndexConfig | PgIndexConfig | None = None) -> None:
         self.store = store
         if isinstance(config, PgIndexConfig):
             self.config = config
