@@ -8,12 +8,12 @@ import base64
 
 import pytest
 from fastapi.testclient import TestClient
-from test_subject_engine import TWINS, jpeg, scene
 
 from facegate import Chosen
 from facegate.client import Client
 from facegate.gallery import ConsentSpec, QualityPolicy
 from facegate.service import Settings, create_app
+from test_subject_engine import TWINS, jpeg, scene
 
 COL = "/v1/collections/kyc"
 

@@ -73,6 +73,5 @@ def test_decodes_wait_for_room_in_the_budget():
     assert entered.wait(5)
     worker.join()
     assert budget.held == 0
-    with pytest.raises(DecodeMemoryError):
-        with budget.reserve(101):
-            pass
+    with pytest.raises(DecodeMemoryError), budget.reserve(101):
+        pass

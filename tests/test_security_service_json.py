@@ -18,7 +18,8 @@ DEPTH = 1000
 HOSTILE = {
     "nested_arrays": b"[" * DEPTH + b"]" * DEPTH,
     "nested_objects": b'{"a":' * DEPTH + b"1" + b"}" * DEPTH,
-    "nested_in_a_field": b'{"image":' + b"[" * DEPTH + b"]" * DEPTH + b', "name": ' + b'{"a":' * DEPTH + b"1" + b"}" * DEPTH + b"}",
+    "nested_in_a_field": (b'{"image":' + b"[" * DEPTH + b"]" * DEPTH
+                          + b', "name": ' + b'{"a":' * DEPTH + b"1" + b"}" * DEPTH + b"}"),
     "huge_integer": b'{"image": "x", "name": "n", "threshold": ' + b"9" * 5000 + b"}",
     "float_overflow": b'{"image": "x", "name": "n", "fmr": 1e999}',
     "nan": b'{"image": "x", "name": "n", "fmr": NaN}',

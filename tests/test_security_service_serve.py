@@ -4,6 +4,7 @@ serve creates (it used to be 0755)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import select
@@ -12,7 +13,6 @@ import stat
 import subprocess
 import sys
 import time
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -83,10 +83,8 @@ def send_endless_chunked(url: str, path: str, headers: dict[str, str]) -> tuple[
                     break
                 answer += data
             elif writable:
-                try:
+                with contextlib.suppress(BlockingIOError):
                     sent += sock.send(frame)
-                except BlockingIOError:
-                    pass
     except (BrokenPipeError, ConnectionResetError):
         pass
     finally:

@@ -106,8 +106,8 @@ def test_request_id_echoed_or_generated(client):
 
 
 def test_metrics_count_requests_and_decisions_without_biometrics(client, photos):
-    client.post("/v1/verify", headers=H(VERIFY), files={"image_a": photos["obama_1"].open("rb"), "image_b": photos["obama_2"].open("rb")},
-                data={"purpose": "kyc"})
+    client.post("/v1/verify", headers=H(VERIFY),
+                files={"image_a": photos["obama_1"].open("rb"), "image_b": photos["obama_2"].open("rb")}, data={"purpose": "kyc"})
     text = client.get("/metrics").text
     assert 'facegate_http_requests_total{method="POST",route="/v1/verify",status="200"}' in text
     assert 'facegate_decisions_total{operation="verify",outcome="match"}' in text
@@ -193,13 +193,15 @@ def test_detect_multipart_and_base64(client, photos):
 
 
 def test_verify_pair_match_and_no_match(client, photos):
-    r = client.post("/v1/verify", headers=H(VERIFY), json={"purpose": "kyc", "image_a": b64(photos["obama_1"]), "image_b": b64(photos["obama_3"])})
+    r = client.post("/v1/verify", headers=H(VERIFY),
+                    json={"purpose": "kyc", "image_a": b64(photos["obama_1"]), "image_b": b64(photos["obama_3"])})
     assert r.status_code == 200, r.text
     v = r.json()
     assert v["decision"] == "match" and v["match"] is True and v["score"] >= v["threshold"]
     assert v["fmr"] == 1e-4 and v["purpose"] == "kyc" and "score_at_or_above_threshold" in v["reasons"]
     assert set(v["faces"]) == {"image_a", "image_b"}
-    r = client.post("/v1/verify", headers=H(VERIFY), files={"image_a": photos["obama_1"].open("rb"), "image_b": photos["biden_1"].open("rb")},
+    r = client.post("/v1/verify", headers=H(VERIFY),
+                    files={"image_a": photos["obama_1"].open("rb"), "image_b": photos["biden_1"].open("rb")},
                     data={"purpose": "kyc", "fmr": "0.001"})
     v = r.json()
     assert v["decision"] == "no_match" and v["score"] < v["threshold"] and v["fmr"] == 1e-3
@@ -211,17 +213,24 @@ def test_verify_input_errors(client, photos):
     body = assert_problem(client.post("/v1/verify", headers=h, json={"image_a": a, "image_b": a}), 422, "validation_error")
     assert body["errors"][0]["loc"] == ["body", "purpose"]
     assert_problem(client.post("/v1/verify", headers=h, json={"purpose": "kyc", "image_a": a}), 422, "validation_error")
-    assert_problem(client.post("/v1/verify", headers=h, json={"purpose": "kyc", "image_a": "%%%", "image_b": a}), 400, "invalid_request")
-    assert_problem(client.post("/v1/verify", headers=h, json={"purpose": "kyc", "image_a": a, "image_b": a, "fmr": 0.3}), 400, "calibration_error")
+    assert_problem(client.post("/v1/verify", headers=h, json={"purpose": "kyc", "image_a": "%%%", "image_b": a}),
+                   400, "invalid_request")
+    assert_problem(client.post("/v1/verify", headers=h, json={"purpose": "kyc", "image_a": a, "image_b": a, "fmr": 0.3}),
+                   400, "calibration_error")
     not_image = base64.b64encode(b"hello, not an image").decode()
-    assert_problem(client.post("/v1/verify", headers=h, json={"purpose": "kyc", "image_a": not_image, "image_b": a}), 422, "not_an_image")
+    assert_problem(client.post("/v1/verify", headers=h, json={"purpose": "kyc", "image_a": not_image, "image_b": a}),
+                   422, "not_an_image")
     blank = io.BytesIO()
     Image.new("RGB", (200, 200), (120, 120, 120)).save(blank, "PNG")
-    r = client.post("/v1/verify", headers=h, files={"image_a": blank.getvalue(), "image_b": photos["obama_1"].read_bytes()}, data={"purpose": "kyc"})
+    r = client.post("/v1/verify", headers=h, files={"image_a": blank.getvalue(), "image_b": photos["obama_1"].read_bytes()},
+                    data={"purpose": "kyc"})
     assert_problem(r, 422, "no_face")
-    assert_problem(client.post("/v1/verify", headers={**h, "Content-Type": "text/plain"}, content=b"x"), 415, "unsupported_media_type")
-    assert_problem(client.post("/v1/verify", headers={**h, "Content-Type": "application/json"}, content=b"{nope"), 400, "invalid_request")
-    assert_problem(client.post("/v1/verify", headers=h, json={"purpose": "kyc", "image_a": a, "image_b": a, "extra": 1}), 422, "validation_error")
+    assert_problem(client.post("/v1/verify", headers={**h, "Content-Type": "text/plain"}, content=b"x"),
+                   415, "unsupported_media_type")
+    assert_problem(client.post("/v1/verify", headers={**h, "Content-Type": "application/json"}, content=b"{nope"),
+                   400, "invalid_request")
+    assert_problem(client.post("/v1/verify", headers=h, json={"purpose": "kyc", "image_a": a, "image_b": a, "extra": 1}),
+                   422, "validation_error")
 
 
 def _side_by_side(*paths) -> bytes:
@@ -238,7 +247,8 @@ def test_ambiguous_photo_is_reported_not_guessed(client, photos):
     two = _side_by_side(photos["obama_1"], photos["obama_1"])  # two equally prominent faces
     d = client.post("/v1/detect", headers=H(VERIFY), files={"image": two}).json()
     assert d["count"] == 2 and d["subject"] is None and d["reasons"] == ["ambiguous_face"]
-    r = client.post("/v1/verify", headers=H(VERIFY), files={"image_a": two, "image_b": photos["obama_2"].read_bytes()}, data={"purpose": "kyc"})
+    r = client.post("/v1/verify", headers=H(VERIFY), files={"image_a": two, "image_b": photos["obama_2"].read_bytes()},
+                    data={"purpose": "kyc"})
     assert_problem(r, 422, "ambiguous_face")
 
 
@@ -335,17 +345,17 @@ def test_slow_work_does_not_stall_the_event_loop(tmp_path, engine, photos):
 
     async def scenario():
         transport = httpx.ASGITransport(app=app)
-        async with app.router.lifespan_context(app):
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as ac:
-                slow = asyncio.create_task(ac.post("/v1/detect", headers=H(VERIFY), files={"image": photos["obama_1"].read_bytes()}))
-                await asyncio.sleep(0.2)
-                t0 = time.perf_counter()
-                health = await ac.get("/healthz")
-                me = await ac.get("/v1/me", headers=H(VERIFY))
-                fast = time.perf_counter() - t0
-                assert not slow.done()
-                r = await slow
-                return health.status_code, me.status_code, fast, r.status_code
+        async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as ac:
+            probe = photos["obama_1"].read_bytes()
+            slow = asyncio.create_task(ac.post("/v1/detect", headers=H(VERIFY), files={"image": probe}))
+            await asyncio.sleep(0.2)
+            t0 = time.perf_counter()
+            health = await ac.get("/healthz")
+            me = await ac.get("/v1/me", headers=H(VERIFY))
+            fast = time.perf_counter() - t0
+            assert not slow.done()
+            r = await slow
+            return health.status_code, me.status_code, fast, r.status_code
 
     h, m, fast, slow_status = asyncio.run(scenario())
     assert (h, m, slow_status) == (200, 200, 200)
@@ -353,7 +363,8 @@ def test_slow_work_does_not_stall_the_event_loop(tmp_path, engine, photos):
 
 
 def test_request_timeout_returns_504(tmp_path, engine, photos):
-    app = create_app(settings(tmp_path, request_timeout_s=0.3, workers=1), engine=SlowEngine(engine, 1.0), authenticator=make_keys())
+    app = create_app(settings(tmp_path, request_timeout_s=0.3, workers=1), engine=SlowEngine(engine, 1.0),
+                     authenticator=make_keys())
     with TestClient(app) as c:
         r = c.post("/v1/detect", headers=H(VERIFY), files={"image": photos["obama_1"].read_bytes()})
         assert_problem(r, 504, "timeout")

@@ -18,7 +18,8 @@ from facegate.service.backend import ensure_admin_key
 
 
 def _encode(clip, quality: int) -> list[bytes]:
-    return [cv2.imencode(".jpg", cv2.cvtColor(f.image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes() for f in clip]
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality]
+    return [cv2.imencode(".jpg", cv2.cvtColor(f.image, cv2.COLOR_RGB2BGR), params)[1].tobytes() for f in clip]
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,8 @@ def jpegs_again(clip):
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory, engine):
-    app = create_app(Settings(data_dir=tmp_path_factory.mktemp("live"), rate_limit_per_s=1000, rate_limit_burst=1000), engine=engine)
+    settings = Settings(data_dir=tmp_path_factory.mktemp("live"), rate_limit_per_s=1000, rate_limit_burst=1000)
+    app = create_app(settings, engine=engine)
     with TestClient(app) as client:
         g = app.state.service.gallery
         admin = ensure_admin_key(g)
@@ -81,7 +83,8 @@ def test_enrol_and_verify_with_liveness_sessions(svc, clip, jpegs, jpegs_again, 
     assert r.status_code == 201, r.text
     assert r.json()["accepted"] == 1 and r.json()["liveness_session"] == sid
     # a session is used once
-    r = client.post("/v1/collections/staff/subjects/E-7/faces", headers={"X-API-Key": keys["enroll"]}, json={"liveness_session": sid})
+    r = client.post("/v1/collections/staff/subjects/E-7/faces", headers={"X-API-Key": keys["enroll"]},
+                    json={"liveness_session": sid})
     assert r.status_code == 409 and r.json()["code"] == "liveness_session_used"
     sid2 = _passed_session(app, client, keys["verify"], clip, jpegs_again, moves)
     r = client.post("/v1/verify", headers={"X-API-Key": keys["verify"]},
@@ -115,10 +118,11 @@ def test_an_unused_result_is_deleted_soon_after_it_expires(svc, clip, moves, mon
     sid = _passed_session(app, client, keys["verify"], clip, _encode(clip, 70), moves)
     store = app.state.service.liveness.store.target
     assert store.counts()["results"] == 1
-    gone = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)  # as if its 120 s had gone by
+    gone = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)  # as if its 120 s had gone by
     with store.store.engine.begin() as conn:
-        conn.execute(update(LivenessResultRow.__table__).where(LivenessResultRow.__table__.c.session_id == sid).values(expires_at=gone))
-        conn.execute(update(LivenessSessionRow.__table__).where(LivenessSessionRow.__table__.c.id == sid).values(result_expires_at=gone))
+        results, sessions = LivenessResultRow.__table__, LivenessSessionRow.__table__
+        conn.execute(update(results).where(results.c.session_id == sid).values(expires_at=gone))
+        conn.execute(update(sessions).where(sessions.c.id == sid).values(result_expires_at=gone))
     deadline = time.time() + 10
     while store.counts()["results"] and time.time() < deadline:
         time.sleep(0.1)
@@ -138,7 +142,8 @@ def test_a_still_photo_does_not_pass_and_cannot_be_used(svc, photos):
     r = client.post(f"/v1/liveness/sessions/{s['id']}/frames", headers=h, files=files,
                     data={"nonce": s["nonce"], "timestamps": ",".join(str(now - 2000 + 100 * i) for i in range(20))})
     assert r.status_code == 200 and r.json()["live"] is False
-    r = client.post("/v1/verify", headers=h, json={"purpose": "access", "collection": "staff", "subject": "E-7", "liveness_session": s["id"]})
+    r = client.post("/v1/verify", headers=h,
+                    json={"purpose": "access", "collection": "staff", "subject": "E-7", "liveness_session": s["id"]})
     assert r.status_code == 409 and r.json()["code"] == "liveness_not_passed"
     assert 'facegate_decisions_total{operation="liveness",outcome="not_live"}' in client.get("/metrics").text
 
@@ -146,7 +151,6 @@ def test_a_still_photo_does_not_pass_and_cannot_be_used(svc, photos):
 def test_console_words_every_liveness_reason():
     """The console explains each reason code in words; a new code without wording fails here."""
     import re
-    from pathlib import Path
 
     from facegate.liveness.checker import REASONS
 

@@ -79,7 +79,8 @@ def test_required_operations_refuse_photos_and_accept_sessions(svc, photos, clip
     r = client.post("/v1/collections/door/subjects/E-1/faces", headers=h,
                     json={"purposes": ["access"], "liveness_override": "trust me"})
     assert r.status_code == 422
-    r = client.post("/v1/collections/door/subjects/E-1/faces", headers=h, json={"purposes": ["access"], "liveness_session": "made-up"})
+    r = client.post("/v1/collections/door/subjects/E-1/faces", headers=h,
+                    json={"purposes": ["access"], "liveness_session": "made-up"})
     assert r.status_code == 404 and r.json()["code"].startswith("liveness_session")
     # with a passed session: accepted, and the enrol event names the session
     sid = _passed_session(app, client, keys["ops"], clip, jpegs, moves)

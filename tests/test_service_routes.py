@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 
 import pytest
-from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from facegate.service import Settings, create_app
@@ -54,7 +53,8 @@ def body_for(method: str, path: str) -> dict:
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory, engine, photos):
-    app = create_app(Settings(data_dir=tmp_path_factory.mktemp("routes"), rate_limit_per_s=1000, rate_limit_burst=1000), engine=engine)
+    settings = Settings(data_dir=tmp_path_factory.mktemp("routes"), rate_limit_per_s=1000, rate_limit_burst=1000)
+    app = create_app(settings, engine=engine)
     with TestClient(app) as client:
         g = app.state.service.gallery
         admin = ensure_admin_key(g)
@@ -105,7 +105,8 @@ def test_every_non_public_route_refuses_requests_without_a_key(svc):
         r = client.request(method, fill(path), **body_for(method, path))
         assert r.status_code == 401, f"{method} {path} -> {r.status_code}"
         assert r.json()["code"] == "api_key_required"
-        bad = client.request(method, fill(path), headers={"Authorization": "Bearer fg_00000000_" + "A" * 43}, **body_for(method, path))
+        forged = {"Authorization": "Bearer fg_00000000_" + "A" * 43}
+        bad = client.request(method, fill(path), headers=forged, **body_for(method, path))
         assert bad.status_code == 401 and bad.json()["code"] == "invalid_api_key", f"{method} {path}"
         checked += 1
     assert checked >= 20

@@ -8,9 +8,9 @@ import base64
 
 import pytest
 from fastapi.testclient import TestClient
-from test_subject_engine import CENTRE_VS_LARGER_SIDE, TWINS, jpeg, scene
 
 from facegate.service import Settings, create_app
+from test_subject_engine import CENTRE_VS_LARGER_SIDE, TWINS, jpeg, scene
 
 
 @pytest.fixture(scope="module")

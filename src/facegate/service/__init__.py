@@ -10,9 +10,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .app import create_app
-    from .core import Service
-    from .settings import Settings
+    # ``X as X`` marks an explicit re-export for type checkers; at run time __getattr__ loads them.
+    from .app import create_app as create_app
+    from .core import Service as Service
+    from .settings import Settings as Settings
 
 _EXPORTS = {"Service": ".core", "create_app": ".app", "Settings": ".settings"}
 __all__ = list(_EXPORTS)

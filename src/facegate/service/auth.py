@@ -110,7 +110,9 @@ class StaticKeys:
     def __init__(self) -> None:
         self._keys: dict[str, Principal] = {}
 
-    def add(self, secret: str, key_id: str, scopes: Iterable[str], collections: Iterable[str] | None = None, name: str = "") -> None:
+    def add(
+        self, secret: str, key_id: str, scopes: Iterable[str], collections: Iterable[str] | None = None, name: str = ""
+    ) -> None:
         digest = hashlib.sha256(secret.encode()).hexdigest()
         self._keys[digest] = Principal(key_id, name, frozenset(scopes), None if collections is None else frozenset(collections))
 

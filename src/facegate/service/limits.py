@@ -224,7 +224,7 @@ class WorkerPool:
         limit = self.timeout if timeout is None else timeout
         try:
             return await asyncio.wait_for(asyncio.shield(wrapped), limit)
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             if future.cancel():  # never started
                 with self._lock:
                     self._queued -= 1

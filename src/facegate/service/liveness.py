@@ -231,7 +231,8 @@ class ServiceLiveness:
         if code:
             details["code"] = code
         try:
-            gallery.audit_record(actor=principal.audit_actor(), action="liveness.used" if decision == "used" else "liveness.use_refused",
+            gallery.audit_record(actor=principal.audit_actor(),
+                                 action="liveness.used" if decision == "used" else "liveness.use_refused",
                                  subjects=(), purpose=str(purpose)[:64] if purpose else None, decision=decision, details=details)
         except Exception:  # noqa: BLE001 - never fail the request for bookkeeping
             log.exception("could not write the liveness use audit record")

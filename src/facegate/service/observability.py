@@ -64,7 +64,8 @@ def configure_logging(level: str = "info", json_logs: bool = True) -> None:
     """Route facegate's and uvicorn's loggers to one stderr handler (JSON unless disabled)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_RequestIdFilter())
-    handler.setFormatter(JsonFormatter() if json_logs else logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
+    text = logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+    handler.setFormatter(JsonFormatter() if json_logs else text)
     for name in ("facegate", "uvicorn", "uvicorn.error"):
         lg = logging.getLogger(name)
         lg.handlers[:] = [handler]

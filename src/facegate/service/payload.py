@@ -96,7 +96,8 @@ async def read_payload(request: Request, model: type[M], *, max_images: int = 10
         raw = await request.body()
         data = parse_json(raw) if raw else None
         if not isinstance(data, dict):
-            raise ValidationFailedError("the body must be a JSON object", errors=[{"loc": ["body"], "msg": "must be an object", "type": "dict_type"}])
+            raise ValidationFailedError("the body must be a JSON object",
+                                        errors=[{"loc": ["body"], "msg": "must be an object", "type": "dict_type"}])
         try:
             parsed = model.model_validate(data)
         except ValidationError as exc:
@@ -174,7 +175,8 @@ def openapi_body(model: type[BaseModel]) -> dict[str, Any]:
         prop = multipart["properties"][name]
         desc = prop.get("description", "")
         if _is_list(model, name):
-            multipart["properties"][name] = {"type": "array", "items": {"type": "string", "format": "binary"}, "description": desc}
+            multipart["properties"][name] = {"type": "array", "items": {"type": "string", "format": "binary"},
+                                             "description": desc}
         else:
             multipart["properties"][name] = {"type": "string", "format": "binary", "description": desc}
     for prop in multipart["properties"].values():

@@ -7,6 +7,7 @@ CLI use. Clients should branch on ``type`` (or ``code``), never on ``title`` or 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import math
@@ -62,10 +63,9 @@ def _description(cls: type[FacegateError]) -> str:
 def registry() -> dict[str, dict[str, Any]]:
     """Every known problem code -> {type, title, status, exception}. First definition of a code wins."""
     for name in _ERROR_MODULES:
-        try:
+        # An optional part that is absent or broken must not break errors.
+        with contextlib.suppress(Exception):
             importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - an optional part that is absent or broken must not break errors
-            pass
     out: dict[str, dict[str, Any]] = {}
     classes: list[type[FacegateError]] = [FacegateError, *_all_subclasses(FacegateError)]
     for cls in classes:

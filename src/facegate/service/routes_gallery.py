@@ -99,7 +99,9 @@ async def list_subjects(
 
 @router.get("/collections/{collection}/subjects/{subject}", response_model=SubjectOut, tags=["subjects"],
             responses=READ, summary="One subject: consents and template metadata (enroll)")
-async def get_subject(service: ServiceDep, collection: GrantedCollection, principal: EnrollKey, subject: SubjectId) -> dict[str, Any]:
+async def get_subject(
+    service: ServiceDep, collection: GrantedCollection, principal: EnrollKey, subject: SubjectId
+) -> dict[str, Any]:
     return await gallery_ops.get_subject(service, principal, collection, subject)
 
 
@@ -192,7 +194,9 @@ async def withdraw_all_consents(service: ServiceDep, collection: GrantedCollecti
     ),
     openapi_extra=openapi_body(IdentifyRequest),
 )
-async def identify(request: Request, service: ServiceDep, collection: GrantedCollection, principal: IdentifyKey) -> dict[str, Any]:
+async def identify(
+    request: Request, service: ServiceDep, collection: GrantedCollection, principal: IdentifyKey
+) -> dict[str, Any]:
     body, images = await read_payload(request, IdentifyRequest, max_images=1)
     return await verify_ops.identify(service, principal, collection, body, images.get("image", [None])[0])
 

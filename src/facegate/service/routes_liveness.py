@@ -69,7 +69,8 @@ class UploadLimits(BaseModel):
 class SessionCreated(BaseModel):
     id: str
     nonce: str = Field(description="Send it back with the frames.")
-    challenges: list[str] = Field(description="Movements to perform, in this order: turn_left, turn_right, look_up, look_down, move_closer (the person's own left/right).")
+    challenges: list[str] = Field(description="Movements to perform, in this order: turn_left, turn_right, look_up, look_down, "
+                                              "move_closer (the person's own left/right).")
     prompts: list[str] = Field(description="Human-readable instructions, one per challenge.")
     created_at: str
     expires_at: str
@@ -125,7 +126,8 @@ _FRAMES_BODY = {
                     "nonce": {"type": "string"},
                     "timestamps": {
                         "type": "string",
-                        "description": "Capture times in ms since the Unix epoch, one per frame in order: a JSON array or comma-separated.",
+                        "description": "Capture times in ms since the Unix epoch, one per frame in order: "
+                                       "a JSON array or comma-separated.",
                     },
                     "frames": {"type": "array", "items": {"type": "string", "format": "binary"}},
                 },
@@ -227,7 +229,10 @@ def _parse_timestamps(raw: Any, count: int) -> list[float]:
         raise LivenessInputError("the timestamps field is required: one capture time (ms since the Unix epoch) per frame")
     text = raw.strip()
     try:
-        values = from_json(text, allow_inf_nan=False) if text.startswith("[") else [float(v) for v in re.split(r"[,\s]+", text) if v]
+        if text.startswith("["):
+            values = from_json(text, allow_inf_nan=False)
+        else:
+            values = [float(v) for v in re.split(r"[,\s]+", text) if v]
         if not isinstance(values, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             raise ValueError("not numbers")
         numbers = [float(v) for v in values]
@@ -236,7 +241,8 @@ def _parse_timestamps(raw: Any, count: int) -> list[float]:
     if not all(math.isfinite(v) for v in numbers):
         raise LivenessInputError("timestamps must be finite numbers")
     if len(numbers) != count:
-        raise LivenessInputError(f"{len(numbers)} timestamps for {count} frames; send one per frame", timestamps=len(numbers), frames=count)
+        raise LivenessInputError(f"{len(numbers)} timestamps for {count} frames; send one per frame",
+                                 timestamps=len(numbers), frames=count)
     return numbers
 
 

@@ -81,7 +81,8 @@ class VerifyRequest(_Strict):
     image: str | None = Field(None, description=B64 + " Probe image, verified against `subject`.")
     collection: str | None = Field(None, max_length=128, description="Collection of the enrolled subject.")
     subject: str | None = Field(None, max_length=256, description="External id of the enrolled subject.")
-    liveness_session: str | None = Field(None, max_length=128, description="A completed liveness session whose best frame is the probe.")
+    liveness_session: str | None = Field(None, max_length=128,
+                                         description="A completed liveness session whose best frame is the probe.")
     fmr: float | None = Field(None, gt=0, lt=1, description="Target false-match rate for image vs image: 0.001, 0.0001 (default) "
                               "or 0.00001. Against a subject the collection's FMR applies.")
     face_a: int | None = Field(None, ge=0, description="Which face of image_a is meant: its index from /v1/detect (or from an "
@@ -259,7 +260,8 @@ class SubjectList(BaseModel):
 class ConsentIn(_Strict):
     purposes: list[str] = Field(..., min_length=1, max_length=32, description="Purposes the subject agreed to.")
     expires_at: str | None = Field(None, max_length=40, description="ISO 8601 time the consent ends (optional).")
-    evidence_ref: str | None = Field(None, max_length=256, description="Reference to the signed form / document hash; never the document.")
+    evidence_ref: str | None = Field(None, max_length=256,
+                                     description="Reference to the signed form / document hash; never the document.")
     granted_at: str | None = Field(None, max_length=40, description="ISO 8601 time it was granted (default: now).")
 
 
@@ -267,12 +269,17 @@ class EnrollRequest(_Strict):
     """Images of the subject plus, for a new subject, the consent it gave."""
 
     __image_fields__: ClassVar[tuple[str, ...]] = ("images",)
-    images: list[str] | None = Field(None, max_length=10, description=B64 + " One or more; in multipart, repeat the `images` file field.")
-    liveness_session: str | None = Field(None, max_length=128, description="A completed liveness session whose best frame is enrolled.")
-    purposes: list[str] | None = Field(None, max_length=32, description="Consent: purposes granted (required for a new subject). In multipart, comma separated.")
+    images: list[str] | None = Field(None, max_length=10,
+                                     description=B64 + " One or more; in multipart, repeat the `images` file field.")
+    liveness_session: str | None = Field(None, max_length=128,
+                                         description="A completed liveness session whose best frame is enrolled.")
+    purposes: list[str] | None = Field(None, max_length=32,
+                                       description="Consent: purposes granted (required for a new subject). "
+                                                   "In multipart, comma separated.")
     expires_at: str | None = Field(None, max_length=40, description="Consent expiry, ISO 8601.")
     evidence_ref: str | None = Field(None, max_length=256, description="Consent evidence reference (form id, document hash).")
-    label: str | None = Field(None, max_length=200, description="Optional operator label (avoid names unless you must store them).")
+    label: str | None = Field(None, max_length=200,
+                              description="Optional operator label (avoid names unless you must store them).")
     dedup_purpose: str | None = Field(
         None, max_length=64, description="Search for duplicate identities among subjects consenting to this purpose (one of the "
                                          "collection's). Matches are named only to a key with the identify scope; others get "
@@ -330,8 +337,9 @@ class IdentifyRequest(_Strict):
     top_k: int = Field(5, ge=1, le=50, description="Most candidates returned.")
     face: int | None = Field(None, ge=0, description="Which face of `image` is meant: its index from /v1/detect (or from an "
                              "`ambiguous_face` problem's candidates). Default: the subject face.")
-    box: list[float] | None = Field(None, min_length=4, max_length=4, description="Which face of `image` is meant, as a box x, y, "
-                                    "width, height in image pixels: the detected face overlapping it most is taken.")
+    box: list[float] | None = Field(None, min_length=4, max_length=4,
+                                    description="Which face of `image` is meant, as a box x, y, width, height in image pixels: "
+                                                "the detected face overlapping it most is taken.")
 
 
 class CandidateOut(BaseModel):
@@ -388,7 +396,8 @@ class AuditReportOut(BaseModel):
     head_mac: str
     first_bad_seq: int | None = None
     problem: str | None = None
-    archived_through: int = Field(0, description="Events up to this seq were archived (facegate audit archive); the chain starts after it.")
+    archived_through: int = Field(0, description="Events up to this seq were archived (facegate audit archive); "
+                                                 "the chain starts after it.")
     anchor_mac: str | None = Field(None, description="MAC of the last archived event: where the database's chain starts.")
     witnessed_seq: int | None = Field(None, description="The newest event the serving process's witness file vouches for "
                                                         "(removing events up to it is detected); null: no witness yet.")

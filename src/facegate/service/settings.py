@@ -79,7 +79,7 @@ class Settings(BaseModel):
         return v
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> "Settings":
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
         """Settings from ``FACEGATE_*`` variables; keyword overrides (not None) win."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
