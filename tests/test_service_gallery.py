@@ -42,7 +42,8 @@ def svc(tmp_path_factory, engine):
             "other": g.keys.create("other-admin", ["admin"], ["other"])[1],
         }
         assert ensure_admin_key(g) is None  # only on a store without keys
-        r = client.post("/v1/collections", headers=H(keys["admin"]), json={"name": "bank", "purposes": ["kyc", "fraud"], "description": "retail customers"})
+        r = client.post("/v1/collections", headers=H(keys["admin"]),
+                        json={"name": "bank", "purposes": ["kyc", "fraud"], "description": "retail customers"})
         assert r.status_code == 201, r.text
         client.post("/v1/collections", headers=H(keys["admin"]), json={"name": "other", "purposes": ["access"]})
         yield client, keys, app
@@ -62,18 +63,23 @@ def test_collections_crud_and_visibility(svc):
     col = client.get("/v1/collections/bank", headers=admin).json()
     assert col["purposes"] == ["kyc", "fraud"] and col["threshold_source"] in ("calibration", "provisional")
     problem(client.post("/v1/collections", headers=admin, json={"name": "bank", "purposes": ["kyc"]}), 409, "collection_exists")
-    problem(client.post("/v1/collections", headers=admin, json={"name": "bad name!", "purposes": ["kyc"]}), 422, "validation_error")
-    problem(client.post("/v1/collections", headers=H(keys["enroll"]), json={"name": "x", "purposes": ["kyc"]}), 403, "scope_missing")
+    problem(client.post("/v1/collections", headers=admin, json={"name": "bad name!", "purposes": ["kyc"]}),
+            422, "validation_error")
+    problem(client.post("/v1/collections", headers=H(keys["enroll"]), json={"name": "x", "purposes": ["kyc"]}),
+            403, "scope_missing")
     assert {c["name"] for c in client.get("/v1/collections", headers=admin).json()["collections"]} >= {"bank", "other"}
     assert [c["name"] for c in client.get("/v1/collections", headers=H(keys["enroll"])).json()["collections"]] == ["bank"]
     assert [c["name"] for c in client.get("/v1/collections", headers=H(keys["other"])).json()["collections"]] == ["other"]
     # A collection the key is not granted reads exactly like a missing one.
     problem(client.get("/v1/collections/bank", headers=H(keys["other"])), 404, "collection_not_found")
     problem(client.get("/v1/collections/nope", headers=admin), 404, "collection_not_found")
-    problem(client.post("/v1/collections", headers=H(keys["other"]), json={"name": "newcol", "purposes": ["kyc"]}), 403, "forbidden")
-    r = client.post("/v1/collections", headers=admin, json={"name": "temp", "purposes": ["kyc"], "fmr": 0.001, "retention_days": 30})
+    problem(client.post("/v1/collections", headers=H(keys["other"]), json={"name": "newcol", "purposes": ["kyc"]}),
+            403, "forbidden")
+    r = client.post("/v1/collections", headers=admin,
+                    json={"name": "temp", "purposes": ["kyc"], "fmr": 0.001, "retention_days": 30})
     assert r.status_code == 201 and r.json()["fmr"] == 0.001
-    assert client.delete("/v1/collections/temp", headers=admin).json() == {"collection": "temp", "subject": None, "erased": True, "subjects_erased": 0}
+    erased = client.delete("/v1/collections/temp", headers=admin).json()
+    assert erased == {"collection": "temp", "subject": None, "erased": True, "subjects_erased": 0}
     problem(client.get("/v1/collections/temp", headers=admin), 404, "collection_not_found")
 
 
@@ -97,16 +103,19 @@ def test_enrol_needs_consent_and_reports_quality_and_duplicates(svc, photos):
                     data={"purposes": "kyc", "dedup_purpose": "kyc"})
     assert r.status_code == 201 and r.json()["flagged_for_review"] and r.json()["duplicates"] == []
     assert client.delete("/v1/collections/bank/subjects/C-3", headers=H(k)).status_code == 200
-    problem(client.post("/v1/collections/bank/subjects/C-4/faces", headers=H(k), files=[("images", photos["collins_1"].open("rb"))],
+    problem(client.post("/v1/collections/bank/subjects/C-4/faces", headers=H(k),
+                        files=[("images", photos["collins_1"].open("rb"))],
                         data={"purposes": "marketing"}), 422, "purpose_not_allowed")
-    problem(client.post("/v1/collections/bank/subjects/C-4/faces", headers=H(k), data={"purposes": "kyc"}), 422, "validation_error")
+    problem(client.post("/v1/collections/bank/subjects/C-4/faces", headers=H(k), data={"purposes": "kyc"}),
+            422, "validation_error")
     problem(enrol(client, keys["identify"], "C-9", photos["collins_1"], expect=(403,)), 403, "scope_missing")
 
 
 def test_subjects_listing_and_detail(svc, photos):
     client, keys, _ = svc
     k = H(keys["enroll"])
-    enrol(client, keys["enroll"], "C-1", photos["obama_1"]) if client.get("/v1/collections/bank/subjects/C-1", headers=k).status_code == 404 else None
+    if client.get("/v1/collections/bank/subjects/C-1", headers=k).status_code == 404:
+        enrol(client, keys["enroll"], "C-1", photos["obama_1"])
     data = client.get("/v1/collections/bank/subjects", headers=k, params={"limit": 10}).json()
     ids = [s["external_id"] for s in data["subjects"]]
     assert "C-1" in ids and data["total"] >= 1
@@ -121,17 +130,23 @@ def test_identify_respects_purpose_and_consent(svc, photos):
     if client.get("/v1/collections/bank/subjects/C-1", headers=H(keys["enroll"])).status_code == 404:
         enrol(client, keys["enroll"], "C-1", photos["obama_1"])
     k = H(keys["identify"])
-    r = client.post("/v1/collections/bank/identify", headers=k, files={"image": photos["obama_3"].open("rb")}, data={"purpose": "kyc"})
+    r = client.post("/v1/collections/bank/identify", headers=k, files={"image": photos["obama_3"].open("rb")},
+                    data={"purpose": "kyc"})
     res = r.json()
     assert r.status_code == 200 and res["decision"] == "match" and res["candidates"][0]["subject"] == "C-1"
     assert res["candidates"][0]["score"] >= res["threshold"] and len(res["face"]["box"]) == 4
     # C-1 never consented to fraud: not searched, not returned
-    res = client.post("/v1/collections/bank/identify", headers=k, json={"image": b64(photos["obama_3"]), "purpose": "fraud"}).json()
+    res = client.post("/v1/collections/bank/identify", headers=k,
+                      json={"image": b64(photos["obama_3"]), "purpose": "fraud"}).json()
     assert res["decision"] == "no_match" and all(c["subject"] != "C-1" for c in res["candidates"])
-    problem(client.post("/v1/collections/bank/identify", headers=k, json={"image": b64(photos["obama_3"]), "purpose": "marketing"}), 422, "purpose_not_allowed")
-    problem(client.post("/v1/collections/bank/identify", headers=k, json={"image": b64(photos["obama_3"])}), 422, "validation_error")
-    problem(client.post("/v1/collections/bank/identify", headers=H(keys["verify"]), json={"image": b64(photos["obama_3"]), "purpose": "kyc"}), 403, "scope_missing")
-    problem(client.post("/v1/collections/other/identify", headers=k, json={"image": b64(photos["obama_3"]), "purpose": "access"}), 404, "collection_not_found")
+    problem(client.post("/v1/collections/bank/identify", headers=k,
+                        json={"image": b64(photos["obama_3"]), "purpose": "marketing"}), 422, "purpose_not_allowed")
+    problem(client.post("/v1/collections/bank/identify", headers=k, json={"image": b64(photos["obama_3"])}),
+            422, "validation_error")
+    problem(client.post("/v1/collections/bank/identify", headers=H(keys["verify"]),
+                        json={"image": b64(photos["obama_3"]), "purpose": "kyc"}), 403, "scope_missing")
+    problem(client.post("/v1/collections/other/identify", headers=k, json={"image": b64(photos["obama_3"]), "purpose": "access"}),
+            404, "collection_not_found")
 
 
 def test_verify_against_subject_and_consent_lifecycle(svc, photos):
@@ -149,28 +164,35 @@ def test_verify_against_subject_and_consent_lifecycle(svc, photos):
     assert verify(photos["biden_1"], "kyc").json()["decision"] == "no_match"
     problem(verify(photos["obama_3"], "fraud"), 403, "consent_required")
     e = H(keys["enroll"])
-    r = client.post("/v1/collections/bank/subjects/C-1/consents", headers=e, json={"purposes": ["fraud"], "evidence_ref": "form-7"})
+    r = client.post("/v1/collections/bank/subjects/C-1/consents", headers=e,
+                    json={"purposes": ["fraud"], "evidence_ref": "form-7"})
     assert r.status_code == 200 and set(r.json()["active_purposes"]) == {"kyc", "fraud"}
     assert verify(photos["obama_3"], "fraud").json()["decision"] == "match"
     r = client.delete("/v1/collections/bank/subjects/C-1/consents/fraud", headers=e)
     assert r.json()["active_purposes"] == ["kyc"]
     problem(verify(photos["obama_3"], "fraud"), 403, "consent_required")  # withdrawal is immediate
-    problem(client.post("/v1/verify", headers=v, json={"purpose": "kyc", "collection": "bank", "subject": "C-1", "image": b64(photos["obama_3"]), "fmr": 0.001}),
+    problem(client.post("/v1/verify", headers=v,
+                        json={"purpose": "kyc", "collection": "bank", "subject": "C-1", "image": b64(photos["obama_3"]),
+                              "fmr": 0.001}),
             422, "validation_error")
-    problem(client.post("/v1/verify", headers=v, json={"purpose": "kyc", "collection": "bank", "image": b64(photos["obama_3"])}), 422, "validation_error")
-    problem(client.post("/v1/collections/bank/subjects/C-1/consents", headers=e, json={"purposes": ["kyc"], "expires_at": "not a time"}), 422, "validation_error")
+    problem(client.post("/v1/verify", headers=v, json={"purpose": "kyc", "collection": "bank", "image": b64(photos["obama_3"])}),
+            422, "validation_error")
+    problem(client.post("/v1/collections/bank/subjects/C-1/consents", headers=e,
+                        json={"purposes": ["kyc"], "expires_at": "not a time"}), 422, "validation_error")
 
 
 def test_erasure_is_immediate_and_leaves_a_tombstone(svc, photos):
     client, keys, _ = svc
     enrol(client, keys["enroll"], "E-1", photos["collins_1"])
     k = H(keys["identify"])
-    hit = client.post("/v1/collections/bank/identify", headers=k, files={"image": photos["collins_1"].open("rb")}, data={"purpose": "kyc"}).json()
+    hit = client.post("/v1/collections/bank/identify", headers=k, files={"image": photos["collins_1"].open("rb")},
+                      data={"purpose": "kyc"}).json()
     assert hit["candidates"][0]["subject"] == "E-1"
     problem(client.delete("/v1/collections/bank/subjects/E-1", headers=H(keys["verify"])), 403, "scope_missing")
     r = client.delete("/v1/collections/bank/subjects/E-1", headers=H(keys["enroll"]), params={"reason": "gdpr-art17"})
     assert r.status_code == 200 and r.json()["erased"] is True
-    after = client.post("/v1/collections/bank/identify", headers=k, files={"image": photos["collins_1"].open("rb")}, data={"purpose": "kyc"}).json()
+    after = client.post("/v1/collections/bank/identify", headers=k, files={"image": photos["collins_1"].open("rb")},
+                        data={"purpose": "kyc"}).json()
     assert all(c["subject"] != "E-1" for c in after["candidates"])
     problem(client.get("/v1/collections/bank/subjects/E-1", headers=H(keys["enroll"])), 404, "subject_not_found")
     problem(client.delete("/v1/collections/bank/subjects/E-1", headers=H(keys["enroll"])), 404, "subject_not_found")
@@ -181,14 +203,16 @@ def test_erasure_is_immediate_and_leaves_a_tombstone(svc, photos):
 def test_audit_log_filters_scopes_and_chain(svc, photos):
     client, keys, _ = svc
     a = H(keys["admin"])
-    client.post("/v1/verify", headers=a, files={"image_a": photos["obama_1"].open("rb"), "image_b": photos["obama_2"].open("rb")}, data={"purpose": "kyc"})
+    client.post("/v1/verify", headers=a, files={"image_a": photos["obama_1"].open("rb"), "image_b": photos["obama_2"].open("rb")},
+                data={"purpose": "kyc"})
     ev = client.get("/v1/audit", headers=a, params={"action": "verify.images", "limit": 5}).json()["events"]
     assert ev and ev[0]["decision"] == "match" and ev[0]["purpose"] == "kyc" and ev[0]["actor"].startswith("key:admin")
     page1 = client.get("/v1/audit", headers=a, params={"limit": 2}).json()
     assert len(page1["events"]) == 2 and page1["next_before_seq"] == page1["events"][-1]["seq"]
     page2 = client.get("/v1/audit", headers=a, params={"limit": 2, "before_seq": page1["next_before_seq"]}).json()
     assert page2["events"][0]["seq"] < page1["events"][-1]["seq"]
-    since = client.get("/v1/audit", headers=a, params={"collection": "bank", "since": "2000-01-01T00:00:00Z", "until": "2999-01-01"}).json()
+    since = client.get("/v1/audit", headers=a,
+                       params={"collection": "bank", "since": "2000-01-01T00:00:00Z", "until": "2999-01-01"}).json()
     assert all(e["collection"] == "bank" for e in since["events"])
     dumped = str(since)
     assert "embedding" not in dumped and "base64" not in dumped
@@ -263,13 +287,16 @@ def test_detect_judges_quality_by_the_collections_policy(svc, photos):
                                                            "quality_policy": {"min_inter_eye_px": 500}})
     assert r.status_code == 201, r.text
     loose = client.post("/v1/detect", headers=admin, files={"image": photos["obama_1"].open("rb")}).json()
-    strict = client.post("/v1/detect", headers=admin, files={"image": photos["obama_1"].open("rb")}, data={"collection": "strict"}).json()
+    strict = client.post("/v1/detect", headers=admin, files={"image": photos["obama_1"].open("rb")},
+                         data={"collection": "strict"}).json()
     assert loose["faces"][0]["quality_ok"] and not strict["faces"][0]["quality_ok"]
     assert strict["faces"][0]["quality_reasons"] == ["face_too_small"]
     # and enrolment agrees with the preview
-    r = client.post("/v1/collections/strict/subjects/X/faces", headers=admin, files={"images": photos["obama_1"].open("rb")}, data={"purposes": "kyc"})
+    r = client.post("/v1/collections/strict/subjects/X/faces", headers=admin, files={"images": photos["obama_1"].open("rb")},
+                    data={"purposes": "kyc"})
     assert r.json()["images"][0]["reason"] == "face_too_small"
-    problem(client.post("/v1/detect", headers=H(keys["other"]), files={"image": photos["obama_1"].open("rb")}, data={"collection": "strict"}),
+    problem(client.post("/v1/detect", headers=H(keys["other"]), files={"image": photos["obama_1"].open("rb")},
+                        data={"collection": "strict"}),
             404, "collection_not_found")
 
 
