@@ -266,8 +266,10 @@ def test_09_keys_page(page, shots):
 def test_10_key_without_access_is_refused(browser, server, photos, shots, outside_requests):
     with server.api() as admin:
         admin.post("/v1/collections", json={"name": "branch", "purposes": ["access"]}).raise_for_status()
-        other = admin.post("/v1/keys", json={"name": "branch-kiosk", "scopes": ["verify", "identify"], "collections": ["branch"]}).json()["secret"]
-        verify_only = admin.post("/v1/keys", json={"name": "bank-verify", "scopes": ["verify"], "collections": ["bank"]}).json()["secret"]
+        kiosk = {"name": "branch-kiosk", "scopes": ["verify", "identify"], "collections": ["branch"]}
+        other = admin.post("/v1/keys", json=kiosk).json()["secret"]
+        verifier = {"name": "bank-verify", "scopes": ["verify"], "collections": ["bank"]}
+        verify_only = admin.post("/v1/keys", json=verifier).json()["secret"]
     ctx, pg = signed_in(browser, server, other, "branch-kiosk")
     expect(pg.get_by_test_id("collection-row")).to_have_count(1)
     expect(pg.get_by_test_id("collection-row")).to_contain_text("branch")
@@ -409,7 +411,8 @@ def test_16_enrol_key_without_identify_sees_review_flag(browser, server, photos,
     """An enroll-only key: the duplicate search flags the enrolment for review without naming
     anyone, and a face mismatch cannot be forced from it."""
     with server.api() as admin:
-        secret = admin.post("/v1/keys", json={"name": "hall-desk", "scopes": ["enroll"], "collections": ["hall"]}).json()["secret"]
+        desk = {"name": "hall-desk", "scopes": ["enroll"], "collections": ["hall"]}
+        secret = admin.post("/v1/keys", json=desk).json()["secret"]
     ctx, pg = signed_in(browser, server, secret, "hall-desk")
     enrol(pg, "H-2", photos["biden_1"], purposes=("access",), collection="hall")
     pg.get_by_test_id("enrol-dedup").select_option("access")
@@ -433,9 +436,8 @@ def test_16_enrol_key_without_identify_sees_review_flag(browser, server, photos,
 def test_17_dotted_subject_ids_open_and_erase(page, server, photos, shots):
     """A subject id with dots and a legacy '..' row (stored before names were checked) open from
     the list and erase from the console; only the subject erased goes."""
-    from test_security_gallery import legacy_subject
-
     from facegate.gallery import Gallery
+    from test_security_gallery import legacy_subject
 
     with server.api() as admin:
         r = admin.post("/v1/collections/hall/subjects/v1.2/faces", data={"purposes": "access"},

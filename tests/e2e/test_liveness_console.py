@@ -48,8 +48,10 @@ def write_y4m(path: Path, hold_first_s: float = 0.0, brightness: int = 0) -> tup
         ok, bgr = cap.read()
         if not ok:
             break
-        if brightness:
-            bgr = cv2.add(bgr, np.full_like(bgr, brightness)) if brightness > 0 else cv2.subtract(bgr, np.full_like(bgr, -brightness))
+        if brightness > 0:
+            bgr = cv2.add(bgr, np.full_like(bgr, brightness))
+        elif brightness < 0:
+            bgr = cv2.subtract(bgr, np.full_like(bgr, -brightness))
         frames.append(bgr)
     cap.release()
     assert frames, "the test clip did not decode"
@@ -107,8 +109,10 @@ def snap(page: Page, shots: Path, name: str) -> None:
 
 def _run_check(page: Page, shots: Path, name: str) -> dict:
     """Start a check, screenshot a prompt mid-capture, return the server's decision body."""
-    with page.expect_response(lambda r: r.request.method == "POST" and re.search(r"/v1/liveness/sessions/[^/]+/frames$", r.url) is not None,
-                              timeout=90_000) as resp:
+    def frames_posted(r) -> bool:
+        return r.request.method == "POST" and re.search(r"/v1/liveness/sessions/[^/]+/frames$", r.url) is not None
+
+    with page.expect_response(frames_posted, timeout=90_000) as resp:
         page.get_by_test_id("liveness-start").click()
         expect(page.get_by_test_id("liveness-prompt")).to_be_visible(timeout=20_000)
         page.wait_for_timeout(600)
@@ -256,7 +260,8 @@ def test_03_verify_with_a_passed_check(launch, server, videos, shots):
     page = _page(ctx, server, errors)
     page.goto(server.url + "/#/liveness")
     fixed = _fixed_session(server, ["turn_right"])
-    page.route("**/v1/liveness/sessions", lambda route: route.fulfill(status=201, content_type="application/json", body=json.dumps(fixed))
+    page.route("**/v1/liveness/sessions",
+               lambda route: route.fulfill(status=201, content_type="application/json", body=json.dumps(fixed))
                if route.request.method == "POST" else route.continue_())
     res = _run_check(page, shots, "liveness-11")
     page.unroute("**/v1/liveness/sessions")
@@ -275,7 +280,10 @@ def test_03_verify_with_a_passed_check(launch, server, videos, shots):
 
 @pytest.mark.parametrize("case", ["refused", "no-camera"])
 def test_04_camera_refused_or_missing(launch, server, shots, case):
-    args = ["--use-fake-device-for-media-stream", "--deny-permission-prompts"] if case == "refused" else ["--use-fake-ui-for-media-stream"]
+    if case == "refused":
+        args = ["--use-fake-device-for-media-stream", "--deny-permission-prompts"]
+    else:
+        args = ["--use-fake-ui-for-media-stream"]
     browser = launch(*args)
     ctx = _context(browser, server)
     errors: list[str] = []
@@ -330,7 +338,8 @@ def test_06_collection_requiring_liveness_for_enrolment(launch, server, videos, 
     page.get_by_test_id("enrol-liveness-required-start").click()
     expect(page.get_by_test_id("liveness-start")).to_be_visible()
     fixed = _fixed_session(server, ["turn_right"])
-    page.route("**/v1/liveness/sessions", lambda route: route.fulfill(status=201, content_type="application/json", body=json.dumps(fixed))
+    page.route("**/v1/liveness/sessions",
+               lambda route: route.fulfill(status=201, content_type="application/json", body=json.dumps(fixed))
                if route.request.method == "POST" else route.continue_())
     res = _run_check(page, shots, "liveness-16")
     page.unroute("**/v1/liveness/sessions")
