@@ -3,11 +3,14 @@
 See docs/gallery.md for the full contract.
 """
 
-from .errors import *  # noqa: F401,F403
+from . import errors as _errors
+from .errors import *  # noqa: F403 - every gallery error is public; errors.__all__ lists them
 from .gallery import Gallery
 from .index import IndexConfig
 from .keys import ApiKeys
+from .records import ADMIN, scope_granted
 from .types import (
+    LIVENESS_OPERATIONS,
     SCOPES,
     ApiKey,
     AuditEvent,
@@ -19,7 +22,6 @@ from .types import (
     DuplicateMatch,
     EnrollResult,
     IdentifyResult,
-    LIVENESS_OPERATIONS,
     ImageOutcome,
     LivenessOverride,
     PurgeItem,
@@ -29,3 +31,32 @@ from .types import (
     SubjectVerifyResult,
     TemplateInfo,
 )
+
+__all__ = [
+    "ADMIN",
+    "ApiKey",
+    "ApiKeys",
+    "AuditEvent",
+    "AuditReport",
+    "Candidate",
+    "Collection",
+    "Consent",
+    "ConsentSpec",
+    "DuplicateMatch",
+    "EnrollResult",
+    "Gallery",
+    "IdentifyResult",
+    "ImageOutcome",
+    "IndexConfig",
+    "LIVENESS_OPERATIONS",
+    "LivenessOverride",
+    "PurgeItem",
+    "PurgeReport",
+    "QualityPolicy",
+    "SCOPES",
+    "Subject",
+    "SubjectVerifyResult",
+    "TemplateInfo",
+    "scope_granted",
+]
+__all__ += _errors.__all__

@@ -8,6 +8,40 @@ from __future__ import annotations
 
 from ..errors import FacegateError
 
+__all__ = [
+    "GalleryError",
+    "InvalidArgumentError",
+    "InvalidNameError",
+    "NotFoundError",
+    "CollectionNotFoundError",
+    "SubjectNotFoundError",
+    "ApiKeyNotFoundError",
+    "ConflictError",
+    "CollectionExistsError",
+    "ApiKeyExistsError",
+    "LockedError",
+    "ModelMismatchError",
+    "PurposeRequiredError",
+    "PurposeNotAllowedError",
+    "ConsentRequiredError",
+    "LivenessRequiredError",
+    "StoreError",
+    "AuditTamperedError",
+    "StoreUnavailableError",
+    "SchemaError",
+    "MasterKeyError",
+    "MasterKeyMissingError",
+    "MasterKeyMismatchError",
+    "TemplateIntegrityError",
+    "AuthError",
+    "InvalidApiKeyError",
+    "RevokedApiKeyError",
+    "ExpiredApiKeyError",
+    "ForbiddenError",
+    "ScopeMissingError",
+    "CollectionForbiddenError",
+]
+
 
 class GalleryError(FacegateError):
     code = "gallery_error"

@@ -4,10 +4,18 @@ rotations and API keys. Frozen dataclasses with ``to_dict()`` for JSON."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from .policies import iso_utc, utcnow
+
+ADMIN = "admin"
+
+
+def scope_granted(granted: Iterable[str], scope: str) -> bool:
+    """``admin`` implies every other scope."""
+    return scope in granted or ADMIN in granted
 
 
 @dataclass(frozen=True)
@@ -83,7 +91,12 @@ class AuditArchiveReport:
     seconds: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "first_ts": iso_utc(self.first_ts), "last_ts": iso_utc(self.last_ts), "before": iso_utc(self.before)}
+        return {
+            **self.__dict__,
+            "first_ts": iso_utc(self.first_ts),
+            "last_ts": iso_utc(self.last_ts),
+            "before": iso_utc(self.before),
+        }
 
 
 @dataclass(frozen=True)
@@ -125,9 +138,12 @@ class AuditArchiveCheck:
     expect_head_found: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "files": [f.to_dict() for f in self.files],
-                "database": None if self.database is None else self.database.to_dict(),
-                "missing": [list(m) for m in self.missing]}
+        return {
+            **self.__dict__,
+            "files": [f.to_dict() for f in self.files],
+            "database": None if self.database is None else self.database.to_dict(),
+            "missing": [list(m) for m in self.missing],
+        }
 
 
 @dataclass(frozen=True)
@@ -167,7 +183,12 @@ class PurgeReport:
     rotation: MasterKeyRotation | None = None  # purge(rotate_master_key=True)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"dry_run": self.dry_run, "at": iso_utc(self.at), "count": len(self.erased), "erased": [e.to_dict() for e in self.erased]}
+        out: dict[str, Any] = {
+            "dry_run": self.dry_run,
+            "at": iso_utc(self.at),
+            "count": len(self.erased),
+            "erased": [e.to_dict() for e in self.erased],
+        }
         if self.rotation is not None:
             out["master_key_rotation"] = self.rotation.to_dict()
         return out
@@ -198,7 +219,7 @@ class ApiKey:
         return f"key:{self.name}({self.prefix})"
 
     def has_scope(self, scope: str) -> bool:
-        return scope in self.scopes or "admin" in self.scopes
+        return scope_granted(self.scopes, scope)
 
     def can_access(self, collection: str) -> bool:
         return self.collections is None or collection in self.collections
@@ -213,7 +234,9 @@ class ApiKey:
         if not self.has_scope(scope):
             raise ScopeMissingError(f"API key {self.name!r} lacks the {scope!r} scope", scope=scope)
         if collection is not None and not self.can_access(collection):
-            raise CollectionForbiddenError(f"API key {self.name!r} is not granted collection {collection!r}", collection=collection)
+            raise CollectionForbiddenError(
+                f"API key {self.name!r} is not granted collection {collection!r}", collection=collection
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {
