@@ -56,7 +56,7 @@ from .witness import WITNESS_FILE
 if TYPE_CHECKING:  # loaded on first use: opening a gallery does not load a model
     from ..engine import FaceEngine
 
-__all__ = ["Gallery", "open_database", "open_master_key"]
+__all__ = ["Gallery"]
 
 
 class Gallery:
@@ -115,6 +115,7 @@ class Gallery:
             crypto = open_master_key(st, ddir, master_key, clock=clock)
             with st.read() as tx:
                 entry = tx.get_keyring("audit-mac")
+            assert entry is not None  # open_database creates it with the store
             audit = AuditLog(crypto.unwrap(entry.wrapped, b"keyring|audit-mac"), witness_path=ddir / WITNESS_FILE)
             audit_legacy_names(st, audit, clock.now())
         except BaseException:

@@ -126,7 +126,7 @@ class DatabaseSessionStore:
         base64), else $FACEGATE_MASTER_KEY, else ``<data_dir>/master.key`` — for SQLite the
         directory of the database file unless ``data_dir`` or $FACEGATE_DATA_DIR says otherwise
         — created for a new database, checked against the database's key id otherwise."""
-        from ..gallery.gallery import open_database, open_master_key
+        from ..gallery.opening import open_database, open_master_key
 
         st, ddir = open_database(data_dir, store=url)
         try:
