@@ -33,7 +33,7 @@ from facegate.gallery.crypto import Crypto, SubjectCipher
 from facegate.gallery.errors import TemplateIntegrityError
 from facegate.gallery.synth import FaceLikeGenerator
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def now() -> dt.datetime:
@@ -220,12 +220,15 @@ def test_purge_retention_and_no_consent_idempotent_and_locked(gallery, photos):
     gen = FaceLikeGenerator(128, seed=3)
     vecs = gen.samples(gen.centres(np.arange(3)), 1)
     mid = gallery.get_collection("staff").model_id
-    gallery.import_templates("staff", [("keep", vecs[0:1], ACCESS), ("gone", vecs[1:2], ACCESS), ("old", vecs[2:3], ACCESS)], model_id=mid)
+    batch = [("keep", vecs[0:1], ACCESS), ("gone", vecs[1:2], ACCESS), ("old", vecs[2:3], ACCESS)]
+    gallery.import_templates("staff", batch, model_id=mid)
     gallery.withdraw_consent("staff", "gone")
     db = raw(gallery)
     with db:
-        db.execute("UPDATE subjects SET last_seen_at = ? WHERE external_id = 'old'",
-                   ((now() - dt.timedelta(days=4 * 365)).replace(tzinfo=None).isoformat(" "),))
+        db.execute(
+            "UPDATE subjects SET last_seen_at = ? WHERE external_id = 'old'",
+            ((now() - dt.timedelta(days=4 * 365)).replace(tzinfo=None).isoformat(" "),),
+        )
     dry = gallery.purge(dry_run=True)
     assert sorted((e.subject, e.reason) for e in dry.erased) == [("gone", "no_active_consent"), ("old", "retention")]
     assert gallery.count_subjects("staff") == 3
@@ -234,7 +237,10 @@ def test_purge_retention_and_no_consent_idempotent_and_locked(gallery, photos):
     assert [s.external_id for s in gallery.list_subjects("staff")] == ["keep"]
     assert gallery.purge().erased == ()  # idempotent
     tomb = gallery.audit_list(action="subject.erase")
-    assert {(e.subjects[0], e.details["reason"], e.actor) for e in tomb} == {("gone", "no_active_consent", "purge"), ("old", "retention", "purge")}
+    assert {(e.subjects[0], e.details["reason"], e.actor) for e in tomb} == {
+        ("gone", "no_active_consent", "purge"),
+        ("old", "retention", "purge"),
+    }
     # A purge already running elsewhere holds the lock.
     with gallery.store.write() as tx:
         assert tx.acquire_lock("purge", "other-host:1", now(), dt.timedelta(minutes=5))
@@ -274,7 +280,7 @@ def test_erasure_leaves_only_the_tombstone_and_old_ciphertext_is_undecryptable(g
         assert ct not in files
     # Someone who copied the ciphertexts cannot decrypt them: the data key is gone, and no other key fits.
     cid = db.execute("SELECT id FROM collections WHERE name='staff'").fetchone()[0]
-    for other_sid, ext, w in db.execute("SELECT id, external_id, wrapped_key FROM subjects"):
+    for _sid, ext, w in db.execute("SELECT id, external_id, wrapped_key FROM subjects"):
         cipher = gallery.crypto.subject_key(w, cid, ext)
         for nonce, ct, mid in stolen:
             with pytest.raises(TemplateIntegrityError):
@@ -334,9 +340,8 @@ def test_audit_chain_detects_edited_deleted_and_truncated_rows(gallery, photos):
     assert rep.ok and rep.events == rep.head_seq == 5
 
     db = raw(gallery)
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):  # the application cannot edit it
-        with db:
-            db.execute("UPDATE audit_events SET decision='match' WHERE seq=3")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"), db:  # the application cannot edit it
+        db.execute("UPDATE audit_events SET decision='match' WHERE seq=3")
 
     def tamper(*sql: str) -> None:
         # An attacker with file access drops the guard first.
@@ -430,8 +435,11 @@ def test_collections_subject_listing_and_collection_delete(gallery, photos):
     gen = FaceLikeGenerator(128, seed=5)
     vecs = gen.samples(gen.centres(np.arange(30)), 2)
     mid = gallery.get_collection("staff").model_id
-    n = gallery.import_templates("staff", [(f"S{i:03d}", vecs[2 * i : 2 * i + 2], ConsentSpec(["access"] if i % 3 else ["payments"]))
-                                           for i in range(30)], model_id=mid)
+    n = gallery.import_templates(
+        "staff",
+        [(f"S{i:03d}", vecs[2 * i : 2 * i + 2], ConsentSpec(["access"] if i % 3 else ["payments"])) for i in range(30)],
+        model_id=mid,
+    )
     assert n == 60
     col = gallery.get_collection("staff")
     assert (col.subjects, col.templates) == (30, 60) and col.expected_fpir == pytest.approx(30 * col.fmr)

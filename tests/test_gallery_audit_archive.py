@@ -20,9 +20,22 @@ import pytest
 from facegate.gallery import ConsentSpec, Gallery, InvalidArgumentError, LockedError, SubjectNotFoundError
 from facegate.gallery.audit import ARCHIVE_LOCK, GENESIS
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 ACCESS = ConsentSpec(["access"], evidence_ref="form-1")
-EVENT_KEYS = {"seq", "ts", "actor", "action", "collection", "subjects", "purpose", "decision", "score", "details", "prev_mac", "mac"}
+EVENT_KEYS = {
+    "seq",
+    "ts",
+    "actor",
+    "action",
+    "collection",
+    "subjects",
+    "purpose",
+    "decision",
+    "score",
+    "details",
+    "prev_mac",
+    "mac",
+}
 
 
 def now() -> dt.datetime:
@@ -57,8 +70,15 @@ def open_g(data_dir: Path, url: str | None, **kw) -> Gallery:
 
 def cheap_events(g: Gallery, n: int, tag: str = "t") -> None:
     for i in range(n):
-        g.audit_record(actor="test", action="test.event", collection="c", subjects=[f"{tag}{i}"], decision="ok", score=i / 7,
-                       details={"i": i, "tag": tag, "ü": "é"})
+        g.audit_record(
+            actor="test",
+            action="test.event",
+            collection="c",
+            subjects=[f"{tag}{i}"],
+            decision="ok",
+            score=i / 7,
+            details={"i": i, "tag": tag, "ü": "é"},
+        )
 
 
 def db_events(g: Gallery) -> list[int]:
@@ -129,7 +149,11 @@ def test_archive_real_events_then_verify_file_and_database(tmp_path, store_url, 
     assert v.ok and v.archived_through == n_old and v.anchor_mac == old_head and v.events == 5
     last = g.audit_list(limit=1)[0]
     assert last.action == "audit.archive" and last.actor == "ops"
-    assert last.details["through_seq"] == n_old and last.details["through_mac"] == old_head and last.details["sha256"] == rep.file_sha256
+    assert (
+        last.details["through_seq"] == n_old
+        and last.details["through_mac"] == old_head
+        and last.details["sha256"] == rep.file_sha256
+    )
 
     # Together: the whole chain from genesis to the head is proven; an old head is still found.
     check = g.audit_verify_archive([tmp_path / "audit-1.jsonl"], expect_head=old_head)
@@ -180,6 +204,7 @@ def _set(i: int, key: str, value):
         rec[key] = value
         lines[i] = json.dumps(rec, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n"
         return lines
+
     return fn
 
 
@@ -226,7 +251,9 @@ def test_tampered_archive_files_are_detected(tmp_path, engine):
     cli = [sys.executable, "-m", "facegate", "audit", "verify-archive"]
     r = subprocess.run([*cli, tmp_path / "reorder_lines.jsonl"], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 1 and "FAILED" in r.stdout
-    r = subprocess.run([*cli, tmp_path / "a.jsonl", "--json", "--require-complete"], capture_output=True, text=True, env=env, timeout=120)
+    r = subprocess.run(
+        [*cli, tmp_path / "a.jsonl", "--json", "--require-complete"], capture_output=True, text=True, env=env, timeout=120
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert json.loads(r.stdout)["complete"] is True
     g.close()
@@ -246,9 +273,8 @@ def test_boundary_tampering_in_the_database_is_detected(tmp_path, store_url):
 
     from facegate.gallery.schema import AuditRow
 
-    with pytest.raises(Exception, match="append-only"):
-        with g.store.write() as tx:
-            tx.execute(delete(AuditRow).where(AuditRow.seq == k + 1))
+    with pytest.raises(Exception, match="append-only"), g.store.write() as tx:
+        tx.execute(delete(AuditRow).where(AuditRow.seq == k + 1))
     assert g.audit_verify().ok
 
     # An attacker removes the oldest stored event (right after the archive boundary) …
@@ -317,7 +343,9 @@ def test_killed_at_any_stage_then_rerun(tmp_path, stage):
     g.close()
     script = tmp_path / "crash.py"
     script.write_text(CRASH_SCRIPT)
-    r = subprocess.run([sys.executable, script, data, out, stage, cutoff.isoformat()], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, script, data, out, stage, cutoff.isoformat()], capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 9, r.stdout + r.stderr
 
     g = Gallery.open(data)
@@ -434,9 +462,8 @@ def test_existing_store_upgrades_to_the_archive_schema(tmp_path):
         command.downgrade(cfg, "0003")
     g.close()
     db = sqlite3.connect(tmp_path / "d" / "gallery.db")
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):  # the 0001 trigger is back
-        with db:
-            db.execute("DELETE FROM audit_events WHERE seq = 1")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"), db:  # the 0001 trigger is back
+        db.execute("DELETE FROM audit_events WHERE seq = 1")
     db.close()
     g = Gallery.open(tmp_path / "d")  # upgrades to 0004 and on to the head
     from facegate.gallery.store import SCHEMA_HEAD

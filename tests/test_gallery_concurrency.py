@@ -91,7 +91,9 @@ def _open(path: Path, **kw) -> Gallery:
 
 
 def _spawn(code: str, *args: object) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", code, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def _check_consistent(path: Path, *, templates_per_subject: int | None = None) -> Gallery:
@@ -102,11 +104,14 @@ def _check_consistent(path: Path, *, templates_per_subject: int | None = None) -
     assert db.execute("PRAGMA foreign_key_check").fetchall() == []
     orphans = db.execute(
         "SELECT count(*) FROM subjects s WHERE NOT EXISTS (SELECT 1 FROM templates t WHERE t.subject_id = s.id) "
-        "OR NOT EXISTS (SELECT 1 FROM consents k WHERE k.subject_id = s.id)").fetchone()[0]
+        "OR NOT EXISTS (SELECT 1 FROM consents k WHERE k.subject_id = s.id)"
+    ).fetchone()[0]
     assert orphans == 0
     if templates_per_subject is not None:
-        bad = db.execute("SELECT count(*) FROM (SELECT subject_id, count(*) n FROM templates GROUP BY subject_id) WHERE n != ?",
-                         (templates_per_subject,)).fetchone()[0]
+        bad = db.execute(
+            "SELECT count(*) FROM (SELECT subject_id, count(*) n FROM templates GROUP BY subject_id) WHERE n != ?",
+            (templates_per_subject,),
+        ).fetchone()[0]
         assert bad == 0
     n_templates = db.execute("SELECT count(*) FROM templates").fetchone()[0]
     db.close()
@@ -248,8 +253,9 @@ def test_erasure_by_another_process_is_invisible_to_the_next_search(tmp_path, en
     assert g.identify("c", photos["obama_3"], purpose="access").candidates[0].subject == "E1"
 
     def cli(*args: object) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "facegate", *map(str, args), "--data-dir", d], capture_output=True,
-                              text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "facegate", *map(str, args), "--data-dir", d], capture_output=True, text=True, timeout=300
+        )
 
     res = cli("subject", "delete", "c", "E1", "--yes")
     assert res.returncode == 0, res.stderr

@@ -15,7 +15,7 @@ from facegate.gallery.synth import FaceLikeGenerator
 
 MODEL = "sface-2021dec-int8bq"
 DIM = 128
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def build(n_subjects: int, per: int, config: IndexConfig, *, allowed_every: int = 1, seed: int = 0):
@@ -131,7 +131,8 @@ def test_background_rebuild_while_searching_and_writing():
         t.start()
     for i in range(3_000):
         with idx.lock.write():
-            idx.apply(SubjectState(1_000 + i, (f"s{1000 + i}", None), {5_000 + i}, {5_000 + i: V[i]}, [("any", 0.0, np.inf, None)]))
+            tid = 5_000 + i
+            idx.apply(SubjectState(1_000 + i, (f"s{1000 + i}", None), {tid}, {tid: V[i]}, [("any", 0.0, np.inf, None)]))
         if i % 500 == 0:
             idx.maybe_rebuild_ann()
     idx.maybe_rebuild_ann()

@@ -20,7 +20,7 @@ from facegate.gallery import (
     ScopeMissingError,
 )
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 @pytest.fixture

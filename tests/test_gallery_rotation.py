@@ -215,7 +215,8 @@ def test_rotation_refuses_an_unreadable_subject_key_and_changes_nothing(tmp_path
     with pytest.raises(TemplateIntegrityError, match="'s7'"):
         g.rotate_master_key()
     assert (d / "master.key").read_bytes() == before and not (d / "master.key.new").exists()
-    assert db.execute("SELECT value FROM meta WHERE key = 'master_key_id'").fetchone()[0] == g.crypto.master_key_id == key_id(_key(d / "master.key"))
+    stored_id = db.execute("SELECT value FROM meta WHERE key = 'master_key_id'").fetchone()[0]
+    assert stored_id == g.crypto.master_key_id == key_id(_key(d / "master.key"))
     assert db.execute("SELECT count(*) FROM audit_events WHERE action = 'master_key.rotate'").fetchone()[0] == 0
     db.close()
     g.delete_subject("c", "s7")
@@ -303,8 +304,9 @@ else:
 
 
 def _spawn(*args: object) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", KILL_ROTATE, *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", KILL_ROTATE, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def _check_after_kill(d: Path, n_subjects: int, V: np.ndarray) -> None:
@@ -391,8 +393,9 @@ def test_cli_purge_with_rotation_and_master_key_commands(tmp_path):
 
     def fg(*args: object, **env: str) -> subprocess.CompletedProcess:
         e = {**os.environ, "FACEGATE_DATA_DIR": str(d), "COLUMNS": "200", **env}
-        return subprocess.run([sys.executable, "-m", "facegate", *map(str, args)], capture_output=True, text=True,
-                              timeout=300, env=e)
+        return subprocess.run(
+            [sys.executable, "-m", "facegate", *map(str, args)], capture_output=True, text=True, timeout=300, env=e
+        )
 
     r = fg("purge", "--rotate-master-key", "--json")
     assert r.returncode == 0, r.stderr

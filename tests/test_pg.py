@@ -21,7 +21,7 @@ from facegate.gallery.synth import FaceLikeGenerator
 
 MODEL = "sface-2021dec-int8bq"
 DIM = 128
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 @pytest.fixture(autouse=True)
@@ -62,7 +62,9 @@ def test_embedded_server_is_loopback_only_with_passwords():
     import psycopg
 
     with pytest.raises(psycopg.OperationalError):  # no password, no entry
-        psycopg.connect(host="127.0.0.1", port=st["port"], user="facegate", dbname="facegate", password="wrong", connect_timeout=5)
+        psycopg.connect(
+            host="127.0.0.1", port=st["port"], user="facegate", dbname="facegate", password="wrong", connect_timeout=5
+        )
     with psycopg.connect(srv.url(driver="postgresql")) as conn:
         assert conn.execute("SHOW listen_addresses").fetchone()[0] == "127.0.0.1"
         assert conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()[0].startswith("0.8")
@@ -78,10 +80,12 @@ def test_two_galleries_share_one_database(tmp_path, pg_url):
     _gen, C, V = synth(40)
     gen2 = FaceLikeGenerator(DIM, seed=0)
     P = gen2.samples(C, 1, seed=7)  # fresh "photos" of the same people
-    a.import_templates("c", [(f"s{i}", V[2 * i: 2 * i + 2], ConsentSpec(["access"])) for i in range(30)], model_id=MODEL)
+    a.import_templates("c", [(f"s{i}", V[2 * i : 2 * i + 2], ConsentSpec(["access"])) for i in range(30)], model_id=MODEL)
     for i in range(30):
         assert b.identify_vector("c", P[i], purpose="access", model_id=MODEL).candidates[0].subject == f"s{i}"
-    b.import_templates("c", [(f"s{i}", V[2 * i: 2 * i + 2], ConsentSpec(["access", "payments"])) for i in range(30, 40)], model_id=MODEL)
+    b.import_templates(
+        "c", [(f"s{i}", V[2 * i : 2 * i + 2], ConsentSpec(["access", "payments"])) for i in range(30, 40)], model_id=MODEL
+    )
     assert a.identify_vector("c", P[35], purpose="payments", model_id=MODEL).candidates[0].subject == "s35"
     # Erasure through a: b never returns s3 again, whatever the probe.
     a.delete_subject("c", "s3")
@@ -101,13 +105,18 @@ def test_erasure_removes_search_vectors_in_the_same_transaction(tmp_path, pg_url
     g = open_pg(tmp_path, pg_url)
     g.create_collection("c", purposes=["p"], threshold=0.5)
     _gen, _C, V = synth(10)
-    g.import_templates("c", [(f"s{i}", V[2 * i: 2 * i + 2], ConsentSpec(["p"])) for i in range(10)], model_id=MODEL)
+    g.import_templates("c", [(f"s{i}", V[2 * i : 2 * i + 2], ConsentSpec(["p"])) for i in range(10)], model_id=MODEL)
     cid = cid_of(g, "c")
     with g.store.read() as tx:
         sid = tx.subject(cid, "s4").id
     g.delete_subject("c", "s4")
     with g.store.read() as tx:
-        for table, col in (("subjects", "id"), ("templates", "subject_id"), ("consents", "subject_id"), (vec_table(cid), "subject_id")):
+        for table, col in (
+            ("subjects", "id"),
+            ("templates", "subject_id"),
+            ("consents", "subject_id"),
+            (vec_table(cid), "subject_id"),
+        ):
             assert tx.execute(text(f"SELECT count(*) FROM {table} WHERE {col} = :s"), {"s": sid}).scalar() == 0
     assert g.store.vacuum() < 30
     assert [tuple(e.subjects) for e in g.audit_list(action="subject.erase")] == [("s4",)]
@@ -123,12 +132,17 @@ def test_erasure_removes_search_vectors_in_the_same_transaction(tmp_path, pg_url
 def test_heavy_filtering_never_costs_a_result_slot(tmp_path, pg_url, plan):
     """Only 5 of 400 subjects consented to "rare": top-5 for "rare" returns exactly those,
     even when the nearest templates all belong to subjects who did not consent."""
-    g = open_pg(tmp_path, pg_url, index_config=PgIndexConfig(auto_build=False, small_subset_subjects=0 if plan == "ivfflat" else 10_000))
+    g = open_pg(
+        tmp_path, pg_url, index_config=PgIndexConfig(auto_build=False, small_subset_subjects=0 if plan == "ivfflat" else 10_000)
+    )
     g.create_collection("c", purposes=["common", "rare"], threshold=-1.0)
     _gen, C, V = synth(400)
     rare = {7, 77, 177, 277, 377}
-    g.import_templates("c", [(f"s{i}", V[2 * i: 2 * i + 2], ConsentSpec(["common", "rare"] if i in rare else ["common"]))
-                             for i in range(400)], model_id=MODEL)
+    g.import_templates(
+        "c",
+        [(f"s{i}", V[2 * i : 2 * i + 2], ConsentSpec(["common", "rare"] if i in rare else ["common"])) for i in range(400)],
+        model_id=MODEL,
+    )
     idx = g.index.get(cid_of(g, "c"), DIM, MODEL)
     if plan == "ivfflat":
         facts = idx.build(lists=8, probes=1)  # one list probed: most allowed rows are elsewhere
@@ -148,15 +162,18 @@ def test_ivfflat_recall_tuning_and_deletes(tmp_path, pg_url):
     g = open_pg(tmp_path, pg_url)
     g.create_collection("c", purposes=["p"], threshold=0.3)
     gen, C, V = synth(3000)
-    g.import_templates("c", [(f"s{i}", V[2 * i: 2 * i + 2], ConsentSpec(["p"])) for i in range(3000)], model_id=MODEL)
+    g.import_templates("c", [(f"s{i}", V[2 * i : 2 * i + 2], ConsentSpec(["p"])) for i in range(3000)], model_id=MODEL)
     idx = g.index.get(cid_of(g, "c"), DIM, MODEL)
     idx.config = PgIndexConfig(auto_build=False, small_subset_subjects=100, self_test_queries=100)
     facts = idx.build(lists=30)
     assert facts["self_test_recall_at_1"] >= 0.99 and 1 <= facts["probes"] <= 30
     P = gen.samples(C[:200], 1, seed=11)
     now = time.time()
-    agree = sum(idx.search(P[i], 1, "p", now, mode="ann")[0][0].template_id == idx.search(P[i], 1, "p", now, mode="exact")[0][0].template_id
-                for i in range(200))
+    agree = sum(
+        idx.search(P[i], 1, "p", now, mode="ann")[0][0].template_id
+        == idx.search(P[i], 1, "p", now, mode="exact")[0][0].template_id
+        for i in range(200)
+    )
     assert agree / 200 >= 0.97
     assert idx.last_plan == "exact"
     # Erasure with the index in place: gone from the very next ANN search; VACUUM is cheap (IVFFlat).
@@ -179,7 +196,7 @@ def test_stored_vectors_are_rotated_per_collection_and_key_rotation_keeps_scores
         g.create_collection(name, purposes=["p"], threshold=0.3)
     _gen, C, V = synth(50)
     for name in ("a", "b"):
-        g.import_templates(name, [(f"s{i}", V[2 * i: 2 * i + 2], ConsentSpec(["p"])) for i in range(50)], model_id=MODEL)
+        g.import_templates(name, [(f"s{i}", V[2 * i : 2 * i + 2], ConsentSpec(["p"])) for i in range(50)], model_id=MODEL)
     ca, cb = cid_of(g, "a"), cid_of(g, "b")
 
     def stored(cid):
@@ -264,14 +281,21 @@ def test_migrate_sqlite_gallery_to_postgresql_without_reenrolment(tmp_path, pg_u
     src.create_collection("staff", purposes=["access", "payments"], threshold=0.5)
     src.create_collection("visitors", purposes=["access"], threshold=0.5)
     _gen, C, V = synth(60)
-    src.import_templates("staff", [(f"s{i}", V[2 * i: 2 * i + 2], ConsentSpec(["access"] if i % 2 else ["access", "payments"]))
-                                   for i in range(50)], model_id=MODEL)
-    src.import_templates("visitors", [(f"v{i}", V[2 * i: 2 * i + 1], ConsentSpec(["access"])) for i in range(50, 60)], model_id=MODEL)
+    src.import_templates(
+        "staff",
+        [(f"s{i}", V[2 * i : 2 * i + 2], ConsentSpec(["access"] if i % 2 else ["access", "payments"])) for i in range(50)],
+        model_id=MODEL,
+    )
+    src.import_templates(
+        "visitors", [(f"v{i}", V[2 * i : 2 * i + 1], ConsentSpec(["access"])) for i in range(50, 60)], model_id=MODEL
+    )
     src.withdraw_consent("staff", "s4", ["access"])
     src.delete_subject("staff", "s7")
     _rec, secret = src.keys.create("kiosk", ["identify"], ["staff"])
-    expected = {name: [src.identify_vector(name, V[2 * i + 1], purpose="access", top_k=3, model_id=MODEL).candidates
-                       for i in rng] for name, rng in (("staff", range(0, 50, 3)), ("visitors", range(50, 60)))}
+    expected = {
+        name: [src.identify_vector(name, V[2 * i + 1], purpose="access", top_k=3, model_id=MODEL).candidates for i in rng]
+        for name, rng in (("staff", range(0, 50, 3)), ("visitors", range(50, 60)))
+    }
     head = src.audit_verify().head_mac
 
     report = migrate_gallery(src, pg_url, data_dir=d, sample=50)
@@ -317,8 +341,9 @@ def test_threads_and_two_instances_enrol_identify_erase_concurrently(tmp_path, p
     def writer(g: Gallery, lo: int, hi: int) -> None:
         try:
             for i in range(lo, hi, 4):
-                g.import_templates("c", [(f"s{j}", V[2 * j: 2 * j + 2], ConsentSpec(["p"])) for j in range(i, min(hi, i + 4))],
-                                   model_id=MODEL)
+                g.import_templates(
+                    "c", [(f"s{j}", V[2 * j : 2 * j + 2], ConsentSpec(["p"])) for j in range(i, min(hi, i + 4))], model_id=MODEL
+                )
                 if i % 20 == 0:
                     g.delete_subject("c", f"s{i}")
         except BaseException as exc:  # noqa: BLE001
@@ -331,8 +356,12 @@ def test_threads_and_two_instances_enrol_identify_erase_concurrently(tmp_path, p
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
-    threads = [threading.Thread(target=writer, args=(a, 0, 120)), threading.Thread(target=writer, args=(b, 120, 240)),
-               threading.Thread(target=searcher, args=(a,)), threading.Thread(target=searcher, args=(b,))]
+    threads = [
+        threading.Thread(target=writer, args=(a, 0, 120)),
+        threading.Thread(target=writer, args=(b, 120, 240)),
+        threading.Thread(target=searcher, args=(a,)),
+        threading.Thread(target=searcher, args=(b,)),
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -361,12 +390,12 @@ def test_master_key_rotation_rewraps_vector_keys_and_other_instances_follow(tmp_
     a = open_pg(tmp_path / "d", pg_url)
     a.create_collection("c", purposes=["p"], threshold=0.5)
     _gen, _C, V = synth(20)
-    a.import_templates("c", [(f"s{i}", V[2 * i: 2 * i + 2], ConsentSpec(["p"])) for i in range(10)], model_id=MODEL)
+    a.import_templates("c", [(f"s{i}", V[2 * i : 2 * i + 2], ConsentSpec(["p"])) for i in range(10)], model_id=MODEL)
     b = open_pg(tmp_path / "d", pg_url)
     assert b.identify_vector("c", V[1], purpose="p", model_id=MODEL).candidates[0].subject == "s0"
     rep = a.rotate_master_key(actor="test")
     assert rep.keyring_entries >= 2  # audit MAC + the collection's vector seed
-    a.import_templates("c", [(f"s{i}", V[2 * i: 2 * i + 2], ConsentSpec(["p"])) for i in range(10, 20)], model_id=MODEL)
+    a.import_templates("c", [(f"s{i}", V[2 * i : 2 * i + 2], ConsentSpec(["p"])) for i in range(10, 20)], model_id=MODEL)
     for g in (a, b):
         assert g.identify_vector("c", V[31], purpose="p", model_id=MODEL).candidates[0].subject == "s15"
     b.import_templates("c", [("late", V[0:1], ConsentSpec(["p"]))], model_id=MODEL)
@@ -383,7 +412,7 @@ def test_audit_is_append_only_and_edits_by_a_superuser_are_detected(tmp_path, pg
     g = open_pg(tmp_path, pg_url)
     g.create_collection("c", purposes=["p"], threshold=0.5)
     _gen, _C, V = synth(3)
-    g.import_templates("c", [(f"s{i}", V[2 * i: 2 * i + 2], ConsentSpec(["p"])) for i in range(3)], model_id=MODEL)
+    g.import_templates("c", [(f"s{i}", V[2 * i : 2 * i + 2], ConsentSpec(["p"])) for i in range(3)], model_id=MODEL)
     g.delete_subject("c", "s1")
     assert g.audit_verify().ok
     with psycopg.connect(pg_url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:

@@ -34,6 +34,13 @@ from test_gallery import (  # noqa: F401
     test_subject_without_consent_for_purpose_is_never_returned,
     test_withdrawal_takes_effect_immediately,
 )
+from test_gallery_keys import (  # noqa: F401
+    clock,
+    keys,
+    test_key_events_are_audited_without_secrets,
+    test_scopes_and_collections,
+    test_wrong_malformed_revoked_and_expired_keys,
+)
 from test_gallery_liveness_required import (  # noqa: F401
     bare_gallery,
     test_collection_setting_default_create_update_and_audit,
@@ -42,13 +49,6 @@ from test_gallery_liveness_required import (  # noqa: F401
     test_nothing_required_by_default_and_liveness_still_recorded_when_given,
     test_override_and_session_id_must_be_explicit_and_well_formed,
     test_required_operation_refuses_a_bare_image_and_accepts_session_or_override,
-)
-from test_gallery_keys import (  # noqa: F401
-    clock,
-    keys,
-    test_key_events_are_audited_without_secrets,
-    test_scopes_and_collections,
-    test_wrong_malformed_revoked_and_expired_keys,
 )
 
 

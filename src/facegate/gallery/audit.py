@@ -27,7 +27,7 @@ import hashlib
 import hmac
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from .errors import AuditTamperedError
 from .ports import StoreTransaction, TemplateStore
@@ -44,7 +44,7 @@ ARCHIVE_LOCK_TTL = dt.timedelta(minutes=10)
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 def ts_text(t: dt.datetime) -> str:
-    return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def canonical(
@@ -62,6 +62,14 @@ def canonical(
     body = [seq, ts_text(ts), actor, action, collection, list(subjects), purpose, decision,
             None if score is None else f"{score:.6f}", details]
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class _ChainFields(TypedDict, total=False):
+    """The AuditReport fields ``verify`` learns on the way and repeats in every report it returns."""
+
+    archived_through: int
+    anchor_mac: str | None
+    witnessed_seq: int | None
 
 
 class AuditLog:
@@ -131,7 +139,7 @@ class AuditLog:
                 return AuditReport(False, 0, 0, "", None, exc.message, witnessed_seq=_seq(checkpoint))
             anchor = tx.audit_anchor()
             a_seq, a_mac = (int(anchor.last_seq), str(anchor.last_mac)) if anchor is not None else (0, GENESIS)
-            extra = dict(archived_through=a_seq, anchor_mac=None if anchor is None else a_mac)
+            extra: _ChainFields = {"archived_through": a_seq, "anchor_mac": None if anchor is None else a_mac}
             prev, expected_seq, n = a_mac, a_seq + 1, 0
             last_archive: Any = None
             for row in tx.audit_rows(after_seq=0):
@@ -154,23 +162,51 @@ class AuditLog:
                 prev, expected_seq = row.mac, row.seq + 1
         last_seq = expected_seq - 1
         if last_seq != head_seq or prev != head_mac:
-            return AuditReport(False, n, head_seq, head_mac, last_seq + 1,
-                               f"the log ends at event {last_seq} but the head says {head_seq}: events were removed or the head edited",
-                               **extra)
+            return AuditReport(
+                False,
+                n,
+                head_seq,
+                head_mac,
+                last_seq + 1,
+                f"the log ends at event {last_seq} but the head says {head_seq}: events were removed or the head edited",
+                **extra,
+            )
         if anchor is not None or last_archive is not None:
             d = dict(last_archive.details or {}) if last_archive is not None else {}
             if d.get("through_seq") != a_seq or d.get("through_mac") != (a_mac if anchor is not None else None):
-                return AuditReport(False, n, head_seq, head_mac, a_seq + 1,
-                                   "the archive anchor is not the one the last audit.archive event recorded: "
-                                   "events were removed at the archive boundary or the anchor was edited", **extra)
+                return AuditReport(
+                    False,
+                    n,
+                    head_seq,
+                    head_mac,
+                    a_seq + 1,
+                    "the archive anchor is not the one the last audit.archive event recorded: "
+                    "events were removed at the archive boundary or the anchor was edited",
+                    **extra,
+                )
         extra["witnessed_seq"] = _seq(checkpoint)
         witness_problem = _witness_problem(checkpoint, witnessed_mac, head_seq, a_seq)
         if witness_problem is not None:
             return AuditReport(False, n, head_seq, head_mac, head_seq + 1, witness_problem, **extra)
-        if expect_head is not None and not hmac.compare_digest(expect_head, head_mac) and not _is_earlier_head(expect_head, store):
-            where = "" if anchor is None else f" (it may be in an archived range, seq <= {a_seq}: check it with verify-archive --expect-head)"
-            return AuditReport(False, n, head_seq, head_mac, None,
-                               f"the expected head MAC is not in the chain: the log was rewritten{where}", **extra)
+        if (
+            expect_head is not None
+            and not hmac.compare_digest(expect_head, head_mac)
+            and not _is_earlier_head(expect_head, store)
+        ):
+            where = (
+                ""
+                if anchor is None
+                else f" (it may be in an archived range, seq <= {a_seq}: check it with verify-archive --expect-head)"
+            )
+            return AuditReport(
+                False,
+                n,
+                head_seq,
+                head_mac,
+                None,
+                f"the expected head MAC is not in the chain: the log was rewritten{where}",
+                **extra,
+            )
         if self.witness is not None and head_seq > (extra["witnessed_seq"] or 0):
             self.witness.record(head_seq, head_mac)  # a verified head: also covers other processes' events
             extra["witnessed_seq"] = head_seq
@@ -193,8 +229,10 @@ def _witness_problem(checkpoint: Checkpoint | None, stored_mac: str | None, head
     if checkpoint is None:
         return None
     if checkpoint.seq > head_seq:
-        return (f"the log ends at event {head_seq} but event {checkpoint.seq} was witnessed at {checkpoint.at}: "
-                f"the newest events were removed and the head rewritten")
+        return (
+            f"the log ends at event {head_seq} but event {checkpoint.seq} was witnessed at {checkpoint.at}: "
+            f"the newest events were removed and the head rewritten"
+        )
     if checkpoint.seq > archived_through and (stored_mac is None or not hmac.compare_digest(stored_mac, checkpoint.mac)):
         return f"event {checkpoint.seq} is not the one witnessed at {checkpoint.at}: the log was rewritten"
     return None
@@ -212,9 +250,17 @@ def _is_earlier_head(mac: str, store: TemplateStore) -> bool:
 
 def row_to_event(row: Any) -> AuditEvent:
     return AuditEvent(
-        seq=row.seq, ts=row.ts, actor=row.actor, action=row.action, collection=row.collection,
-        subjects=tuple(row.subjects or ()), purpose=row.purpose, decision=row.decision, score=row.score,
-        details=dict(row.details or {}), mac=row.mac,
+        seq=row.seq,
+        ts=row.ts,
+        actor=row.actor,
+        action=row.action,
+        collection=row.collection,
+        subjects=tuple(row.subjects or ()),
+        purpose=row.purpose,
+        decision=row.decision,
+        score=row.score,
+        details=dict(row.details or {}),
+        mac=row.mac,
     )
 
 

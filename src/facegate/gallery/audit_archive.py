@@ -46,7 +46,7 @@ def _stage(name: str) -> None:
 
 
 def _parse_ts(text: str) -> dt.datetime:
-    return dt.datetime.strptime(text, TS_FORMAT).replace(tzinfo=dt.timezone.utc)
+    return dt.datetime.strptime(text, TS_FORMAT).replace(tzinfo=dt.UTC)
 
 
 def event_record(row: Any) -> dict[str, Any]:
@@ -122,12 +122,12 @@ def _acquire(store: TemplateStore, holder: str) -> None:
     from .schema import LockRow
 
     with store.write() as tx:
-        if tx.acquire_lock(ARCHIVE_LOCK, holder, dt.datetime.now(dt.timezone.utc), ARCHIVE_LOCK_TTL):
+        if tx.acquire_lock(ARCHIVE_LOCK, holder, dt.datetime.now(dt.UTC), ARCHIVE_LOCK_TTL):
             return
         row = tx.execute(select(LockRow.holder).where(LockRow.name == ARCHIVE_LOCK)).first()
         if row is not None and _holder_dead(row[0]):
             tx.release_lock(ARCHIVE_LOCK, row[0])
-            if tx.acquire_lock(ARCHIVE_LOCK, holder, dt.datetime.now(dt.timezone.utc), ARCHIVE_LOCK_TTL):
+            if tx.acquire_lock(ARCHIVE_LOCK, holder, dt.datetime.now(dt.UTC), ARCHIVE_LOCK_TTL):
                 return
     raise LockedError("another audit archival is running; try again later")
 
@@ -172,7 +172,7 @@ def archive(log: AuditLog, store: TemplateStore, *, before: dt.datetime, path: s
     t0 = time.perf_counter()
     if before.tzinfo is None:
         raise InvalidArgumentError("before must be timezone-aware (UTC)")
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     if before > now:
         raise InvalidArgumentError("before must not be in the future")
     if batch < 1:
@@ -200,7 +200,9 @@ def archive(log: AuditLog, store: TemplateStore, *, before: dt.datetime, path: s
                   "before": ts_text(before), "created_at": ts_text(now), "created_by": actor}
         header_line = json_line(header)
         digest = hashlib.sha256()
-        prev, expect, count, first_ts, last_ts = a_mac, a_seq + 1, 0, None, None
+        first_ts: dt.datetime | None = None
+        last_ts: dt.datetime | None = None
+        prev, expect, count = a_mac, a_seq + 1, 0
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(header_line)
@@ -227,9 +229,10 @@ def archive(log: AuditLog, store: TemplateStore, *, before: dt.datetime, path: s
                 _stage("batch")
                 if batches % 20 == 0:  # keep the lease while a large range is written
                     with store.write() as tx:
-                        tx.acquire_lock(ARCHIVE_LOCK, holder, dt.datetime.now(dt.timezone.utc), ARCHIVE_LOCK_TTL)
+                        tx.acquire_lock(ARCHIVE_LOCK, holder, dt.datetime.now(dt.UTC), ARCHIVE_LOCK_TTL)
             if expect != last + 1:
                 raise StoreError(f"refusing to archive: event {expect} is missing (run 'facegate audit verify')")
+            assert first_ts is not None and last_ts is not None  # last > a_seq: at least one event was written
             footer = {"format": ARCHIVE_FORMAT + "/end", "count": count, "last_seq": last, "last_mac": prev,
                       "first_ts": ts_text(first_ts), "last_ts": ts_text(last_ts), "events_sha256": digest.hexdigest()}
             footer["mac"] = log.file_mac(header_line, footer)
@@ -255,7 +258,7 @@ def archive(log: AuditLog, store: TemplateStore, *, before: dt.datetime, path: s
             n, first_row, last_row = tx.audit_range_summary(a_seq + 1, last)
             if n != count or first_row is None or last_row is None or first_row.prev_mac != a_mac or last_row.mac != prev:
                 raise StoreError("the database rows changed under the archival; nothing was deleted")
-            at = dt.datetime.now(dt.timezone.utc)
+            at = dt.datetime.now(dt.UTC)
             details = {"first_seq": a_seq + 1, "through_seq": last, "through_mac": prev, "count": count,
                        "first_ts": ts_text(first_ts), "last_ts": ts_text(last_ts), "before": ts_text(before),
                        "file": path.name, "sha256": check.sha256}
@@ -305,7 +308,7 @@ def verify_file(log: AuditLog, path: str | Path, *, deployment_id: str | None = 
         return AuditArchiveFile(ok=False, first_bad_seq=seq, problem=problem, **info)
 
     try:
-        f = open(path, "rb")
+        f = open(path, "rb")  # noqa: SIM115 - only the open is guarded here; `with f` below closes it
     except OSError as exc:
         return bad(f"cannot read the file: {exc.strerror or exc}")
     with f:
@@ -410,7 +413,8 @@ def verify_archive(log: AuditLog, store: TemplateStore | None, paths: Iterable[s
                 committed = rec is not None
                 if rec is None and (c.first_seq or 0) > anchor_seq:
                     c = _replace(c, ok=False, committed=False,
-                                 problem="not committed: its events are still in the database (an interrupted archival; rerun it)")
+                                 problem="not committed: its events are still in the database "
+                                         "(an interrupted archival; rerun it)")
                 elif rec is None or rec.last_seq != c.last_seq or rec.last_mac != c.last_mac or rec.prev_mac != c.prev_mac:
                     c = _replace(c, ok=False, committed=committed, problem="does not match any archival recorded in the database")
                 elif rec.file_sha256 != c.sha256:

@@ -98,6 +98,7 @@ def create(ctx: GalleryContext, name: str, *, purposes: Iterable[str], model: st
             warnings.simplefilter("ignore", NonCommercialModelWarning)
             spec = embedder_spec(model, allow_noncommercial=True)
     threshold(spec.id, fmr, explicit)  # fail now, not at the first search
+    assert spec.embedding_dim is not None  # every embedder's spec states its dimension
     now = ctx.now()
     policy = quality_policy or QualityPolicy()
     try:

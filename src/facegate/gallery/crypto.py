@@ -236,7 +236,7 @@ class Crypto:
         key = generate_key()
         return key, self.wrap(key, subject_context(collection_id, external_id))
 
-    def subject_key(self, wrapped: bytes, collection_id: int, external_id: str) -> "SubjectCipher":
+    def subject_key(self, wrapped: bytes, collection_id: int, external_id: str) -> SubjectCipher:
         return SubjectCipher(self.unwrap(wrapped, subject_context(collection_id, external_id)), collection_id, external_id)
 
 

@@ -255,7 +255,7 @@ class _Mask:
 
     def rows(self) -> np.ndarray:
         if self._rows is None:
-            self._rows = np.flatnonzero(self.row_ok)
+            self._rows = np.flatnonzero(self.row_ok) if self.row_ok is not None else np.empty(0, np.int64)
         return self._rows
 
 
@@ -353,8 +353,8 @@ class CollectionIndex:
         return slot
 
     def _set_consents(self, slot: int, consents: list[tuple[str, float, float, float | None]]) -> None:
-        for arr in self._expiry.values():
-            arr[slot] = NEG_INF
+        for per_purpose in self._expiry.values():
+            per_purpose[slot] = NEG_INF
         self._expiry_any[slot] = NEG_INF
         for purpose, _granted, expires, withdrawn in consents:
             if withdrawn is not None:
@@ -515,12 +515,10 @@ class CollectionIndex:
             scores = self._X[rows] @ q
         else:
             scores = self._X[: self.n] @ q
+            assert m.row_ok is not None  # n_rows > 0 here, and every mask with rows has row_ok
             scores[~m.row_ok] = NEG_INF
             rows = None
-        if len(scores) > kt:
-            top = np.argpartition(-scores, kt - 1)[:kt]
-        else:
-            top = np.arange(len(scores))
+        top = np.argpartition(-scores, kt - 1)[:kt] if len(scores) > kt else np.arange(len(scores))
         top = top[np.argsort(-scores[top], kind="stable")]
         picked = top if rows is None else rows[top]
         sc = scores[top]
@@ -649,10 +647,10 @@ class CollectionIndex:
                     break
                 S = Q @ self._X[start:stop].T
                 tids = self._tid[start:stop].copy()
-            for i in np.flatnonzero(loo & (src_rows >= start) & (src_rows < stop)):
-                c = int(src_rows[i]) - start
-                if tids[c] == exclude[i]:
-                    S[i, c] = NEG_INF
+            for qi in np.flatnonzero(loo & (src_rows >= start) & (src_rows < stop)):
+                c = int(src_rows[qi]) - start
+                if tids[c] == exclude[qi]:
+                    S[qi, c] = NEG_INF
             j = S.argmax(1)
             sc = S[np.arange(nq), j]
             better = sc > best_s
@@ -831,10 +829,8 @@ class GalleryIndex:
                 if low >= head:
                     return
                 self.crypto.ensure(tx.get_meta("master_key_id"))  # a rotation (feed op "master_key") moved head
-                if tx.pruned_through() > low:
-                    reload = [c for c in cols.values() if c.applied_seq < tx.pruned_through()]
-                else:
-                    reload = []
+                pruned = tx.pruned_through()
+                reload = [c for c in cols.values() if c.applied_seq < pruned] if pruned > low else []
                 changes = tx.changes_since(low, head)
                 touched: dict[int, set[int]] = defaultdict(set)
                 dropped: set[int] = set()

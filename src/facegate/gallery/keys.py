@@ -93,7 +93,9 @@ class ApiKeys:
         scopes = tuple(dict.fromkeys(s.strip() for s in scopes if s.strip()))
         unknown = [s for s in scopes if s not in SCOPES]
         if unknown or not scopes:
-            raise InvalidArgumentError(f"scopes must be a non-empty subset of {', '.join(SCOPES)}; got {', '.join(scopes) or 'none'}")
+            raise InvalidArgumentError(
+                f"scopes must be a non-empty subset of {', '.join(SCOPES)}; got {', '.join(scopes) or 'none'}"
+            )
         cols = None if collections is None else sorted(set(collections))
         if expires_at is not None and expires_at.tzinfo is None:
             raise InvalidArgumentError("expires_at must be timezone-aware")
@@ -107,12 +109,23 @@ class ApiKeys:
                         raise ApiKeyExistsError(f"an API key named {name!r} already exists", name=name)
                     if tx.api_key_by_prefix(prefix) is not None:
                         continue
-                    kid = tx.insert_api_key(
-                        name=name, prefix=prefix, secret_sha256=hash_secret(secret), scopes=list(scopes),
-                        collections=cols, created_at=now, created_by=actor, expires_at=expires_at,
+                    tx.insert_api_key(
+                        name=name,
+                        prefix=prefix,
+                        secret_sha256=hash_secret(secret),
+                        scopes=list(scopes),
+                        collections=cols,
+                        created_at=now,
+                        created_by=actor,
+                        expires_at=expires_at,
                     )
-                    self._audit.append(tx, actor=actor, action="key.create", now=now,
-                                       details={"name": name, "prefix": prefix, "scopes": list(scopes), "collections": cols})
+                    self._audit.append(
+                        tx,
+                        actor=actor,
+                        action="key.create",
+                        now=now,
+                        details={"name": name, "prefix": prefix, "scopes": list(scopes), "collections": cols},
+                    )
                     row = tx.api_key_by_prefix(prefix)
                 return _record(row), secret
             except DuplicateRow:
@@ -139,7 +152,9 @@ class ApiKeys:
                 raise ApiKeyNotFoundError(f"no API key named {name_or_prefix!r}", key=name_or_prefix)
             if row.revoked_at is None:
                 tx.update_api_key(row.id, revoked_at=now)
-                self._audit.append(tx, actor=actor, action="key.revoke", now=now, details={"name": row.name, "prefix": row.prefix})
+                self._audit.append(
+                    tx, actor=actor, action="key.revoke", now=now, details={"name": row.name, "prefix": row.prefix}
+                )
             row = tx.api_key_by_prefix(row.prefix)
         return _record(row)
 

@@ -146,8 +146,8 @@ def load_for_store(data_dir: Path, expected_id: str, *, previous_id: str | None 
             f"this store's templates are encrypted under master key {expected_id}, but no master key was found "
             f"(set ${MASTER_KEY_ENV} or restore {cur})"
         )
-    path, kid = next(iter(seen.items()))
-    raise MasterKeyMismatchError(mismatch_message(path, kid, expected_id, previous_id, rotated_at))
+    where, kid = next(iter(seen.items()))
+    raise MasterKeyMismatchError(mismatch_message(where, kid, expected_id, previous_id, rotated_at))
 
 
 def mismatch_message(source: str, held: str, expected: str, previous_id: str | None, rotated_at: str | None) -> str:
@@ -206,7 +206,7 @@ def key_files_lock(data_dir: Path, *, blocking: bool) -> Iterator[bool]:
         os.close(fd)
 
 
-def finish(data_dir: Path, current_id: str, step: Step = _noop) -> bool:
+def finish(data_dir: Path, current_id: str | None, step: Step = _noop) -> bool:
     """Bring the key files in line with the store's current key id (caller holds the lock).
 
     * ``master.key.new`` is the current key: the rotation committed. Overwrite the old key in
@@ -215,6 +215,7 @@ def finish(data_dir: Path, current_id: str, step: Step = _noop) -> bool:
       used. Overwrite and remove it (only if ``master.key`` is the current key).
     * Temporary files of a rotation killed while writing ``master.key.new``: overwritten, removed.
 
+    ``current_id`` None (no key id recorded) makes neither key current: only temporary files go.
     Returns True when an old key was destroyed."""
     cur, new = key_paths(data_dir)
     d = cur.parent
@@ -280,36 +281,36 @@ def rotate(gallery: Any, *, actor: str, new_key: bytes | str | None = None, step
     """See the module docstring; ``Gallery.rotate_master_key`` is the public entry point."""
     crypto: Crypto = gallery.crypto
     store = gallery.store
-    ddir: Path | None = gallery.data_dir
-    file_mode = check_rotatable(gallery, new_key)
+    # The data directory when the key lives there as a file (rotation replaces it), else None.
+    ddir: Path | None = gallery.data_dir if check_rotatable(gallery, new_key) else None
     new = decode_key(new_key) if new_key is not None else generate_key()
     new_id = key_id(new)
     t0 = time.perf_counter()
-    lock = key_files_lock(ddir, blocking=False) if file_mode else contextlib.nullcontext(True)
+    lock = key_files_lock(ddir, blocking=False) if ddir is not None else contextlib.nullcontext(True)
     with lock as got:
         if not got:
             raise LockedError("another master-key rotation is running on this data directory; try again later")
         crypto.ensure(_current_id(store))  # another process may have rotated since this one opened
         if new_id == crypto.master_key_id:
             raise InvalidArgumentError("the new master key is the current one")
-        if file_mode:
+        if ddir is not None:
             finish(ddir, crypto.master_key_id)  # leftovers of an interrupted rotation
             write_new_key(ddir, new)
             step("new_key_written")
         try:
             old_id, n_subjects, n_keyring, now = _rewrap(gallery, new, actor, step)
         except BaseException:
-            if file_mode:  # tidy up according to what the store says now (normally: the old key, so
+            if ddir is not None:  # tidy up according to what the store says now (normally: the old key, so
                 with contextlib.suppress(Exception):  # the unused new key file is destroyed)
                     finish(ddir, _current_id(store))
             raise
         step("committed")
-        destroyed = finish(ddir, new_id, step) if file_mode else False
+        destroyed = finish(ddir, new_id, step) if ddir is not None else False
     store.checkpoint()
     gallery.index.sync()
     return MasterKeyRotation(
         old_key_id=old_id, new_key_id=new_id, subjects=n_subjects, keyring_entries=n_keyring,
-        key_file=str(ddir / MASTER_KEY_FILE) if file_mode else None, old_key_destroyed=destroyed,
+        key_file=str(ddir / MASTER_KEY_FILE) if ddir is not None else None, old_key_destroyed=destroyed,
         seconds=round(time.perf_counter() - t0, 3), at=now,
     )
 
@@ -349,10 +350,12 @@ def _rewrap(gallery: Any, new_key: bytes, actor: str, step: Step) -> tuple[str, 
                         dek = crypto.unwrap_with_current(r.wrapped_key, ctx)
                     except TemplateIntegrityError:
                         raise TemplateIntegrityError(
-                            f"subject {r.external_id!r} in collection {names.get(r.collection_id, r.collection_id)!r}: its data key "
+                            f"subject {r.external_id!r} in collection {names.get(r.collection_id, r.collection_id)!r}: "
+                            f"its data key "
                             f"fails authentication under the current master key {old_id}; nothing was changed. Erase the "
                             "subject (its templates are unreadable anyway), then rotate again",
-                            collection=names.get(r.collection_id), subject=r.external_id,
+                            collection=names.get(r.collection_id),
+                            subject=r.external_id,
                         ) from None
                     out.append((r.id, new.wrap(dek, ctx), new.master_key_id))
                 tx.set_wrapped_keys(out)
@@ -366,7 +369,8 @@ def _rewrap(gallery: Any, new_key: bytes, actor: str, step: Step) -> tuple[str, 
                     secret = crypto.unwrap_with_current(e.wrapped, ctx)
                 except TemplateIntegrityError:
                     raise TemplateIntegrityError(
-                        f"keyring entry {e.name!r} fails authentication under the current master key {old_id}; nothing was changed",
+                        f"keyring entry {e.name!r} fails authentication under the current master key {old_id}; "
+                        "nothing was changed",
                         entry=e.name,
                     ) from None
                 tx.set_keyring_wrapped(e.name, new.master_key_id, new.wrap(secret, ctx))
@@ -374,9 +378,20 @@ def _rewrap(gallery: Any, new_key: bytes, actor: str, step: Step) -> tuple[str, 
             tx.set_meta("master_key_previous_id", old_id)
             tx.set_meta("master_key_rotated_at", now.isoformat())
             tx.add_change(0, None, "master_key", now)  # collection 0: no index applies it; it moves max(seq)
-            gallery.audit.append(tx, actor=actor, action="master_key.rotate", now=now, decision="rotated",
-                                 details={"old_key_id": old_id, "new_key_id": new.master_key_id, "subjects": n,
-                                          "keyring_entries": len(entries), "key_source": "data_dir" if crypto.reload else "caller"})
+            gallery.audit.append(
+                tx,
+                actor=actor,
+                action="master_key.rotate",
+                now=now,
+                decision="rotated",
+                details={
+                    "old_key_id": old_id,
+                    "new_key_id": new.master_key_id,
+                    "subjects": n,
+                    "keyring_entries": len(entries),
+                    "key_source": "data_dir" if crypto.reload else "caller",
+                },
+            )
             step("before_commit")
             crypto.lock.acquire()  # no snapshot-based unwrap runs from the swap until after the commit
             locked = True

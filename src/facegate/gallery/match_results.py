@@ -70,7 +70,7 @@ class EnrollResult:
         if self.duplicates:
             object.__setattr__(self, "flagged_for_review", True)
 
-    def undisclosed(self) -> "EnrollResult":
+    def undisclosed(self) -> EnrollResult:
         """This result without the matched subjects and scores (the flag stays)."""
         return replace(self, images=tuple(replace(i, duplicates=()) for i in self.images),
                        flagged_for_review=self.flagged_for_review)

@@ -18,11 +18,11 @@ LIVENESS_OPERATIONS = ("enroll", "verify", "identify")
 
 
 def iso_utc(t: dt.datetime | None) -> str | None:
-    return None if t is None else t.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    return None if t is None else t.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class QualityPolicy:
         return [(code, msg) for failed, code, msg in checks if failed]
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> "QualityPolicy":
+    def from_dict(cls, d: dict[str, Any] | None) -> QualityPolicy:
         if not d:
             return cls()
         known = {k: float(v) for k, v in d.items() if k in cls.__dataclass_fields__}

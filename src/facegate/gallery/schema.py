@@ -12,7 +12,7 @@ deployment's master key, which lives outside the database.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Optional
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -26,8 +26,8 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
-from sqlalchemy import text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import DateTime, TypeDecorator
 
@@ -49,20 +49,20 @@ class UTCDateTime(TypeDecorator):
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value: Optional[dt.datetime], dialect: Any) -> Optional[dt.datetime]:
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to the gallery store; use UTC-aware datetimes")
-        value = value.astimezone(dt.timezone.utc)
+        value = value.astimezone(dt.UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
-    def process_result_value(self, value: Optional[dt.datetime], dialect: Any) -> Optional[dt.datetime]:
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
-            return value.replace(tzinfo=dt.timezone.utc)
-        return value.astimezone(dt.timezone.utc)
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
 
 
 class Base(DeclarativeBase):
@@ -97,10 +97,10 @@ class CollectionRow(Base):
     embedding_dim: Mapped[int] = mapped_column(Integer)
     purposes: Mapped[list] = mapped_column(JSON)
     fmr: Mapped[float] = mapped_column(Float)
-    threshold: Mapped[Optional[float]] = mapped_column(Float, nullable=True)  # explicit override
+    threshold: Mapped[float | None] = mapped_column(Float, nullable=True)  # explicit override
     retention_days: Mapped[int] = mapped_column(Integer)
     quality_policy: Mapped[dict] = mapped_column(JSON)
-    description: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     # Operations needing a passed liveness check: a subset of ["enroll", "verify", "identify"].
     liveness_required: Mapped[list] = mapped_column(JSON, default=list, server_default=text("'[]'"))
@@ -115,7 +115,7 @@ class SubjectRow(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"), index=True)
     external_id: Mapped[str] = mapped_column(String(256))
-    label: Mapped[Optional[str]] = mapped_column(String(256), nullable=True)
+    label: Mapped[str | None] = mapped_column(String(256), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
     # The subject's data key (AES-256) wrapped by the master key: nonce(12) || AES-GCM ciphertext.
@@ -130,9 +130,9 @@ class ConsentRow(Base):
     subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id", ondelete="CASCADE"), index=True)
     purpose: Mapped[str] = mapped_column(String(64))
     granted_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
-    expires_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime, nullable=True)
-    evidence_ref: Mapped[Optional[str]] = mapped_column(String(512), nullable=True)
-    withdrawn_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime, nullable=True)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    evidence_ref: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    withdrawn_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     actor: Mapped[str] = mapped_column(String(256))
 
 
@@ -161,7 +161,7 @@ class ChangeRow(Base):
     __table_args__ = {"sqlite_autoincrement": True}  # never reuse a sequence number
     seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     collection_id: Mapped[int] = mapped_column(BigInteger)
-    subject_id: Mapped[Optional[int]] = mapped_column(BigInteger, nullable=True)
+    subject_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     op: Mapped[str] = mapped_column(String(16))
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
@@ -175,11 +175,11 @@ class AuditRow(Base):
     ts: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
     actor: Mapped[str] = mapped_column(String(256))
     action: Mapped[str] = mapped_column(String(64), index=True)
-    collection: Mapped[Optional[str]] = mapped_column(String(128), nullable=True)
+    collection: Mapped[str | None] = mapped_column(String(128), nullable=True)
     subjects: Mapped[list] = mapped_column(JSON)
-    purpose: Mapped[Optional[str]] = mapped_column(String(64), nullable=True)
-    decision: Mapped[Optional[str]] = mapped_column(String(32), nullable=True)
-    score: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    purpose: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    decision: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
     details: Mapped[dict] = mapped_column(JSON)
     prev_mac: Mapped[str] = mapped_column(String(64))
     mac: Mapped[str] = mapped_column(String(64))
@@ -229,12 +229,12 @@ class ApiKeyRow(Base):
     prefix: Mapped[str] = mapped_column(String(16), unique=True)
     secret_sha256: Mapped[str] = mapped_column(String(64))
     scopes: Mapped[list] = mapped_column(JSON)
-    collections: Mapped[Optional[list]] = mapped_column(JSON, nullable=True)
+    collections: Mapped[list | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     created_by: Mapped[str] = mapped_column(String(256))
-    last_used_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime, nullable=True)
-    revoked_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime, nullable=True)
-    expires_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime, nullable=True)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class LockRow(Base):

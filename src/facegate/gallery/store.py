@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -104,19 +104,19 @@ class Store:
     # --- transactions -----------------------------------------------------------------------
 
     @contextmanager
-    def read(self) -> Iterator["StoreTx"]:
+    def read(self) -> Iterator[StoreTx]:
         with translate_errors(), self.read_engine.begin() as conn:
             yield StoreTx(conn, self)
 
     @contextmanager
-    def write(self) -> Iterator["StoreTx"]:
+    def write(self) -> Iterator[StoreTx]:
         with translate_errors(), self.write_engine.begin() as conn:
             tx = StoreTx(conn, self)
             yield tx
         tx.committed()
 
     @contextmanager
-    def durable_write(self) -> Iterator["StoreTx"]:
+    def durable_write(self) -> Iterator[StoreTx]:
         """``write()`` whose commit is on disk when it returns, whatever ``durability`` the store
         was opened with (a master-key rotation destroys the old key right after its commit).
         SQLite: ``synchronous=FULL`` on this connection for this transaction; PostgreSQL:
@@ -129,6 +129,7 @@ class Store:
             return  # write() ran the commit hooks
         with translate_errors(), self.engine.connect() as conn:
             raw = conn.connection.dbapi_connection  # no transaction is open yet: the pragma applies
+            assert raw is not None  # a freshly checked-out connection is live
             raw.execute("PRAGMA synchronous = FULL")
             try:
                 conn.execution_options(facegate_begin="IMMEDIATE")
@@ -137,10 +138,8 @@ class Store:
                     yield tx
                 tx.committed()
             finally:
-                try:
+                with suppress(Exception):  # a broken connection is discarded by the pool
                     raw.execute(f"PRAGMA synchronous = {self._sqlite_sync}")
-                except Exception:  # noqa: BLE001 - a broken connection is discarded by the pool
-                    pass
 
     def make_index(self, crypto: Crypto, config: IndexConfig | None = None) -> VectorIndex:
         """The in-memory vector index over this store's templates (decrypted with ``crypto``)."""

@@ -60,4 +60,9 @@ def stats(gen: FaceLikeGenerator, n: int = 2000) -> dict[str, float]:
     a, b = gen.samples(c, 1, seed=1), gen.samples(c, 1, seed=2)
     same = (a * b).sum(1)
     diff = (a * np.roll(b, 1, axis=0)).sum(1)
-    return {"same_mean": float(same.mean()), "same_std": float(same.std()), "diff_mean": float(diff.mean()), "diff_std": float(diff.std())}
+    return {
+        "same_mean": float(same.mean()),
+        "same_std": float(same.std()),
+        "diff_mean": float(diff.mean()),
+        "diff_std": float(diff.std()),
+    }

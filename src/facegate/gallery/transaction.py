@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, bindparam, delete, exists, func, insert, or_, select, update
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy import Table, and_, bindparam, delete, exists, func, insert, or_, select, update
+from sqlalchemy.engine import Connection, CursorResult, Row
 from sqlalchemy.exc import IntegrityError
 
 from .errors import AuditTamperedError
@@ -18,6 +18,7 @@ from .schema import (
     AuditArchiveRow,
     AuditHead,
     AuditRow,
+    Base,
     ChangeRow,
     CollectionRow,
     ConsentRow,
@@ -28,10 +29,22 @@ from .schema import (
     TemplateRow,
 )
 
-C, S, K, T = CollectionRow.__table__, SubjectRow.__table__, ConsentRow.__table__, TemplateRow.__table__
-CH, A, AH, KEYS = ChangeRow.__table__, AuditRow.__table__, AuditHead.__table__, ApiKeyRow.__table__
-META, KR, LOCKS = Meta.__table__, KeyringEntry.__table__, LockRow.__table__
-AARCH = AuditArchiveRow.__table__
+
+def _table(model: type[Base]) -> Table:
+    # Declarative models type ``__table__`` as the wider FromClause; each of ours maps one Table.
+    return cast(Table, model.__table__)
+
+
+C, S, K, T = _table(CollectionRow), _table(SubjectRow), _table(ConsentRow), _table(TemplateRow)
+CH, A, AH, KEYS = _table(ChangeRow), _table(AuditRow), _table(AuditHead), _table(ApiKeyRow)
+META, KR, LOCKS = _table(Meta), _table(KeyringEntry), _table(LockRow)
+AARCH = _table(AuditArchiveRow)
+
+
+def _inserted_id(result: CursorResult[Any]) -> int:
+    key = result.inserted_primary_key
+    assert key is not None  # every table inserted into here has a primary key
+    return int(key[0])
 
 
 
@@ -95,7 +108,9 @@ class StoreTx:
     def set_wrapped_keys(self, rows: Sequence[tuple[int, bytes, str]]) -> None:
         """Replace subjects' wrapped data keys: (subject id, wrapped key, master key id)."""
         if rows:
-            stmt = update(S).where(S.c.id == bindparam("b_id")).values(wrapped_key=bindparam("b_w"), master_key_id=bindparam("b_k"))
+            stmt = (
+                update(S).where(S.c.id == bindparam("b_id")).values(wrapped_key=bindparam("b_w"), master_key_id=bindparam("b_k"))
+            )
             self.conn.execute(stmt, [{"b_id": i, "b_w": w, "b_k": k} for i, w, k in rows])
 
     def count_subjects_total(self) -> int:
@@ -114,7 +129,7 @@ class StoreTx:
 
     def insert_collection(self, **values: Any) -> int:
         try:
-            return int(self.conn.execute(insert(C).values(**values)).inserted_primary_key[0])
+            return _inserted_id(self.conn.execute(insert(C).values(**values)))
         except IntegrityError as exc:
             raise DuplicateRow() from exc
 
@@ -148,7 +163,7 @@ class StoreTx:
 
     def insert_subject(self, **values: Any) -> int:
         try:
-            return int(self.conn.execute(insert(S).values(**values)).inserted_primary_key[0])
+            return _inserted_id(self.conn.execute(insert(S).values(**values)))
         except IntegrityError as exc:
             raise DuplicateRow() from exc
 
@@ -237,9 +252,11 @@ class StoreTx:
         return list(self.conn.execute(select(K).where(K.c.subject_id.in_(list(sids))).order_by(K.c.id)))
 
     def collection_consents(self, cid: int) -> list[Row]:
-        q = select(K.c.subject_id, K.c.purpose, K.c.granted_at, K.c.expires_at, K.c.withdrawn_at).join(
-            S, S.c.id == K.c.subject_id
-        ).where(S.c.collection_id == cid)
+        q = (
+            select(K.c.subject_id, K.c.purpose, K.c.granted_at, K.c.expires_at, K.c.withdrawn_at)
+            .join(S, S.c.id == K.c.subject_id)
+            .where(S.c.collection_id == cid)
+        )
         return list(self.conn.execute(q).all())
 
     def withdraw_consents(self, sid: int, purposes: Sequence[str] | None, now: dt.datetime) -> int:
@@ -258,7 +275,7 @@ class StoreTx:
     # --- templates --------------------------------------------------------------------------
 
     def insert_template(self, **values: Any) -> int:
-        return int(self.conn.execute(insert(T).values(**values)).inserted_primary_key[0])
+        return _inserted_id(self.conn.execute(insert(T).values(**values)))
 
     def insert_templates_many(self, rows: list[dict[str, Any]]) -> None:
         if rows:
@@ -283,7 +300,9 @@ class StoreTx:
         out: list[Row] = []
         tids = list(tids)
         for start in range(0, len(tids), 500):
-            q = select(T.c.id, T.c.subject_id, T.c.model_id, T.c.nonce, T.c.ciphertext).where(T.c.id.in_(tids[start : start + 500]))
+            q = select(T.c.id, T.c.subject_id, T.c.model_id, T.c.nonce, T.c.ciphertext).where(
+                T.c.id.in_(tids[start : start + 500])
+            )
             out.extend(self.conn.execute(q))
         return out
 
@@ -302,7 +321,7 @@ class StoreTx:
             .execution_options(yield_per=chunk)
         )
         for part in self.conn.execute(q).partitions(chunk):
-            yield [tuple(r) for r in part]  # type: ignore[misc]
+            yield [tuple(r) for r in part]
 
     def collection_subjects(self, cid: int) -> list[Row]:
         q = select(S.c.id, S.c.external_id, S.c.label, S.c.wrapped_key).where(S.c.collection_id == cid)
@@ -345,8 +364,10 @@ class StoreTx:
             q = q.with_for_update()
         row = self.conn.execute(q).first()
         if row is None:
-            raise AuditTamperedError("the audit log's head row is missing: the audit table was tampered with; audited "
-                                     "operations are refused until the database is restored (run 'facegate audit verify')")
+            raise AuditTamperedError(
+                "the audit log's head row is missing: the audit table was tampered with; audited "
+                "operations are refused until the database is restored (run 'facegate audit verify')"
+            )
         return int(row[0]), str(row[1])
 
     def append_audit(self, row: dict[str, Any]) -> None:
@@ -431,7 +452,7 @@ class StoreTx:
 
     def insert_api_key(self, **values: Any) -> int:
         try:
-            return int(self.conn.execute(insert(KEYS).values(**values)).inserted_primary_key[0])
+            return _inserted_id(self.conn.execute(insert(KEYS).values(**values)))
         except IntegrityError as exc:
             raise DuplicateRow() from exc
 

@@ -54,7 +54,7 @@ class Witness:
         return hmac.new(self._key, f"{seq}|{mac}|{at}".encode(), hashlib.sha256).hexdigest()
 
     def _line(self, seq: int, mac: str) -> bytes:
-        at = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         return f"{seq} {mac} {at} {self._tag(seq, mac, at)}\n".encode()
 
     def record(self, seq: int, mac: str) -> None:

@@ -29,6 +29,8 @@ def run_online() -> None:
         from sqlalchemy import create_engine
 
         url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option("sqlalchemy.url")
+        if url is None:
+            raise RuntimeError("no database: pass -x url=... or set sqlalchemy.url")
         with create_engine(url).begin() as connection:
             context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
             context.run_migrations()

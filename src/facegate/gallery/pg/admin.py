@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 from sqlalchemy import delete, func, insert, select, text
 
-from ..errors import CollectionNotFoundError, InvalidArgumentError, StoreError
 from ...liveness import schema as _liveness_schema  # noqa: F401  (its tables join Base.metadata)
+from ..crypto import SubjectCipher
+from ..errors import CollectionNotFoundError, InvalidArgumentError, StoreError
 from ..schema import Base
 from ..types import utcnow
 from .rotation import keyring_name
@@ -55,19 +56,38 @@ def rotate_key(gallery: Any, collection: str, *, actor: str = "library", rebuild
                                 f"embedding vector({int(st.dim)})) ON COMMIT DROP")
         n = 0
         for tids, sids, V in tx.stream_vectors(col.id):
-            tx.copy_in("COPY fg_rot (template_id, subject_id, embedding) FROM STDIN (FORMAT BINARY)", copy_rows(tids, sids, V @ M_T))
+            tx.copy_in(
+                "COPY fg_rot (template_id, subject_id, embedding) FROM STDIN (FORMAT BINARY)", copy_rows(tids, sids, V @ M_T)
+            )
             n += len(tids)
-        tx.conn.exec_driver_sql(f"UPDATE {vec_table(col.id)} v SET embedding = r.embedding FROM fg_rot r WHERE v.template_id = r.template_id")
+        tx.conn.exec_driver_sql(
+            f"UPDATE {vec_table(col.id)} v SET embedding = r.embedding FROM fg_rot r WHERE v.template_id = r.template_id"
+        )
         old_index = st.index_name
-        tx.update_vector_state(col.id, rotation_version=new_v, index_name=None, index_lists=None, index_rows=None,
-                               probes=None, recall=None)
-        tx.execute(delete(Base.metadata.tables["keyring"]).where(Base.metadata.tables["keyring"].c.name == keyring_name(col.id, old_v)))
-        gallery.audit.append(tx, actor=actor, action="collection.vector_key_rotate", now=now, collection=collection,
-                             decision="rotated", details={"version": new_v, "vectors": n})
+        tx.update_vector_state(
+            col.id, rotation_version=new_v, index_name=None, index_lists=None, index_rows=None, probes=None, recall=None
+        )
+        tx.execute(
+            delete(Base.metadata.tables["keyring"]).where(Base.metadata.tables["keyring"].c.name == keyring_name(col.id, old_v))
+        )
+        gallery.audit.append(
+            tx,
+            actor=actor,
+            action="collection.vector_key_rotate",
+            now=now,
+            collection=collection,
+            decision="rotated",
+            details={"version": new_v, "vectors": n},
+        )
     store.rotations.forget(col.id)
     idx = gallery.index.get(col.id, col.embedding_dim, col.model_id)
     idx._st = None
-    out: dict[str, Any] = {"collection": collection, "version": new_v, "vectors": n, "seconds": round(time.perf_counter() - t0, 3)}
+    out: dict[str, Any] = {
+        "collection": collection,
+        "version": new_v,
+        "vectors": n,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
     if old_index:
         with store.autocommit() as conn:
             conn.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {old_index}")
@@ -147,14 +167,19 @@ def migrate_gallery(
             for table in tables:
                 pk = list(table.primary_key.columns)
                 if len(pk) == 1 and pk[0].autoincrement is True and table.name != "audit_events":
-                    dtx.conn.execute(text(
-                        f"SELECT setval(pg_get_serial_sequence('{table.name}', '{pk[0].name}'), "
-                        f"GREATEST((SELECT max({pk[0].name}) FROM {table.name}), 1))"))
+                    dtx.conn.execute(
+                        text(
+                            f"SELECT setval(pg_get_serial_sequence('{table.name}', '{pk[0].name}'), "
+                            f"GREATEST((SELECT max({pk[0].name}) FROM {table.name}), 1))"
+                        )
+                    )
             # Search copies: decrypt each template once, rotate, COPY.
             for col in dtx.collections():
                 dtx.create_vector_table(col.id, col.embedding_dim)
-                dtx.conn.execute(text("INSERT INTO fg_vector_collections (collection_id, dim, rotation_version) VALUES (:c, :d, 1)"),
-                                 {"c": col.id, "d": col.embedding_dim})
+                dtx.conn.execute(
+                    text("INSERT INTO fg_vector_collections (collection_id, dim, rotation_version) VALUES (:c, :d, 1)"),
+                    {"c": col.id, "d": col.embedding_dim},
+                )
                 dtx.new_rotation_key(col.id, 1, utcnow())
                 probes[col.id] = _copy_vectors(source, stx, dtx, col, rng, sample, batch)
                 say(f"collection {col.name}: {probes[col.id]['vectors']} search vectors")
@@ -167,7 +192,9 @@ def migrate_gallery(
         dest.close()
 
 
-def _copy_vectors(source: Any, stx: Any, dtx: PgStoreTx, col: Any, rng: np.random.Generator, sample: int, batch: int) -> dict[str, Any]:
+def _copy_vectors(
+    source: Any, stx: Any, dtx: PgStoreTx, col: Any, rng: np.random.Generator, sample: int, batch: int
+) -> dict[str, Any]:
     subjects = {r.id: r for r in stx.collection_subjects(col.id)}
     n_tpl = stx.collection_counts(col.id)[1]
     pick = set(rng.choice(n_tpl, min(sample, n_tpl), replace=False).tolist()) if n_tpl else set()
@@ -228,11 +255,12 @@ def _copy_vectors(source: Any, stx: Any, dtx: PgStoreTx, col: Any, rng: np.rando
 def _plaintexts(source: Any, stx: Any, col: Any, subjects: dict[int, Any]) -> Iterator[tuple[int, int, np.ndarray]]:
     """(template id, subject id, decrypted vector) of the collection's templates for its pinned
     model, streamed from the source store; each subject's key is unwrapped once."""
-    cipher, cipher_sid = None, None
+    cipher: SubjectCipher | None = None
+    cipher_sid = None
     for tid, sid, mid, nonce, ct in stx.collection_templates(col.id):
         if mid != col.model_id or sid not in subjects:
             continue
-        if sid != cipher_sid:
+        if cipher is None or sid != cipher_sid:
             s = subjects[sid]
             cipher, cipher_sid = source.crypto.subject_key(s.wrapped_key, col.id, s.external_id), sid
         yield tid, sid, cipher.decrypt(nonce, ct, mid)
@@ -272,7 +300,7 @@ def _verify(source: Any, dest: PgStore, counts: dict[str, int], probes: dict[int
     for cid, info in probes.items():
         col = cols[cid]
         idx = index.get(cid, col.embedding_dim, col.model_id)
-        for q, t_ref, s_ref in zip(info["Q"], info["best_t"], info["best_s"]):
+        for q, _t_ref, s_ref in zip(info["Q"], info["best_t"], info["best_s"]):
             n_probes += 1
             hits, _ = _search_any(idx, q, far)
             if not hits:
@@ -281,7 +309,9 @@ def _verify(source: Any, dest: PgStore, counts: dict[str, int], probes: dict[int
             diff = abs(hits[0].score - float(s_ref))
             max_diff = max(max_diff, diff)
             if diff > 1e-4:
-                problems.append(f"collection {col.name}: best score {hits[0].score:.6f} on PostgreSQL vs {float(s_ref):.6f} exact")
+                problems.append(
+                    f"collection {col.name}: best score {hits[0].score:.6f} on PostgreSQL vs {float(s_ref):.6f} exact"
+                )
     src_audit = source.audit_verify()
     if problems:
         raise StoreError("migration verification failed: " + "; ".join(problems[:10]))
@@ -297,7 +327,9 @@ def _search_any(idx: Any, q: np.ndarray, now: float) -> tuple[list[Any], int]:
     with idx.store.search_conn() as conn, conn.cursor() as cur:
         row = cur.execute(
             f"SELECT template_id, 1 - (embedding <=> CAST(%(q)s AS vector)) FROM {vec_table(idx.collection_id)} "
-            f"ORDER BY (embedding <=> CAST(%(q)s AS vector)) + 0 LIMIT 1", {"q": vector_literal(R @ q)}).fetchone()
+            f"ORDER BY (embedding <=> CAST(%(q)s AS vector)) + 0 LIMIT 1",
+            {"q": vector_literal(R @ q)},
+        ).fetchone()
     if row is None:
         return [], 0
 
@@ -306,4 +338,3 @@ def _search_any(idx: Any, q: np.ndarray, now: float) -> tuple[list[Any], int]:
         score = float(row[1])
 
     return [_H()], 1
-

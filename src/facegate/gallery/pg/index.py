@@ -106,7 +106,7 @@ def lists_for(rows: int) -> int:
 class PgCollectionIndex:
     """One collection's search in the database. Thread-safe (stateless but for caches)."""
 
-    def __init__(self, parent: "PgGalleryIndex", cid: int, dim: int, model_id: str) -> None:
+    def __init__(self, parent: PgGalleryIndex, cid: int, dim: int, model_id: str) -> None:
         self.parent = parent
         self.store: VectorStore = parent.store
         self.config: PgIndexConfig = parent.config
@@ -133,7 +133,7 @@ class PgCollectionIndex:
     def allowed_subjects(self, purpose: str | None, now: float | dt.datetime) -> int:
         """Subjects whose consent covers ``purpose`` (cached ``count_ttl_s``, refreshed in the
         background once known: a stale figure only affects the plan choice, never the result)."""
-        when = now if isinstance(now, dt.datetime) else dt.datetime.fromtimestamp(now, dt.timezone.utc)
+        when = now if isinstance(now, dt.datetime) else dt.datetime.fromtimestamp(now, dt.UTC)
         hit = self._counts.get(purpose)
         t = time.monotonic()
         if hit is None:
@@ -180,7 +180,7 @@ class PgCollectionIndex:
         The allowed-subject figure is exact when the allowed set is small (counted by the
         same statement); for large sets it is a count at most ``count_ttl_s`` old."""
         q = np.ascontiguousarray(q, dtype=np.float32).reshape(-1)
-        when = dt.datetime.fromtimestamp(now, dt.timezone.utc)
+        when = dt.datetime.fromtimestamp(now, dt.UTC)
         want = k + (1 if exclude_subject is not None else 0)
         for attempt in range(3):
             try:
@@ -257,17 +257,22 @@ class PgCollectionIndex:
             sql = (f"SELECT c.template_id, c.subject_id, s.external_id, s.label, c.d, NULL AS allowed, {guard} FROM "
                    f"(SELECT v.template_id, v.subject_id, v.embedding <=> CAST(%(q)s AS vector) AS d FROM {t} v "
                    f"WHERE EXISTS (SELECT 1 FROM consents k WHERE k.subject_id = v.subject_id AND {active}){excl} "
-                   f"ORDER BY (v.embedding <=> CAST(%(q)s AS vector)) + 0 LIMIT %(n)s) c JOIN subjects s ON s.id = c.subject_id ORDER BY c.d")
+                   f"ORDER BY (v.embedding <=> CAST(%(q)s AS vector)) + 0 LIMIT %(n)s) c "
+                   f"JOIN subjects s ON s.id = c.subject_id ORDER BY c.d")
         else:
             self.last_plan = "exact"
             # The allowed subjects first (few: an index range of consents by purpose), then their
             # templates by subject id, scored exactly; the count comes with the rows (subjects
             # of other collections with the same purpose drop out at the join).
-            sql = (f"WITH allowed AS MATERIALIZED (SELECT DISTINCT k.subject_id FROM consents k WHERE {active}), "
-                   f"r AS MATERIALIZED (SELECT v.template_id, v.subject_id, v.embedding <=> CAST(%(q)s AS vector) AS d FROM {t} v "
-                   f"WHERE v.subject_id = ANY(ARRAY(SELECT subject_id FROM allowed))) "
-                   f"SELECT c.template_id, c.subject_id, s.external_id, s.label, c.d, (SELECT count(DISTINCT subject_id) FROM r), {guard} "
-                   f"FROM (SELECT * FROM r v WHERE true{excl} ORDER BY d LIMIT %(n)s) c JOIN subjects s ON s.id = c.subject_id ORDER BY c.d")
+            sql = (
+                f"WITH allowed AS MATERIALIZED (SELECT DISTINCT k.subject_id FROM consents k WHERE {active}), "
+                f"r AS MATERIALIZED (SELECT v.template_id, v.subject_id, v.embedding <=> CAST(%(q)s AS vector) AS d FROM {t} v "
+                f"WHERE v.subject_id = ANY(ARRAY(SELECT subject_id FROM allowed))) "
+                f"SELECT c.template_id, c.subject_id, s.external_id, s.label, c.d, "
+                f"(SELECT count(DISTINCT subject_id) FROM r), {guard} "
+                f"FROM (SELECT * FROM r v WHERE true{excl} ORDER BY d LIMIT %(n)s) c "
+                f"JOIN subjects s ON s.id = c.subject_id ORDER BY c.d"
+            )
         with conn.cursor() as cur:
             rows = cur.execute(sql, params).fetchall()
         if rows:
@@ -276,7 +281,9 @@ class PgCollectionIndex:
         with conn.cursor() as cur:
             row = cur.execute(
                 f"SELECT (SELECT count(DISTINCT k.subject_id) FROM consents k JOIN subjects s ON s.id = k.subject_id "
-                f"WHERE s.collection_id = %(cid)s AND {active}), {guard}", params).fetchone()
+                f"WHERE s.collection_id = %(cid)s AND {active}), {guard}",
+                params,
+            ).fetchone()
         return [], int(row[0] or 0), row[1] == version
 
     # --- other queries used by Gallery ---------------------------------------------------------
@@ -287,10 +294,13 @@ class PgCollectionIndex:
 
     def has_template(self, tid: int) -> bool:
         with self.store.read() as tx:
-            return tx.execute(text(f"SELECT 1 FROM {vec_table(self.collection_id)} WHERE template_id = :t"), {"t": tid}).first() is not None
+            return (
+                tx.execute(text(f"SELECT 1 FROM {vec_table(self.collection_id)} WHERE template_id = :t"), {"t": tid}).first()
+                is not None
+            )
 
     def allowed(self, sid: int, purpose: str | None, now: float) -> bool:
-        when = dt.datetime.fromtimestamp(now, dt.timezone.utc)
+        when = dt.datetime.fromtimestamp(now, dt.UTC)
         with self.store.read() as tx:
             return bool(tx.active_consent_subjects([sid], purpose, when))
 
@@ -311,9 +321,12 @@ class PgCollectionIndex:
         except StoreError:
             return
         need = (st.index_name is None and rows >= self.config.ann_min_rows) or (
-            st.index_name is not None and st.index_rows and rows > self.config.rebuild_growth * st.index_rows)
+            st.index_name is not None and st.index_rows and rows > self.config.rebuild_growth * st.index_rows
+        )
         if need:
-            self._build_thread = threading.Thread(target=self._safe_build, name=f"facegate-ivfflat-{self.collection_id}", daemon=True)
+            self._build_thread = threading.Thread(
+                target=self._safe_build, name=f"facegate-ivfflat-{self.collection_id}", daemon=True
+            )
             self._build_thread.start()
 
     def _safe_build(self) -> None:
@@ -340,17 +353,26 @@ class PgCollectionIndex:
             try:
                 rows = int(conn.exec_driver_sql(f"SELECT count(*) FROM {t}").scalar() or 0)
                 L = int(lists or lists_for(rows))
-                old = conn.exec_driver_sql("SELECT index_name FROM fg_vector_collections WHERE collection_id = %(c)s", {"c": cid}).scalar()
+                old = conn.exec_driver_sql(
+                    "SELECT index_name FROM fg_vector_collections WHERE collection_id = %(c)s", {"c": cid}
+                ).scalar()
                 name = f"{t}_ivf_{int(time.time() * 1000) % 10**10}"
                 t0 = time.perf_counter()
                 conn.exec_driver_sql("SET maintenance_work_mem = '512MB'")
                 kind = self.config.index_type
-                dim = int(conn.exec_driver_sql("SELECT dim FROM fg_vector_collections WHERE collection_id = %(c)s", {"c": cid}).scalar())
-                expr = "embedding vector_cosine_ops" if kind == "vector" else f"(CAST(embedding AS halfvec({dim}))) halfvec_cosine_ops"
+                dim = int(
+                    conn.exec_driver_sql("SELECT dim FROM fg_vector_collections WHERE collection_id = %(c)s", {"c": cid}).scalar()
+                )
+                expr = (
+                    "embedding vector_cosine_ops"
+                    if kind == "vector"
+                    else f"(CAST(embedding AS halfvec({dim}))) halfvec_cosine_ops"
+                )
                 conn.exec_driver_sql(f"CREATE INDEX CONCURRENTLY {name} ON {t} USING ivfflat ({expr}) WITH (lists = {L})")
                 build_s = time.perf_counter() - t0
                 conn.exec_driver_sql(
-                    "UPDATE fg_vector_collections SET index_name = %(n)s, index_type = %(k)s, index_lists = %(l)s, index_rows = %(r)s, "
+                    "UPDATE fg_vector_collections SET index_name = %(n)s, index_type = %(k)s, index_lists = %(l)s, "
+                    "index_rows = %(r)s, "
                     "built_at = now(), build_seconds = %(b)s, probes = COALESCE(%(p)s, probes, 8) WHERE collection_id = %(c)s",
                     {"n": name, "k": kind, "l": L, "r": rows, "b": build_s, "p": probes, "c": cid},
                 )
@@ -366,10 +388,14 @@ class PgCollectionIndex:
 
     def drop_index(self) -> None:
         with self.store.autocommit() as conn:
-            old = conn.exec_driver_sql("SELECT index_name FROM fg_vector_collections WHERE collection_id = %(c)s",
-                                       {"c": self.collection_id}).scalar()
-            conn.exec_driver_sql("UPDATE fg_vector_collections SET index_name = NULL, index_lists = NULL, index_rows = NULL, "
-                                 "probes = NULL, recall = NULL WHERE collection_id = %(c)s", {"c": self.collection_id})
+            old = conn.exec_driver_sql(
+                "SELECT index_name FROM fg_vector_collections WHERE collection_id = %(c)s", {"c": self.collection_id}
+            ).scalar()
+            conn.exec_driver_sql(
+                "UPDATE fg_vector_collections SET index_name = NULL, index_lists = NULL, index_rows = NULL, "
+                "probes = NULL, recall = NULL WHERE collection_id = %(c)s",
+                {"c": self.collection_id},
+            )
             if old:
                 conn.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {old}")
 
@@ -386,9 +412,14 @@ class PgCollectionIndex:
         with self.store.read() as tx:
             _R, st = tx.current_rotation(self.collection_id)
             tx.execute(text(f"SELECT setseed({(self.config.seed % 1000) / 1000.0})"))
-            src = tx.execute(text(
-                f"SELECT v.template_id, v.embedding::real[] FROM {t} v JOIN (SELECT subject_id, min(template_id) AS t0 FROM {t} "
-                f"GROUP BY subject_id HAVING count(*) >= 2 ORDER BY random() LIMIT :n) p ON v.template_id = p.t0"), {"n": int(nq)}).all()
+            src = tx.execute(
+                text(
+                    f"SELECT v.template_id, v.embedding::real[] FROM {t} v "
+                    f"JOIN (SELECT subject_id, min(template_id) AS t0 FROM {t} "
+                    f"GROUP BY subject_id HAVING count(*) >= 2 ORDER BY random() LIMIT :n) p ON v.template_id = p.t0"
+                ),
+                {"n": int(nq)},
+            ).all()
             if len(src) >= min(nq, 50):
                 own = np.asarray([r[0] for r in src], np.int64)
                 Qr = np.asarray([r[1] for r in src], np.float32).reshape(-1, st.dim)
@@ -409,20 +440,27 @@ class PgCollectionIndex:
                 best_s[better], best_sid[better] = s[better], sids[j[better]]
         return Qr, own, best_sid, best_s
 
-    def _ann_best(self, conn: Any, qr: np.ndarray, probes: int, leave_out: int, index_type: str, dim: int) -> tuple[int, float] | None:
+    def _ann_best(
+        self, conn: Any, qr: np.ndarray, probes: int, leave_out: int, index_type: str, dim: int
+    ) -> tuple[int, float] | None:
         """Best (subject, exact score) from the IVFFlat candidates, all subjects, one template left out."""
         t = vec_table(self.collection_id)
-        order = ("v.embedding <=> CAST(%(q)s AS vector)" if index_type == "vector"
-                 else f"CAST(v.embedding AS halfvec({int(dim)})) <=> CAST(%(q)s AS halfvec({int(dim)}))")
+        order = (
+            "v.embedding <=> CAST(%(q)s AS vector)"
+            if index_type == "vector"
+            else f"CAST(v.embedding AS halfvec({int(dim)})) <=> CAST(%(q)s AS halfvec({int(dim)}))"
+        )
         if conn.info.get("probes") != probes:
             with conn.cursor() as cur:
                 cur.execute(f"SET ivfflat.probes = {int(probes)}")
             conn.info["probes"] = probes
         with conn.cursor() as cur:
             row = cur.execute(
-                f"SELECT c.subject_id, 1 - (c.embedding <=> CAST(%(q)s AS vector)) AS s FROM (SELECT v.subject_id, v.embedding FROM {t} v "
+                f"SELECT c.subject_id, 1 - (c.embedding <=> CAST(%(q)s AS vector)) AS s "
+                f"FROM (SELECT v.subject_id, v.embedding FROM {t} v "
                 f"WHERE v.template_id <> %(t)s ORDER BY {order} LIMIT %(n)s OFFSET 0) c ORDER BY s DESC LIMIT 1",
-                {"q": vector_literal(qr), "t": int(leave_out), "n": self.config.rescore}).fetchone()
+                {"q": vector_literal(qr), "t": int(leave_out), "n": self.config.rescore},
+            ).fetchone()
         return None if row is None else (int(row[0]), float(row[1]))
 
     def tune(self, target: float | None = None) -> dict[str, Any]:
@@ -461,7 +499,9 @@ class PgCollectionIndex:
             table_bytes = int(tx.execute(text("SELECT pg_total_relation_size(CAST(:t AS regclass))"), {"t": t}).scalar() or 0)
             index_bytes = 0
             if st.index_name:
-                index_bytes = int(tx.execute(text("SELECT pg_relation_size(CAST(:t AS regclass))"), {"t": st.index_name}).scalar() or 0)
+                index_bytes = int(
+                    tx.execute(text("SELECT pg_relation_size(CAST(:t AS regclass))"), {"t": st.index_name}).scalar() or 0
+                )
         return {
             "templates": n,
             "subjects": subjects,

@@ -36,7 +36,7 @@ from sqlalchemy import event, insert, select, text
 from sqlalchemy.engine import create_engine, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from ..crypto import Crypto
+from ..crypto import Crypto, SubjectCipher
 from ..errors import StoreError, StoreUnavailableError
 from ..index import IndexConfig
 from ..store import Store
@@ -117,7 +117,9 @@ class PgStore(Store):
         # beats SQLAlchemy's multi-VALUES rewriting here (the driver re-parses every huge
         # statement); template ids come from the sequence instead of RETURNING.
         self.engine.dispose()
-        self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=16, pool_pre_ping=True, use_insertmanyvalues=False)
+        self.engine = create_engine(
+            self.url, pool_size=pool_size, max_overflow=16, pool_pre_ping=True, use_insertmanyvalues=False
+        )
         self.write_engine = self.engine
         self.read_engine = self.engine.execution_options(isolation_level="REPEATABLE READ")
         self.crypto: Crypto | None = None  # set by make_index(); needed to write vectors
@@ -132,6 +134,7 @@ class PgStore(Store):
                 cur.execute("SET ivfflat.iterative_scan = relaxed_order")
             dbapi_conn.commit()
             record.info["probes"] = None
+
         self.rotations = RotationCache()
         self._vacuum_lock = threading.Lock()
         self._vacuum_due: set[str] = set()
@@ -142,12 +145,12 @@ class PgStore(Store):
     # --- transactions -----------------------------------------------------------------------
 
     @contextmanager
-    def read(self) -> Iterator["PgStoreTx"]:
+    def read(self) -> Iterator[PgStoreTx]:
         with pg_errors(), self.read_engine.begin() as conn:
             yield PgStoreTx(conn, self)
 
     @contextmanager
-    def write(self) -> Iterator["PgStoreTx"]:
+    def write(self) -> Iterator[PgStoreTx]:
         with pg_errors(), self.write_engine.begin() as conn:
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
             tx = PgStoreTx(conn, self)
@@ -166,7 +169,8 @@ class PgStore(Store):
         try:
             yield conn
         except psycopg.Error as exc:
-            broken = isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)) or conn.dbapi_connection.closed
+            raw = conn.dbapi_connection
+            broken = isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)) or raw is None or raw.closed
             if broken:
                 conn.invalidate()
             state = getattr(exc, "sqlstate", None) or ""
@@ -293,17 +297,19 @@ class PgStoreTx(StoreTx):
 
     def __init__(self, conn: Any, store: PgStore) -> None:
         super().__init__(conn, store)
-        self._ciphers: dict[int, Any] = {}
+        self._ciphers: dict[int, SubjectCipher] = {}
 
     # --- raw driver access --------------------------------------------------------------------
 
     def _cursor(self) -> Any:
-        return self.conn.connection.dbapi_connection.cursor()
+        raw = self.conn.connection.dbapi_connection
+        assert raw is not None  # the transaction holds a live, checked-out connection
+        return raw.cursor()
 
     def copy_in(self, sql: str, payload: bytes) -> None:
         with self._cursor() as cur, cur.copy(sql) as cp:
             for start in range(0, len(payload), 8 << 20):
-                cp.write(payload[start: start + (8 << 20)])
+                cp.write(payload[start : start + (8 << 20)])
 
     def copy_out(self, sql: str) -> bytes:
         buf = bytearray()
@@ -342,8 +348,12 @@ class PgStoreTx(StoreTx):
 
     def new_rotation_key(self, cid: int, version: int, now: dt.datetime) -> None:
         crypto = self._crypto()
-        self.put_keyring(keyring_name(cid, version), crypto.master_key_id,
-                         crypto.wrap(secrets.token_bytes(32), wrap_context(cid, version)), now)
+        self.put_keyring(
+            keyring_name(cid, version),
+            crypto.master_key_id,
+            crypto.wrap(secrets.token_bytes(32), wrap_context(cid, version)),
+            now,
+        )
 
     def create_vector_table(self, cid: int, dim: int) -> None:
         t = vec_table(cid)
@@ -356,7 +366,7 @@ class PgStoreTx(StoreTx):
         self.conn.exec_driver_sql(f"ALTER TABLE {t} ALTER COLUMN embedding SET STORAGE PLAIN")
         self.conn.exec_driver_sql(f"CREATE INDEX {t}_subject ON {t} (subject_id)")
 
-    def _crypto(self) -> Any:
+    def _crypto(self) -> Crypto:
         if self.store.crypto is None:
             raise StoreError("the PostgreSQL store needs the master key to write search vectors: open it with Gallery.open")
         return self.store.crypto
@@ -367,9 +377,11 @@ class PgStoreTx(StoreTx):
         cid = super().insert_collection(**values)
         dim = int(values["embedding_dim"])
         self.create_vector_table(cid, dim)
-        self.conn.execute(text("INSERT INTO fg_vector_collections (collection_id, dim, rotation_version) VALUES (:c, :d, 1)"),
-                          {"c": cid, "d": dim})
-        self.new_rotation_key(cid, 1, values.get("created_at") or dt.datetime.now(dt.timezone.utc))
+        self.conn.execute(
+            text("INSERT INTO fg_vector_collections (collection_id, dim, rotation_version) VALUES (:c, :d, 1)"),
+            {"c": cid, "d": dim},
+        )
+        self.new_rotation_key(cid, 1, values.get("created_at") or dt.datetime.now(dt.UTC))
         return cid
 
     # --- erasure and withdrawal: visible on synchronous standbys before the commit returns ----
@@ -407,9 +419,11 @@ class PgStoreTx(StoreTx):
     def _prefetch_ciphers(self, pairs: set[tuple[int, int]]) -> None:
         need = {sid: cid for sid, cid in pairs if sid not in self._ciphers}
         ids = sorted(need)
-        crypto = self._crypto() if ids else None
+        if not ids:
+            return
+        crypto = self._crypto()
         for start in range(0, len(ids), 5000):
-            q = select(S.c.id, S.c.wrapped_key, S.c.external_id).where(S.c.id.in_(ids[start: start + 5000]))
+            q = select(S.c.id, S.c.wrapped_key, S.c.external_id).where(S.c.id.in_(ids[start : start + 5000]))
             for sid, wrapped, ext in self.conn.execute(q):
                 self._ciphers[sid] = crypto.subject_key(wrapped, need[sid], ext)
 
@@ -419,16 +433,25 @@ class PgStoreTx(StoreTx):
 
     def insert_template(self, **values: Any) -> int:
         tid = super().insert_template(**values)
-        self.insert_vectors(int(values["collection_id"]), np.array([tid]), np.array([int(values["subject_id"])]),
-                            self._plain(values)[None, :])
+        self.insert_vectors(
+            int(values["collection_id"]), np.array([tid]), np.array([int(values["subject_id"])]), self._plain(values)[None, :]
+        )
         return tid
 
     def insert_templates_many(self, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
         self._prefetch_ciphers({(int(r["subject_id"]), int(r["collection_id"])) for r in rows})
-        tids = np.array([r[0] for r in self.conn.execute(
-            text("SELECT nextval(pg_get_serial_sequence('templates', 'id')) FROM generate_series(1, :n)"), {"n": len(rows)})], np.int64)
+        tids = np.array(
+            [
+                r[0]
+                for r in self.conn.execute(
+                    text("SELECT nextval(pg_get_serial_sequence('templates', 'id')) FROM generate_series(1, :n)"),
+                    {"n": len(rows)},
+                )
+            ],
+            np.int64,
+        )
         self.conn.execute(insert(T), [{**r, "id": int(t)} for r, t in zip(rows, tids)])
         by_col: dict[int, list[int]] = {}
         for i, r in enumerate(rows):
@@ -444,14 +467,17 @@ class PgStoreTx(StoreTx):
         if not rotated:
             R, _st = self.current_rotation(cid)
             V = np.asarray(V, np.float32) @ R.T
-        self.copy_in(f"COPY {vec_table(cid)} (template_id, subject_id, embedding) FROM STDIN (FORMAT BINARY)",
-                     copy_rows(np.asarray(tids, np.int64), np.asarray(sids, np.int64), np.asarray(V, np.float32)))
+        self.copy_in(
+            f"COPY {vec_table(cid)} (template_id, subject_id, embedding) FROM STDIN (FORMAT BINARY)",
+            copy_rows(np.asarray(tids, np.int64), np.asarray(sids, np.int64), np.asarray(V, np.float32)),
+        )
 
     def subject_search_vectors(self, cid: int, sid: int) -> np.ndarray:
         """A subject's templates (plaintext, unrotated), ordered by template id."""
         R, st = self.current_rotation(cid)
-        rows = self.conn.execute(text(f"SELECT embedding::real[] FROM {vec_table(cid)} WHERE subject_id = :s ORDER BY template_id"),
-                                 {"s": sid}).all()
+        rows = self.conn.execute(
+            text(f"SELECT embedding::real[] FROM {vec_table(cid)} WHERE subject_id = :s ORDER BY template_id"), {"s": sid}
+        ).all()
         if not rows:
             return np.zeros((0, st.dim), np.float32)
         return np.asarray([r[0] for r in rows], np.float32) @ R

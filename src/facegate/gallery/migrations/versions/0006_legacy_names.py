@@ -17,7 +17,7 @@ import logging
 import sqlalchemy as sa
 from alembic import op
 
-from facegate.gallery.names import legacy_problems
+from facegate.gallery.names import NameKind, legacy_problems
 
 revision = "0006"
 down_revision = "0005"
@@ -30,6 +30,7 @@ META_KEY = "legacy_invalid_names"  # Gallery.open audits it, then removes it
 
 def upgrade() -> None:
     conn = op.get_bind()
+    rows: list[tuple[NameKind, str | None, str]]
     rows = [("collection", None, name) for (name,) in conn.execute(sa.text("SELECT name FROM collections"))]
     rows += [("subject", col, ext) for col, ext in conn.execute(sa.text(
         "SELECT c.name, s.external_id FROM subjects s JOIN collections c ON c.id = s.collection_id"))]
