@@ -43,7 +43,11 @@ def server():
                 import atexit
                 import shutil
 
-                atexit.register(lambda: (srv.destroy(), shutil.rmtree(root.parent, ignore_errors=True)))
+                def remove_server() -> None:
+                    srv.destroy()
+                    shutil.rmtree(root.parent, ignore_errors=True)
+
+                atexit.register(remove_server)
         if _server is None:
             pytest.skip(_error or "no PostgreSQL server")
         return _server

@@ -62,7 +62,7 @@ def rgb(path) -> np.ndarray:
     return np.array(Image.open(path).convert("RGB"))
 
 
-ACCESS = ConsentSpec(["access"], evidence_ref="form-1")
+ACCESS = ConsentSpec(("access",), evidence_ref="form-1")
 
 
 # --- enrolment, identification, verification ----------------------------------------------------
@@ -72,7 +72,7 @@ def test_enroll_identify_verify_real_photos(gallery, photos):
     r = gallery.enroll("staff", "E1", [photos["obama_1"], photos["obama_2"]], consent=ACCESS, label="Obama")
     assert r.created and r.accepted == 2 and r.rejected == 0
     assert all(o.template_id for o in r.images)
-    gallery.enroll("staff", "E2", photos["biden_1"], consent=ConsentSpec(["access", "payments"]))
+    gallery.enroll("staff", "E2", photos["biden_1"], consent=ConsentSpec(("access", "payments")))
 
     res = gallery.identify("staff", photos["obama_3"], purpose="access")
     assert [c.subject for c in res.candidates] == ["E1"]
@@ -107,13 +107,13 @@ def test_enrolment_needs_consent_and_allowed_purposes(gallery, photos):
     with pytest.raises(ConsentRequiredError):
         gallery.enroll("staff", "E1", photos["obama_1"])
     with pytest.raises(PurposeNotAllowedError):
-        gallery.enroll("staff", "E1", photos["obama_1"], consent=ConsentSpec(["marketing"]))
+        gallery.enroll("staff", "E1", photos["obama_1"], consent=ConsentSpec(("marketing",)))
     assert gallery.count_subjects("staff") == 0
     assert raw(gallery).execute("SELECT count(*) FROM templates").fetchone()[0] == 0
     with pytest.raises(InvalidArgumentError):
         gallery.enroll("staff", " bad id", photos["obama_1"], consent=ACCESS)
     with pytest.raises(InvalidArgumentError):
-        gallery.enroll("staff", "E1", photos["obama_1"], consent=ConsentSpec(["access"], expires_at=dt.datetime(2020, 1, 1)))
+        gallery.enroll("staff", "E1", photos["obama_1"], consent=ConsentSpec(("access",), expires_at=dt.datetime(2020, 1, 1)))
 
 
 def test_search_needs_a_declared_allowed_purpose(gallery, photos):
@@ -170,7 +170,7 @@ def test_duplicate_identity_warning(gallery, photos):
 
 def test_subject_without_consent_for_purpose_is_never_returned(gallery, photos):
     gallery.enroll("staff", "E1", [photos["obama_1"], photos["obama_2"]], consent=ACCESS)
-    gallery.enroll("staff", "E2", photos["biden_1"], consent=ConsentSpec(["payments"]))
+    gallery.enroll("staff", "E2", photos["biden_1"], consent=ConsentSpec(("payments",)))
     for probe in (photos["obama_3"], photos["obama_1"]):  # even the enrolment photo itself
         res = gallery.identify("staff", probe, purpose="payments", top_k=100)
         assert "E1" not in [c.subject for c in res.candidates]
@@ -182,13 +182,13 @@ def test_subject_without_consent_for_purpose_is_never_returned(gallery, photos):
 
 
 def test_withdrawal_takes_effect_immediately(gallery, photos):
-    gallery.enroll("staff", "E1", photos["obama_1"], consent=ConsentSpec(["access", "payments"]))
+    gallery.enroll("staff", "E1", photos["obama_1"], consent=ConsentSpec(("access", "payments")))
     assert gallery.identify("staff", photos["obama_3"], purpose="access").match
     s = gallery.withdraw_consent("staff", "E1", ["access"])
     assert s.active_purposes() == ("payments",)
     assert not gallery.identify("staff", photos["obama_3"], purpose="access").match
     assert gallery.identify("staff", photos["obama_3"], purpose="payments").match
-    gallery.grant_consent("staff", "E1", ConsentSpec(["access"], evidence_ref="form-2"))
+    gallery.grant_consent("staff", "E1", ConsentSpec(("access",), evidence_ref="form-2"))
     assert gallery.identify("staff", photos["obama_3"], purpose="access").match
     gallery.withdraw_consent("staff", "E1")  # all purposes
     assert not gallery.identify("staff", photos["obama_3"], purpose="payments").match
@@ -201,7 +201,7 @@ def test_consent_expiry(tmp_path, engine, photos):
     gallery = Gallery.open(tmp_path / "data", engine=engine, clock=clock)
     gallery.create_collection("staff", purposes=["access", "payments"])
     soon = clock.now() + dt.timedelta(seconds=2)
-    gallery.enroll("staff", "E1", photos["obama_1"], consent=ConsentSpec(["access"], expires_at=soon))
+    gallery.enroll("staff", "E1", photos["obama_1"], consent=ConsentSpec(("access",), expires_at=soon))
     assert gallery.identify("staff", photos["obama_3"], purpose="access").match  # mask cached until expiry
     clock.advance(2.1)
     res = gallery.identify("staff", photos["obama_3"], purpose="access")
@@ -437,7 +437,7 @@ def test_collections_subject_listing_and_collection_delete(gallery, photos):
     mid = gallery.get_collection("staff").model_id
     n = gallery.import_templates(
         "staff",
-        [(f"S{i:03d}", vecs[2 * i : 2 * i + 2], ConsentSpec(["access"] if i % 3 else ["payments"])) for i in range(30)],
+        [(f"S{i:03d}", vecs[2 * i : 2 * i + 2], ConsentSpec(("access",) if i % 3 else ["payments"])) for i in range(30)],
         model_id=mid,
     )
     assert n == 60

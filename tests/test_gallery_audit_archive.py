@@ -21,7 +21,7 @@ from facegate.gallery import ConsentSpec, Gallery, InvalidArgumentError, LockedE
 from facegate.gallery.audit import ARCHIVE_LOCK, GENESIS
 
 UTC = dt.UTC
-ACCESS = ConsentSpec(["access"], evidence_ref="form-1")
+ACCESS = ConsentSpec(("access",), evidence_ref="form-1")
 EVENT_KEYS = {
     "seq",
     "ts",

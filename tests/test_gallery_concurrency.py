@@ -21,7 +21,7 @@ from facegate.gallery import ConsentSpec, Gallery
 from facegate.gallery.synth import FaceLikeGenerator
 
 MODEL = "sface-2021dec-int8bq"
-ACCESS = ConsentSpec(["access"], evidence_ref="form")
+ACCESS = ConsentSpec(("access",), evidence_ref="form")
 
 # A worker process: enrol `n` subjects (prefix), identify each right after, erase every third.
 WORKER = r"""
@@ -34,7 +34,7 @@ gen = FaceLikeGenerator(128, seed=0)
 V = gen.samples(gen.centres(np.arange(seed, seed + n)), 1)
 for i in range(n):
     ext = f"{prefix}-{i}"
-    g.import_templates("c", [(ext, V[i:i+1], ConsentSpec(["access"]))], model_id="sface-2021dec-int8bq")
+    g.import_templates("c", [(ext, V[i:i+1], ConsentSpec(("access",)))], model_id="sface-2021dec-int8bq")
     res = g.identify_vector("c", V[i], purpose="access", model_id="sface-2021dec-int8bq")
     assert res.candidates and res.candidates[0].subject == ext, (ext, res.candidates)
     if i % 3 == 0:
@@ -57,7 +57,7 @@ b = start
 while True:
     ids = np.arange(b * 25, b * 25 + 25)
     V = gen.samples(gen.centres(ids), 3)
-    items = [(f"k{j}", V[3 * k: 3 * k + 3], ConsentSpec(["access"])) for k, j in enumerate(ids)]
+    items = [(f"k{j}", V[3 * k: 3 * k + 3], ConsentSpec(("access",))) for k, j in enumerate(ids)]
     g.import_templates("c", items, model_id="sface-2021dec-int8bq", batch=25)
     print("committed", b, flush=True)
     b += 1
@@ -72,7 +72,7 @@ g = Gallery.open(data)
 i = 0
 print("ready", flush=True)
 while True:
-    g.enroll("c", f"photo-{i}", [photo], consent=ConsentSpec(["access"]))
+    g.enroll("c", f"photo-{i}", [photo], consent=ConsentSpec(("access",)))
     i += 1
 """
 

@@ -154,10 +154,10 @@ def test_other_gallery_on_the_same_file_sees_enrolments_and_erasures(tmp_path, m
     a.create_collection("c", purposes=["p"])
     gen = FaceLikeGenerator(DIM, seed=4)
     V = gen.samples(gen.centres(np.arange(20)), 1)
-    a.import_templates("c", [(f"s{i}", V[i : i + 1], ConsentSpec(["p"])) for i in range(10)], model_id=MODEL)
+    a.import_templates("c", [(f"s{i}", V[i : i + 1], ConsentSpec(("p",))) for i in range(10)], model_id=MODEL)
     b = Gallery.open(tmp_path / "d")
     assert b.identify_vector("c", V[3], purpose="p", model_id=MODEL).candidates[0].subject == "s3"  # b's index built
-    a.import_templates("c", [("s15", V[15:16], ConsentSpec(["p"]))], model_id=MODEL)
+    a.import_templates("c", [("s15", V[15:16], ConsentSpec(("p",)))], model_id=MODEL)
     assert b.identify_vector("c", V[15], purpose="p", model_id=MODEL).candidates[0].subject == "s15"
     a.delete_subject("c", "s3")
     assert b.identify_vector("c", V[3], purpose="p", model_id=MODEL).candidates == ()

@@ -20,7 +20,7 @@ from facegate.gallery import (
     LivenessRequiredError,
 )
 
-ACCESS = ConsentSpec(["access"], evidence_ref="form-1")
+ACCESS = ConsentSpec(("access",), evidence_ref="form-1")
 OPS = ("enroll", "verify", "identify")
 
 

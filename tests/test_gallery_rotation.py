@@ -30,7 +30,7 @@ from facegate.gallery.crypto import Crypto, _b64decode, encode_key, generate_key
 from facegate.gallery.synth import FaceLikeGenerator
 
 MODEL = "sface-2021dec-int8bq"
-ACCESS = ConsentSpec(["access"], evidence_ref="form-1")
+ACCESS = ConsentSpec(("access",), evidence_ref="form-1")
 
 
 @pytest.fixture(autouse=True)
@@ -56,7 +56,8 @@ def _backup(src: Path, dst: Path) -> None:
     dst.mkdir(parents=True)
     s, d = sqlite3.connect(src / "gallery.db"), sqlite3.connect(dst / "gallery.db")
     s.backup(d)
-    s.close(), d.close()
+    s.close()
+    d.close()
     shutil.copy2(src / "master.key", dst / "master.key")
 
 
@@ -134,7 +135,8 @@ def test_rotation_makes_a_pre_erasure_backup_unreadable_and_keeps_live_subjects(
     # Opening with the retired key says so.
     with pytest.raises(MasterKeyMismatchError, match="previous key"):
         Gallery.open(d, engine=engine, master_key=old_key)
-    g.close(), g2.close()
+    g.close()
+    g2.close()
 
 
 def test_second_instance_follows_the_rotation(tmp_path):
@@ -449,6 +451,7 @@ def test_rotation_on_postgresql_rewraps_subject_keys_and_vector_seeds(tmp_path):
         b.store.rotations._cache.clear()  # a cold rotation cache: the seed is unwrapped under the new key
         assert b.identify_vector("c", V[7], purpose="access", model_id=MODEL).candidates == before
         assert a.audit_verify().ok
-        a.close(), b.close()
+        a.close()
+        b.close()
     finally:
         pg_support.drop_database(url)

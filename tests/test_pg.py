@@ -80,11 +80,11 @@ def test_two_galleries_share_one_database(tmp_path, pg_url):
     _gen, C, V = synth(40)
     gen2 = FaceLikeGenerator(DIM, seed=0)
     P = gen2.samples(C, 1, seed=7)  # fresh "photos" of the same people
-    a.import_templates("c", [(f"s{i}", V[2 * i : 2 * i + 2], ConsentSpec(["access"])) for i in range(30)], model_id=MODEL)
+    a.import_templates("c", [(f"s{i}", V[2 * i : 2 * i + 2], ConsentSpec(("access",))) for i in range(30)], model_id=MODEL)
     for i in range(30):
         assert b.identify_vector("c", P[i], purpose="access", model_id=MODEL).candidates[0].subject == f"s{i}"
     b.import_templates(
-        "c", [(f"s{i}", V[2 * i : 2 * i + 2], ConsentSpec(["access", "payments"])) for i in range(30, 40)], model_id=MODEL
+        "c", [(f"s{i}", V[2 * i : 2 * i + 2], ConsentSpec(("access", "payments"))) for i in range(30, 40)], model_id=MODEL
     )
     assert a.identify_vector("c", P[35], purpose="payments", model_id=MODEL).candidates[0].subject == "s35"
     # Erasure through a: b never returns s3 again, whatever the probe.
@@ -105,7 +105,7 @@ def test_erasure_removes_search_vectors_in_the_same_transaction(tmp_path, pg_url
     g = open_pg(tmp_path, pg_url)
     g.create_collection("c", purposes=["p"], threshold=0.5)
     _gen, _C, V = synth(10)
-    g.import_templates("c", [(f"s{i}", V[2 * i : 2 * i + 2], ConsentSpec(["p"])) for i in range(10)], model_id=MODEL)
+    g.import_templates("c", [(f"s{i}", V[2 * i : 2 * i + 2], ConsentSpec(("p",))) for i in range(10)], model_id=MODEL)
     cid = cid_of(g, "c")
     with g.store.read() as tx:
         sid = tx.subject(cid, "s4").id
@@ -140,7 +140,7 @@ def test_heavy_filtering_never_costs_a_result_slot(tmp_path, pg_url, plan):
     rare = {7, 77, 177, 277, 377}
     g.import_templates(
         "c",
-        [(f"s{i}", V[2 * i : 2 * i + 2], ConsentSpec(["common", "rare"] if i in rare else ["common"])) for i in range(400)],
+        [(f"s{i}", V[2 * i : 2 * i + 2], ConsentSpec(("common", "rare") if i in rare else ["common"])) for i in range(400)],
         model_id=MODEL,
     )
     idx = g.index.get(cid_of(g, "c"), DIM, MODEL)
@@ -162,7 +162,7 @@ def test_ivfflat_recall_tuning_and_deletes(tmp_path, pg_url):
     g = open_pg(tmp_path, pg_url)
     g.create_collection("c", purposes=["p"], threshold=0.3)
     gen, C, V = synth(3000)
-    g.import_templates("c", [(f"s{i}", V[2 * i : 2 * i + 2], ConsentSpec(["p"])) for i in range(3000)], model_id=MODEL)
+    g.import_templates("c", [(f"s{i}", V[2 * i : 2 * i + 2], ConsentSpec(("p",))) for i in range(3000)], model_id=MODEL)
     idx = g.index.get(cid_of(g, "c"), DIM, MODEL)
     idx.config = PgIndexConfig(auto_build=False, small_subset_subjects=100, self_test_queries=100)
     facts = idx.build(lists=30)
@@ -196,7 +196,7 @@ def test_stored_vectors_are_rotated_per_collection_and_key_rotation_keeps_scores
         g.create_collection(name, purposes=["p"], threshold=0.3)
     _gen, C, V = synth(50)
     for name in ("a", "b"):
-        g.import_templates(name, [(f"s{i}", V[2 * i : 2 * i + 2], ConsentSpec(["p"])) for i in range(50)], model_id=MODEL)
+        g.import_templates(name, [(f"s{i}", V[2 * i : 2 * i + 2], ConsentSpec(("p",))) for i in range(50)], model_id=MODEL)
     ca, cb = cid_of(g, "a"), cid_of(g, "b")
 
     def stored(cid):
@@ -242,7 +242,7 @@ def test_database_stopped_mid_enrolment_then_recovers(tmp_path, pg_url, engine, 
     srv = pg_support.server()
     g = open_pg(tmp_path, pg_url, engine=engine)
     g.create_collection("c", purposes=["access"])
-    g.enroll("c", "first", photos["biden_1"], consent=ConsentSpec(["access"]))
+    g.enroll("c", "first", photos["biden_1"], consent=ConsentSpec(("access",)))
     real = PgStoreTx.insert_template
 
     def insert_then_stop(self, **values):
@@ -253,7 +253,7 @@ def test_database_stopped_mid_enrolment_then_recovers(tmp_path, pg_url, engine, 
     monkeypatch.setattr(PgStoreTx, "insert_template", insert_then_stop)
     try:
         with pytest.raises(StoreUnavailableError) as err:
-            g.enroll("c", "E1", [photos["obama_1"], photos["obama_2"]], consent=ConsentSpec(["access"]))
+            g.enroll("c", "E1", [photos["obama_1"], photos["obama_2"]], consent=ConsentSpec(("access",)))
         assert err.value.http_status == 503 and err.value.code == "store_unavailable"
         with pytest.raises(StoreUnavailableError):  # still down: every call says so, quickly
             g.list_collections()
@@ -267,7 +267,7 @@ def test_database_stopped_mid_enrolment_then_recovers(tmp_path, pg_url, engine, 
         assert tx.count_vectors(cid) == 1
         assert tx.execute(text("SELECT count(*) FROM templates")).scalar() == 1
     assert g.audit_verify().ok
-    r = g.enroll("c", "E1", [photos["obama_1"], photos["obama_2"]], consent=ConsentSpec(["access"]))
+    r = g.enroll("c", "E1", [photos["obama_1"], photos["obama_2"]], consent=ConsentSpec(("access",)))
     assert r.accepted >= 1, [o.reason for o in r.images]
     assert g.identify("c", photos["obama_3"], purpose="access").candidates[0].subject == "E1"
     g.close()
@@ -283,11 +283,11 @@ def test_migrate_sqlite_gallery_to_postgresql_without_reenrolment(tmp_path, pg_u
     _gen, C, V = synth(60)
     src.import_templates(
         "staff",
-        [(f"s{i}", V[2 * i : 2 * i + 2], ConsentSpec(["access"] if i % 2 else ["access", "payments"])) for i in range(50)],
+        [(f"s{i}", V[2 * i : 2 * i + 2], ConsentSpec(("access",) if i % 2 else ["access", "payments"])) for i in range(50)],
         model_id=MODEL,
     )
     src.import_templates(
-        "visitors", [(f"v{i}", V[2 * i : 2 * i + 1], ConsentSpec(["access"])) for i in range(50, 60)], model_id=MODEL
+        "visitors", [(f"v{i}", V[2 * i : 2 * i + 1], ConsentSpec(("access",))) for i in range(50, 60)], model_id=MODEL
     )
     src.withdraw_consent("staff", "s4", ["access"])
     src.delete_subject("staff", "s7")
@@ -317,7 +317,7 @@ def test_migrate_sqlite_gallery_to_postgresql_without_reenrolment(tmp_path, pg_u
     assert dst.audit_list(limit=1)[0].action != "store.migrate"  # the chain continues as it was
     assert dst.keys.authenticate(secret).name == "kiosk"
     # New writes continue the chain and the id sequences.
-    dst.import_templates("staff", [("new", V[118:120], ConsentSpec(["access"]))], model_id=MODEL)
+    dst.import_templates("staff", [("new", V[118:120], ConsentSpec(("access",)))], model_id=MODEL)
     assert dst.identify_vector("staff", V[119], purpose="access", model_id=MODEL).candidates[0].subject == "new"
     assert dst.audit_verify().ok and head
     # A second migration into the same (now non-empty) database is refused.
@@ -342,7 +342,7 @@ def test_threads_and_two_instances_enrol_identify_erase_concurrently(tmp_path, p
         try:
             for i in range(lo, hi, 4):
                 g.import_templates(
-                    "c", [(f"s{j}", V[2 * j : 2 * j + 2], ConsentSpec(["p"])) for j in range(i, min(hi, i + 4))], model_id=MODEL
+                    "c", [(f"s{j}", V[2 * j : 2 * j + 2], ConsentSpec(("p",))) for j in range(i, min(hi, i + 4))], model_id=MODEL
                 )
                 if i % 20 == 0:
                     g.delete_subject("c", f"s{i}")
@@ -390,15 +390,15 @@ def test_master_key_rotation_rewraps_vector_keys_and_other_instances_follow(tmp_
     a = open_pg(tmp_path / "d", pg_url)
     a.create_collection("c", purposes=["p"], threshold=0.5)
     _gen, _C, V = synth(20)
-    a.import_templates("c", [(f"s{i}", V[2 * i : 2 * i + 2], ConsentSpec(["p"])) for i in range(10)], model_id=MODEL)
+    a.import_templates("c", [(f"s{i}", V[2 * i : 2 * i + 2], ConsentSpec(("p",))) for i in range(10)], model_id=MODEL)
     b = open_pg(tmp_path / "d", pg_url)
     assert b.identify_vector("c", V[1], purpose="p", model_id=MODEL).candidates[0].subject == "s0"
     rep = a.rotate_master_key(actor="test")
     assert rep.keyring_entries >= 2  # audit MAC + the collection's vector seed
-    a.import_templates("c", [(f"s{i}", V[2 * i : 2 * i + 2], ConsentSpec(["p"])) for i in range(10, 20)], model_id=MODEL)
+    a.import_templates("c", [(f"s{i}", V[2 * i : 2 * i + 2], ConsentSpec(("p",))) for i in range(10, 20)], model_id=MODEL)
     for g in (a, b):
         assert g.identify_vector("c", V[31], purpose="p", model_id=MODEL).candidates[0].subject == "s15"
-    b.import_templates("c", [("late", V[0:1], ConsentSpec(["p"]))], model_id=MODEL)
+    b.import_templates("c", [("late", V[0:1], ConsentSpec(("p",)))], model_id=MODEL)
     assert rotate_key(b, "c", actor="test")["vectors"] == 41
     assert a.identify_vector("c", V[3], purpose="p", model_id=MODEL).candidates[0].subject == "s1"
     assert a.audit_verify().ok
@@ -412,7 +412,7 @@ def test_audit_is_append_only_and_edits_by_a_superuser_are_detected(tmp_path, pg
     g = open_pg(tmp_path, pg_url)
     g.create_collection("c", purposes=["p"], threshold=0.5)
     _gen, _C, V = synth(3)
-    g.import_templates("c", [(f"s{i}", V[2 * i : 2 * i + 2], ConsentSpec(["p"])) for i in range(3)], model_id=MODEL)
+    g.import_templates("c", [(f"s{i}", V[2 * i : 2 * i + 2], ConsentSpec(("p",))) for i in range(3)], model_id=MODEL)
     g.delete_subject("c", "s1")
     assert g.audit_verify().ok
     with psycopg.connect(pg_url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:

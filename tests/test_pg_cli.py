@@ -36,7 +36,7 @@ def test_cli_migrate_sqlite_to_postgresql(tmp_path, app):
     g.create_collection("c", purposes=["p"], threshold=0.5)
     gen = FaceLikeGenerator(128, seed=2)
     V = gen.samples(gen.centres(np.arange(30)), 2)
-    g.import_templates("c", [(f"s{i}", V[2 * i: 2 * i + 2], ConsentSpec(["p"])) for i in range(30)], model_id=MODEL)
+    g.import_templates("c", [(f"s{i}", V[2 * i: 2 * i + 2], ConsentSpec(("p",))) for i in range(30)], model_id=MODEL)
     g.close()
     r = CliRunner().invoke(app, ["migrate", "--to", url, "--data-dir", str(d), "--sample", "20", "--json"])
     assert r.exit_code == 0, r.output

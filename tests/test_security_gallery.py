@@ -311,7 +311,7 @@ def test_witness_survives_rotation_and_archival_and_catches_a_forged_file(tmp_pa
     data = tmp_path / "data"
     with Gallery.open(data, engine=engine) as g:
         g.create_collection("c", purposes=["access"])
-        g.enroll("c", "E1", photos["obama_1"], consent=ConsentSpec(["access"]))
+        g.enroll("c", "E1", photos["obama_1"], consent=ConsentSpec(("access",)))
         g.rotate_master_key()
         rep = g.audit_verify()
         assert rep.ok and rep.witnessed_seq == rep.head_seq

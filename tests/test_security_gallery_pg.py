@@ -16,7 +16,7 @@ from facegate.gallery import AuditTamperedError, ConsentSpec, Gallery
 from facegate.gallery.crypto import encode_key, generate_key
 from test_security_gallery import legacy_subject
 
-ACCESS = ConsentSpec(["access"], evidence_ref="form-1")
+ACCESS = ConsentSpec(("access",), evidence_ref="form-1")
 
 
 @pytest.fixture
