@@ -19,8 +19,8 @@ from typing import Any
 
 from fastapi import Request
 
+from ..gallery import ADMIN, ApiKey, scope_granted
 from ..gallery import SCOPES as SCOPES
-from ..gallery import ApiKey
 from .errors import ApiKeyRequiredError, CollectionNotFoundError, InvalidApiKeyError, ScopeMissingError
 
 ALL = "*"
@@ -38,10 +38,10 @@ class Principal:
 
     @property
     def is_admin(self) -> bool:
-        return "admin" in self.scopes
+        return ADMIN in self.scopes
 
     def has(self, scope: str) -> bool:
-        return self.is_admin or scope in self.scopes
+        return scope_granted(self.scopes, scope)
 
     def sees(self, collection: str) -> bool:
         return self.collections is None or collection in self.collections

@@ -11,6 +11,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import FacegateError
+from ..gallery import ADMIN
 from .auth import SCOPES, Principal, extract_key, unauthenticated
 from .core import Service
 from .errors import AuthError, InsufficientAccessError, NotReadyError, RateLimitedError
@@ -134,7 +135,7 @@ def needs(*scopes: str):  # noqa: ANN201
 
 async def global_admin(principal: PrincipalDep) -> Principal:
     """An admin key granted every collection (keys, purge, whole-log checks)."""
-    principal.require("admin")
+    principal.require(ADMIN)
     if principal.collections is not None:
         raise InsufficientAccessError("this needs an admin key granted every collection")
     return principal
@@ -143,5 +144,5 @@ async def global_admin(principal: PrincipalDep) -> Principal:
 EnrollKey = Annotated[Principal, needs("enroll")]
 IdentifyKey = Annotated[Principal, needs("identify")]
 VerifyKey = Annotated[Principal, needs("verify")]
-AdminKey = Annotated[Principal, needs("admin")]
+AdminKey = Annotated[Principal, needs(ADMIN)]
 GlobalAdminKey = Annotated[Principal, Depends(global_admin)]

@@ -11,7 +11,7 @@ import numpy as np
 from ..calibration import DEFAULT_FMR, SUPPORTED_FMRS
 from ..engine import Chosen
 from ..errors import CalibrationError, FaceError, FacegateError
-from ..gallery import EnrollResult, QualityPolicy, SubjectVerifyResult
+from ..gallery import ADMIN, EnrollResult, QualityPolicy, SubjectVerifyResult
 from ..results import Face, VerifyResult
 from ..vision.subject import DEFAULT_RULE, SubjectRule
 from .auth import Principal
@@ -200,7 +200,7 @@ async def enroll(service: Service, principal: Principal, collection: str, subjec
         probes = [chosen(img, face, None) for img, face in zip(images, body.faces)]
     consent = consent_spec(body.purposes, body.expires_at, body.evidence_ref) if body.purposes else None
     if body.force_mismatch is not None:
-        principal.require("admin")
+        principal.require(ADMIN)
     # Duplicate matches name subjects and scores: only for callers that may identify.
     disclose = principal.has("identify")
 
