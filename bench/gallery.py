@@ -3,7 +3,7 @@ identification on real photos (faces-dev).
 
     .venv/bin/python bench/gallery.py --sizes 10k,100k          # quick
     nice -n 10 .venv/bin/python bench/gallery.py --sizes 1M --no-real
-    .venv/bin/python bench/gallery.py --sizes 100k --store postgresql://…   # issue 6 backend
+    .venv/bin/python bench/gallery.py --sizes 100k --store postgresql://…   # the PostgreSQL backend
 
 Synthetic part (per size N templates = N/2 identities × 2 templates; face-like clustered vectors
 from facegate.gallery.synth at 128-d, same-identity cosine ≈ 0.65, impostors 0.00 ± 0.09):

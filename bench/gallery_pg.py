@@ -1,4 +1,4 @@
-"""PostgreSQL + pgvector gallery benchmark (issue 6), next to the embedded default in the same run.
+"""PostgreSQL + pgvector gallery benchmark, next to the embedded default in the same run.
 
     nice -n 10 .venv/bin/python bench/gallery_pg.py --sizes 100k            # embedded server
     nice -n 10 .venv/bin/python bench/gallery_pg.py --sizes 1M --queries 300

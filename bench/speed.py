@@ -19,7 +19,7 @@ fused with dlib's ResNet; needs ``facegate[accurate]``).
 Photos are sampled (seeded) from the images of pairs.tsv, keeping only those where *every*
 pipeline acquires a face, so each pipeline does the same work per image (one detection, one
 template); how many each acquires is reported too. Results go to bench/out/speed.json.
-Targets (issue 2): single >= as fast as the OpenCV reference; batch >= 1.5x the reference and
+Targets: single >= as fast as the OpenCV reference; batch >= 1.5x the reference and
 >= 3x dlib.
 """
 

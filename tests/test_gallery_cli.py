@@ -67,7 +67,7 @@ def test_operator_workflow(fg, photos):
     assert r.returncode == 0 and json.loads(r.stdout)["match"] is True
     r = fg("subject", "verify", "staff", "E1", photos["obama_3"], "--purpose", "payments")
     assert r.returncode == 5 and "consent_required" in r.stderr
-    r = fg("verify", photos["obama_3"], "--subject", "E1", "--collection", "staff", "--purpose", "access")  # the lead's verify
+    r = fg("verify", photos["obama_3"], "--subject", "E1", "--collection", "staff", "--purpose", "access")
     assert r.returncode == 0 and "MATCH" in r.stdout, r.stderr
     r = fg("verify", photos["biden_1"], "--subject", "E1", "--collection", "staff", "--purpose", "access", "--json")
     assert r.returncode == 1 and json.loads(r.stdout)["match"] is False

@@ -1,5 +1,5 @@
 """A collection can require a passed liveness check for enrolment, verification and/or
-identification (issue 5). Enforced in one place, the gallery: a bare image is refused with
+identification. Enforced in one place, the gallery: a bare image is refused with
 ``liveness_required``; a consumed liveness session id or a supervised ``LivenessOverride`` is
 accepted and recorded in the operation's audit event. Real engine, real photos; collected again
 on PostgreSQL by tests/test_pg_gallery.py."""

@@ -1,4 +1,4 @@
-"""PostgreSQL + pgvector backend against a real server started by the test suite (issue 6):
+"""PostgreSQL + pgvector backend against a real server started by the test suite:
 shared gallery across instances, erasure and withdrawal visibility, filtering that never costs a
 result slot (exact and IVFFlat plans), rotated search vectors and key rotation, the database
 stopped mid-enrolment, and SQLite → PostgreSQL migration. Small data: seconds, not minutes."""

@@ -1,4 +1,4 @@
-"""The REST service on PostgreSQL (issue 6): two real ``facegate serve`` processes on different
+"""The REST service on PostgreSQL: two real ``facegate serve`` processes on different
 ports sharing one database, and the database stopped mid-enrolment (503, recovery, nothing
 half-written). The store is selected the way an operator would: ``FACEGATE_STORE``."""
 
