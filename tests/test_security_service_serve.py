@@ -5,30 +5,21 @@ serve creates (it used to be 0755)."""
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import select
 import socket
 import stat
-import subprocess
-import sys
 import time
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
-from facegate.client import wait_ready
+from serve_support import start_serve
 
 CHUNK = b" " * 65536
 SEND_CAP = 64 * 2**20  # the client gives up after this much (the server's limit is far above)
 EARLY = 16 * 2**20  # what may be in flight in socket buffers when the answer arrives
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -36,31 +27,11 @@ def served(tmp_path_factory):
     """`facegate serve` on a data dir that does not exist yet, with a body limit of 256 MiB."""
     root = tmp_path_factory.mktemp("serve")
     data_dir = root / "fresh" / "store"
-    port = _free_port()
-    env = {**os.environ, "FACEGATE_MAX_BODY_BYTES": str(256 * 2**20), "PYTHONUNBUFFERED": "1"}
-    env.pop("FACEGATE_MASTER_KEY", None)
-    cmd = [sys.executable, "-c", "from facegate.cli import app; app()", "serve", "--data-dir", str(data_dir),
-           "--port", str(port), "--host", "127.0.0.1"]
-    out, err = root / "serve.out", root / "serve.err"
-    with open(out, "wb") as stdout, open(err, "wb") as stderr:
-        proc = subprocess.Popen(cmd, stdout=stdout, stderr=stderr, env=env, cwd=str(root))
-    url = f"http://127.0.0.1:{port}"
-
-    def alive() -> None:
-        if proc.poll() is not None:
-            raise RuntimeError(f"facegate serve exited with {proc.returncode}:\n{err.read_text()[-3000:]}")
-
+    srv = start_serve(data_dir, root, {"FACEGATE_MAX_BODY_BYTES": str(256 * 2**20)})
     try:
-        wait_ready(url, timeout=90, alive=alive)
-        key = re.search(r"\b(fg_[0-9a-f]{8}_[A-Za-z0-9_-]{43})\b", out.read_text())
-        assert key, out.read_text()
-        yield url, data_dir, key.group(1)
+        yield srv.url, data_dir, srv.admin_key
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        srv.stop()
 
 
 def send_endless_chunked(url: str, path: str, headers: dict[str, str]) -> tuple[int, bytes]:

@@ -3,17 +3,13 @@ temp data dir, and Debian's chromium driven by Playwright (never `playwright ins
 
 from __future__ import annotations
 
-import os
-import re
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
-from facegate.client import wait_ready
+from serve_support import start_serve
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -27,12 +23,6 @@ if not Path(CHROMIUM).exists():
 pytest.importorskip("playwright.sync_api", reason="playwright (Python package) is not installed")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
     def __init__(self, url: str, admin_key: str, proc: subprocess.Popen, log: Path, data_dir: Path) -> None:
         self.url, self.admin_key, self.proc, self.log, self.data_dir = url, admin_key, proc, log, data_dir
@@ -44,39 +34,12 @@ class Server:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Server:
     data_dir = tmp_path_factory.mktemp("e2e-data")
-    port = _free_port()
-    log = data_dir / "server.log"
-    out = data_dir / "server.out"
-    env = {**os.environ, "FACEGATE_RATE_LIMIT_PER_S": "200", "FACEGATE_RATE_LIMIT_BURST": "400", "PYTHONUNBUFFERED": "1"}
-    env.pop("FACEGATE_MASTER_KEY", None)
-    cmd = [sys.executable, "-c", "from facegate.cli import app; app()", "serve", "--data-dir", str(data_dir),
-           "--port", str(port), "--host", "127.0.0.1"]
-    with open(out, "wb") as stdout, open(log, "wb") as stderr:
-        proc = subprocess.Popen(cmd, stdout=stdout, stderr=stderr, env=env, cwd=str(data_dir))
-    url = f"http://127.0.0.1:{port}"
-
-    def alive() -> None:
-        if proc.poll() is not None:
-            raise RuntimeError(f"facegate serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-
-    try:
-        wait_ready(url, timeout=90, alive=alive)
-    except TimeoutError:
-        proc.terminate()
-        raise RuntimeError(f"facegate serve did not become ready:\n{log.read_text()[-3000:]}") from None
-    printed = out.read_text()
-    m = re.search(r"\b(fg_[0-9a-f]{8}_[A-Za-z0-9_-]{43})\b", printed)
-    assert m, f"first start did not print an admin key:\n{printed}"
-    srv = Server(url, m.group(1), proc, log, data_dir)
-    yield srv
-    proc.terminate()  # SIGTERM: graceful shutdown
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    served = start_serve(data_dir, data_dir, {"FACEGATE_RATE_LIMIT_PER_S": "200", "FACEGATE_RATE_LIMIT_BURST": "400"})
+    yield Server(served.url, served.admin_key, served.proc, served.log, data_dir)
+    code = served.stop()
     # uvicorn re-raises SIGTERM after its graceful shutdown, so the exit status is 143 (-15 here).
-    assert proc.returncode in (0, -15, 143), f"facegate serve exited with {proc.returncode}:\n{log.read_text()[-2000:]}"
-    assert "Application shutdown complete" in log.read_text()
+    assert code in (0, -15, 143), f"facegate serve exited with {code}:\n{served.log.read_text()[-2000:]}"
+    assert "Application shutdown complete" in served.log.read_text()
 
 
 @pytest.fixture(scope="module")
