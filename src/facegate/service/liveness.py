@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from ..clock import SYSTEM, Clock
 from ..engine import FaceEngine
 from ..gallery import Gallery
 from ..gallery.crypto import Crypto
@@ -75,16 +76,17 @@ class BoundedFrameEngine:
 STORE_ENV = "FACEGATE_LIVENESS_STORE"  # "database" (default) or "memory"
 
 
-def make_store(service: GalleryHolder, kind: str | None = None) -> SessionStore:
+def make_store(service: GalleryHolder, kind: str | None = None, clock: Clock = SYSTEM) -> SessionStore:
     """The liveness session store for the service: ``database`` (default) keeps sessions and
     replay digests in the gallery's database, shared by every process on it; ``memory`` keeps
-    them in this process only (lost on restart; one worker process only)."""
+    them in this process only (lost on restart; one worker process only). ``clock`` is when
+    sessions and results expire."""
     kind = (kind or os.environ.get(STORE_ENV) or "database").strip().lower()
     if kind == "memory":
-        return InMemorySessionStore()
+        return InMemorySessionStore(clock=clock)
     if kind != "database":
         raise ValueError(f"{STORE_ENV} must be 'database' or 'memory', not {kind!r}")
-    return GalleryDatabaseSessionStore(service)
+    return GalleryDatabaseSessionStore(service, clock=clock)
 
 
 RESULT_SWEEP_S = 5.0  # how often expired (unused) liveness results are deleted from the database
@@ -99,10 +101,12 @@ class GalleryDatabaseSessionStore:
 
     While bound, a daemon thread deletes expired results every ``RESULT_SWEEP_S`` seconds, so a
     result nobody uses is gone within seconds of its 120 s lifetime even when no other request
-    arrives (every process sharing the database runs one; the DELETE is idempotent)."""
+    arrives (every process sharing the database runs one; the DELETE is idempotent);
+    ``sweep_once`` runs one sweep now. ``clock`` is the time of every store it makes."""
 
-    def __init__(self, service: GalleryHolder) -> None:
+    def __init__(self, service: GalleryHolder, clock: Clock = SYSTEM) -> None:
         self._service = service
+        self._clock = clock
         self._lock = threading.Lock()
         self._bound: DatabaseSessionStore | None = None
         self._fallback: InMemorySessionStore | None = None
@@ -120,11 +124,11 @@ class GalleryDatabaseSessionStore:
             if current is None:
                 if self._fallback is None:
                     log.warning("no gallery database: liveness sessions are kept in this process's memory")
-                    self._fallback = InMemorySessionStore()
+                    self._fallback = InMemorySessionStore(clock=self._clock)
                 return self._fallback
             st, crypto = current
             if self._bound is None or self._bound.store is not st:
-                self._bound = DatabaseSessionStore(st, crypto)
+                self._bound = DatabaseSessionStore(st, crypto, clock=self._clock)
                 self._start_sweeper()
             return self._bound
 
@@ -157,8 +161,9 @@ class GalleryDatabaseSessionStore:
         self._sweeper.start()
 
     def sweep_once(self) -> int:
-        """Delete expired results now, through the store bound to the gallery that is open
-        (nothing when the gallery is closed or was reopened and not used since)."""
+        """Delete the results expired by the store's clock now, through the store bound to the
+        gallery that is open (nothing when the gallery is closed or was reopened and not used
+        since); returns how many."""
         current = self._current_store()
         bound = self._bound
         if bound is None or current is None or bound.store is not current[0]:
@@ -183,11 +188,13 @@ def _sweep(ref: weakref.ref[GalleryDatabaseSessionStore]) -> None:
 class ServiceLiveness:
     """What the liveness routes and verify/enrol/identify share, one per service
     (``service.liveness``). ``store``, ``settings`` and ``audit`` may be replaced before the first
-    request (an embedding application, tests)."""
+    request (an embedding application, tests). Sessions and results expire by the service's
+    clock (``clock``)."""
 
     def __init__(self, service: Service) -> None:
         self._service = service
-        self.store: SessionStore = make_store(service)
+        self.clock: Clock = service.clock
+        self.store: SessionStore = make_store(service, clock=self.clock)
         self.engine = BoundedFrameEngine(service, service.settings.workers)
         self.settings = LivenessSettings()
         self.audit: LivenessAudit = self._audit_decision

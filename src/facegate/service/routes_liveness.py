@@ -170,7 +170,7 @@ async def create_liveness_session(live: Liveness, caller: Caller) -> dict[str, A
     frames to ``/sessions/{id}/frames`` before ``expires_at``."""
     owner = owner_of(caller)
     settings = live.settings
-    session = create_session(ttl_s=settings.session_ttl_s, owner=owner)
+    session = create_session(ttl_s=settings.session_ttl_s, owner=owner, clock=live.clock)
     await run_in_threadpool(live.store.add, session)  # a database store blocks: keep it off the event loop
     live.audit(caller, {"event": "liveness.session_created", "session_id": session.id, "actor": owner,
                         "challenges": [c.value for c in session.challenges]})
@@ -209,7 +209,8 @@ async def submit_liveness_frames(
     checker = LivenessChecker(live.engine, settings.checker)
     try:
         session, result = await run_in_threadpool(
-            submit_frames, live.store, checker, session_id, nonce, frames, owner=owner, settings=settings.flow
+            submit_frames, live.store, checker, session_id, nonce, frames, owner=owner, settings=settings.flow,
+            clock=live.clock,
         )
     except LivenessError as exc:
         live.audit(caller, {"event": "liveness.rejected", "session_id": session_id, "actor": owner, "code": exc.code})
