@@ -8,6 +8,7 @@ deleted on use, on expiry and by the purge, and unusable after a master-key rota
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 import threading
@@ -282,18 +283,22 @@ def test_consume_is_atomic_across_threads(store, url):
         other.close()
 
 
-# Claims every session id listed in a file, starting at a common wall-clock instant; prints the
-# ids it won. Two of these run at once on one database.
-CLAIMER = r"""
-import sys, time
+# The racing child processes' start line: each connects, says "ready" on stdout and blocks
+# reading the go pipe, which the parent closes (one end-of-file for all) once every child is ready.
+START_LINE = r"""
+import os, sys, time
 from facegate.liveness.db_store import DatabaseSessionStore
 from facegate.liveness import SessionUsedError
-url, start = sys.argv[1], float(sys.argv[2])
+url, go = sys.argv[1], int(sys.argv[2])
 ids = open(sys.argv[3]).read().split()
 st = DatabaseSessionStore.open(url)
 st.get(ids[0])  # connect before the start line
-while time.time() < start:
-    time.sleep(0.001)
+print("ready", flush=True)
+os.read(go, 1)
+"""
+
+# Claims every session id listed in a file; prints the ids it won.
+CLAIMER = START_LINE + r"""
 won = []
 for sid in ids:
     try:
@@ -307,6 +312,31 @@ print(" ".join(won), flush=True)
 """
 
 
+def _race(script: str, url: str, tmp_path: Path, ids: list[str]) -> tuple[list[str], list[str]]:
+    """Runs ``script`` in two processes on one database, over ``ids`` in opposite orders (they
+    meet in the middle), let go together once both are connected; returns each one's "ready"
+    line and what each printed after it."""
+    go_read, go_write = os.pipe()
+    procs = []
+    try:
+        for n, order in enumerate((ids, ids[::-1])):
+            listing = tmp_path / f"ids{n}.txt"
+            listing.write_text("\n".join(order))
+            procs.append(subprocess.Popen([sys.executable, "-c", script, url, str(go_read), str(listing)],
+                                          pass_fds=(go_read,), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                          text=True))
+        ready = [p.stdout.readline().strip() for p in procs if p.stdout is not None]  # the barrier
+    finally:
+        os.close(go_read)
+        os.close(go_write)  # go
+    outputs = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err[-2000:]
+        outputs.append(out)
+    return ready, outputs
+
+
 def test_claim_is_atomic_across_processes(url, tmp_path):
     st = DatabaseSessionStore.open(url)
     try:
@@ -314,19 +344,9 @@ def test_claim_is_atomic_across_processes(url, tmp_path):
         for s in sessions:
             st.add(s)
         ids = [s.id for s in sessions]
-        start = time.time() + 8.0  # both interpreters import facegate first
-        procs = []
-        for n, order in enumerate((ids, ids[::-1])):  # opposite orders: they meet in the middle
-            listing = tmp_path / f"ids{n}.txt"
-            listing.write_text("\n".join(order))
-            procs.append(subprocess.Popen([sys.executable, "-c", CLAIMER, url, str(start), str(listing)],
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-        won = []
-        for p in procs:
-            out, err = p.communicate(timeout=120)
-            assert p.returncode == 0, err[-2000:]
-            won.append(out.split())
-        assert time.time() > start  # they did run concurrently from the start line
+        ready, outputs = _race(CLAIMER, url, tmp_path, ids)
+        won = [out.split() for out in outputs]
+        assert ready == ["ready", "ready"]  # they did run concurrently from the start line
         assert sorted(won[0] + won[1]) == sorted(ids)  # every session claimed by exactly one process
         assert not set(won[0]) & set(won[1])
         assert won[0] and won[1], [len(w) for w in won]  # both took part
@@ -335,16 +355,8 @@ def test_claim_is_atomic_across_processes(url, tmp_path):
         st.close()
 
 
-CONSUMER = r"""
-import hashlib, sys, time
-from facegate.liveness.db_store import DatabaseSessionStore
-from facegate.liveness import SessionUsedError
-url, start = sys.argv[1], float(sys.argv[2])
-ids = open(sys.argv[3]).read().split()
-st = DatabaseSessionStore.open(url)
-st.get(ids[0])
-while time.time() < start:
-    time.sleep(0.001)
+CONSUMER = START_LINE + r"""
+import hashlib
 won = []
 for sid in ids:
     try:
@@ -366,18 +378,9 @@ def test_consume_is_atomic_across_processes(url, tmp_path):
         sessions = [_passed(st, image=_crop(i)) for i in range(16)]
         want = {s.id: hashlib.sha256(_crop(i).tobytes()).hexdigest() for i, s in enumerate(sessions)}
         ids = list(want)
-        start = time.time() + 8.0
-        procs = []
-        for n, order in enumerate((ids, ids[::-1])):
-            listing = tmp_path / f"ids{n}.txt"
-            listing.write_text("\n".join(order))
-            procs.append(subprocess.Popen([sys.executable, "-c", CONSUMER, url, str(start), str(listing)],
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-        won = []
-        for p in procs:
-            out, err = p.communicate(timeout=120)
-            assert p.returncode == 0, err[-2000:]
-            won.append(dict(w.split(":") for w in out.split()))
+        ready, outputs = _race(CONSUMER, url, tmp_path, ids)
+        won = [dict(w.split(":") for w in out.split()) for out in outputs]
+        assert ready == ["ready", "ready"]
         assert sorted([*won[0], *won[1]]) == sorted(ids) and not set(won[0]) & set(won[1])
         assert won[0] and won[1], [len(w) for w in won]
         assert {**won[0], **won[1]} == want  # each got the crop sealed for that session

@@ -1,18 +1,20 @@
 """Liveness endpoints mounted on the service: API-key auth, sessions bound to the key, decisions
 in the gallery's audit log, and enrol/verify with a completed session instead of an image.
-Frames: the public-domain test clip (tests/data/liveness)."""
+Frames: the public-domain test clip (tests/data/liveness). The app runs on a ``ManualClock``:
+sessions and results age by moving it forward."""
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import cv2
 import pytest
 from fastapi.testclient import TestClient
 
+from facegate.clock import ManualClock
 from facegate.liveness import create_session
+from facegate.liveness.challenge import DEFAULT_RESULT_TTL_S
 from facegate.service import Settings, create_app
 from facegate.service.backend import ensure_admin_key
 
@@ -36,7 +38,7 @@ def jpegs_again(clip):
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory, engine):
     settings = Settings(data_dir=tmp_path_factory.mktemp("live"), rate_limit_per_s=1000, rate_limit_burst=1000)
-    app = create_app(settings, engine=engine)
+    app = create_app(settings, engine=engine, clock=ManualClock())
     with TestClient(app) as client:
         g = app.state.service.gallery
         admin = ensure_admin_key(g)
@@ -49,11 +51,13 @@ def svc(tmp_path_factory, engine):
 def _passed_session(app, client, key, clip, jpegs, moves):
     """A session whose challenges are the clip's own movements, completed with the clip."""
     service = app.state.service
+    clock = service.clock
     me = client.get("/v1/me", headers={"X-API-Key": key}).json()
-    s = create_session(moves, now=time.time() - 10, owner=me["key_id"])
+    s = create_session(moves, owner=me["key_id"], clock=clock)
     service.liveness.store.add(s)
+    clock.advance(10)  # the capture took place in the session's first seconds
     files = [("frames", (f"f{i}.jpg", j, "image/jpeg")) for i, j in enumerate(jpegs)]
-    stamps = json.dumps([round((time.time() - 8 + f.t) * 1000.0, 1) for f in clip])
+    stamps = json.dumps([round((clock.now().timestamp() - 8 + f.t) * 1000.0, 1) for f in clip])
     r = client.post(f"/v1/liveness/sessions/{s.id}/frames", headers={"X-API-Key": key}, files=files,
                     data={"nonce": s.nonce, "timestamps": stamps})
     assert r.status_code == 200, r.text
@@ -103,29 +107,16 @@ def test_enrol_and_verify_with_liveness_sessions(svc, clip, jpegs, jpegs_again, 
     assert all(set(e["details"]) <= {"session_id", "code"} for e in [*uses.values(), *refused])
 
 
-def test_an_unused_result_is_deleted_soon_after_it_expires(svc, clip, moves, monkeypatch):
+def test_an_unused_result_is_deleted_soon_after_it_expires(svc, clip, moves):
     """The service's sweeper deletes expired results from the database without waiting for a
-    request (``service.liveness.RESULT_SWEEP_S``); the session then answers "expired"."""
-    import datetime as dt
-
-    from sqlalchemy import update
-
-    from facegate.liveness.schema import LivenessResultRow, LivenessSessionRow
-    from facegate.service import liveness as service_liveness
-
-    monkeypatch.setattr(service_liveness, "RESULT_SWEEP_S", 0.2)
+    request (one sweep of its thread, run now: ``sweep_once``); the session then answers "expired"."""
     app, client, keys = svc
+    live = app.state.service.liveness
     sid = _passed_session(app, client, keys["verify"], clip, _encode(clip, 70), moves)
-    store = app.state.service.liveness.store.target
+    store = live.store.target
     assert store.counts()["results"] == 1
-    gone = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)  # as if its 120 s had gone by
-    with store.store.engine.begin() as conn:
-        results, sessions = LivenessResultRow.__table__, LivenessSessionRow.__table__
-        conn.execute(update(results).where(results.c.session_id == sid).values(expires_at=gone))
-        conn.execute(update(sessions).where(sessions.c.id == sid).values(result_expires_at=gone))
-    deadline = time.time() + 10
-    while store.counts()["results"] and time.time() < deadline:
-        time.sleep(0.1)
+    live.clock.advance(DEFAULT_RESULT_TTL_S + 1)  # the result's lifetime is over
+    live.store.sweep_once()
     assert store.counts()["results"] == 0
     r = client.post("/v1/verify", headers={"X-API-Key": keys["verify"]},
                     json={"purpose": "access", "collection": "staff", "subject": "E-7", "liveness_session": sid})
@@ -137,7 +128,7 @@ def test_a_still_photo_does_not_pass_and_cannot_be_used(svc, photos):
     h = {"X-API-Key": keys["verify"]}
     s = client.post("/v1/liveness/sessions", headers=h).json()
     jpeg = photos["obama_1"].read_bytes()
-    now = time.time() * 1000
+    now = app.state.service.clock.now().timestamp() * 1000
     files = [("frames", (f"f{i}.jpg", jpeg, "image/jpeg")) for i in range(20)]
     r = client.post(f"/v1/liveness/sessions/{s['id']}/frames", headers=h, files=files,
                     data={"nonce": s["nonce"], "timestamps": ",".join(str(now - 2000 + 100 * i) for i in range(20))})
