@@ -185,3 +185,20 @@ def test_liveness_required_collection_and_supervised_override(fg, photos):
     assert ident[0]["details"]["liveness_override_reason"] == "guard at the door" and "liveness" not in ident[-1]["details"]
     upd = [e for e in events if e["action"] == "collection.update"]
     assert upd[0]["details"] == {"liveness_required": ["identify"], "previous": ["enroll", "verify"]}
+
+
+def test_errors_speak_cli(fg, photos):
+    """A CLI user is told CLI flags, not library calls; an FMR without a calibrated threshold is a
+    usage error that lists the ones there are."""
+    fg("collection", "create", "hints", "--purposes", "access")
+    r = fg("enroll", "hints", "s1", photos["obama_1"])
+    assert r.returncode == 5
+    assert "ConsentSpec" not in r.stderr and "consent=" not in r.stderr
+    assert "hint: record the subject's consent with --purposes" in r.stderr
+    r = fg("enroll", "hints", "s1", photos["obama_1"], "--json")
+    err = json.loads(r.stdout)["error"]
+    assert err["code"] == "consent_required" and "--purposes" in err["hint"] and "ConsentSpec" not in err["message"]
+    for cmd in (("collection", "create", "loose", "--purposes", "a", "--fmr", "0.01"),
+                ("verify", photos["obama_1"], photos["obama_2"], "--fmr", "0.5")):
+        r = fg(*cmd)
+        assert r.returncode == 2 and "0.001, 0.0001, 1e-05" in r.stderr, r.stderr

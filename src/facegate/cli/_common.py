@@ -34,6 +34,22 @@ def exit_code_for(exc: FacegateError) -> int:
     return EXIT_OTHER
 
 
+# What a CLI user does about an error whose library message cannot name CLI flags.
+CLI_HINTS = {
+    "consent_required": "record the subject's consent with --purposes P[,P...] and --evidence REF",
+}
+
+
+def calibrated_fmr(value: float) -> float:
+    """Typer callback: an FMR with a calibrated threshold, else a usage error (exit 2) listing them."""
+    from ..calibration import SUPPORTED_FMRS
+
+    for supported in SUPPORTED_FMRS:
+        if abs(value - supported) <= supported * 1e-6:
+            return supported
+    raise typer.BadParameter(f"{value:g} has no calibrated threshold; use one of {', '.join(f'{f:g}' for f in SUPPORTED_FMRS)}")
+
+
 def handle_errors(fn: F) -> F:
     """Turn FacegateError into a one-line message on stderr (plus the faces to choose from, when
     it lists candidates) and a specific exit code; with ``--json`` also ``{"error": ...}`` on stdout."""
@@ -43,12 +59,16 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except FacegateError as exc:
-            err_console.print(f"[bold red]error[/] ({exc.code}): {exc.message}", highlight=False)
+            # soft_wrap: the terminal wraps a long message; Rich would break it mid-phrase at 80 columns
+            err_console.print(f"[bold red]error[/] ({exc.code}): {exc.message}", highlight=False, soft_wrap=True)
+            hint = CLI_HINTS.get(exc.code)
+            if hint:
+                err_console.print(f"hint: {hint}", highlight=False, soft_wrap=True)
             for c in cast(list[dict[str, Any]], exc.details.get("candidates", ())):
                 box = ",".join(f"{v:.0f}" for v in c["box"])
                 err_console.print(f"  face {c['face']}: box {box}  score {c['score']:.2f}", highlight=False)
             if kwargs.get("as_json"):
-                print_json({"error": exc.to_dict()})
+                print_json({"error": {**exc.to_dict(), **({"hint": hint} if hint else {})}})
             raise typer.Exit(exit_code_for(exc)) from None
 
     return wrapper  # type: ignore[return-value]

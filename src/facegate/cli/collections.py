@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from ._common import EXIT_NEGATIVE, Actor, DataDir, Json, Store, console, emit, handle_errors
+from ._common import EXIT_NEGATIVE, Actor, DataDir, Json, Store, calibrated_fmr, console, emit, handle_errors
 from ._gallery import LivenessRequiredOption, PurposesOption, YesOption, actor_name, open_gallery, print_fields, split_list
 
 app = typer.Typer(help="Create, list, show and delete collections.", no_args_is_help=True)
@@ -18,7 +18,8 @@ def collection_create(
     purposes: list[str] = PurposesOption,
     model: str = typer.Option(
         "sface", "--model", "-m", help="Model the collection is pinned to: sface, accurate or arcface-mbf."),
-    fmr: float = typer.Option(1e-4, "--fmr", help="Target false-match rate per comparison: 1e-3, 1e-4 or 1e-5."),
+    fmr: float = typer.Option(1e-4, "--fmr", callback=calibrated_fmr,
+                             help="Target false-match rate per comparison: 1e-3, 1e-4 or 1e-5."),
     threshold: float | None = typer.Option(None, "--threshold", help="Explicit cosine threshold (overrides --fmr calibration)."),
     retention_days: int = typer.Option(1095, "--retention-days", help="Erase subjects this long after their last interaction."),
     description: str | None = typer.Option(None, "--description"),

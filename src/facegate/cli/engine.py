@@ -25,6 +25,7 @@ from ._common import (
     ModelOption,
     NonCommercialOption,
     Store,
+    calibrated_fmr,
     console,
     emit,
     err_console,
@@ -104,7 +105,7 @@ def verify(
         help="With --subject, in a collection that requires liveness for verify: supervised override (the person is "
              "in front of you); REASON is audited."),
     fmr: float = typer.Option(
-        DEFAULT_FMR,
+        DEFAULT_FMR, callback=calibrated_fmr,
         help=f"Target false-match rate: one of {', '.join(f'{f:g}' for f in SUPPORTED_FMRS)} "
         "(two-image mode; a collection has its own)."),
     face_a: int | None = typer.Option(None, "--face-a", min=0, help=FACE_HELP + " In IMAGE_A."),

@@ -239,7 +239,8 @@ def enroll(ctx: GalleryContext, req: Request, images: ImageLike | Sequence[Image
         n_existing = tx.count_templates(existing.id) if existing is not None else 0
     if req.consent is None and not has_active:
         raise ConsentRequiredError(
-            f"enrolling {req.subject!r} needs an active consent: pass consent=ConsentSpec([...purposes], evidence_ref=...)",
+            f"enrolling {req.subject!r} needs an active consent: give the purposes the subject consented to "
+            "and the evidence reference",
             subject=req.subject,
         )
     imgs = image_list(images)
