@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
+from facegate.clock import ManualClock
 from facegate.service import Settings, create_app
 from facegate.service.backend import ensure_admin_key
 from test_service_liveness import _encode, _passed_session, jpegs, jpegs_again  # noqa: F401
@@ -21,7 +22,7 @@ def jpegs_third(clip):  # noqa: F811
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory, engine):
     app = create_app(Settings(data_dir=tmp_path_factory.mktemp("livereq"), rate_limit_per_s=1000, rate_limit_burst=1000),
-                     engine=engine)
+                     engine=engine, clock=ManualClock())  # the sessions' times, as _passed_session moves them
     with TestClient(app) as client:
         g = app.state.service.gallery
         admin = ensure_admin_key(g)

@@ -23,7 +23,7 @@ T = TypeVar("T")
 class Service:
     """Everything the routes share; one per app. ``engine``/``gallery``/``authenticator`` may be
     injected (tests, an embedding application); what is not injected is made at ``start()``.
-    ``clock`` is the time source of the rate limits (tests pass a ``ManualClock``)."""
+    ``clock`` is the time source of the rate limits and liveness sessions (tests pass a ``ManualClock``)."""
 
     def __init__(self, settings: Settings, *, engine: FaceEngine | None = None, gallery: Gallery | None = None,
                  authenticator: Authenticator | None = None, clock: Clock = SYSTEM) -> None:
