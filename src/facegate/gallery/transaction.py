@@ -1,5 +1,8 @@
 """One transaction over the gallery database: every SQL statement the gallery runs, as methods
-of :class:`StoreTx` (``store.py`` opens the transactions; PostgreSQL subclasses this class)."""
+of :class:`StoreTx` (``store.py`` opens the transactions; PostgreSQL subclasses this class).
+
+(Long by design: one short method per statement, grouped by table, so both stores run the same
+SQL and every query the gallery makes is in this one file.)"""
 
 from __future__ import annotations
 

@@ -1,5 +1,9 @@
 """Vector search inside PostgreSQL (pgvector), with consent filtering in the same query.
 
+(Long by design: a collection's plan choice, background IVFFlat build and probe tuning read and
+write one cached vector state, and keeping them in one class keeps the rule that a search never
+uses a half-built or untuned index in one place.)
+
 Replaces the in-memory ``GalleryIndex`` when the store is PostgreSQL: nothing is loaded into
 the process and there is nothing to keep in sync, so any number of service replicas share one
 gallery, and a committed erasure or withdrawal is invisible to every replica's next query.

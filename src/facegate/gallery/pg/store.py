@@ -1,5 +1,9 @@
 """PostgreSQL + pgvector store: the gallery's relational data plus an in-database search copy.
 
+(Long by design: ``PgStore`` opens every transaction under the writers' advisory lock and
+``PgStoreTx`` keeps the search copy in step inside it, two halves of one contract that read
+best side by side.)
+
 Same tables and Alembic migrations as the SQLite store (``gallery/migrations``), plus, created
 by :meth:`PgStore.migrate` on PostgreSQL only:
 
