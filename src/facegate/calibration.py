@@ -19,6 +19,16 @@ SUPPORTED_FMRS = (1e-3, 1e-4, 1e-5)
 DEFAULT_FMR = 1e-4
 
 
+def supported_fmr(fmr: float) -> float:
+    """The calibrated FMR that ``fmr`` names (within rounding); CalibrationError for any other."""
+    for supported in SUPPORTED_FMRS:
+        if math.isclose(fmr, supported, rel_tol=1e-6):
+            return supported
+    raise CalibrationError(
+        f"no threshold calibrated for FMR {fmr:g}; choose one of {', '.join(f'{f:g}' for f in SUPPORTED_FMRS)}", fmr=fmr
+    )
+
+
 @dataclass(frozen=True)
 class Calibration:
     model: str

@@ -42,12 +42,12 @@ CLI_HINTS = {
 
 def calibrated_fmr(value: float) -> float:
     """Typer callback: an FMR with a calibrated threshold, else a usage error (exit 2) listing them."""
-    from ..calibration import SUPPORTED_FMRS
+    from ..calibration import supported_fmr
 
-    for supported in SUPPORTED_FMRS:
-        if abs(value - supported) <= supported * 1e-6:
-            return supported
-    raise typer.BadParameter(f"{value:g} has no calibrated threshold; use one of {', '.join(f'{f:g}' for f in SUPPORTED_FMRS)}")
+    try:
+        return supported_fmr(value)
+    except FacegateError as exc:
+        raise typer.BadParameter(exc.message) from None
 
 
 def handle_errors(fn: F) -> F:

@@ -86,6 +86,8 @@ async def delete_collection(service: ServiceDep, collection: GrantedCollection, 
 
 # --- subjects --------------------------------------------------------------------------------------
 
+ErasureReason = Annotated[str, Query(min_length=1, max_length=64, description="Recorded in the audit tombstone.")]
+
 
 @router.get("/collections/{collection}/subjects", response_model=SubjectList, tags=["subjects"], responses=READ,
             summary="Subjects with their consents (enroll)")
@@ -110,7 +112,7 @@ async def get_subject(
                description="Right to erasure. Takes effect for the very next search; only an audit tombstone remains.")
 async def erase_subject(
     service: ServiceDep, collection: GrantedCollection, principal: EnrollKey, subject: SubjectId,
-    reason: Annotated[str, Query(min_length=1, max_length=64, description="Recorded in the audit tombstone.")] = "request",
+    reason: ErasureReason = "request",
 ) -> dict[str, Any]:
     return await gallery_ops.erase_subject(service, principal, collection, subject, reason)
 
@@ -131,7 +133,7 @@ async def get_subject_by_query(service: ServiceDep, collection: GrantedCollectio
                summary="Erase a subject by ?id= (enroll): for ids a URL path cannot carry, like a legacy '..'")
 async def erase_subject_by_query(
     service: ServiceDep, collection: GrantedCollection, principal: EnrollKey, subject: SubjectIdQ,
-    reason: Annotated[str, Query(min_length=1, max_length=64, description="Recorded in the audit tombstone.")] = "request",
+    reason: ErasureReason = "request",
 ) -> dict[str, Any]:
     return await gallery_ops.erase_subject(service, principal, collection, subject, reason)
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from ..calibration import DEFAULT_FMR, SUPPORTED_FMRS
+from ..calibration import DEFAULT_FMR, supported_fmr
 from ..engine import Chosen
-from ..errors import CalibrationError, FaceError, FacegateError
+from ..errors import FaceError, FacegateError
 from ..gallery import ADMIN, EnrollResult, QualityPolicy, SubjectVerifyResult
 from ..results import Face, VerifyResult
 from ..vision.subject import DEFAULT_RULE, SubjectRule
@@ -48,16 +48,6 @@ def _decision(result: VerifyResult | SubjectVerifyResult) -> dict[str, Any]:
     }
 
 
-def check_fmr(fmr: float) -> float:
-    """The calibrated FMR that ``fmr`` names (within rounding); CalibrationError for any other."""
-    for supported in SUPPORTED_FMRS:
-        if abs(fmr - supported) <= supported * 1e-6:
-            return supported
-    raise CalibrationError(
-        f"no threshold calibrated for FMR {fmr:g}; choose one of {', '.join(f'{f:g}' for f in SUPPORTED_FMRS)}", fmr=fmr
-    )
-
-
 async def detect(service: Service, body: DetectRequest, image: bytes) -> DetectResponse:
     """Every face in ``image``, most prominent first, each with its quality verdict under the
     collection's policy (``body.collection``) or the default one, and which is the subject."""
@@ -93,7 +83,7 @@ async def verify(service: Service, principal: Principal, body: VerifyRequest,
         if body.face is not None or body.box is not None:
             raise ValidationFailedError("face/box choose the face of a probe verified against a subject; use face_a/face_b "
                                         "(or box_a/box_b) for image_a and image_b")
-        fmr = check_fmr(DEFAULT_FMR if body.fmr is None else body.fmr)
+        fmr = supported_fmr(DEFAULT_FMR if body.fmr is None else body.fmr)
         a = chosen(images["image_a"][0], body.face_a, body.box_a)
         b = chosen(images["image_b"][0], body.face_b, body.box_b)
         return await verify_pair(service, principal, a, b, body.purpose, fmr)  # engine.verify takes a Chosen image
