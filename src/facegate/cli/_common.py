@@ -5,13 +5,18 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypeVar, cast
+from typing import Annotated, Any, Protocol, TypeVar, cast
 
+import rich.progress
 import typer
 from rich.console import Console
+from rich.text import Text
 
+from ..clock import SYSTEM
 from ..errors import FacegateError
 
 console = Console()
@@ -139,3 +144,66 @@ Store = Annotated[str | None, typer.Option(
     "--store", envvar="FACEGATE_STORE", help="Database URL [default: SQLite file in the data dir].")]
 Actor = Annotated[str | None, typer.Option("--actor", help="Who acts, for the audit log [default: cli:$USER].")]
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+class Progress(Protocol):
+    """What a long job reports while it runs; the quiet one ignores it."""
+
+    def advance(self, n: int = 1) -> None: ...
+
+    def update(self, done: int, total: int | None = None) -> None: ...
+
+
+class _Quiet:
+    def advance(self, n: int = 1) -> None:
+        pass
+
+    def update(self, done: int, total: int | None = None) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class _Bar:
+    bar: rich.progress.Progress
+    task: rich.progress.TaskID
+
+    def advance(self, n: int = 1) -> None:
+        self.bar.advance(self.task, n)
+
+    def update(self, done: int, total: int | None = None) -> None:
+        if total is not None:
+            self.bar.update(self.task, total=total)
+        self.bar.update(self.task, completed=done)
+
+
+class _RateColumn(rich.progress.ProgressColumn):
+    """Items per second (Rich's own speed column counts bytes)."""
+
+    def render(self, task: rich.progress.Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.1f}/s" if speed else "", style="progress.data.speed")
+
+
+@contextmanager
+def progress(label: str, total: int | None, *, enabled: bool, out: Console | None = None) -> Iterator[Progress]:
+    """A progress bar on stderr for a long job: ``label``, done/total, rate and time left.
+
+    Drawn only when ``enabled`` (pass ``not as_json``) and stderr is a terminal, so JSON, pipes and
+    logs get no bar; ``total=None`` when the count is not known yet (``update`` can set it later).
+    The bar is removed when the job ends, leaving the command's own result as its output."""
+    out = out or err_console
+    if not enabled or not out.is_terminal or out.is_dumb_terminal:
+        yield _Quiet()
+        return
+    bar = rich.progress.Progress(
+        rich.progress.TextColumn("{task.description}"),
+        rich.progress.BarColumn(bar_width=24),
+        rich.progress.MofNCompleteColumn(),
+        _RateColumn(),
+        rich.progress.TimeRemainingColumn(),
+        console=out,
+        transient=True,
+        get_time=SYSTEM.monotonic,
+    )
+    with bar:
+        yield _Bar(bar, bar.add_task(label, total=total))
