@@ -166,3 +166,79 @@ def test_other_gallery_on_the_same_file_sees_enrolments_and_erasures(tmp_path, m
     assert b.index_stats("c")["templates"] == 10
     a.close()
     b.close()
+
+
+def brute_force_top(X, sids, allowed, q, k, exclude=None):
+    """The best k allowed subjects (best template each) by exact cosine, and their scores."""
+    s = X @ q
+    ok = allowed[sids] & (sids != (-1 if exclude is None else exclude))
+    best: dict[int, float] = {}
+    for r in np.argsort(-s):
+        if ok[r] and int(sids[r]) not in best:
+            best[int(sids[r])] = float(s[r])
+            if len(best) == k:
+                break
+    return list(best), list(best.values())
+
+
+@pytest.mark.parametrize("approximate", [False, True])
+def test_search_many_matches_brute_force_with_consent_and_exclusion(approximate):
+    cfg = IndexConfig(exact_max_rows=2_000, small_subset_rows=500) if approximate else IndexConfig()
+    n = 6_000 if approximate else 800
+    idx, gen, centres, X = build(n, 2, cfg, allowed_every=3)
+    assert (idx.ann is not None) is approximate
+    sids = np.repeat(np.arange(n), 2)
+    allowed = np.arange(n) % 3 == 0
+    probes = np.arange(0, n, 9)[:200]
+    Q = gen.samples(centres[probes], 1, seed=21)
+    exclude = [int(p) if j % 2 else None for j, p in enumerate(probes)]  # every other query excludes its own subject
+    results = idx.search_many(Q, 5, "p", 1e9, exclude_subjects=exclude)
+    assert len(results) == len(Q)
+    agree = 0
+    for j, hits in enumerate(results):
+        want, want_scores = brute_force_top(X, sids, allowed, Q[j], 5, exclude[j])
+        got = [h.subject_id for h in hits]
+        assert len(got) == 5 and len(set(got)) == 5
+        assert all(s % 3 == 0 for s in got)  # the consent mask is honoured
+        assert exclude[j] not in got  # the exclusion is honoured
+        for h in hits:  # scores are exact cosines of the template returned
+            assert h.score == pytest.approx(float(X[h.template_id - 1] @ Q[j]), abs=1e-5)
+            assert sids[h.template_id - 1] == h.subject_id
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+        if approximate:
+            if exclude[j] is None:  # a fresh photo of an enrolled, allowed person: rank-1 must be right
+                agree += got[0] == want[0] == probes[j]
+        else:
+            assert got == want and [h.score for h in hits] == pytest.approx(want_scores, abs=1e-5)
+    if approximate:
+        assert agree / exclude.count(None) >= 0.99
+    # the batch answers what one search at a time answers
+    for j in range(0, len(Q), 17):
+        single, _ = idx.search(Q[j], 5, "p", 1e9, exclude_subject=exclude[j])
+        assert [h.subject_id for h in single] == [h.subject_id for h in results[j]]
+
+
+def test_search_many_edge_cases():
+    idx, gen, centres, X = build(30, 1, IndexConfig(), allowed_every=10)
+    assert idx.search_many(np.zeros((0, DIM), np.float32), 3, "p", 1e9) == []
+    assert idx.search_many(X[:2], 3, "unknown-purpose", 1e9) == [[], []]
+    # fewer allowed subjects than k: all of them, and the excluded one left out
+    hits = idx.search_many(X[:1], 5, "p", 1e9, exclude_subjects=[0])[0]
+    assert sorted(h.subject_id for h in hits) == [10, 20]
+    with pytest.raises(ValueError):
+        idx.search_many(X[:2], 3, "p", 1e9, exclude_subjects=[None])
+
+
+def test_allowed_subject_ids_follow_consent_changes():
+    idx, gen, centres, X = build(40, 1, IndexConfig(), allowed_every=4)
+    assert idx.allowed_subject_ids("p", 1e9).tolist() == list(range(0, 40, 4))
+    assert idx.allowed_subject_ids(None, 1e9).tolist() == list(range(40))
+    assert idx.allowed_subject_ids("unknown-purpose", 1e9).dtype == np.int64
+    with idx.lock.write():
+        idx.apply(SubjectState(8, None))  # erased
+        idx.apply(SubjectState(5, ("s5", None), {6}, {}, [("p", 0.0, 2e9, None)]))  # granted until 2e9
+        idx.apply(SubjectState(12, ("s12", None), {13}, {}, [("p", 0.0, np.inf, 5.0)]))  # withdrawn
+    assert idx.allowed_subject_ids("p", 1e9).tolist() == [0, 4, 5, 16, 20, 24, 28, 32, 36]
+    assert 5 not in idx.allowed_subject_ids("p", 2e9 + 1).tolist()  # expired
+    hits = idx.search_many(X[[5, 8, 12]], 1, "p", 1e9)
+    assert hits[0][0].subject_id == 5 and hits[1][0].subject_id != 8 and hits[2][0].subject_id != 12

@@ -292,6 +292,22 @@ class PgCollectionIndex:
 
     # --- other queries used by Gallery ---------------------------------------------------------
 
+    def search_many(self, queries: np.ndarray, k: int, purpose: str | None, now: float, *,
+                    exclude_subjects: Sequence[int | None] | None = None) -> list[list[Hit]]:
+        Q = np.asarray(queries, np.float32).reshape(-1, self.dim)
+        excl = exclude_subjects if exclude_subjects is not None else [None] * len(Q)
+        if len(excl) != len(Q):
+            raise ValueError(f"exclude_subjects has {len(excl)} entries for {len(Q)} queries")
+        return [self.search(q, k, purpose, now, exclude_subject=e)[0] for q, e in zip(Q, excl)]
+
+    def allowed_subject_ids(self, purpose: str | None, now: float) -> np.ndarray:
+        sql = (f"SELECT s.id FROM subjects s WHERE s.collection_id = :cid AND EXISTS "
+               f"(SELECT 1 FROM consents k WHERE k.subject_id = s.id AND {_active_sql('k', purpose is not None)}) ORDER BY s.id")
+        when = dt.datetime.fromtimestamp(now, dt.UTC)
+        with self.store.read() as tx:
+            ids = [r[0] for r in tx.execute(text(sql), {"cid": self.collection_id, "now": when, "purpose": purpose})]
+        return np.asarray(ids, np.int64)
+
     def subject_vectors(self, sid: int) -> np.ndarray:
         with self.store.read() as tx:
             return tx.subject_search_vectors(self.collection_id, sid)
