@@ -11,6 +11,7 @@ from alembic import context
 
 from facegate.gallery.schema import Base
 import facegate.liveness.schema  # noqa: F401  (its tables join Base.metadata)
+import facegate.registry.batch_schema  # noqa: F401  (its tables join Base.metadata)
 import facegate.registry.dedup_schema  # noqa: F401  (its tables join Base.metadata)
 
 config = context.config
