@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .calibration import SUPPORTED_FMRS
+from .extras import require
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,9 @@ def _eer(gen: np.ndarray, imp: np.ndarray) -> tuple[float, float]:
 
 
 def plot_det(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str, title: str = "DET curve") -> None:
-    """Save a DET plot (FNMR vs FMR, log axes) of one or more named (scores, same) sets as PNG."""
+    """Save a DET plot (FNMR vs FMR, log axes) of one or more named (scores, same) sets as PNG
+    (needs ``facegate[plots]``)."""
+    require("plots", "the DET curve")
     import matplotlib
 
     matplotlib.use("Agg")

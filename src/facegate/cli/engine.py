@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.markup import escape
 from rich.table import Table
 
 from ..calibration import DEFAULT_FMR, SUPPORTED_FMRS
@@ -33,6 +33,7 @@ from ._common import (
     handle_errors,
     parse_face_choice,
     print_json,
+    progress,
 )
 from .gallery import verify_subject
 
@@ -68,7 +69,7 @@ def _image_error(path: Path, exc: FacegateError, as_json: bool) -> None:
     if as_json:
         print_json({"image": str(path), "error": exc.to_dict()})
     else:
-        err_console.print(f"[red]{path}[/]: {exc.message}", highlight=False)
+        err_console.print(f"[red]{escape(str(path))}[/]: {escape(exc.message)}", highlight=False, soft_wrap=True)
 
 
 def _print_faces(path: Path, faces: list, subject: int | None) -> None:
@@ -169,29 +170,29 @@ def embed(
         raise typer.Exit(EXIT_INPUT)
 
 
-def _embed_with_progress(engine, paths: list[str], root: Path) -> dict[str, np.ndarray | None]:
+def _embed_with_progress(engine, paths: list[str], root: Path, as_json: bool) -> dict[str, np.ndarray | None]:
     vectors: dict[str, np.ndarray | None] = {}
     chunk = 32
-    with Progress(
-        TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err_console
-    ) as progress:
-        task = progress.add_task("embed", total=len(paths))
+    with progress("embedding", len(paths), enabled=not as_json) as bar:
         for start in range(0, len(paths), chunk):
             part = paths[start : start + chunk]
             for p, res in zip(part, engine.embed_many([root / p for p in part])):
                 vectors[p] = None if isinstance(res, FacegateError) else res.vector
-            progress.advance(task, len(part))
+            bar.advance(len(part))
     return vectors
 
 
-def _score(engine, pairs_file: Path, root: Path, all_impostors: bool):
+def _score(engine, pairs_file: Path, root: Path, all_impostors: bool, as_json: bool):
     from ..evaluation import all_impostor_pairs, read_pairs, score_pairs
 
-    pairs = read_pairs(str(pairs_file))
+    try:
+        pairs = read_pairs(str(pairs_file))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--pairs") from None
     if all_impostors:
         pairs = [p for p in pairs if p[2]] + all_impostor_pairs(pairs)
     paths = sorted({p for a, b, _ in pairs for p in (a, b)})
-    vectors = _embed_with_progress(engine, paths, root)
+    vectors = _embed_with_progress(engine, paths, root, as_json)
     scores, same = score_pairs(vectors, pairs)
     failed_images = sum(v is None for v in vectors.values())
     return scores, same, len(paths), failed_images
@@ -209,7 +210,8 @@ AllImpostorsOption = typer.Option(
 def eval_(
     pairs: Path = PairsOption,
     root: Path = RootOption,
-    det: Path = typer.Option(Path("det.png"), "--det", help="Where to save the DET curve (PNG)."),
+    det: Path | None = typer.Option(
+        None, "--det", help="Also save the DET curve as this PNG (needs pip install 'facegate[plots]')."),
     all_impostors: bool = AllImpostorsOption,
     model: str = ModelOption,
     allow_noncommercial: bool = NonCommercialOption,
@@ -217,17 +219,22 @@ def eval_(
 ) -> None:
     """Accuracy on labelled pairs: TAR at FMR 1e-3/1e-4/1e-5, EER, failure to acquire, DET curve."""
     from ..evaluation import evaluate, plot_det
+    from ..extras import require
 
+    if det is not None:  # before the long part, not after it
+        require("plots", "the DET curve (--det)")
     engine = get_engine(model, allow_noncommercial)
-    scores, same, n_images, failed_images = _score(engine, pairs, root, all_impostors)
+    scores, same, n_images, failed_images = _score(engine, pairs, root, all_impostors, as_json)
     report = evaluate(scores, same)
-    plot_det({engine.model_id: (scores, same)}, str(det), title=f"DET — {pairs.name}")
+    if det is not None:
+        plot_det({engine.model_id: (scores, same)}, str(det), title=f"DET — {pairs.name}")
     out = {"model": engine.model_id, "images": n_images, "fta_images": failed_images,
-           "fta_image_rate": failed_images / max(n_images, 1), **report.to_dict(), "det_png": str(det)}
+           "fta_image_rate": failed_images / max(n_images, 1), **report.to_dict(), "det_png": det and str(det)}
     emit(out, as_json, lambda: _print_report(engine.model_id, pairs, report, n_images, failed_images, det))
 
 
-def _print_report(model_id: str, pairs: Path, report, n_images: int, failed_images: int, det: Path) -> None:  # report: EvalReport
+def _print_report(model_id: str, pairs: Path, report, n_images: int, failed_images: int,  # report: EvalReport
+                  det: Path | None) -> None:
     table = Table(title=f"{model_id} on {pairs}")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -238,7 +245,8 @@ def _print_report(model_id: str, pairs: Path, report, n_images: int, failed_imag
     table.add_row("EER", f"{report.eer:.4f}")
     table.add_row("FTA (images)", f"{failed_images} / {n_images} = {failed_images / max(n_images, 1):.4f}")
     table.add_row("FTA (pairs)", f"{report.fta_rate:.4f}")
-    table.add_row("DET curve", str(det))
+    if det is not None:
+        table.add_row("DET curve", str(det))
     console.print(table)
 
 
@@ -257,7 +265,7 @@ def calibrate(
     from ..evaluation import evaluate
 
     engine = get_engine(model, allow_noncommercial)
-    scores, same, n_images, failed_images = _score(engine, pairs, root, all_impostors)
+    scores, same, n_images, failed_images = _score(engine, pairs, root, all_impostors, as_json=False)
     report = evaluate(scores, same)
     entry = {
         "thresholds": {f"{f:g}": round(t, 6) for f, t in report.threshold_at_fmr.items()},

@@ -62,12 +62,14 @@ def migrate(
     in one transaction, search vectors built from the templates, counts and a sample of
     scores verified. The source is left untouched; point FACEGATE_STORE at the destination
     afterwards."""
+    from ..extras import require_postgres
     from ..gallery import Gallery
-    from ..gallery.pg import is_pg_url
+    from ..gallery.pg import EMBEDDED, is_pg_url
     from ..gallery.pg.admin import migrate_gallery
 
     if not is_pg_url(to):
         raise typer.BadParameter("the destination must be postgresql://… or embedded-postgres", param_hint="--to")
+    require_postgres(embedded=to == EMBEDDED)
     ddir = _data_dir(data_dir)
     src = Gallery.open(ddir, store=source or f"sqlite:///{(ddir / 'gallery.db').resolve()}")
     try:

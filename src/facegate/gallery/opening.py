@@ -12,6 +12,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from ..clock import SYSTEM, Clock
+from ..extras import require_postgres
 from . import master_key as master_key_files
 from .audit import AuditLog
 from .crypto import MASTER_KEY_ENV, Crypto, generate_key, load_master_key
@@ -42,8 +43,9 @@ def open_database(data_dir: str | Path | None = None, *, store: str | None = Non
     if url is None or url.startswith("sqlite"):
         ddir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if url is not None and not url.startswith("sqlite"):
-        from .pg import open_store  # "postgresql://…" or "embedded-postgres"
+        from .pg import EMBEDDED, open_store  # "postgresql://…" or "embedded-postgres"
 
+        require_postgres(embedded=url == EMBEDDED)
         st = open_store(url, data_dir=ddir, durability=durability)
     else:
         st = Store(url or sqlite_url(ddir), durability=durability)
