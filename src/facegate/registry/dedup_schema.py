@@ -37,7 +37,7 @@ class DedupRunRow(Base):
     expected_false_pairs: Mapped[float] = mapped_column(Float)
     max_expected_false_pairs: Mapped[float] = mapped_column(Float)
     feed_seq: Mapped[int] = mapped_column(BigInteger)  # change-feed head when the run started
-    since_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # incremental: the run it continues from
+    after_run_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # incremental: the run it continues
     pairs_found: Mapped[int | None] = mapped_column(Integer, nullable=True)
     actor: Mapped[str] = mapped_column(String(256))
     started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)

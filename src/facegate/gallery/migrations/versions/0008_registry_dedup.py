@@ -36,7 +36,7 @@ def upgrade() -> None:
         sa.Column("expected_false_pairs", sa.Float(), nullable=False),
         sa.Column("max_expected_false_pairs", sa.Float(), nullable=False),
         sa.Column("feed_seq", sa.BigInteger(), nullable=False),
-        sa.Column("since_seq", sa.BigInteger(), nullable=True),
+        sa.Column("after_run_id", sa.BigInteger(), nullable=True),
         sa.Column("pairs_found", sa.Integer(), nullable=True),
         sa.Column("actor", sa.String(256), nullable=False),
         sa.Column("started_at", TS, nullable=False),
