@@ -19,14 +19,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import numpy as np
-
 from ..calibration import calibration_for, supported_fmr
 from ..gallery import Gallery
 from ..gallery.collections import check_purpose
 from ..gallery.context import GalleryContext
 from ..gallery.errors import InvalidArgumentError
-from ..gallery.ports import CollectionRow, CollectionVectors, Hit
+from ..gallery.ports import CollectionRow
 from . import dedup_store as db
 from .dedup_errors import ClusterNotFoundError, DedupRunNotFoundError, NoPreviousRunError
 from .dedup_plan import DEFAULT_FMR, DEFAULT_MAX_EXPECTED_FALSE_PAIRS, DedupPlan, make_plan
@@ -94,17 +92,17 @@ class Dedup:
         col = ctx.collection_row(collection)
         check_purpose(col, purpose)
         threshold = calibration_for(col.model_id).threshold(fmr)
-        now = ctx.now()
         with ctx.store.read() as tx:
             head = tx.max_seq()
-            subjects = list(tx.collection_subjects(col.id))
             prev = db.latest_completed(tx, col.id, purpose=purpose, fmr=fmr) if incremental else None
             if incremental and prev is None:
                 raise NoPreviousRunError(
                     f"no completed de-duplication of {collection!r} for purpose {purpose!r} at FMR {fmr:g} to continue; "
                     "run a full one first", collection=collection, purpose=purpose, fmr=fmr)
-            changed = _changed_since(tx, col.id, prev, subjects, head) if prev is not None else None
-            allowed = _allowed(tx, [s.id for s in subjects], purpose, now)
+            changed = _changed_since(tx, col.id, prev, head) if prev is not None else None
+        # The index is current with the store up to at least ``head`` once ``get`` returns (it syncs).
+        idx = ctx.index.get(col.id, col.embedding_dim, col.model_id)
+        allowed = idx.allowed_subject_ids(purpose, ctx.now().timestamp()).tolist()
         queried = [sid for sid in allowed if changed is None or sid in changed]
         plan = make_plan(collection=col.name, purpose=purpose, model_id=col.model_id, fmr=fmr, threshold=threshold,
                          subjects=len(allowed), queried=len(queried), max_expected_false_pairs=limit,
@@ -128,7 +126,7 @@ class Dedup:
                 if len(V):
                     yield Query(sid, V)
 
-        pairs = find_pairs(_OneQueryAtATime(idx), queries(), purpose=plan.purpose, now=now, threshold=plan.threshold,
+        pairs = find_pairs(idx, queries(), purpose=plan.purpose, now=now, threshold=plan.threshold,
                            on_batch=advanced, cancelled=cancelled)
         if cancelled is not None and cancelled():
             return {}, "cancelled"
@@ -223,18 +221,6 @@ class Dedup:
         return DedupReport(DedupRun.from_row(row, col.name), tuple(clusters), len(pairs), hidden, plan)
 
 
-class _OneQueryAtATime:
-    """``PairSearch`` over a collection index's single-query ``search``."""
-
-    def __init__(self, idx: CollectionVectors) -> None:
-        self.idx = idx
-
-    def search_many(self, queries: np.ndarray, k: int, purpose: str | None, now: float, *,
-                    exclude_subjects: np.ndarray | None = None) -> list[list[Hit]]:
-        ex: Sequence[int | None] = [None] * len(queries) if exclude_subjects is None else exclude_subjects.tolist()
-        return [self.idx.search(q, k, purpose, now, exclude_subject=e)[0] for q, e in zip(queries, ex)]
-
-
 def _allowed(tx: Any, sids: Sequence[int], purpose: str, now: Any) -> set[int]:
     """Of ``sids``, those whose active consent covers ``purpose`` at ``now`` (the database's word)."""
     out: set[int] = set()
@@ -243,13 +229,13 @@ def _allowed(tx: Any, sids: Sequence[int], purpose: str, now: Any) -> set[int]:
     return out
 
 
-def _changed_since(tx: Any, cid: int, prev: Any, subjects: Sequence[Any], head: int) -> set[int]:
+def _changed_since(tx: Any, cid: int, prev: Any, head: int) -> set[int]:
     """Subjects enrolled, re-enrolled or re-consented since the run ``prev`` started: from the
     change feed, or — where the feed has been pruned past that point — those created since."""
     if tx.pruned_through() <= prev.feed_seq:
         return {c.subject_id for c in tx.changes_since(prev.feed_seq, head)
                 if c.collection_id == cid and c.subject_id is not None}
-    return {s.id for s in subjects if s.created_at >= prev.started_at}
+    return {s.id for s in tx.collection_subjects(cid) if s.created_at >= prev.started_at}
 
 
 def _plan_details(plan: DedupPlan) -> dict[str, Any]:

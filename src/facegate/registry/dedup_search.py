@@ -11,7 +11,7 @@ Pairs found from both sides are kept once. Clusters are the connected components
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -30,7 +30,7 @@ class PairSearch(Protocol):
     """What de-duplication needs from a collection's vector index."""
 
     def search_many(self, queries: np.ndarray, k: int, purpose: str | None, now: float, *,
-                    exclude_subjects: np.ndarray | None = None) -> list[list[Hit]]:
+                    exclude_subjects: Sequence[int | None] | None = None) -> list[list[Hit]]:
         """Best ``k`` subjects per query row whose consent covers ``purpose`` at ``now``, leaving
         out row i's ``exclude_subjects[i]``; exact cosine scores, best first."""
         ...
@@ -74,7 +74,7 @@ def _search_batch(search: PairSearch, batch: list[Query], purpose: str, now: flo
     owners = np.repeat(np.asarray([q.subject_id for q in batch], np.int64), [len(q.vectors) for q in batch])
     todo = np.arange(len(Q))
     while len(todo):
-        results = search.search_many(Q[todo], k, purpose, now, exclude_subjects=owners[todo])
+        results = search.search_many(Q[todo], k, purpose, now, exclude_subjects=owners[todo].tolist())
         saturated = []
         for i, hits in zip(todo.tolist(), results):
             owner = int(owners[i])
