@@ -57,9 +57,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from ..clock import SYSTEM, Clock
 from ..errors import FacegateError
-from ..gallery.errors import ConflictError, NotFoundError
-from ..gallery.ports import StoreTransaction, TemplateStore
+from ..gallery.errors import ConflictError, GalleryError, NotFoundError
+from ..gallery.ports import TemplateStore
 from ..gallery.schema import Base, UTCDateTime
+from ..gallery.transaction import StoreTx
 
 log = logging.getLogger("facegate.registry")
 
@@ -104,6 +105,13 @@ class JobActiveError(ConflictError):
 
 class JobNotFoundError(NotFoundError):
     code = "job_not_found"
+
+
+class JobFailedError(GalleryError):
+    """A job ended ``failed``; ``error`` holds its code and message."""
+
+    code = "job_failed"
+    http_status = 500
 
 
 class JobLeaseLostError(ConflictError):
@@ -178,7 +186,7 @@ class JobStore:
         self.clock = clock
 
     def create(self, kind: str, collection: str, *, params: Mapping[str, Any], actor: str, total: int = 0,
-               prepare: Callable[[StoreTransaction, Job], None] | None = None) -> Job:
+               prepare: Callable[[StoreTx, Job], None] | None = None) -> Job:
         """A new queued job; JobActiveError if the collection has an active one. ``prepare(tx,
         job)`` runs in the same transaction (e.g. storing the job's uploads), so a refused
         job leaves nothing behind."""
@@ -227,7 +235,7 @@ class JobStore:
         with self.store.read() as tx:
             return [_job(r) for r in tx.execute(q)]
 
-    def cancel(self, job_id: str, cleanup: Callable[[StoreTransaction, Job], None] | None = None) -> Job:
+    def cancel(self, job_id: str, cleanup: Callable[[StoreTx, Job], None] | None = None) -> Job:
         """Cancel: a queued job ends now (``cleanup`` runs with it), a running one is asked to
         stop. A finished job is returned unchanged."""
         now = self.clock.now()
@@ -283,7 +291,7 @@ class JobStore:
             return bool(tx.execute(select(J.c.cancel_requested).where(J.c.id == job_id)).scalar())
 
     def finish(self, job_id: str, owner: str, status: Status, *, result: dict[str, Any] | None = None,
-               error: dict[str, Any] | None = None, cleanup: Callable[[StoreTransaction, Job], None] | None = None) -> Job:
+               error: dict[str, Any] | None = None, cleanup: Callable[[StoreTx, Job], None] | None = None) -> Job:
         now = self.clock.now()
         with self.store.write() as tx:
             n = tx.execute(update(J).where(J.c.id == job_id, J.c.owner == owner, J.c.status == "running").values(
@@ -324,7 +332,7 @@ class JobKind:
     transaction that ends the job (any outcome)."""
 
     run: Callable[[JobContext], dict[str, Any]]
-    cleanup: Callable[[StoreTransaction, Job], None] | None = None
+    cleanup: Callable[[StoreTx, Job], None] | None = None
 
 
 class JobContext:
@@ -371,7 +379,7 @@ class JobRunner:
         self._thread: threading.Thread | None = None
 
     def create(self, kind: str, collection: str, *, params: Mapping[str, Any], actor: str, total: int = 0,
-               prepare: Callable[[StoreTransaction, Job], None] | None = None) -> Job:
+               prepare: Callable[[StoreTx, Job], None] | None = None) -> Job:
         job = self.jobs.create(kind, collection, params=params, actor=actor, total=total, prepare=prepare)
         self._wake.set()
         return job
