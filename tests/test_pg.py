@@ -39,7 +39,7 @@ def pg_url():
 
 
 def open_pg(data_dir, url, **kw) -> Gallery:
-    kw.setdefault("index_config", PgIndexConfig(auto_build=False))
+    """A gallery on PostgreSQL searched by the in-memory index (``index_config`` as given)."""
     return Gallery.open(data_dir, store=url, **kw)
 
 
@@ -159,7 +159,7 @@ def test_heavy_filtering_never_costs_a_result_slot(tmp_path, pg_url, plan):
 
 
 def test_ivfflat_recall_tuning_and_deletes(tmp_path, pg_url):
-    g = open_pg(tmp_path, pg_url)
+    g = open_pg(tmp_path, pg_url, index_config=PgIndexConfig(auto_build=False))
     g.create_collection("c", purposes=["p"], threshold=0.3)
     gen, C, V = synth(3000)
     g.import_templates("c", [(f"s{i}", V[2 * i : 2 * i + 2], ConsentSpec(("p",))) for i in range(3000)], model_id=MODEL)

@@ -883,42 +883,48 @@ class GalleryIndex:
             consents: dict[int, list] = defaultdict(list)
             for r in tx.collection_consents(cid):
                 consents[r.subject_id].append(_consent_tuple(r))
-            _n_sub, n_tpl = tx.collection_counts(cid)
-            X = np.zeros((max(n_tpl, 1), dim), np.float32)
-            tids = np.zeros(max(n_tpl, 1), np.int64)
-            sids = np.zeros(max(n_tpl, 1), np.int64)
-            n = 0
-            cipher: SubjectCipher | None = None
-            cipher_sid = None
-            foreign = 0
-            for part in tx.collection_template_chunks(cid):
-                plains: list[bytes] = []
-                for tid, sid, mid, nonce, ct in part:
-                    if mid != model_id:
-                        foreign += 1
-                        continue
-                    if sid != cipher_sid:
-                        s = subjects.get(sid)
-                        if s is None:
-                            continue
-                        cipher, cipher_sid = self.crypto.subject_key(s.wrapped_key, cid, s.external_id), sid
-                    if n + len(plains) >= X.shape[0]:  # rows committed after the count are not in this snapshot
-                        break
-                    assert cipher is not None
-                    plains.append(cipher.decrypt_bytes(nonce, ct, mid))
-                    tids[n + len(plains) - 1], sids[n + len(plains) - 1] = tid, sid
-                if plains:
-                    X[n : n + len(plains)] = np.frombuffer(b"".join(plains), dtype="<f4").reshape(len(plains), dim)
-                    n += len(plains)
-        if foreign:
-            log.warning("collection %s: %d templates of another model ignored", cid, foreign)
-        idx.bulk_load({sid: (r.external_id, r.label) for sid, r in subjects.items()}, tids[:n].copy(), sids[:n].copy(),
-                      _own(X, n), consents)
+            tids, sids, X = self.read_vectors(tx, cid, dim, model_id, subjects)
+        idx.bulk_load({sid: (r.external_id, r.label) for sid, r in subjects.items()}, tids, sids, X, consents)
         idx.applied_seq = seq
         idx.load_seconds = time.perf_counter() - t0
         if idx.needs_ann():
             idx.maybe_rebuild_ann()  # background by default: exact search serves until it is ready
         return idx
+
+    def read_vectors(self, tx: Any, cid: int, dim: int, model_id: str,
+                     subjects: dict[int, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(template ids, subject ids, float32 vectors) of the collection's ``model_id``
+        templates in the snapshot ``tx``: each subject's key unwrapped, its templates decrypted."""
+        _n_sub, n_tpl = tx.collection_counts(cid)
+        X = np.zeros((max(n_tpl, 1), dim), np.float32)
+        tids = np.zeros(max(n_tpl, 1), np.int64)
+        sids = np.zeros(max(n_tpl, 1), np.int64)
+        n = 0
+        cipher: SubjectCipher | None = None
+        cipher_sid = None
+        foreign = 0
+        for part in tx.collection_template_chunks(cid):
+            plains: list[bytes] = []
+            for tid, sid, mid, nonce, ct in part:
+                if mid != model_id:
+                    foreign += 1
+                    continue
+                if sid != cipher_sid:
+                    s = subjects.get(sid)
+                    if s is None:
+                        continue
+                    cipher, cipher_sid = self.crypto.subject_key(s.wrapped_key, cid, s.external_id), sid
+                if n + len(plains) >= X.shape[0]:  # rows committed after the count are not in this snapshot
+                    break
+                assert cipher is not None
+                plains.append(cipher.decrypt_bytes(nonce, ct, mid))
+                tids[n + len(plains) - 1], sids[n + len(plains) - 1] = tid, sid
+            if plains:
+                X[n : n + len(plains)] = np.frombuffer(b"".join(plains), dtype="<f4").reshape(len(plains), dim)
+                n += len(plains)
+        if foreign:
+            log.warning("collection %s: %d templates of another model ignored", cid, foreign)
+        return tids[:n].copy(), sids[:n].copy(), _own(X, n)
 
     def sync(self) -> None:
         """Catch up with every write committed since this process last looked (any process)."""

@@ -43,9 +43,11 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from ..crypto import Crypto, SubjectCipher
 from ..errors import StoreError, StoreUnavailableError
 from ..index import IndexConfig
+from ..ports import VectorIndex
 from ..store import Store
 from ..transaction import C, S, StoreTx, T
 from .index import PgGalleryIndex, PgIndexConfig
+from .memory import PgGalleryMemoryIndex
 from .rotation import RotationCache, keyring_name, orthogonal_from_seed, wrap_context
 from .vectors import copy_rows, parse_copy_rows, vec_table
 
@@ -199,9 +201,14 @@ class PgStore(Store):
 
     # --- index factory -----------------------------------------------------
 
-    def make_index(self, crypto: Crypto, config: IndexConfig | PgIndexConfig | None = None) -> PgGalleryIndex:
+    def make_index(self, crypto: Crypto, config: IndexConfig | PgIndexConfig | None = None) -> VectorIndex:
+        """The in-memory index of ``gallery/index.py`` (as for SQLite), fed by the change feed;
+        a :class:`PgIndexConfig` asks for search inside PostgreSQL instead (pgvector, for tools
+        and comparison: see docs/scale-out.md)."""
         self.crypto = crypto
-        return PgGalleryIndex(self, config)
+        if isinstance(config, PgIndexConfig):
+            return PgGalleryIndex(self, config)
+        return PgGalleryMemoryIndex(self, crypto, config)
 
     # --- migrations ---------------------------------------------------------------------------
 
@@ -502,6 +509,11 @@ class PgStoreTx(StoreTx):
             last = int(tids[-1])
             if len(tids) < chunk:
                 return
+
+    def foreign_template_ids(self, cid: int, model_id: str) -> np.ndarray:
+        """Ids of the collection's templates made by another model than ``model_id``."""
+        q = select(T.c.id).where(T.c.collection_id == cid, T.c.model_id != model_id)
+        return np.asarray([r[0] for r in self.conn.execute(q)], np.int64)
 
     def count_vectors(self, cid: int) -> int:
         return int(self.conn.exec_driver_sql(f"SELECT count(*) FROM {vec_table(cid)}").scalar() or 0)
