@@ -1,43 +1,82 @@
 """Searching the gallery: 1:N identification (from an image or a template) and 1:1
-verification against an enrolled subject — each purpose-bound and audited."""
+verification against an enrolled subject — each purpose-bound and audited, refusals included."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
+from ..errors import FacegateError
 from ..results import Face, Quality
 from .collections import check_purpose, threshold_of
 from .context import GalleryContext, ImageLike, find_subject
-from .errors import ConsentRequiredError, InvalidArgumentError, ModelMismatchError, SubjectNotFoundError
+from .errors import (
+    ConsentRequiredError,
+    InvalidArgumentError,
+    LivenessRequiredError,
+    ModelMismatchError,
+    StoreError,
+    SubjectNotFoundError,
+)
 from .liveness_gate import Liveness, require
 from .ports import CollectionRow
 from .types import Candidate, IdentifyResult, SubjectVerifyResult
 
 MAX_TOP_K = 100
 
+# The decision a refusal is recorded under: ``refused_<error code>``, but for the names the audit
+# log used before every refusal was recorded.
+_REFUSED = {"consent_required": "refused_no_consent"}
+
+
+@contextmanager
+def _audited_refusal(ctx: GalleryContext, action: str, collection: str, purpose: str | None, actor: str,
+                    subjects: Sequence[str] = ()) -> Iterator[None]:
+    """An attempted search is an auditable event whatever its outcome: a refusal (purpose not
+    allowed, no face in the probe, unknown subject, ...) is recorded with its reason code before
+    it propagates — nothing of the probe, no template, no score. The liveness gate records its
+    own refusal (``refused_liveness_required``); a store that fails cannot record one."""
+    try:
+        yield
+    except (LivenessRequiredError, StoreError):
+        raise
+    except FacegateError as exc:
+        with ctx.store.write() as tx:
+            ctx.audit.append(tx, actor=actor, action=action, now=ctx.now(), collection=collection, subjects=list(subjects),
+                             purpose=purpose or None, decision=_REFUSED.get(exc.code, f"refused_{exc.code}"))
+        raise
+
 
 def identify(ctx: GalleryContext, collection: str, image: ImageLike, *, purpose: str, top_k: int, liveness: Liveness,
              actor: str) -> IdentifyResult:
-    if not (1 <= int(top_k) <= MAX_TOP_K):
-        raise InvalidArgumentError(f"top_k must be between 1 and {MAX_TOP_K}")
-    col = ctx.collection_row(collection)
-    check_purpose(col, purpose)
-    live_details = require(ctx, col, "identify", liveness, actor=actor, purpose=purpose)
-    emb = ctx.engines.for_collection(col).embed(image)
+    with _audited_refusal(ctx, "identify", collection, purpose, actor):
+        col, live_details = _admit(ctx, collection, purpose, int(top_k), liveness, actor)
+        emb = ctx.engines.for_collection(col).embed(image)
     return _identify(ctx, col, emb.vector, emb.face, purpose, int(top_k), actor, live_details)
 
 
 def identify_vector(ctx: GalleryContext, collection: str, vector: np.ndarray, *, purpose: str, top_k: int,
                     model_id: str, liveness: Liveness, actor: str) -> IdentifyResult:
-    col = ctx.collection_row(collection)
-    check_purpose(col, purpose)
-    live_details = require(ctx, col, "identify", liveness, actor=actor, purpose=purpose)
-    if model_id != col.model_id:
-        raise ModelMismatchError(f"collection {collection!r} is pinned to {col.model_id}, not {model_id}")
+    with _audited_refusal(ctx, "identify", collection, purpose, actor):
+        col, live_details = _admit(ctx, collection, purpose, int(top_k), liveness, actor)
+        if model_id != col.model_id:
+            raise ModelMismatchError(f"collection {collection!r} is pinned to {col.model_id}, not {model_id}")
     face = Face((0, 0, 0, 0), (), 0.0, Quality(0, 0, 0, 0, 0, 0, 0, 0))
     return _identify(ctx, col, np.asarray(vector, np.float32), face, purpose, int(top_k), actor, live_details)
+
+
+def _admit(ctx: GalleryContext, collection: str, purpose: str, top_k: int, liveness: Liveness,
+           actor: str) -> tuple[CollectionRow, dict[str, Any]]:
+    """The checks before an identification searches: top_k, the collection, the declared purpose
+    and the collection's liveness requirement. Returns the collection and the liveness details."""
+    if not (1 <= top_k <= MAX_TOP_K):
+        raise InvalidArgumentError(f"top_k must be between 1 and {MAX_TOP_K}")
+    col = ctx.collection_row(collection)
+    check_purpose(col, purpose)
+    return col, require(ctx, col, "identify", liveness, actor=actor, purpose=purpose)
 
 
 def _identify(ctx: GalleryContext, col: CollectionRow, vector: np.ndarray, face: Face, purpose: str, top_k: int,
@@ -64,23 +103,21 @@ def _identify(ctx: GalleryContext, col: CollectionRow, vector: np.ndarray, face:
 
 def verify(ctx: GalleryContext, collection: str, subject: str, image: ImageLike, *, purpose: str, liveness: Liveness,
            actor: str) -> SubjectVerifyResult:
-    col = ctx.collection_row(collection)
-    check_purpose(col, purpose)
-    live_details = require(ctx, col, "verify", liveness, actor=actor, subjects=[subject], purpose=purpose)
-    engine = ctx.engines.for_collection(col)
-    now = ctx.now()
-    with ctx.store.read() as tx:
-        s = find_subject(tx, col.id, subject)
-        ok = s is not None and bool(tx.active_consent_subjects([s.id], purpose, now))
-    if s is None:
-        raise SubjectNotFoundError(f"no subject {subject!r} in collection {collection!r}", subject=subject)
-    if not ok:
-        with ctx.store.write() as tx:
-            ctx.audit.append(tx, actor=actor, action="verify", now=now, collection=collection, subjects=[subject],
-                             purpose=purpose, decision="refused_no_consent")
-        raise ConsentRequiredError(f"subject {subject!r} has no active consent for purpose {purpose!r}",
-                                   subject=subject, purpose=purpose)
-    emb = engine.embed(image)
+    with _audited_refusal(ctx, "verify", collection, purpose, actor, [subject]):
+        col = ctx.collection_row(collection)
+        check_purpose(col, purpose)
+        live_details = require(ctx, col, "verify", liveness, actor=actor, subjects=[subject], purpose=purpose)
+        engine = ctx.engines.for_collection(col)
+        now = ctx.now()
+        with ctx.store.read() as tx:
+            s = find_subject(tx, col.id, subject)
+            ok = s is not None and bool(tx.active_consent_subjects([s.id], purpose, now))
+        if s is None:
+            raise SubjectNotFoundError(f"no subject {subject!r} in collection {collection!r}", subject=subject)
+        if not ok:
+            raise ConsentRequiredError(f"subject {subject!r} has no active consent for purpose {purpose!r}",
+                                       subject=subject, purpose=purpose)
+        emb = engine.embed(image)
     thr = threshold_of(col)
     V = ctx.index.get(col.id, col.embedding_dim, col.model_id).subject_vectors(s.id)
     score = float((V @ emb.vector.astype(np.float32)).max()) if len(V) else -1.0
