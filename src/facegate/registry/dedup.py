@@ -51,28 +51,28 @@ class Dedup:
 
     def run(self, collection: str, *, purpose: str, fmr: float = DEFAULT_FMR, incremental: bool = False,
             max_expected_false_pairs: float = DEFAULT_MAX_EXPECTED_FALSE_PAIRS, actor: str = "library",
-            on_progress: Progress | None = None, cancelled: Callable[[], bool] | None = None) -> DedupReport:
+            on_progress: Progress | None = None, cancelled: Callable[[], bool] | None = None,
+            job_id: str | None = None) -> DedupReport:
         """Run a de-duplication and return its report (clusters not yet reviewed).
 
         ExpectedFalsePairsError (audited as a refusal) when the plan's expected false pairs
         exceed ``max_expected_false_pairs``; NoPreviousRunError for ``incremental`` without a
         completed run of the same purpose and FMR. ``cancelled()`` is checked between batches:
-        a cancelled run is recorded as such and keeps no pairs."""
+        a cancelled run is recorded as such and keeps no pairs. ``job_id``: the registry job
+        running it; a run an earlier attempt of that job left unfinished is marked failed."""
         plan, col, queried, head = self._prepare(collection, purpose, fmr, incremental, max_expected_false_pairs)
+        self._admit(plan, actor)
         ctx = self._ctx
         now = ctx.now()
-        if not plan.within_limit:
-            with ctx.store.write() as tx:
-                ctx.audit.append(tx, actor=actor, action="dedup.run", now=now, collection=col.name, purpose=purpose,
-                                 decision="refused_over_limit", details=_plan_details(plan))
-            plan.check()
         with ctx.store.write() as tx:
+            if job_id is not None:
+                db.interrupt_job_runs(tx, job_id, now)
             run_id = db.insert_run(tx, collection_id=col.id, purpose=purpose, mode=plan.mode, status="running",
                                    fmr=plan.fmr, threshold=plan.threshold, model_id=col.model_id, subjects=plan.subjects,
                                    queried=plan.queried, pairs_compared=plan.pairs_compared,
                                    expected_false_pairs=plan.expected_false_pairs,
                                    max_expected_false_pairs=plan.max_expected_false_pairs, feed_seq=head,
-                                   after_run_id=plan.after_run, actor=actor, started_at=now)
+                                   after_run_id=plan.after_run, actor=actor, job_id=job_id, started_at=now)
             ctx.audit.append(tx, actor=actor, action="dedup.run", now=now, collection=col.name, purpose=purpose,
                              decision="started", details={"run": run_id, **_plan_details(plan)})
         try:
@@ -82,6 +82,23 @@ class Dedup:
             raise
         self._finish(col, run_id, plan, pairs, status, actor)
         return self._report(col, run_id, include_reviewed=False, plan=plan)
+
+    def admit(self, collection: str, *, purpose: str, fmr: float = DEFAULT_FMR, incremental: bool = False,
+              max_expected_false_pairs: float = DEFAULT_MAX_EXPECTED_FALSE_PAIRS, actor: str = "library") -> DedupPlan:
+        """The plan of a run about to be queued (the service's jobs): ExpectedFalsePairsError,
+        audited as a refusal, when it is over the limit. The run re-plans when it starts."""
+        plan = self._prepare(collection, purpose, fmr, incremental, max_expected_false_pairs)[0]
+        self._admit(plan, actor)
+        return plan
+
+    def _admit(self, plan: DedupPlan, actor: str) -> None:
+        if plan.within_limit:
+            return
+        ctx = self._ctx
+        with ctx.store.write() as tx:
+            ctx.audit.append(tx, actor=actor, action="dedup.run", now=ctx.now(), collection=plan.collection,
+                             purpose=plan.purpose, decision="refused_over_limit", details=_plan_details(plan))
+        plan.check()
 
     def _prepare(self, collection: str, purpose: str, fmr: float, incremental: bool,
                  limit: float) -> tuple[DedupPlan, CollectionRow, list[int], int]:

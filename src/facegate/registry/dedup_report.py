@@ -80,13 +80,14 @@ class DedupRun:
     started_at: dt.datetime
     finished_at: dt.datetime | None
     error: str | None
+    job_id: str | None = None
 
     @classmethod
     def from_row(cls, row: Any, collection: str) -> DedupRun:
         return cls(int(row.id), collection, row.purpose, row.mode, row.status, row.fmr, row.threshold, row.model_id,
                    row.subjects, row.queried, int(row.pairs_compared), row.expected_false_pairs,
                    row.max_expected_false_pairs, row.pairs_found, row.after_run_id, row.actor, row.started_at,
-                   row.finished_at, row.error)
+                   row.finished_at, row.error, row.job_id)
 
     @property
     def seconds(self) -> float | None:

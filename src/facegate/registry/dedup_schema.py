@@ -40,6 +40,7 @@ class DedupRunRow(Base):
     after_run_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # incremental: the run it continues
     pairs_found: Mapped[int | None] = mapped_column(Integer, nullable=True)
     actor: Mapped[str] = mapped_column(String(256))
+    job_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)  # run as a registry job
     started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)

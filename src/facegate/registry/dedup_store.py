@@ -33,6 +33,13 @@ def insert_pairs(tx: Any, run_id: int, pairs: Mapping[tuple[int, int], float]) -
         tx.conn.execute(insert(PAIRS), rows[start : start + INSERT_CHUNK])
 
 
+def interrupt_job_runs(tx: Any, job_id: str, now: dt.datetime) -> int:
+    """Runs an earlier attempt of registry job ``job_id`` left running (its process died)."""
+    q = (update(RUNS).where(RUNS.c.job_id == job_id, RUNS.c.status == "running")
+         .values(status="failed", finished_at=now, error="interrupted: the process running it stopped"))
+    return int(tx.conn.execute(q).rowcount or 0)
+
+
 def run(tx: Any, collection_id: int, run_id: int) -> Row | None:
     return tx.conn.execute(select(RUNS).where(RUNS.c.collection_id == collection_id, RUNS.c.id == run_id)).first()
 

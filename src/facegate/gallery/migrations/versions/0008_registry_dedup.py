@@ -39,6 +39,7 @@ def upgrade() -> None:
         sa.Column("after_run_id", sa.BigInteger(), nullable=True),
         sa.Column("pairs_found", sa.Integer(), nullable=True),
         sa.Column("actor", sa.String(256), nullable=False),
+        sa.Column("job_id", sa.String(32), nullable=True),
         sa.Column("started_at", TS, nullable=False),
         sa.Column("finished_at", TS, nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
@@ -48,6 +49,7 @@ def upgrade() -> None:
         sqlite_autoincrement=True,
     )
     op.create_index("ix_dedup_runs_collection_id", "dedup_runs", ["collection_id"])
+    op.create_index("ix_dedup_runs_job_id", "dedup_runs", ["job_id"])
     op.create_table(
         "dedup_pairs",
         sa.Column("run_id", BigId, nullable=False),
