@@ -253,11 +253,13 @@ def create_app(settings: Settings | None = None, *, engine: FaceEngine | None = 
     app.state.service = service
     _install_error_handlers(app)
 
-    from . import routes_engine, routes_gallery, routes_liveness, routes_ops
+    from . import routes_batches, routes_dedup, routes_engine, routes_gallery, routes_liveness, routes_ops
 
     app.include_router(routes_ops.router)
     app.include_router(routes_engine.router)
     app.include_router(routes_gallery.router)
+    app.include_router(routes_batches.router)
+    app.include_router(routes_dedup.router)
     _mount_docs(app)
     app.include_router(routes_liveness.router)
     if settings.console:
