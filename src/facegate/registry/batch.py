@@ -28,9 +28,9 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -40,7 +40,15 @@ from ..errors import FacegateError
 from ..gallery.context import collection_in
 from ..gallery.transaction import StoreTx
 from .batch_schema import BatchItemRow
-from .batch_sources import MANIFEST_NAME, DirectorySource, ImageSource, StoredSource, UploadCipher, delete_uploads
+from .batch_sources import (
+    MANIFEST_NAME,
+    DirectorySource,
+    ImageSource,
+    StoredSource,
+    UploadCipher,
+    ZipLimits,
+    delete_uploads,
+)
 from .jobs import Job, JobContext, JobKind
 from .manifest import Manifest, ManifestError, ManifestRow, parse
 
@@ -58,9 +66,30 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class BatchSettings:
-    max_rows: int = 1_000_000
+    """Bounds of a batch (and of an upload to the service); each can be set as
+    ``FACEGATE_BATCH_<NAME>`` in the environment (``from_env``)."""
+
+    max_rows: int = 100_000
     max_image_bytes: int = 20 * 2**20
+    max_manifest_bytes: int = 32 * 2**20
+    max_zip_bytes: int = 2 * 2**30
+    max_total_bytes: int = 4 * 2**30  # an upload's images, uncompressed
+    max_ratio: float = 50.0  # uncompressed / compressed, per zip entry (photos barely compress)
+    max_members: int = 200_000
     workers: int = max(1, os.cpu_count() or 1)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> BatchSettings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"FACEGATE_BATCH_{f.name.upper()}")
+            if raw:
+                values[f.name] = float(raw) if f.type == "float" else int(raw)
+        return cls(**values)
+
+    def zip_limits(self) -> ZipLimits:
+        return ZipLimits(self.max_zip_bytes, self.max_image_bytes, self.max_total_bytes, self.max_ratio, self.max_members)
 
 
 def directory_params(manifest: Path, parsed: Manifest, *, dedup_purpose: str | None, disclose: bool = True) -> dict[str, Any]:

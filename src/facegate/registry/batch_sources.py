@@ -127,8 +127,8 @@ def read_zip(data: bytes, limits: ZipLimits, wanted: set[str] | None = None) -> 
         why = reference_problem(info.filename)
         if why is not None:
             raise InvalidArchiveError(f"zip entry {info.filename!r}: {why}", entry=info.filename)
-        mode = info.external_attr >> 16
-        if mode and not stat.S_ISREG(mode):
+        kind = stat.S_IFMT(info.external_attr >> 16)  # 0: no Unix type recorded (a plain file)
+        if kind not in (0, stat.S_IFREG):
             raise InvalidArchiveError(f"zip entry {info.filename!r} is a link or special file", entry=info.filename)
         name = normalise_reference(info.filename)
         if wanted is not None and name not in wanted:

@@ -9,6 +9,9 @@ from typing import Any, TypeVar
 from ..clock import SYSTEM, Clock
 from ..engine import FaceEngine
 from ..gallery import Gallery
+from ..registry.batch import KIND as BATCH_KIND
+from ..registry.batch import BatchSettings, batch_kind
+from ..registry.jobs import JobRunner
 from ..vision.decode import budget
 from .auth import Authenticator
 from .backend import gallery_authenticator
@@ -44,6 +47,10 @@ class Service:
         self.shutting_down = False
         self.startup_error: str | None = None
         self.liveness = ServiceLiveness(self)
+        # Registry jobs (bulk enrolment) run on one background thread per process; a job whose
+        # process died is resumed by the next one that starts.
+        self.batch_settings = BatchSettings.from_env()
+        self.registry: JobRunner | None = None
 
     def _new_pool(self) -> WorkerPool:
         s = self.settings
@@ -69,12 +76,19 @@ class Service:
             self.gallery = Gallery.open(self.settings.data_dir, engine=self.engine)
         if self.authenticator is None:
             self.authenticator = gallery_authenticator(self.gallery)
+        if self.registry is None:
+            kinds = {BATCH_KIND: batch_kind(self.gallery, self.batch_settings)}
+            self.registry = JobRunner(self.gallery.store, kinds, clock=self.clock)
+            self.registry.start()
 
     def stop(self) -> None:
         """Stop taking work, let running jobs finish, close what start() opened."""
         self.shutting_down = True
         self.ready = False
         self.pool.shutdown(wait=True)
+        if self.registry is not None:  # a running job is given back, to be resumed at the next start
+            self.registry.stop()
+            self.registry = None
         if self._own_gallery and self.gallery is not None:
             self.gallery.close()
             self.gallery = None
