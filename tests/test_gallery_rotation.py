@@ -4,7 +4,6 @@ process killed at any point leaves a store that opens, other processes follow th
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import sqlite3
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cli_support import Ran, invoke
 from facegate.gallery import (
     ConsentSpec,
     Gallery,
@@ -393,11 +393,8 @@ def test_cli_purge_with_rotation_and_master_key_commands(tmp_path):
     first = g.crypto.master_key_id
     g.close()
 
-    def fg(*args: object, **env: str) -> subprocess.CompletedProcess:
-        e = {**os.environ, "FACEGATE_DATA_DIR": str(d), "COLUMNS": "200", **env}
-        return subprocess.run(
-            [sys.executable, "-m", "facegate", *map(str, args)], capture_output=True, text=True, timeout=300, env=e
-        )
+    def fg(*args: object, **env: str) -> Ran:
+        return invoke(*args, env={"FACEGATE_DATA_DIR": str(d), "COLUMNS": "200", **env})
 
     r = fg("purge", "--rotate-master-key", "--json")
     assert r.returncode == 0, r.stderr
