@@ -10,7 +10,7 @@ from __future__ import annotations
 import typer
 
 from .. import __version__
-from . import audit, batch, collections, engine, erasure, gallery, keys, liveness, pg, serve, subjects
+from . import audit, batch, collections, dedup, engine, erasure, gallery, keys, liveness, pg, serve, subjects
 from ._common import console
 
 app = typer.Typer(
@@ -39,6 +39,7 @@ app.add_typer(engine.app)  # detect, verify, embed, eval, calibrate, demo
 app.add_typer(collections.app, name="collection")
 app.add_typer(gallery.app)  # enroll, identify
 app.add_typer(batch.app)  # enroll-batch
+app.add_typer(dedup.app, name="dedup")
 app.add_typer(subjects.app, name="subject")
 app.add_typer(subjects.consent_app, name="consent")
 app.add_typer(erasure.app)  # purge
