@@ -154,3 +154,23 @@ def test_a_busy_collection_refuses_a_second_batch(batch_dir, data, engine):
     r = fg(data, "enroll-batch", batch_dir / "m.csv", "-c", "staff", "--json")
     assert r.returncode == 5 and json.loads(r.stdout)["error"]["code"] == "job_active"
     assert counts(data, engine)[0] == 0
+
+
+def test_enroll_batch_on_postgresql_is_idempotent_too(batch_dir, tmp_path, engine):
+    import pg_support
+
+    url = pg_support.fresh_database()
+    data = tmp_path / "pg"
+    try:
+        with Gallery.open(data, store=url, engine=engine) as g:
+            g.create_collection("staff", purposes=["access", "payroll"])
+        (batch_dir / "m.csv").write_text(GOOD)
+        args = ("enroll-batch", batch_dir / "m.csv", "-c", "staff", "--data-dir", data, "--store", url, "--json")
+        first = json.loads(invoke(*args).stdout)["job"]["result"]
+        again = json.loads(invoke(*args).stdout)["job"]["result"]
+        assert (first["accepted"], first["rejected"]) == (5, 1)
+        assert (again["accepted"], again["skipped"], again["rejected"]) == (0, 5, 1)
+        with Gallery.open(data, store=url, engine=engine) as g, g.store.read() as tx:
+            assert tx.execute(select(func.count()).select_from(T)).scalar() == 5
+    finally:
+        pg_support.drop_database(url)
