@@ -42,7 +42,7 @@ def test_cli_migrate_sqlite_to_postgresql(tmp_path, app):
     assert r.exit_code == 0, r.output
     report = json.loads(r.output)
     assert report["ok"] and report["counts"]["templates"] == 60 and report["probes"] == 20
-    r = CliRunner().invoke(app, ["pg", "stats", "c", "--data-dir", str(d), "--store", url])
+    r = CliRunner().invoke(app, ["pg", "stats", "c", "--data-dir", str(d), "--store", url, "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["templates"] == 60
     r = CliRunner().invoke(app, ["migrate", "--to", "sqlite:///x.db", "--data-dir", str(d)])

@@ -11,10 +11,11 @@ import typer
 
 from .. import __version__
 from . import audit, batch, collections, dedup, engine, erasure, gallery, keys, liveness, pg, serve, subjects
-from ._common import console
+from ._common import App, RootGroup, console
 
-app = typer.Typer(
+app = App(
     name="facegate",
+    cls=RootGroup,
     help="Consent-first face verification and identification.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

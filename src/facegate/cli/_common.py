@@ -17,6 +17,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
+# typer ≥ 0.29 carries its own copy of click: its context and errors, not the click package's
+from typer._click.core import Context
+from typer._click.exceptions import UsageError
+from typer.core import TyperCommand, TyperGroup
+
 from ..clock import SYSTEM
 from ..errors import FacegateError
 
@@ -28,6 +33,59 @@ F = TypeVar("F", bound=Callable[..., Any])
 # Exit codes: 1 = a decision/result was negative (e.g. verify: no match), 2 = usage (Typer's),
 # 3 = bad input image / no usable face, 4 = model or configuration problem (incl. a missing extra), 5 = other.
 EXIT_NEGATIVE, EXIT_INPUT, EXIT_MODEL, EXIT_OTHER = 1, 3, 4, 5
+
+
+class Command(TyperCommand):
+    """A facegate command: its usage line names the arguments as the help texts do
+    (``verify [OPTIONS] IMAGE_A [IMAGE_B]``)."""
+
+    def collect_usage_pieces(self, ctx: Context) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                name = (param.metavar or param.name or "").upper() + ("..." if param.nargs != 1 else "")
+                pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
+
+class App(typer.Typer):
+    """The Typer of every facegate command group: plain help that the terminal wraps (Rich panels
+    squeeze it at 80 columns, show flags as ``<bool>`` and take ``[default: …]`` for markup),
+    and commands of class ``Command``."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("rich_markup_mode", None)
+        super().__init__(**kwargs)
+
+    def command(self, name: str | None = None, *, cls: type[TyperCommand] | None = None,
+                **kwargs: Any) -> Callable[[F], F]:
+        return super().command(name, cls=cls or Command, **kwargs)
+
+
+class RootGroup(TyperGroup):
+    """The ``facegate`` group. Under ``--json`` a usage error or an aborted prompt is also one
+    ``{"error": …}`` line on stdout, as every other error is, so a script reads one contract."""
+
+    def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
+        ctx.meta["facegate.argv"] = list(args)
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UsageError as exc:
+            if _json_requested(ctx):
+                print_json({"error": {"code": "usage", "message": exc.format_message(), "exit_code": exc.exit_code}})
+            raise
+        except typer.Abort:
+            if _json_requested(ctx):
+                print_json({"error": {"code": "aborted", "message": "aborted at a prompt", "exit_code": 1}})
+            raise
+
+
+def _json_requested(ctx: Context) -> bool:
+    argv: list[str] = ctx.meta.get("facegate.argv", [])
+    return "--json" in argv[: argv.index("--")] if "--" in argv else "--json" in argv
 
 
 def exit_code_for(exc: FacegateError) -> int:

@@ -15,11 +15,12 @@ import getpass
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from ..timefmt import TimeFormatError
 from ..timefmt import parse_time as _parse_time
-from ._common import console
+from ._common import EXIT_NEGATIVE, err_console
+from ._render import fmt_time as fmt_time  # the gallery commands' time format, where it always was
+from ._render import print_fields as print_fields
 
 PurposesOption = typer.Option(..., "--purposes", "-p", help="Comma-separated purposes (repeatable).")
 ExpiresOption = typer.Option(None, "--expires", help="Consent expiry: ISO date/time (UTC if no zone) or a duration like 365d.")
@@ -37,6 +38,18 @@ LivenessRequiredOption = typer.Option(
 
 CLI_LIVENESS_HINT = (" — from the CLI, run the liveness check through the service (`facegate serve`, console "
                      "#/liveness), or, when the person is in front of you, pass --liveness-override \"REASON\"")
+
+
+def confirm_erasure(question: str, *, yes: bool, as_json: bool) -> None:
+    """Ask before erasing unless --yes. With --json nothing is asked (a script says --yes); a
+    "no" exits 1 with nothing erased."""
+    if yes:
+        return
+    if as_json:
+        raise typer.BadParameter("--json does not ask for confirmation: add --yes to erase", param_hint="--yes")
+    if not typer.confirm(question):
+        err_console.print("nothing erased")
+        raise typer.Exit(EXIT_NEGATIVE)
 
 
 def override(reason: str | None):  # -> LivenessOverride | None
@@ -85,15 +98,3 @@ def parse_time(text: str | None, what: str = "time") -> dt.datetime | None:
         raise typer.BadParameter(f"{what}: expected an ISO date/time (2027-01-31, 2027-01-31T12:00Z) or 90d/12h") from None
 
 
-def fmt_time(t: dt.datetime | None) -> str:
-    return "—" if t is None else t.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-def print_fields(title: str, fields: dict) -> None:
-    """One record as a two-column field/value table."""
-    table = Table(title=title, show_header=False)
-    table.add_column("field")
-    table.add_column("value")
-    for k, v in fields.items():
-        table.add_row(k, str(v))
-    console.print(table)

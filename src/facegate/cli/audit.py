@@ -6,13 +6,13 @@ import datetime as dt
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from ..timefmt import duration
-from ._common import EXIT_NEGATIVE, Actor, DataDir, Json, Store, console, emit, handle_errors
-from ._gallery import actor_name, fmt_time, open_gallery, parse_time
+from ._common import EXIT_NEGATIVE, Actor, App, DataDir, Json, Store, emit, handle_errors
+from ._gallery import actor_name, open_gallery, parse_time
+from ._render import Col, fmt_time, human, print_table
 
-app = typer.Typer(help="Read, verify and archive the hash-chained audit log.", no_args_is_help=True)
+app = App(help="Read, verify and archive the hash-chained audit log.", no_args_is_help=True)
 
 
 @app.command("list")
@@ -36,14 +36,15 @@ def audit_list(
 
 
 def _print_events(events: list) -> None:
-    table = Table(title=f"{len(events)} audit event(s)")
-    for col in ("seq", "time", "actor", "action", "collection", "subjects", "purpose", "decision", "score"):
-        table.add_column(col)
-    for e in events:
-        subjects = ", ".join(e.subjects[:3]) + (" …" if len(e.subjects) > 3 else "")
-        table.add_row(str(e.seq), fmt_time(e.ts), e.actor, e.action, e.collection or "", subjects,
-                      e.purpose or "", e.decision or "", "" if e.score is None else f"{e.score:.4f}")
-    console.print(table)
+    print_table(
+        f"{len(events)} audit event(s), newest first",
+        [Col("seq", right=True), Col("time", drop=9, wrap=True), Col("action"), Col("decision", drop=8),
+         Col("collection", drop=7), Col("subjects", drop=6, wrap=True), Col("purpose", drop=5), Col("actor", drop=4),
+         Col("score", drop=3, right=True)],
+        [[str(e.seq), fmt_time(e.ts), e.action, human(e.decision), human(e.collection),
+          human(e.subjects[:3]) + (f" (+{len(e.subjects) - 3})" if len(e.subjects) > 3 else ""), human(e.purpose),
+          e.actor, human(None if e.score is None else round(e.score, 4))] for e in events],
+    )
 
 
 @app.command("verify")

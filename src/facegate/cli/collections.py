@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
-from ._common import EXIT_NEGATIVE, Actor, DataDir, Json, Store, calibrated_fmr, console, emit, handle_errors
-from ._gallery import LivenessRequiredOption, PurposesOption, YesOption, actor_name, open_gallery, print_fields, split_list
+from ._common import Actor, App, DataDir, Json, Store, calibrated_fmr, emit, handle_errors
+from ._gallery import (
+    LivenessRequiredOption,
+    PurposesOption,
+    YesOption,
+    actor_name,
+    confirm_erasure,
+    open_gallery,
+    split_list,
+)
+from ._render import Col, human, print_fields, print_table
 
-app = typer.Typer(help="Create, list, show and delete collections.", no_args_is_help=True)
+app = App(help="Create, list, show and delete collections.", no_args_is_help=True)
 
 
 @app.command("create")
@@ -69,13 +77,15 @@ def collection_list(data_dir: DataDir = None, store: Store = None, as_json: Json
 
 
 def _print_collections(cols: list) -> None:
-    table = Table(title=f"{len(cols)} collection(s)")
-    for col in ("name", "model", "purposes", "FMR", "threshold", "retention d", "liveness for", "subjects", "templates"):
-        table.add_column(col, justify="right" if col in ("FMR", "threshold", "retention d", "subjects", "templates") else "left")
-    for c in cols:
-        table.add_row(c.name, c.model_id, ", ".join(c.purposes), f"{c.fmr:g}", f"{c.threshold:.4f}", str(c.retention_days),
-                      ", ".join(c.liveness_required) or "-", str(c.subjects), str(c.templates))
-    console.print(table)
+    print_table(
+        f"{len(cols)} collection(s)",
+        [Col("name"), Col("purposes", drop=7, wrap=True), Col("subjects", drop=9, right=True),
+         Col("templates", drop=8, right=True), Col("threshold", drop=6, right=True), Col("FMR", drop=3, right=True),
+         Col("liveness for", drop=5, wrap=True), Col("retention", drop=4, right=True), Col("model", drop=2)],
+        [[c.name, human(c.purposes), str(c.subjects), str(c.templates), f"{c.threshold:.4f}", f"{c.fmr:g}",
+          human(c.liveness_required), f"{c.retention_days} d", c.model_id] for c in cols],
+        more="facegate collection show NAME",
+    )
 
 
 @app.command("show")
@@ -107,8 +117,7 @@ def collection_delete(
     as_json: Json = False,
 ) -> None:
     """Erase every subject of a collection, then the collection (audit tombstones remain)."""
-    if not yes and not typer.confirm(f"Erase collection {name!r} and every subject in it?"):
-        raise typer.Exit(EXIT_NEGATIVE)
+    confirm_erasure(f"Erase collection {name!r} and every subject in it?", yes=yes, as_json=as_json)
     with open_gallery(data_dir, store) as g:
         n = g.delete_collection(name, actor=actor_name(actor))
     emit({"collection": name, "deleted": True, "subjects_erased": n}, as_json,

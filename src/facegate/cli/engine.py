@@ -20,6 +20,7 @@ from ._common import (
     EXIT_NEGATIVE,
     FACE_HELP,
     Actor,
+    App,
     DataDir,
     Json,
     ModelOption,
@@ -37,7 +38,7 @@ from ._common import (
 )
 from .gallery import verify_subject
 
-app = typer.Typer()
+app = App()
 
 
 @app.command()

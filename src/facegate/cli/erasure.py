@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import typer
 
-from ._common import Actor, DataDir, Json, Store, console, emit, handle_errors
-from ._gallery import actor_name, open_gallery, print_fields
+from ._common import Actor, App, DataDir, Json, Store, console, emit, handle_errors
+from ._gallery import actor_name, open_gallery
+from ._render import print_fields
 
-app = typer.Typer()
+app = App()
 
 
 NewKeyEnvOption = typer.Option(
@@ -61,7 +62,7 @@ def purge(
     emit(rep.to_dict(), as_json, human)
 
 
-master_key_app = typer.Typer(
+master_key_app = App(
     help="The master key that wraps every subject's data key: status, rotation (completes erasures in backups).",
     no_args_is_help=True)
 

@@ -8,7 +8,19 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ._common import EXIT_INPUT, EXIT_NEGATIVE, Actor, DataDir, Json, NonCommercialOption, Store, console, emit, handle_errors
+from ._common import (
+    EXIT_INPUT,
+    EXIT_NEGATIVE,
+    Actor,
+    App,
+    DataDir,
+    Json,
+    NonCommercialOption,
+    Store,
+    console,
+    emit,
+    handle_errors,
+)
 from ._gallery import (
     EvidenceOption,
     ExpiresOption,
@@ -21,7 +33,7 @@ from ._gallery import (
     with_cli_hint,
 )
 
-app = typer.Typer()
+app = App()
 
 
 @app.command()

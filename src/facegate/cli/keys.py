@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
+from rich.text import Text
 
-from ._common import Actor, DataDir, Json, Store, console, emit, handle_errors
-from ._gallery import actor_name, fmt_time, open_gallery, parse_time, split_list
+from ._common import Actor, App, DataDir, Json, Store, console, emit, handle_errors
+from ._gallery import actor_name, open_gallery, parse_time, split_list
+from ._render import Col, fmt_time, human, print_table
 
-app = typer.Typer(help="API keys for the REST service (stored hashed; the secret is shown once).", no_args_is_help=True)
+app = App(help="API keys for the REST service (stored hashed; the secret is shown once).", no_args_is_help=True)
 
 
 @app.command("create")
@@ -53,14 +54,18 @@ def keys_list(
 
 
 def _print_keys(keys: list) -> None:
-    table = Table(title=f"{len(keys)} API key(s)")
-    for col in ("name", "prefix", "scopes", "collections", "created", "last used", "state"):
-        table.add_column(col)
-    for k in keys:
-        state = "[green]active[/]" if k.active else ("[red]revoked[/]" if k.revoked_at else "[yellow]expired[/]")
-        table.add_row(k.name, k.prefix, ", ".join(k.scopes), ", ".join(k.collections) if k.collections else "all",
-                      fmt_time(k.created_at), fmt_time(k.last_used_at), state)
-    console.print(table)
+    def state(k) -> Text:  # noqa: ANN001 - ApiKey
+        if k.active:
+            return Text("active", style="green")
+        return Text("revoked", style="red") if k.revoked_at else Text("expired", style="yellow")
+
+    print_table(
+        f"{len(keys)} API key(s)",
+        [Col("name"), Col("prefix"), Col("state", drop=7), Col("scopes", drop=6, wrap=True),
+         Col("collections", drop=5, wrap=True), Col("created", drop=3, wrap=True), Col("last used", drop=4, wrap=True)],
+        [[k.name, k.prefix, state(k), human(k.scopes), human(k.collections) if k.collections else "all",
+          fmt_time(k.created_at), fmt_time(k.last_used_at)] for k in keys],
+    )
 
 
 @app.command("revoke")

@@ -7,9 +7,9 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ._common import EXIT_NEGATIVE, Json, ModelOption, NonCommercialOption, console, emit, get_engine, handle_errors
+from ._common import EXIT_NEGATIVE, App, Json, ModelOption, NonCommercialOption, console, emit, get_engine, handle_errors
 
-app = typer.Typer(
+app = App(
     help="Active liveness: did a live person perform the asked head movements? (docs/liveness.md)",
     no_args_is_help=True,
 )
@@ -62,6 +62,7 @@ def _print_result(result) -> None:  # LivenessResult
 
 
 @app.command("challenge")
+@handle_errors
 def new_challenge(
     n: int | None = typer.Option(None, "--n", min=2, max=4, help="How many movements (default: random 2–4)."),
     as_json: Json = False,

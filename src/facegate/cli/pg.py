@@ -18,13 +18,14 @@ from typing import Annotated
 
 import typer
 
-from ._common import DataDir, Json, console, emit, err_console, handle_errors, print_json
+from ._common import App, DataDir, Json, console, emit, err_console, handle_errors
+from ._render import print_fields
 
 PgStore = Annotated[str | None, typer.Option(
     "--store", envvar="FACEGATE_STORE", help="postgresql://… or embedded-postgres [default: the data dir's embedded server].")]
 
-app = typer.Typer()  # migrate
-pg_app = typer.Typer(help="PostgreSQL backend: embedded server, indexes, vector keys.", no_args_is_help=True)
+app = App()  # migrate
+pg_app = App(help="PostgreSQL backend: embedded server, indexes, vector keys.", no_args_is_help=True)
 
 
 def _data_dir(data_dir: Path | None) -> Path:
@@ -117,7 +118,7 @@ def pg_status(data_dir: DataDir = None, as_json: Json = False) -> None:
     from ..pgserver import for_data_dir
 
     st = for_data_dir(_data_dir(data_dir)).status()
-    emit(st, as_json, "\n".join(f"{k:12} {v}" for k, v in st.items()))
+    emit(st, as_json, lambda: print_fields("embedded PostgreSQL", st))
 
 
 @pg_app.command("url")
@@ -145,7 +146,7 @@ def pg_reindex(
         facts = build_index(g, collection, lists=lists, probes=probes)
     finally:
         g.close()
-    emit(facts, as_json, lambda: console.print(facts))
+    emit(facts, as_json, lambda: print_fields(f"index of {collection}", facts))
 
 
 @pg_app.command("rotate-key")
@@ -163,15 +164,17 @@ def pg_rotate_key(
         out = rotate_key(g, collection, actor="cli")
     finally:
         g.close()
-    emit(out, as_json, lambda: console.print(out))
+    emit(out, as_json, lambda: print_fields(f"vector key of {collection} rotated", out))
 
 
 @pg_app.command("stats")
 @handle_errors
 def pg_stats(collection: str = typer.Argument(...), data_dir: DataDir = None,
-             store: PgStore = None) -> None:
+             store: PgStore = None, as_json: Json = False) -> None:
+    """The collection's search index: mode, rows, lists, probes, memory, recall."""
     g = _pg_gallery(data_dir, store)
     try:
-        print_json(g.index_stats(collection))
+        stats = g.index_stats(collection)
     finally:
         g.close()
+    emit(stats, as_json, lambda: print_fields(f"index of {collection}", stats))

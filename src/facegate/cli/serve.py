@@ -9,9 +9,9 @@ from pathlib import Path
 import typer
 
 from .. import __version__
-from ._common import err_console, handle_errors
+from ._common import App, err_console, handle_errors
 
-app = typer.Typer()
+app = App()
 
 
 @app.command()

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
+from rich.text import Text
 
-from ._common import EXIT_NEGATIVE, Actor, DataDir, Json, NonCommercialOption, Store, console, emit, handle_errors
+from ._common import Actor, App, DataDir, Json, NonCommercialOption, Store, emit, handle_errors
 from ._gallery import (
     EvidenceOption,
     ExpiresOption,
@@ -15,14 +15,15 @@ from ._gallery import (
     PurposesOption,
     YesOption,
     actor_name,
-    fmt_time,
+    confirm_erasure,
     open_gallery,
     parse_time,
     split_list,
 )
+from ._render import Col, fmt_time, human, print_fields, print_table
 from .gallery import verify_subject
 
-app = typer.Typer(help="List, show, verify against and erase enrolled subjects.", no_args_is_help=True)
+app = App(help="List, show, verify against and erase enrolled subjects.", no_args_is_help=True)
 
 
 @app.command("list")
@@ -43,13 +44,15 @@ def subject_list(
 
 
 def _print_subjects(collection: str, subs: list) -> None:
-    table = Table(title=f"{len(subs)} subject(s) in {collection}")
-    for col in ("subject", "label", "templates", "active purposes", "created", "last seen"):
-        table.add_column(col)
-    for s in subs:
-        table.add_row(s.external_id, s.label or "", str(len(s.templates)), ", ".join(s.active_purposes()) or "[red]none[/]",
-                      fmt_time(s.created_at), fmt_time(s.last_seen_at))
-    console.print(table)
+    print_table(
+        f"{len(subs)} subject(s) in {collection}",
+        [Col("subject"), Col("label", drop=3, wrap=True), Col("templates", drop=5, right=True),
+         Col("active purposes", drop=6, wrap=True), Col("created", drop=2, wrap=True), Col("last seen", drop=4, wrap=True)],
+        [[s.external_id, human(s.label), str(len(s.templates)),
+          Text(human(s.active_purposes()), style="" if s.active_purposes() else "red"),
+          fmt_time(s.created_at), fmt_time(s.last_seen_at)] for s in subs],
+        more=f"facegate subject show {collection} SUBJECT",
+    )
 
 
 @app.command("show")
@@ -68,16 +71,17 @@ def subject_show(
 
 
 def _print_subject(s) -> None:  # Subject
-    console.print(f"[bold]{s.external_id}[/] in {s.collection}  label {s.label or '—'}  created {fmt_time(s.created_at)}  "
-                  f"last seen {fmt_time(s.last_seen_at)}")
-    table = Table(title="consents")
-    for col in ("purpose", "granted", "expires", "withdrawn", "evidence", "active"):
-        table.add_column(col)
-    for c in s.consents:
-        table.add_row(c.purpose, fmt_time(c.granted_at), fmt_time(c.expires_at), fmt_time(c.withdrawn_at),
-                      c.evidence_ref or "", "[green]yes[/]" if c.active() else "[red]no[/]")
-    console.print(table)
-    console.print(f"{len(s.templates)} template(s): " + ", ".join(f"#{t.id} ({fmt_time(t.created_at)})" for t in s.templates))
+    print_fields(f"subject {s.external_id} in {s.collection}", {
+        "label": s.label, "created": s.created_at, "last seen": s.last_seen_at,
+        "templates": "\n".join(f"#{t.id}  {fmt_time(t.created_at)}" for t in s.templates),
+    })
+    print_table(
+        "consents",
+        [Col("purpose"), Col("active", drop=6), Col("granted", drop=5, wrap=True), Col("expires", drop=4, wrap=True),
+         Col("withdrawn", drop=3, wrap=True), Col("evidence", drop=2, wrap=True)],
+        [[c.purpose, Text("yes", style="green") if c.active() else Text("no", style="red"), fmt_time(c.granted_at),
+          fmt_time(c.expires_at), fmt_time(c.withdrawn_at), human(c.evidence_ref)] for c in s.consents],
+    )
 
 
 @app.command("delete")
@@ -94,8 +98,7 @@ def subject_delete(
 ) -> None:
     """Erase a subject: templates, consents and key, at once, in every process. Audit tombstone stays.
     (Backups taken before: unreadable after the next `facegate master-key rotate`.)"""
-    if not yes and not typer.confirm(f"Erase subject {subject!r} from {collection!r}? This cannot be undone"):
-        raise typer.Exit(EXIT_NEGATIVE)
+    confirm_erasure(f"Erase subject {subject!r} from {collection!r}? This cannot be undone", yes=yes, as_json=as_json)
     with open_gallery(data_dir, store) as g:
         g.delete_subject(collection, subject, actor=actor_name(actor), reason=reason)
     emit({"collection": collection, "subject": subject, "erased": True}, as_json,
@@ -123,7 +126,7 @@ def subject_verify(
 
 # --- consent ------------------------------------------------------------------------------------
 
-consent_app = typer.Typer(help="Grant or withdraw a subject's consent (effective immediately).", no_args_is_help=True)
+consent_app = App(help="Grant or withdraw a subject's consent (effective immediately).", no_args_is_help=True)
 
 
 @consent_app.command("grant")
