@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from urllib.parse import urlparse
 
 import httpx
 import pytest
@@ -75,3 +76,38 @@ def shots() -> Path:
 @pytest.fixture(scope="session")
 def photos() -> dict[str, Path]:
     return {p.stem: p for p in sorted(DATA.glob("*.jpg"))}
+
+
+@pytest.fixture(scope="module")
+def outside_requests():
+    return []
+
+
+@pytest.fixture(scope="module")
+def context(browser, server, outside_requests):
+    ctx = browser.new_context(viewport={"width": 1360, "height": 900}, device_scale_factor=1)
+    local = urlparse(server.url).netloc
+
+    def guard(route):
+        url = route.request.url
+        parsed = urlparse(url)
+        if parsed.scheme in ("data", "blob") or parsed.netloc == local:
+            return route.continue_()
+        outside_requests.append(url)
+        return route.abort()
+
+    ctx.route("**/*", guard)
+    ctx.set_default_timeout(20_000)
+    yield ctx
+    ctx.close()
+
+
+@pytest.fixture(scope="module")
+def page(context, server):
+    """One signed-out page per module, kept across its tests (a user's session); no JavaScript error allowed."""
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.goto(server.url + "/")
+    yield pg
+    assert not errors, f"JavaScript errors in the console: {errors}"

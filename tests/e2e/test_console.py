@@ -8,59 +8,12 @@ The tests run in order and share one signed-in page (a user's session).
 from __future__ import annotations
 
 import re
-from urllib.parse import urlparse
 
 import pytest
+from console_support import enrol, sign_in, snap
 from playwright.sync_api import Page, expect
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture(scope="module")
-def outside_requests():
-    return []
-
-
-@pytest.fixture(scope="module")
-def context(browser, server, outside_requests):
-    ctx = browser.new_context(viewport={"width": 1360, "height": 900}, device_scale_factor=1)
-    local = urlparse(server.url).netloc
-
-    def guard(route):
-        url = route.request.url
-        parsed = urlparse(url)
-        if parsed.scheme in ("data", "blob") or parsed.netloc == local:
-            return route.continue_()
-        outside_requests.append(url)
-        return route.abort()
-
-    ctx.route("**/*", guard)
-    ctx.set_default_timeout(20_000)
-    yield ctx
-    ctx.close()
-
-
-@pytest.fixture(scope="module")
-def page(context, server) -> Page:
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.goto(server.url + "/")
-    yield pg
-    assert not errors, f"JavaScript errors in the console: {errors}"
-
-
-def snap(page: Page, shots, name: str) -> None:
-    page.wait_for_timeout(150)  # let canvases paint
-    page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
-    text = page.locator("body").inner_text()
-    leaked = re.findall(r"\b(null|undefined|NaN|\[object Object\])\b", text)
-    assert not leaked, f"{name}: the page shows {leaked}"
-
-
-def sign_in(page: Page, key: str) -> None:
-    page.get_by_test_id("apikey").fill(key)
-    page.get_by_test_id("signin").click()
 
 
 def signed_in(browser, server, key: str, who: str):
@@ -99,22 +52,6 @@ def test_02_create_collection(page, shots):
     page.goto(page.url.split("#")[0] + "#/collections")
     expect(page.get_by_test_id("collection-row")).to_have_count(1)
     snap(page, shots, "05-collections")
-
-
-def enrol(page: Page, subject: str, photo, purposes=("kyc",), attest=True, collection="bank"):
-    if "#/enrol" in page.url:
-        page.get_by_test_id("enrol-another").click()
-    else:
-        page.goto(page.url.split("#")[0] + f"#/enrol?collection={collection}")
-    expect(page.get_by_role("heading", name="Enrol a subject")).to_be_visible()
-    page.get_by_test_id("enrol-subject").fill(subject)
-    page.get_by_test_id("enrol-subject").press("Tab")
-    for p in purposes:
-        page.get_by_test_id(f"enrol-purpose-{p}").check()
-    page.get_by_test_id("enrol-evidence").fill(f"form-{subject}")
-    if attest:
-        page.get_by_test_id("enrol-attest").check()
-    page.get_by_test_id("enrol-picker-file").set_input_files(str(photo))
 
 
 def test_03_enrol_with_consent(page, photos, shots):
@@ -159,6 +96,13 @@ def test_05_verify(page, photos, shots):
     page.goto(page.url.split("#")[0] + "#/verify")
     page.get_by_test_id("verify-a-file").set_input_files(str(photos["obama_2"]))
     page.get_by_test_id("verify-b-file").set_input_files(str(photos["obama_3"]))
+    # the declared purpose is the user's: offered from the collections' purposes, never a default
+    purpose = page.get_by_test_id("verify-purpose")
+    expect(purpose).to_have_value("")
+    assert page.locator("datalist#verify-purposes option").evaluate_all("os => os.map(o => o.value)") == ["kyc", "fraud"]
+    page.get_by_test_id("verify-submit").click()
+    expect(page.get_by_test_id("error")).to_contain_text("Declare the purpose")
+    purpose.fill("kyc")
     page.get_by_test_id("verify-submit").click()
     expect(page.get_by_test_id("decision-badge")).to_have_text("✓ MATCH")
     expect(page.get_by_test_id("gauge")).to_be_visible()
@@ -184,6 +128,7 @@ def test_05b_verify_click_the_face_meant(page, engine, photos, shots, tmp_path):
     twins = tmp_path / "twins.jpg"
     twins.write_bytes(jpeg(scene(engine, photos, TWINS)))
     page.goto(page.url.split("#")[0] + "#/verify")
+    page.get_by_test_id("verify-purpose").fill("kyc")
     canvas = page.get_by_test_id("verify-a-canvas")
     page.get_by_test_id("verify-b-file").set_input_files(str(photos["obama_2"]))
     for (name, _w, cx, cy), expected in zip(TWINS, ("✓ MATCH", "✕ NO MATCH")):  # Obama (left), then Biden (right)
@@ -254,7 +199,17 @@ def test_08_erasure(page, photos, shots):
     snap(page, shots, "18-identify-after-erasure")
     page.goto(page.url.split("#")[0] + "#/audit?action=subject.erase")
     expect(page.get_by_test_id("audit-row")).to_have_count(2)
+    expect(page.get_by_test_id("audit-erased")).to_have_count(0)  # the erasures themselves
     snap(page, shots, "19-audit-tombstones")
+    # the log keeps an erased subject's earlier events, and says the subject was erased since
+    page.goto(page.url.split("#")[0] + "#/audit?subject=C-1001")
+    rows = page.get_by_test_id("audit-row")
+    expect(rows.first).to_contain_text("subject.erase")
+    for i in range(1, rows.count()):
+        named = rows.nth(i).get_by_test_id("audit-row-subject").filter(has_text="C-1001")
+        expect(named.get_by_test_id("audit-erased")).to_have_count(1)
+    expect(rows.first.get_by_test_id("audit-erased")).to_have_count(0)
+    snap(page, shots, "19b-audit-erased-subject")
 
 
 def test_09_keys_page(page, shots):
@@ -480,10 +435,13 @@ def test_19_audit_shows_why_a_tampered_chain_fails(page, server, shots):
     from test_security_gallery import _tamper
 
     _tamper(server.data_dir, "DELETE FROM audit_events WHERE seq = 3")
-    page.goto(page.url.split("#")[0] + "#/audit")
+    page.goto(page.url.split("#")[0] + "#/audit")  # the page the last test left open: no reload
     page.get_by_test_id("audit-verify").click()
     chain = page.get_by_test_id("audit-chain")
     expect(chain).to_contain_text("Audit log tampered with")
     expect(chain).to_contain_text("first bad event #")
     expect(chain).not_to_contain_text("Chain intact")
+    # the list shows the log the check judged: the deleted event is not listed any more
+    seqs = page.get_by_test_id("audit-row").locator("td:first-child").all_inner_texts()
+    assert "3" not in seqs and "4" in seqs, seqs
     snap(page, shots, "35-audit-tampered")

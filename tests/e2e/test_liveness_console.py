@@ -31,6 +31,7 @@ from urllib.parse import urlparse
 import cv2
 import numpy as np
 import pytest
+from console_support import snap
 from playwright.sync_api import Page, expect
 
 pytestmark = pytest.mark.timeout(600)
@@ -97,14 +98,6 @@ def _page(ctx, server, errors: list[str]) -> Page:
     pg.get_by_test_id("signin").click()
     expect(pg.get_by_test_id("whoami")).to_have_text("admin")
     return pg
-
-
-def snap(page: Page, shots: Path, name: str) -> None:
-    page.wait_for_timeout(150)
-    page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
-    text = page.locator("body").inner_text()
-    leaked = re.findall(r"\b(null|undefined|NaN|\[object Object\])\b", text)
-    assert not leaked, f"{name}: the page shows {leaked}"
 
 
 def _run_check(page: Page, shots: Path, name: str) -> dict:

@@ -30,6 +30,7 @@
   const clear = (el) => { while (el.firstChild) el.removeChild(el.firstChild); return el; };
   const fmtTime = (iso) => (iso ? new Date(iso).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' }) : '—');
   const fmtNum = (x, d = 3) => (x === null || x === undefined ? '—' : Number(x).toFixed(d));
+  const fmtBytes = (n) => (n < 1024 ? `${n} B` : n < 1048576 ? `${(n / 1024).toFixed(1)} kB` : `${(n / 1048576).toFixed(1)} MB`);
   const fmtFmr = (f) => (f ? Number(f).toExponential(0).replace('e-', 'e−') : '—');
   // One path segment, encoded as the typed client encodes it (every '.' too); an id that is all
   // dots ('.', '..') cannot travel in a path at all: see subjectRef.
@@ -141,8 +142,8 @@
     return state.collections;
   }
 
-  function field(label, control, hint) {
-    return h('label', { class: 'field' }, h('span', {}, label), control, hint ? h('span', { class: 'hint', text: hint }) : null);
+  function field(label, control, hint, status) {
+    return h('label', { class: 'field' }, h('span', {}, label), control, hint ? h('span', { class: 'hint', text: hint }) : null, status || null);
   }
 
   function collectionSelect(cols, selected, testid) {
@@ -228,7 +229,9 @@
     const stopBtn = h('button', { type: 'button', class: 'hidden', text: 'Cancel', onclick: stopCam });
     const clearBtn = h('button', { type: 'button', class: 'sm hidden', text: 'Replace', onclick: reset });
     const tools = h('div', { class: 'tools' }, chooseBtn, camBtn, captureBtn, stopBtn, clearBtn);
-    const root = h('div', { class: 'drop', 'data-testid': testid }, hint, canvas, video, tools, fileInput);
+    // A file the browser cannot draw stays named in the drop zone: the check's verdict is about it.
+    const fileCard = h('div', { class: 'file-card hidden', 'data-testid': `${testid}-file-card` });
+    const root = h('div', { class: 'drop', 'data-testid': testid }, hint, canvas, fileCard, video, tools, fileInput);
     const note = h('div', { class: 'small muted' });
 
     fileInput.addEventListener('change', () => { if (fileInput.files[0]) setBlob(fileInput.files[0]); });
@@ -263,32 +266,50 @@
       redraw();
     }
 
+    // Which of hint / canvas / file card the drop zone shows, and its buttons to match.
+    function show(what) {
+      hint.classList.toggle('hidden', what !== 'hint');
+      canvas.classList.toggle('hidden', what !== 'canvas');
+      fileCard.classList.toggle('hidden', what !== 'file');
+      root.classList.toggle('has-image', what === 'canvas');
+      root.classList.toggle('has-file', what === 'file');
+      chooseBtn.classList.toggle('hidden', what !== 'hint'); if (camBtn) camBtn.classList.toggle('hidden', what !== 'hint');
+      clearBtn.classList.toggle('hidden', what === 'hint');
+    }
+
     function setBlob(b) {
       stopCam();
-      blob = b; overlay = null; choosing = null; chosen = null; canvas.classList.remove('choosing');
+      blob = b; img = null; overlay = null; choosing = null; chosen = null; canvas.classList.remove('choosing');
+      note.textContent = ''; clear(fileCard);
       const url = URL.createObjectURL(b);
       const im = new Image();
       im.onload = () => {
+        if (blob !== b) return;  // replaced meanwhile
         img = im;
         const w = im.naturalWidth, hgt = im.naturalHeight;
         scale = Math.min(1, maxW / w, maxH / hgt);
         canvas.width = Math.round(w * scale); canvas.height = Math.round(hgt * scale);
         redraw();
-        canvas.classList.remove('hidden'); hint.classList.add('hidden');
-        root.classList.add('has-image');
-        chooseBtn.classList.add('hidden'); if (camBtn) camBtn.classList.add('hidden'); clearBtn.classList.remove('hidden');
+        show('canvas');
         URL.revokeObjectURL(url);
         if (onImage) onImage(blob);
       };
-      im.onerror = () => { URL.revokeObjectURL(url); note.textContent = 'This file is not an image the browser can show; the server may still read it.'; if (onImage) onImage(blob); };
+      // No preview: the server still checks the file, and its verdict is the one message shown.
+      im.onerror = () => {
+        URL.revokeObjectURL(url);
+        if (blob !== b) return;
+        clear(fileCard).append(h('div', { class: 'big mono', text: b.name || 'file' }),
+          h('div', { text: `${fmtBytes(b.size)} · no preview` }));
+        show('file');
+        if (onImage) onImage(blob);
+      };
       im.src = url;
     }
 
     function reset() {
       blob = null; img = null; overlay = null; choosing = null; chosen = null; fileInput.value = '';
-      canvas.classList.remove('choosing');
-      canvas.classList.add('hidden'); hint.classList.remove('hidden'); root.classList.remove('has-image');
-      chooseBtn.classList.remove('hidden'); if (camBtn) camBtn.classList.remove('hidden'); clearBtn.classList.add('hidden');
+      canvas.classList.remove('choosing'); clear(fileCard);
+      show('hint');
       note.textContent = '';
       if (onImage) onImage(null);
     }
@@ -305,8 +326,8 @@
         return;
       }
       video.srcObject = stream;
-      video.classList.remove('hidden'); hint.classList.add('hidden'); canvas.classList.add('hidden');
-      chooseBtn.classList.add('hidden'); camBtn.classList.add('hidden');
+      video.classList.remove('hidden'); hint.classList.add('hidden'); canvas.classList.add('hidden'); fileCard.classList.add('hidden');
+      chooseBtn.classList.add('hidden'); camBtn.classList.add('hidden'); clearBtn.classList.add('hidden');
       captureBtn.classList.remove('hidden'); stopBtn.classList.remove('hidden');
       root.classList.add('has-image');
     }
@@ -315,7 +336,7 @@
       if (stream) stream.getTracks().forEach((t) => t.stop());
       stream = null; video.srcObject = null; video.classList.add('hidden');
       captureBtn.classList.add('hidden'); stopBtn.classList.add('hidden');
-      if (!img) { hint.classList.remove('hidden'); root.classList.remove('has-image'); chooseBtn.classList.remove('hidden'); if (camBtn) camBtn.classList.remove('hidden'); }
+      show(img ? 'canvas' : blob ? 'file' : 'hint');
     }
 
     function capture() {
@@ -596,8 +617,8 @@
     const stats = h('div', { class: 'stats' },
       [['Subjects', c.subjects ?? '—'], ['Templates', c.templates ?? '—'], ['Threshold', fmtNum(c.threshold)], ['Target FMR', fmtFmr(c.fmr)],
         ['Retention', `${c.retention_days} days`], ['Expected FPIR', c.expected_fpir === null ? '—' : (c.expected_fpir * 100).toFixed(2) + '%'],
-        ['Liveness check', liveText(c)]]
-        .map(([k, v]) => h('div', { class: 'stat', 'data-testid': k === 'Liveness check' ? 'col-liveness' : null }, h('div', { class: 'k', text: k }), h('div', { class: 'v', text: String(v) }))));
+        ['Liveness check', liveText(c), 'words']]
+        .map(([k, v, words]) => h('div', { class: 'stat', 'data-testid': k === 'Liveness check' ? 'col-liveness' : null }, h('div', { class: 'k', text: k }), h('div', { class: words ? 'v words' : 'v', text: String(v) }))));
     let livePanel = null;
     if (can('admin')) {
       const live = livenessChecks(c.liveness_required || [], 'set-live');
@@ -722,7 +743,7 @@
     const colSel = collectionSelect(cols, col.name, 'enrol-collection');
     const subject = h('input', { type: 'text', placeholder: 'e.g. customer number', value: r.query.get('subject') || '', 'data-testid': 'enrol-subject' });
     const label = h('input', { type: 'text', placeholder: 'optional', 'data-testid': 'enrol-label' });
-    const subjectInfo = h('div', { class: 'small muted' });
+    const subjectInfo = h('span', { class: 'hint status', 'data-testid': 'enrol-subject-info' });
     const purposesSlot = h('div');
     const expiry = h('input', { type: 'date', 'data-testid': 'enrol-expiry' });
     const evidence = h('input', { type: 'text', placeholder: 'signed form id or document sha256', 'data-testid': 'enrol-evidence' });
@@ -761,15 +782,24 @@
     const verdict = h('div', { 'data-testid': 'quality-verdict' });
     const result = h('div', { 'data-testid': 'enrol-result' });
     const liveId = r.query.get('liveness');  // a passed liveness check: its best frame is enrolled
+    // What the photo check found: null (no photo yet / checking), or why the photo cannot be
+    // enrolled ('' when it can). Enrol stays disabled while the check says the photo is unusable.
+    let photoProblem = null;
+    const setPhotoProblem = (why) => { photoProblem = why; gate(); };
     const picker = liveId ? null : imagePicker({ label: 'Enrolment photo', testid: 'enrol-picker', onImage: async (blob) => {
-      clear(result); clear(verdict);
+      clear(result); clear(verdict); clear(errSlot);
+      setPhotoProblem(null);
       if (!blob) return;
       verdict.append(h('div', { class: 'muted small', text: 'Checking quality…' }));
       const form = new FormData(); form.append('image', blob, blob.name || 'photo.jpg'); form.append('collection', col.name);
       try {
         const d = await api('POST', '/v1/detect', { form });
-        drawDetect(d);
-      } catch (err) { showError(verdict, err, 'Quality check'); }
+        if (picker.blob === blob) drawDetect(d);
+      } catch (err) {
+        if (picker.blob !== blob) return;
+        showError(verdict, err, 'Photo check');
+        setPhotoProblem(err.status === 0 || err.status === 429 || err.status >= 500 ? '' : 'This file cannot be enrolled: choose another photo.');
+      }
     } });
 
     // Collection requires a liveness check for enrolment: no photo upload, steer to #/liveness.
@@ -798,17 +828,26 @@
         verdict.append(h('div', { class: 'alert warn', 'data-testid': 'enrol-choose-face',
           text: `This photo shows ${d.count} faces and none is clearly the subject: click the person being enrolled.` }));
       } else if (d.subject === null) {
-        verdict.append(h('div', { class: 'alert error', text: 'No face found in this photo.' }));
+        verdict.append(h('div', { class: 'alert error', 'data-testid': 'enrol-no-face', text: 'No face found in this photo.' }));
+        setPhotoProblem('A photo without a face cannot be enrolled: choose another photo.');
+        return;
       } else {
         verdict.append(qualityAlert(d.faces[d.subject], ''));
         if (d.count > 1) verdict.append(h('div', { class: 'small muted', text: `${d.count} faces found; the most prominent (outlined) is enrolled.` }));
       }
+      setPhotoProblem('');
     }
 
     const errSlot = h('div');
     consentPanel.addEventListener('change', () => clear(errSlot));
     subject.addEventListener('input', () => clear(errSlot));
     const submit = h('button', { class: 'primary', text: 'Enrol', 'data-testid': 'enrol-submit' });
+    const gateNote = h('span', { class: 'small muted', 'data-testid': 'enrol-gate' });
+    function gate() {
+      const why = liveId ? '' : photoProblem || '';
+      submit.disabled = !!why;
+      gateNote.textContent = why;
+    }
     submit.addEventListener('click', () => withBusy(submit, async () => {
       clear(errSlot); clear(result);
       const sid = subject.value.trim();
@@ -844,7 +883,7 @@
     function resetForm() {
       subject.value = ''; label.value = ''; evidence.value = ''; expiry.value = ''; attest.checked = false;
       if (liveId) { location.hash = `#/enrol?collection=${enc(col.name)}`; return; }  // a liveness check is used once
-      renderPurposes(); picker.reset(); clear(result); clear(verdict); clear(errSlot);
+      renderPurposes(); picker.reset(); clear(result); clear(verdict); clear(errSlot); setPhotoProblem(null);
       existing = null; subjectInfo.textContent = ''; submit.classList.remove('hidden');
       subject.focus();
     }
@@ -866,22 +905,31 @@
         field('Reason', reason), err, h('div', { class: 'row end' }, force));
     }
 
+    // Why a photo was not enrolled, as one sentence: our wording for a known reason, else the server's.
+    function rejection(img, out) {
+      const why = REASON_TEXT[img.reason] || img.message || img.reason.replace(/_/g, ' ');
+      const next = img.reason === 'ambiguous_face' ? ' Click the person being enrolled on the photo, then enrol again.'
+        : out.created || existing ? '' : ` Nothing was stored: ${out.subject} was not created.`;
+      return `${why}.${next}`;
+    }
+
     function showEnrolResult(out, ps) {
       subjectInfo.textContent = '';
       const img = out.images[0];
-      const mark = img && (img.accepted ? 'enrolled' : img.reason === 'face_mismatch' ? 'another person' : (REASON_TEXT[img.reason] || img.reason));
+      const mark = img && (img.accepted ? 'enrolled' : img.reason === 'face_mismatch' ? 'another person' : 'rejected');  // the why is in the alert
       if (img && img.face && picker) picker.draw([{ ...img.face, color: img.accepted ? COLORS.ok : COLORS.bad, label: mark }]);
-      const hint = img && img.reason === 'ambiguous_face' ? ' Click the person being enrolled on the photo, then enrol again.' : '';
+      // The subject exists if it did before, or this enrolment created it.
+      const exists = !!(existing || out.created || (img && img.accepted));
       clear(result).append(h('div', {},
         img && img.accepted
           ? h('div', { class: 'alert ok', 'data-testid': 'enrol-accepted' }, h('strong', { text: `${out.subject} enrolled` }), ` in ${out.collection}${out.created ? ' (new subject)' : ''}. Template #${img.template_id}.`)
-          : h('div', { class: 'alert error', 'data-testid': 'enrol-rejected' }, h('strong', { text: 'Photo rejected: ' }), img ? (REASON_TEXT[img.reason] || img.reason) + (img.message ? ` — ${img.message}` : '') + hint : 'no image'),
+          : h('div', { class: 'alert error', 'data-testid': 'enrol-rejected' }, h('strong', { text: 'Photo rejected: ' }), img ? rejection(img, out) : 'no image.'),
         img && img.reason === 'face_mismatch' ? mismatchPanel(out, ps) : null,
         out.duplicates.length ? h('div', { class: 'alert warn', 'data-testid': 'duplicate-warning' }, h('strong', { text: 'Possible duplicate identity: ' }),
           'this face also matches ', out.duplicates.map((d, i) => [i ? ', ' : '', h('a', { href: `#/collections/${enc(out.collection)}/subjects/${enc(d.subject)}`, text: d.subject }), ` (score ${fmtNum(d.score)})`]), '. Review before relying on this enrolment.')
           : out.flagged_for_review ? h('div', { class: 'alert warn', 'data-testid': 'review-flag' }, h('strong', { text: 'Flagged for review: ' }),
             'this face may belong to another enrolled subject; someone with the identify scope can see which.') : null,
-        h('div', { class: 'row' }, h('a', { class: 'btn', href: `#/collections/${enc(out.collection)}/subjects/${enc(out.subject)}`, text: 'Open subject' }),
+        h('div', { class: 'row' }, exists ? h('a', { class: 'btn', href: `#/collections/${enc(out.collection)}/subjects/${enc(out.subject)}`, 'data-testid': 'enrol-open-subject', text: 'Open subject' }) : null,
           h('button', { class: img && img.accepted ? 'primary' : '', text: 'Enrol another', 'data-testid': 'enrol-another', onclick: resetForm }))));
       // Consent belongs to one person: once a face is enrolled the form is not reused until it is reset.
       submit.classList.toggle('hidden', !!(img && img.accepted));
@@ -894,10 +942,10 @@
         h('div', { class: 'panel' },
           h('h3', { text: 'Subject' }),
           field('Collection', colSel),
-          field('Subject id', subject, 'Your own reference (customer number…), not a name.'), subjectInfo,
+          field('Subject id', subject, 'Your own reference (customer number…), not a name.', subjectInfo),
           field('Label', label, 'Optional. Avoid personal data you do not need.'),
           field('Duplicate search', dedupSel, 'Look for this face among subjects consenting to a purpose (an audited search). Leave off to skip it.'),
-          consentPanel, errSlot, h('div', { class: 'row end' }, submit)),
+          consentPanel, errSlot, h('div', { class: 'row end' }, gateNote, submit)),
         h('div', { class: 'panel' }, h('h3', { text: liveId ? 'Live capture' : 'Photo' }),
           liveId ? livenessProbeCard(liveId, `#/enrol?collection=${enc(col.name)}`) : [liveNote.el, photoWrap], verdict, result)));
   }
@@ -925,7 +973,10 @@
     const tabs = h('div', { class: 'tabs' },
       h('button', { class: mode === 'pair' ? 'on' : '', text: 'Photo vs photo', 'data-testid': 'tab-pair', onclick: () => { location.hash = '#/verify'; } }),
       h('button', { class: mode === 'subject' ? 'on' : '', text: 'Photo vs enrolled subject', 'data-testid': 'tab-subject', onclick: () => { location.hash = '#/verify?mode=subject'; } }));
-    const purposeInput = h('input', { type: 'text', value: 'kyc', 'data-testid': 'verify-purpose' });
+    const known = [...new Set((await loadCollections()).flatMap((c) => c.purposes))];
+    const purposeList = h('datalist', { id: 'verify-purposes' }, known.map((p) => h('option', { value: p })));
+    const purposeInput = h('input', { type: 'text', list: 'verify-purposes', value: known.length === 1 ? known[0] : '',
+      placeholder: known.length ? `e.g. ${known.slice(0, 3).join(', ')}` : 'why this comparison is made', 'data-testid': 'verify-purpose' });
     const out = h('div', { 'data-testid': 'verify-result' });
     const errSlot = h('div');
     if (mode === 'pair') {
@@ -936,6 +987,7 @@
       go.addEventListener('click', () => withBusy(go, async () => {
         clear(errSlot); clear(out);
         if (!a.blob || !b.blob) { showError(errSlot, new ApiError(0, { detail: 'Add both photos.' })); return; }
+        if (!purposeInput.value.trim()) { showError(errSlot, new ApiError(0, { detail: 'Declare the purpose of this comparison.' })); return; }
         const form = new FormData();
         form.append('image_a', a.blob, 'a.jpg'); form.append('image_b', b.blob, 'b.jpg');
         form.append('purpose', purposeInput.value.trim()); form.append('fmr', fmr.value);
@@ -958,7 +1010,7 @@
       }));
       return h('div', {}, pageHead('Verify', '1:1 — is this the same person? Nothing is stored; the decision is audited.'), tabs,
         h('div', { class: 'grid2' }, h('div', { class: 'panel' }, a.el), h('div', { class: 'panel' }, b.el)),
-        h('div', { class: 'panel' }, h('div', { class: 'grid3' }, field('Declared purpose', purposeInput), field('Decision threshold', fmr), h('div', { class: 'row end' }, go)), errSlot),
+        h('div', { class: 'panel' }, purposeList, h('div', { class: 'grid3' }, field('Declared purpose', purposeInput), field('Decision threshold', fmr), h('div', { class: 'row end' }, go)), errSlot),
         out);
     }
     const cols = await loadCollections();
@@ -1089,6 +1141,25 @@
       since: since.value ? new Date(since.value + 'T00:00:00').toISOString() : null,
       until: until.value ? new Date(until.value + 'T23:59:59').toISOString() : null, limit: 50, before_seq: before,
     });
+    // The audit log keeps an erased subject's events (only the subject's data goes): rows before
+    // its erasure name it with an "erased" tag. Erasures are looked up once, the newest 1000 under
+    // this page's collection filter.
+    const erasedAt = new Map();
+    const who = (col, sid) => `${col}\u0000${sid}`;
+    async function loadErasures() {
+      const data = await api('GET', '/v1/audit', { query: { collection: colSel.value || null, action: 'subject.erase', limit: 1000 } });
+      data.events.forEach((e) => e.subjects.forEach((sid) => { if (!erasedAt.has(who(e.collection, sid))) erasedAt.set(who(e.collection, sid), e.seq); }));
+    }
+    const none = () => h('span', { class: 'muted', text: '—' });
+    function subjectsCell(e) {
+      if (!e.subjects.length) return h('td', {}, none());
+      return h('td', { class: 'small' }, e.subjects.map((sid, i) => {
+        const gone = erasedAt.get(who(e.collection, sid));
+        return [i ? ', ' : '', h('span', { class: 'nowrap', 'data-testid': 'audit-row-subject' }, h('span', { class: 'mono', text: sid }),
+          gone && gone > e.seq ? h('span', { class: 'tag-erased', 'data-testid': 'audit-erased', title: `Erased later (event #${gone}); the audit log keeps its events, without its data.`, text: 'erased' }) : null)];
+      }));
+    }
+    const decisionClass = (d) => (/no_match|rejected|refused|denied/.test(d) ? 'bad' : /match$|accepted|granted|ok|enrolled/.test(d) ? 'ok' : 'grey');
     async function load() {
       try {
         const data = await api('GET', '/v1/audit', { query: query() });
@@ -1097,21 +1168,28 @@
           const details = h('tr', { class: 'hidden' }, h('td', { colspan: 8 }, h('pre', { class: 'mono small', text: JSON.stringify({ details: e.details, mac: e.mac }, null, 2) })));
           tbody.append(h('tr', { class: 'click', 'data-testid': 'audit-row', onclick: () => details.classList.toggle('hidden') },
             h('td', { class: 'mono', text: e.seq }), h('td', { class: 'small', text: fmtTime(e.ts) }), h('td', { class: 'small', text: e.actor }),
-            h('td', {}, h('span', { class: 'chip grey', text: e.action })), h('td', { text: e.collection || '—' }),
-            h('td', { class: 'mono small', text: e.subjects.join(', ') || '—' }), h('td', { text: e.purpose || '—' }),
-            h('td', {}, e.decision ? h('span', { class: 'chip ' + (/match$|accepted|granted|ok|erased/.test(e.decision) && !/no_match/.test(e.decision) ? 'ok' : /no_match|rejected|refused|denied/.test(e.decision) ? 'bad' : 'grey'), text: e.decision }) : '—',
+            h('td', {}, h('span', { class: 'chip grey', text: e.action })), h('td', {}, e.collection || none()),
+            subjectsCell(e), h('td', {}, e.purpose || none()),
+            h('td', { class: 'nowrap' }, e.decision ? h('span', { class: 'chip ' + decisionClass(e.decision), text: e.decision }) : none(),
               e.score !== null && e.score !== undefined ? h('span', { class: 'small muted mono', text: ' ' + fmtNum(e.score) }) : null)), details);
         });
         before = data.next_before_seq;
         more.classList.toggle('hidden', !before);
       } catch (err) { showError(errSlot, err); }
     }
+    // The list and the chain check describe the same log: checking the chain reloads the list.
+    async function reload() {
+      clear(tbody); clear(errSlot); before = null; erasedAt.clear();
+      try { await loadErasures(); } catch (err) { showError(errSlot, err); return; }
+      await load();
+    }
     more.addEventListener('click', () => withBusy(more, load));
-    await load();
+    await reload();
     const chain = h('div');
     const checkBtn = globalAdmin() ? h('button', { text: 'Verify hash chain', 'data-testid': 'audit-verify', onclick: async () => {
       try {
         const rep = await api('GET', '/v1/audit/verify');
+        await reload();
         const witnessed = rep.witnessed_seq !== null && rep.witnessed_seq !== undefined;
         const witness = witnessed ? `The witness file vouches for events up to #${rep.witnessed_seq}.` : rep.ok ? 'No witness checkpoint yet.' : '';
         clear(chain).append(rep.ok
