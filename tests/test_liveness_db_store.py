@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ import pytest
 from sqlalchemy import LargeBinary, delete, inspect, select, text, update
 
 import pg_support
+from facegate.clock import SYSTEM, ManualClock
 from facegate.gallery.crypto import encode_key, generate_key
 from facegate.liveness import (
     Challenge,
@@ -53,8 +53,14 @@ def url(request, tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def store(url):
-    st = DatabaseSessionStore.open(url)
+def clock():
+    """Starts at the present: the racing child processes read the system clock."""
+    return ManualClock(SYSTEM.now())
+
+
+@pytest.fixture
+def store(url, clock):
+    st = DatabaseSessionStore.open(url, clock=clock)
     yield st
     st.close()
 
@@ -79,8 +85,8 @@ def _outcome(live=True, at=100.0, image=None):
                           best_image=_crop() if image is None else image, best_embedding=TEMPLATE.copy(), model="sface")
 
 
-def _passed(store, owner=None, at=None, image=None):
-    s = create_session(owner=owner, now=time.time() if at is None else at)
+def _passed(store, clock, owner=None, at=None, image=None):
+    s = create_session(owner=owner, now=clock.now().timestamp() if at is None else at)
     store.add(s)
     store.claim(s.id, owner=owner, now=s.created_at + 1.0)
     store.finish(s.id, _outcome(True, at=s.created_at + 2.0, image=image))
@@ -195,18 +201,18 @@ def test_replay_digests_shared_by_instances(url):
         b.close()
 
 
-def test_session_outlives_its_store_instance(url):
+def test_session_outlives_its_store_instance(url, clock):
     """A restart: the process that created the session is gone; single use and the decision stay."""
-    first = DatabaseSessionStore.open(url)
-    s = create_session(owner="k1")
+    first = DatabaseSessionStore.open(url, clock=clock)
+    s = create_session(owner="k1", clock=clock)
     first.add(s)
     first.close()
-    second = DatabaseSessionStore.open(url)
+    second = DatabaseSessionStore.open(url, clock=clock)
     try:
         assert second.claim(s.id, owner="k1").state == "checking"
-        second.finish(s.id, _outcome(True, at=time.time()))
+        second.finish(s.id, _outcome(True, at=clock.now().timestamp()))
         second.close()
-        third = DatabaseSessionStore.open(url)  # `second` is gone too: the result is in the database
+        third = DatabaseSessionStore.open(url, clock=clock)  # `second` is gone too: the result is in the database
         try:
             with pytest.raises(SessionUsedError):
                 third.claim(s.id, owner="k1")
@@ -216,7 +222,7 @@ def test_session_outlives_its_store_instance(url):
             assert third.get(s.id, owner="k1").state == "consumed" and _results(third) == 0
         finally:
             third.close()
-        fourth = DatabaseSessionStore.open(url)
+        fourth = DatabaseSessionStore.open(url, clock=clock)
         try:
             with pytest.raises(SessionUsedError):
                 fourth.consume(s.id, owner="k1")
@@ -258,10 +264,10 @@ def test_claim_is_atomic_across_threads_and_instances(url):
             st.close()
 
 
-def test_consume_is_atomic_across_threads(store, url):
-    other = DatabaseSessionStore.open(url)
+def test_consume_is_atomic_across_threads(store, url, clock):
+    other = DatabaseSessionStore.open(url, clock=clock)
     try:
-        s = _passed(store)
+        s = _passed(store, clock)
         got, refused = [], []
         barrier = threading.Barrier(8)
 
@@ -370,12 +376,12 @@ print(" ".join(won), flush=True)
 """
 
 
-def test_consume_is_atomic_across_processes(url, tmp_path):
+def test_consume_is_atomic_across_processes(url, tmp_path, clock):
     """Two processes that did not run the checks use the same passed sessions at once: each
     session's result goes to exactly one of them, intact, and no ciphertext is left."""
-    st = DatabaseSessionStore.open(url)
+    st = DatabaseSessionStore.open(url, clock=clock)
     try:
-        sessions = [_passed(st, image=_crop(i)) for i in range(16)]
+        sessions = [_passed(st, clock, image=_crop(i)) for i in range(16)]
         want = {s.id: hashlib.sha256(_crop(i).tobytes()).hexdigest() for i, s in enumerate(sessions)}
         ids = list(want)
         ready, outputs = _race(CONSUMER, url, tmp_path, ids)
@@ -410,7 +416,7 @@ def _windows(data: bytes, n: int = 6, size: int = 24) -> list[bytes]:
     return [data[i:i + size] for i in range(0, len(data) - size, step)][:n]
 
 
-def test_only_ciphertext_in_the_database(store):
+def test_only_ciphertext_in_the_database(store, clock):
     """No probe retention in the clear: the sessions and digests tables have no binary column;
     the result table holds one ciphertext per passed session, and the database's raw bytes
     contain neither the crop (PNG or pixels) nor the template."""
@@ -419,10 +425,10 @@ def test_only_ciphertext_in_the_database(store):
     for table in (LivenessSessionRow.__table__, LivenessFrameDigestRow.__table__):
         assert not any(isinstance(c.type, LargeBinary) for c in table.columns), table.name
     assert [c.name for c in R.columns if isinstance(c.type, LargeBinary)] == ["ciphertext"]
-    s = create_session(challenges=[Challenge.TURN_LEFT, Challenge.LOOK_UP])
+    s = create_session(challenges=[Challenge.TURN_LEFT, Challenge.LOOK_UP], clock=clock)
     store.add(s)
     store.claim(s.id)
-    store.finish(s.id, _outcome(True, at=time.time()))
+    store.finish(s.id, _outcome(True, at=clock.now().timestamp()))
     crop = _crop()
     png = cv2.imencode(".png", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))[1].tobytes()  # what is sealed
     with store.store.engine.connect() as conn:
@@ -440,18 +446,18 @@ def test_only_ciphertext_in_the_database(store):
     assert np.array_equal(store.consume(s.id).best_image, crop)
 
 
-def test_tampered_or_moved_ciphertext_is_refused(store, url):
+def test_tampered_or_moved_ciphertext_is_refused(store, url, clock):
     """AES-GCM with the session id as associated data: a flipped bit, or another session's
     ciphertext copied into this session's row, fails authentication. Fails closed: the session
     is used up and its row deleted, and the untouched sessions still work."""
-    a, b, c = _passed(store, image=_crop(0)), _passed(store, image=_crop(5)), _passed(store, image=_crop(9))
+    a, b, c = (_passed(store, clock, image=_crop(i)) for i in (0, 5, 9))
     with store.store.engine.begin() as conn:
         blob = bytearray(conn.execute(select(R.c.ciphertext).where(R.c.session_id == a.id)).scalar())
         blob[40] ^= 0x01
         conn.execute(update(R).where(R.c.session_id == a.id).values(ciphertext=bytes(blob)))
         moved = conn.execute(select(R.c.ciphertext).where(R.c.session_id == c.id)).scalar()
         conn.execute(update(R).where(R.c.session_id == b.id).values(ciphertext=moved))  # c's result under b's id
-    other = DatabaseSessionStore.open(url)  # another instance (process) using them
+    other = DatabaseSessionStore.open(url, clock=clock)  # another instance (process) using them
     try:
         for sid in (a.id, b.id):
             with pytest.raises(SessionResultUnavailableError) as err:
@@ -467,8 +473,8 @@ def test_tampered_or_moved_ciphertext_is_refused(store, url):
         other.close()
 
 
-def test_a_result_missing_its_row_fails_closed(store):
-    s = _passed(store)
+def test_a_result_missing_its_row_fails_closed(store, clock):
+    s = _passed(store, clock)
     with store.store.engine.begin() as conn:
         conn.execute(delete(R).where(R.c.session_id == s.id))
     with pytest.raises(SessionResultUnavailableError) as err:
@@ -478,7 +484,7 @@ def test_a_result_missing_its_row_fails_closed(store):
         store.consume(s.id)
 
 
-def test_master_key_rotation_fails_closed(url, tmp_path, monkeypatch):
+def test_master_key_rotation_fails_closed(url, tmp_path, monkeypatch, clock):
     """A result sealed before a master-key rotation cannot be opened after it (its derived key
     went with the old master key): the use fails closed with "run a new check", in the process
     that rotated and in a process opened with the new key. Checks made after the rotation work."""
@@ -493,8 +499,8 @@ def test_master_key_rotation_fails_closed(url, tmp_path, monkeypatch):
         g = Gallery.open(tmp_path / "g", store=url)
         rotate = {"new_key": (new := generate_key())}
     try:
-        st = DatabaseSessionStore(g.store, g.crypto)
-        before = [_passed(st) for _ in range(2)]
+        st = DatabaseSessionStore(g.store, g.crypto, clock=clock)
+        before = [_passed(st, clock) for _ in range(2)]
         old_id = g.crypto.master_key_id
         g.rotate_master_key(**rotate)
         assert g.crypto.master_key_id != old_id
@@ -504,13 +510,13 @@ def test_master_key_rotation_fails_closed(url, tmp_path, monkeypatch):
         with pytest.raises(SessionResultUnavailableError) as err:
             st.consume(before[0].id)  # the process that rotated
         assert err.value.details["reason"] == "master_key_rotated" and "rotated" in err.value.message
-        fresh = DatabaseSessionStore.open(url)  # another process, holding the new key
+        fresh = DatabaseSessionStore.open(url, clock=clock)  # another process, holding the new key
         try:
             assert fresh.cipher.crypto.master_key_id == g.crypto.master_key_id
             with pytest.raises(SessionResultUnavailableError) as err:
                 fresh.consume(before[1].id)
             assert err.value.details["reason"] == "master_key_rotated"
-            after = _passed(st, image=_crop(3))
+            after = _passed(st, clock, image=_crop(3))
             assert np.array_equal(fresh.consume(after.id).best_image, _crop(3))
             assert _results(fresh) == 0 and fresh.counts()["consumed"] == 3
         finally:
@@ -519,8 +525,8 @@ def test_master_key_rotation_fails_closed(url, tmp_path, monkeypatch):
         g.close()
 
 
-def test_purge_results_deletes_expired_results_only(store):
-    s, t = _passed(store, at=1000.0), _passed(store, at=2000.0)
+def test_purge_results_deletes_expired_results_only(store, clock):
+    s, t = _passed(store, clock, at=1000.0), _passed(store, clock, at=2000.0)
     assert store.purge_results(now=1002.0 + s.result_ttl_s - 0.5) == 0
     assert store.purge_results(now=1002.0 + s.result_ttl_s) == 1 and _results(store) == 1
     assert store.get(s.id).state == "passed"  # the session row stays (it answers "expired")
@@ -570,23 +576,23 @@ def _jpegs(clip, quality):
             for f in clip]
 
 
-def _app(data_dir, engine):
+def _app(data_dir, engine, clock=SYSTEM):
     from facegate.service import Settings, create_app
 
     return create_app(Settings(data_dir=data_dir, rate_limit_per_s=1000, rate_limit_burst=1000, bootstrap_admin_key=False),
-                      engine=engine)
+                      engine=engine, clock=clock)
 
 
-def _submit(client, key, session, clip, jpegs, *, age_s=8.0):
+def _submit(client, key, session, clip, jpegs, clock, *, age_s=8.0):
     import json
 
     files = [("frames", (f"f{i}.jpg", j, "image/jpeg")) for i, j in enumerate(jpegs)]
-    stamps = json.dumps([round((time.time() - age_s + f.t) * 1000.0, 1) for f in clip])
+    stamps = json.dumps([round((clock.now().timestamp() - age_s + f.t) * 1000.0, 1) for f in clip])
     return client.post(f"/v1/liveness/sessions/{session['id']}/frames", headers={"X-API-Key": key}, files=files,
                        data={"nonce": session["nonce"], "timestamps": stamps})
 
 
-def test_serve_instances_share_sessions_through_the_database(url, tmp_path, engine, clip, moves, monkeypatch):
+def test_serve_instances_share_sessions_through_the_database(url, tmp_path, engine, clip, moves, monkeypatch, clock):
     """Created in instance A, completed in instance B, used through another instance, once; a
     restart of A keeps every session's state; a replay of B's frames through A is refused. The
     passed result lies in the database encrypted only, and is gone once used. On SQLite (the
@@ -607,7 +613,7 @@ def test_serve_instances_share_sessions_through_the_database(url, tmp_path, engi
     H = {"X-API-Key": key}
     jpegs = _jpegs(clip, 90)
 
-    app_a = _app(data, engine)
+    app_a = _app(data, engine, clock)
     with TestClient(app_a) as a:
         me = a.get("/v1/me", headers=H).json()
         store_a = app_a.state.service.liveness.store
@@ -615,19 +621,19 @@ def test_serve_instances_share_sessions_through_the_database(url, tmp_path, engi
         # A random session through the API and one whose challenge is the clip's own movement
         # (created server-side: the client never picks challenges).
         rand = a.post("/v1/liveness/sessions", headers=H).json()
-        fixed = create_session(moves, now=time.time() - 10, owner=me["key_id"])
+        fixed = create_session(moves, now=clock.now().timestamp() - 10, owner=me["key_id"])
         store_a.add(fixed)
         fixed_d = {"id": fixed.id, "nonce": fixed.nonce}
     # Instance A is gone (a restart); B opens the same database.
-    app_b = _app(data, engine)
+    app_b = _app(data, engine, clock)
     with TestClient(app_b) as b:
         assert b.get(f"/v1/liveness/sessions/{rand['id']}", headers=H).json()["state"] == "pending"
-        r = _submit(b, key, fixed_d, clip, jpegs)
+        r = _submit(b, key, fixed_d, clip, jpegs, clock)
         assert r.status_code == 200 and r.json()["live"] is True, r.json()
-        r = _submit(b, key, fixed_d, clip, jpegs)
+        r = _submit(b, key, fixed_d, clip, jpegs, clock)
         assert r.status_code == 409 and r.json()["code"] == "liveness_session_used"
         # The random session: the clip does not perform its movements (not live), decided once.
-        r = _submit(b, key, rand, clip, _jpegs(clip, 85), age_s=3.0)
+        r = _submit(b, key, rand, clip, _jpegs(clip, 85), clock, age_s=3.0)
         decided = r.json()
         assert r.status_code == 200 and decided["live"] is False and decided["reasons"], decided
         # The passed result waits in the database, encrypted: no frame, no PNG in its bytes.
@@ -637,7 +643,7 @@ def test_serve_instances_share_sessions_through_the_database(url, tmp_path, engi
         assert b"\x89PNG\r\n\x1a\n" not in raw
         assert not [w for j in jpegs[::10] for w in _windows(j[600:], 3) if w in raw]
 
-        app_a2 = _app(data, engine)  # A again, running beside B
+        app_a2 = _app(data, engine, clock)  # A again, running beside B
         with TestClient(app_a2) as a2:
             st = a2.get(f"/v1/liveness/sessions/{rand['id']}", headers=H).json()
             assert st["state"] == "failed" and st["reasons"] == decided["reasons"]
@@ -649,14 +655,14 @@ def test_serve_instances_share_sessions_through_the_database(url, tmp_path, engi
                 r = c.post("/v1/collections/staff/subjects/E-1/faces", headers=H, json={"liveness_session": fixed.id})
                 assert r.status_code == 409 and r.json()["code"] == "liveness_session_used"
             # Verbatim replay of B's frames into a new session created through A.
-            again = create_session(moves, now=time.time() - 10, owner=me["key_id"])
+            again = create_session(moves, now=clock.now().timestamp() - 10, owner=me["key_id"])
             app_a2.state.service.liveness.store.add(again)
-            r = _submit(a2, key, {"id": again.id, "nonce": again.nonce}, clip, jpegs)
+            r = _submit(a2, key, {"id": again.id, "nonce": again.nonce}, clip, jpegs, clock)
             assert r.status_code == 200 and r.json()["live"] is False and "frame_replayed" in r.json()["reasons"]
             # A new capture passes through A and is used to verify through B, once.
-            probe = create_session(moves, now=time.time() - 10, owner=me["key_id"])
+            probe = create_session(moves, now=clock.now().timestamp() - 10, owner=me["key_id"])
             app_a2.state.service.liveness.store.add(probe)
-            r = _submit(a2, key, {"id": probe.id, "nonce": probe.nonce}, clip, _jpegs(clip, 80))
+            r = _submit(a2, key, {"id": probe.id, "nonce": probe.nonce}, clip, _jpegs(clip, 80), clock)
             assert r.status_code == 200 and r.json()["live"] is True, r.json()
         verify = {"purpose": "access", "collection": "staff", "subject": "E-1", "liveness_session": probe.id}
         r = b.post("/v1/verify", headers=H, json=verify)
