@@ -174,3 +174,16 @@ def test_enroll_batch_on_postgresql_is_idempotent_too(batch_dir, tmp_path, engin
             assert tx.execute(select(func.count()).select_from(T)).scalar() == 5
     finally:
         pg_support.drop_database(url)
+
+
+def test_erasing_a_subject_erases_its_batch_rows(batch_dir, data, engine):
+    (batch_dir / "m.csv").write_text(GOOD)
+    r = fg(data, "enroll-batch", batch_dir / "m.csv", "-c", "staff", "--json")
+    job = json.loads(r.stdout)["job"]["id"]
+    from facegate.registry.batch import report
+
+    with Gallery.open(data, engine=engine) as g:
+        g.delete_subject("staff", "O1")
+        left = [(x["subject"], x["outcome"]) for x in report(g, job)]
+    # J1 never became a subject (its only image was rejected): its row stays with the job's report
+    assert left == [("B1", "accepted"), ("C1", "accepted"), ("J1", "rejected")]

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, cast
 from sqlalchemy import Table, and_, delete, func, insert, select, update
 
 from ..errors import FacegateError
-from ..gallery.context import collection_in
+from ..gallery.context import collection_in, find_subject
 from ..gallery.transaction import StoreTx
 from .batch_schema import BatchItemRow
 from .batch_sources import (
@@ -182,6 +182,7 @@ def _enrol_subject(gallery: Gallery, ctx: JobContext, cid: int, rows: list[Manif
         items = finals + [_item(job, cid, r, sha, "pending", clock_now) for r, sha, _d in fresh]
         if items:
             tx.execute(insert(I), items)
+        _link_subject(tx, job.id, cid, rows)
     if not fresh:
         return len(rows)
     first = fresh[0][0]
@@ -208,7 +209,15 @@ def _enrol_subject(gallery: Gallery, ctx: JobContext, cid: int, rows: list[Manif
             tx.execute(update(I).where(I.c.job_id == job.id, I.c.line == r.line).values(
                 outcome=out["outcome"], reason=out.get("reason"), message=out.get("message"),
                 template_id=out.get("template_id"), duplicates=out.get("duplicates")))
+        _link_subject(tx, job.id, cid, rows)
     return len(rows)
+
+
+def _link_subject(tx: StoreTx, job_id: str, cid: int, rows: list[ManifestRow]) -> None:
+    """Point the rows at their subject, if it exists: they are then erased with it."""
+    subject = find_subject(tx, cid, rows[0].subject)
+    if subject is not None:
+        tx.execute(update(I).where(I.c.job_id == job_id, I.c.line.in_([r.line for r in rows])).values(subject_id=subject.id))
 
 
 def counts(gallery: Gallery, job_id: str) -> dict[str, int]:

@@ -3,8 +3,9 @@ migration ``0007_registry_batches`` creates them with ``registry_jobs`` (``regis
 
 ``registry_batch_items``: one row per manifest row a batch job handled — the idempotency key
 (collection, subject, image sha256) and the row's outcome with the same reason codes as single
-enrolment. An accepted row points at the template it produced and goes with it (erasing the
-subject removes the key too). No image and no template is stored here.
+enrolment. A row points at its subject (once the subject exists) and, when accepted, at the
+template it produced, and is deleted with either: erasing a subject removes its rows and keys.
+No image and no template is stored here.
 
 ``registry_batch_files``: the images (and manifest) uploaded for a service job, only while the
 job needs them: AES-256-GCM under a key derived from the master key, the job id and file name as
@@ -41,6 +42,9 @@ class BatchItemRow(Base):
     message: Mapped[str | None] = mapped_column(Text, nullable=True)
     template_id: Mapped[int | None] = mapped_column(ForeignKey("templates.id", ondelete="CASCADE"), nullable=True,
                                                     index=True)
+    # The subject once it exists: erasing it deletes its rows (accepted or not) with it.
+    subject_id: Mapped[int | None] = mapped_column(ForeignKey("subjects.id", ondelete="CASCADE"), nullable=True,
+                                                   index=True)
     duplicates: Mapped[list | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 

@@ -61,6 +61,7 @@ def upgrade() -> None:
         sa.Column("reason", sa.String(64), nullable=True),
         sa.Column("message", sa.Text(), nullable=True),
         sa.Column("template_id", BIG_ID, nullable=True),
+        sa.Column("subject_id", BIG_ID, nullable=True),
         sa.Column("duplicates", sa.JSON(), nullable=True),
         sa.Column("created_at", TS, nullable=False),
         sa.ForeignKeyConstraint(["job_id"], ["registry_jobs.id"], ondelete="CASCADE",
@@ -69,12 +70,15 @@ def upgrade() -> None:
                                 name="fk_registry_batch_items_collection_id_collections"),
         sa.ForeignKeyConstraint(["template_id"], ["templates.id"], ondelete="CASCADE",
                                 name="fk_registry_batch_items_template_id_templates"),
+        sa.ForeignKeyConstraint(["subject_id"], ["subjects.id"], ondelete="CASCADE",
+                                name="fk_registry_batch_items_subject_id_subjects"),
         sa.PrimaryKeyConstraint("id", name="pk_registry_batch_items"),
         sa.UniqueConstraint("job_id", "line", name="uq_registry_batch_items_job_line"),
         sqlite_autoincrement=True,
     )
     op.create_index("ix_registry_batch_items_key", "registry_batch_items", ["collection_id", "subject", "image_sha256"])
     op.create_index("ix_registry_batch_items_template_id", "registry_batch_items", ["template_id"])
+    op.create_index("ix_registry_batch_items_subject_id", "registry_batch_items", ["subject_id"])
     op.create_table(
         "registry_batch_files",
         sa.Column("job_id", sa.String(32), nullable=False),
