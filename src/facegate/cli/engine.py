@@ -11,6 +11,7 @@ import numpy as np
 import typer
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from ..calibration import DEFAULT_FMR, SUPPORTED_FMRS
 from ..errors import FacegateError
@@ -291,17 +292,34 @@ def calibrate(
 
 @app.command()
 @handle_errors
-def demo() -> None:
-    """Verify the bundled public-domain photos against each other (no service needed)."""
-    data = Path(__file__).resolve().parents[3] / "tests" / "data"
+def demo(
+    out: Path = typer.Option(Path("facegate-demo"), "--out", help="Where to copy the sample photos to try other commands on."),
+    as_json: Json = False,
+) -> None:
+    """Verify facegate's sample photos (public domain: three of one person, two of others)
+    against each other, and copy them to --out to try the other commands on."""
+    import shutil
+    from importlib.resources import as_file, files
+
+    from ._render import Col, print_table
+
     engine = get_engine()
-    photos = sorted(data.glob("*.jpg"))
-    if not photos:
-        raise typer.BadParameter(f"no demo photos in {data}")
-    for a in photos:
-        for b in photos:
-            if a < b:
-                r = engine.verify(a, b)
-                verdict = "[green]match[/]" if r.match else "[red]no match[/]"
-                console.print(f"{a.name:>14} vs {b.name:<14} score {r.score:+.3f}  {verdict} "
-                              f"(threshold {r.threshold:.3f} @ FMR {r.fmr:g})")
+    out.mkdir(parents=True, exist_ok=True)
+    with as_file(files("facegate") / "data" / "demo") as samples:
+        for f in sorted(samples.iterdir()):
+            shutil.copy2(f, out / f.name)
+    photos = sorted(out.glob("*.jpg"))
+    results = [(a, b, engine.verify(a, b)) for a in photos for b in photos if a.name < b.name]
+
+    def human() -> None:
+        r0 = results[0][2]
+        print_table(
+            f"sample photos, compared at threshold {r0.threshold:.3f} (FMR {r0.fmr:g}, {r0.model})",
+            [Col("photo"), Col("photo"), Col("score", right=True), Col("decision")],
+            [[a.name, b.name, f"{r.score:+.3f}",
+              Text("match", style="green") if r.match else Text("no match", style="red")] for a, b, r in results],
+        )
+        console.print(f"\nThe photos are in {out}/ — try: facegate verify {out}/obama_1.jpg {out}/obama_2.jpg",
+                      highlight=False, soft_wrap=True)
+
+    emit({"photos": str(out), "pairs": [{"a": a.name, "b": b.name, **r.to_dict()} for a, b, r in results]}, as_json, human)
