@@ -51,7 +51,8 @@ def test_readme_code_blocks_run_as_written(tmp_path: Path) -> None:
             continue
         cmd = ["bash", "-e", "-o", "pipefail", "-c", block.body] if block.lang == "bash" else [sys.executable, "-c", block.body]
         res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-        assert res.returncode == 0, f"README.md line {block.line}:\n{block.body}\n--- stdout\n{res.stdout}\n--- stderr\n{res.stderr}"
+        where = f"README.md line {block.line}:\n{block.body}"
+        assert res.returncode == 0, f"{where}\n--- stdout\n{res.stdout}\n--- stderr\n{res.stderr}"
         ran += 1
     assert ran >= 3  # the first steps, the gallery tour and the library
     assert (tmp_path / ".facegate" / "gallery.db").exists()  # where the README says the data lives
