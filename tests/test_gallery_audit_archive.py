@@ -394,13 +394,14 @@ def test_a_second_archival_waits_for_the_lease(tmp_path):
 def test_appends_while_archiving_keep_the_chain(tmp_path, store_url):
     g = open_g(tmp_path / "d", store_url)
     cheap_events(g, 40)
-    stop, errors, written = threading.Event(), [], [0]
+    stop, errors, written, wrote = threading.Event(), [], [0], threading.Semaphore(0)
 
     def writer():
         try:
             while not stop.is_set():
                 g.audit_record(actor="writer", action="test.concurrent", details={"n": written[0]})
                 written[0] += 1
+                wrote.release()
         except Exception as exc:  # noqa: BLE001
             errors.append(exc)
 
@@ -409,7 +410,8 @@ def test_appends_while_archiving_keep_the_chain(tmp_path, store_url):
     files = []
     try:
         for i in range(4):
-            time.sleep(0.15)
+            # archive while the writer appends: wait for a few of its events, not for a time
+            assert all(wrote.acquire(timeout=60) for _ in range(5)), errors
             rep = g.audit_archive(now(), tmp_path / f"a{i}.jsonl", batch=7)
             if rep.count:
                 files.append(tmp_path / f"a{i}.jsonl")
