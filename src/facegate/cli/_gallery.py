@@ -36,8 +36,15 @@ LivenessRequiredOption = typer.Option(
                                       "identify (repeatable) [default: none].",
 )
 
-CLI_LIVENESS_HINT = (" — from the CLI, run the liveness check through the service (`facegate serve`, console "
-                     "#/liveness), or, when the person is in front of you, pass --liveness-override \"REASON\"")
+CLI_LIVENESS_WAY = ("from the CLI, run the liveness check through the service (`facegate serve`, console "
+                    "#/liveness), or, when the person is in front of you, pass --liveness-override \"REASON\"")
+
+
+def reason_text(value: str | None) -> str | None:
+    """Typer callback for a REASON the audit log records: 1–256 characters."""
+    if value is not None and not 0 < len(value.strip()) <= 256:
+        raise typer.BadParameter("the reason is recorded in the audit log: 1–256 characters")
+    return value
 
 
 def confirm_erasure(question: str, *, yes: bool, as_json: bool) -> None:
@@ -61,13 +68,15 @@ def override(reason: str | None):  # -> LivenessOverride | None
 
 
 def with_cli_hint(fn):
-    """Run a gallery call; a LivenessRequiredError gets the CLI's way out added to its message."""
+    """Run a gallery call; a LivenessRequiredError says the CLI's way out (the library's message
+    tells an API client which request field to send)."""
     from ..gallery import LivenessRequiredError
 
     try:
         return fn()
     except LivenessRequiredError as exc:
-        exc.message += CLI_LIVENESS_HINT
+        exc.message = (f"collection {exc.details['collection']!r} requires a passed liveness check for "
+                       f"{exc.details['operation']}: {CLI_LIVENESS_WAY}")
         raise
 
 

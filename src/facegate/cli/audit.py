@@ -23,7 +23,7 @@ def audit_list(
     action: str | None = typer.Option(None, "--action", help="e.g. identify, enroll, subject (prefix), consent.withdraw."),
     since: str | None = typer.Option(None, "--since"),
     until: str | None = typer.Option(None, "--until"),
-    limit: int = typer.Option(50, "--limit"),
+    limit: int = typer.Option(50, "--limit", min=1, max=10000),
     data_dir: DataDir = None,
     store: Store = None,
     as_json: Json = False,

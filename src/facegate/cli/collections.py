@@ -28,8 +28,10 @@ def collection_create(
         "sface", "--model", "-m", help="Model the collection is pinned to: sface, accurate or arcface-mbf."),
     fmr: float = typer.Option(1e-4, "--fmr", callback=calibrated_fmr,
                              help="Target false-match rate per comparison: 1e-3, 1e-4 or 1e-5."),
-    threshold: float | None = typer.Option(None, "--threshold", help="Explicit cosine threshold (overrides --fmr calibration)."),
-    retention_days: int = typer.Option(1095, "--retention-days", help="Erase subjects this long after their last interaction."),
+    threshold: float | None = typer.Option(
+        None, "--threshold", min=-1.0, max=1.0, help="Explicit cosine threshold (overrides --fmr calibration)."),
+    retention_days: int = typer.Option(
+        1095, "--retention-days", min=1, max=36500, help="Erase subjects this long after their last interaction."),
     description: str | None = typer.Option(None, "--description"),
     liveness_required: list[str] | None = LivenessRequiredOption,
     data_dir: DataDir = None,

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from ..gallery.search import MAX_TOP_K
 from ._common import (
     EXIT_INPUT,
     EXIT_NEGATIVE,
@@ -29,6 +30,7 @@ from ._gallery import (
     open_gallery,
     override,
     parse_time,
+    reason_text,
     split_list,
     with_cli_hint,
 )
@@ -51,7 +53,7 @@ def enroll(
         None, "--dedup-purpose",
         help="Warn when a face matches another subject consenting to this purpose (no search without it)."),
     force_mismatch: str | None = typer.Option(
-        None, "--force-mismatch", metavar="REASON",
+        None, "--force-mismatch", metavar="REASON", callback=reason_text,
         help="Accept faces that do not match the subject's enrolled faces (face_mismatch); the reason is audited."),
     liveness_override: str | None = LivenessOverrideOption,
     allow_noncommercial: bool = NonCommercialOption,
@@ -94,7 +96,7 @@ def identify(
     collection: str = typer.Argument(...),
     image: Path = typer.Argument(..., help="Probe photo; not stored."),
     purpose: str = typer.Option(..., "--purpose", help="Declared purpose; only subjects consenting to it are searched."),
-    top_k: int = typer.Option(5, "--top-k", help="At most this many candidates."),
+    top_k: int = typer.Option(5, "--top-k", min=1, max=MAX_TOP_K, help="At most this many candidates."),
     liveness_override: str | None = LivenessOverrideOption,
     allow_noncommercial: bool = NonCommercialOption,
     data_dir: DataDir = None,

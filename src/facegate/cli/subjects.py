@@ -31,8 +31,8 @@ app = App(help="List, show, verify against and erase enrolled subjects.", no_arg
 def subject_list(
     collection: str = typer.Argument(...),
     purpose: str | None = typer.Option(None, "--purpose", help="Only subjects whose consent covers this purpose now."),
-    limit: int = typer.Option(100, "--limit"),
-    offset: int = typer.Option(0, "--offset"),
+    limit: int = typer.Option(100, "--limit", min=1, max=10000),
+    offset: int = typer.Option(0, "--offset", min=0),
     data_dir: DataDir = None,
     store: Store = None,
     as_json: Json = False,
