@@ -67,6 +67,7 @@ def test_enroll_batch_enrols_each_row_with_single_enrolment_reasons_and_reports(
     job = summary["job"]
     assert job["status"] == "succeeded" and (job["done"], job["total"]) == (6, 6)
     assert (job["result"]["accepted"], job["result"]["rejected"], job["result"]["skipped"]) == (5, 1, 0)
+    assert job["result"]["flagged"] == 0  # no --dedup-purpose: no duplicate search, nothing flagged
     rows = list(csv.DictReader(out.open()))
     assert [r["line"] for r in rows] == ["2", "3", "4", "5", "6", "7"]
     junk = rows[-1]

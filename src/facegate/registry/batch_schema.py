@@ -45,7 +45,8 @@ class BatchItemRow(Base):
     # The subject once it exists: erasing it deletes its rows (accepted or not) with it.
     subject_id: Mapped[int | None] = mapped_column(ForeignKey("subjects.id", ondelete="CASCADE"), nullable=True,
                                                    index=True)
-    duplicates: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    # None (SQL NULL, not JSON null): not flagged; a list (empty when not disclosed): flagged.
+    duplicates: Mapped[list | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
 
