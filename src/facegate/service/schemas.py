@@ -1,4 +1,34 @@
-"""Request and response models (they are the OpenAPI schema)."""
+"""Request and response models (they are the OpenAPI schema).
+
+The library's frozen dataclasses are the one source of what a result holds; a response model
+here describes what the service sends for it, which is the record's ``to_dict()``: times as ISO
+strings, tuples as lists, rounded scores, and computed properties as fields (``active``,
+``active_purposes``, ``accepted``/``rejected``/``duplicates``, ``match``, ``count``). Mirrors of
+records: ``QualityOut`` (``Quality``), ``CollectionOut`` (``Collection``), ``ConsentOut``,
+``TemplateOut``, ``SubjectOut``, ``AuditEventOut``, ``AuditReportOut``, ``PurgeOut``
+(``PurgeReport``), ``KeyOut`` (``ApiKey``), ``CandidateOut``, ``DuplicateOut``
+(``DuplicateMatch``), ``ImageOutcomeOut``. tests/test_service_schemas.py holds each to a real
+record's ``to_dict()`` — same keys, same order, values of the declared types — so a field added
+to one side only fails there.
+
+They are written out rather than built from the dataclasses when this module is imported,
+because the typed client imports this module: building them would load the gallery package
+(its ``__init__`` loads SQLAlchemy and the face engine), and a model built at run time is only
+``type[BaseModel]`` to a type checker, which would take the client's return types from its users.
+
+Where a model differs from its record, on purpose:
+
+- ``FaceOut`` adds ``quality_ok``/``quality_reasons`` (the verdict under the collection's
+  policy, which the face does not know) and leaves out the aligned crop (pixels never leave).
+- ``VerifyResponse``, ``IdentifyOut`` add ``decision`` and ``reasons`` (HTTP answers carry the
+  decision word and reason codes); ``VerifyResponse`` names the compared faces by input field.
+- ``EnrollOut`` adds the ``liveness_session`` used; for a key without the identify scope its
+  ``duplicates`` are empty and only ``flagged_for_review`` says a reviewer should look
+  (``EnrollResult.undisclosed``, redaction).
+- ``KeyCreated`` adds the ``secret`` shown once; ``Health``, ``Ready``, ``Me``, ``DetectResponse``,
+  ``SubjectList``, ``AuditList``, ``CollectionList``, ``KeyList`` and ``ErasureOut`` are
+  envelopes of the HTTP edge with no record of their own.
+"""
 
 from __future__ import annotations
 
