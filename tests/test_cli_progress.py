@@ -53,3 +53,10 @@ def test_default_is_stderr_so_stdout_stays_clean(capsys) -> None:
         bar.advance(3)
     out, err = capsys.readouterr()
     assert (out, err) == ("", "")
+
+
+def test_describe_replaces_the_label() -> None:
+    con, buf = _console(terminal=True)
+    with progress("migrating", None, enabled=True, out=con) as bar:
+        bar.describe("copied 12 rows of [subjects]")  # brackets are text, not markup
+    assert "copied 12 rows of [subjects]" in buf.getvalue()

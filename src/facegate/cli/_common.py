@@ -214,12 +214,19 @@ class Progress(Protocol):
 
     def update(self, done: int, total: int | None = None) -> None: ...
 
+    def describe(self, text: str) -> None:
+        """Replace the label, e.g. with the step a job without counts is at."""
+        ...
+
 
 class _Quiet:
     def advance(self, n: int = 1) -> None:
         pass
 
     def update(self, done: int, total: int | None = None) -> None:
+        pass
+
+    def describe(self, text: str) -> None:
         pass
 
 
@@ -235,6 +242,9 @@ class _Bar:
         if total is not None:
             self.bar.update(self.task, total=total)
         self.bar.update(self.task, completed=done)
+
+    def describe(self, text: str) -> None:
+        self.bar.update(self.task, description=escape(text))
 
 
 class _RateColumn(rich.progress.ProgressColumn):
@@ -267,4 +277,4 @@ def progress(label: str, total: int | None, *, enabled: bool, out: Console | Non
         get_time=SYSTEM.monotonic,
     )
     with bar:
-        yield _Bar(bar, bar.add_task(label, total=total))
+        yield _Bar(bar, bar.add_task(escape(label), total=total))

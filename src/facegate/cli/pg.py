@@ -18,7 +18,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import App, DataDir, Json, console, emit, err_console, handle_errors
+from ._common import App, DataDir, Json, console, emit, handle_errors, progress
 from ._render import print_fields
 
 PgStore = Annotated[str | None, typer.Option(
@@ -74,8 +74,8 @@ def migrate(
     ddir = _data_dir(data_dir)
     src = Gallery.open(ddir, store=source or f"sqlite:///{(ddir / 'gallery.db').resolve()}")
     try:
-        say = (lambda m: None) if as_json else (lambda m: err_console.print(f"  {m}"))
-        report = migrate_gallery(src, to, data_dir=ddir, sample=sample, progress=say)
+        with progress("migrating", None, enabled=not as_json) as bar:  # steps, not counts: the library says which
+            report = migrate_gallery(src, to, data_dir=ddir, sample=sample, progress=lambda m: bar.describe(f"migrating: {m}"))
     finally:
         src.close()
     c = report["counts"]
