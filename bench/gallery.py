@@ -3,7 +3,13 @@ identification on real photos (faces-dev).
 
     .venv/bin/python bench/gallery.py --sizes 10k,100k          # quick
     nice -n 10 .venv/bin/python bench/gallery.py --sizes 1M --no-real
-    .venv/bin/python bench/gallery.py --sizes 100k --store postgresql://…   # the PostgreSQL backend
+    nice -n 10 .venv/bin/python bench/gallery.py --sizes 1M --no-real --stores sqlite,embedded-postgres
+    .venv/bin/python bench/gallery.py --sizes 100k --stores postgresql://…   # an existing PostgreSQL
+
+Each store in ``--stores`` (``sqlite``: a file per size; ``embedded-postgres``: a server per size
+in the work dir; or a postgresql:// URL) is measured on the same data, side by side in one table.
+Both are searched by the same in-memory index; on PostgreSQL the search inside the database
+(pgvector, exact scan) is timed next to it for comparison.
 
 Synthetic part (per size N templates = N/2 identities × 2 templates; face-like clustered vectors
 from facegate.gallery.synth at 128-d, same-identity cosine ≈ 0.65, impostors 0.00 ± 0.09):
@@ -146,17 +152,43 @@ def erase_and_search(g: Gallery, idx, Q: np.ndarray, q_ids: np.ndarray, count: i
     return lat, still
 
 
-def synthetic(n_templates: int, args: argparse.Namespace, workdir: Path) -> dict:
+def store_label(store: str | None) -> str:
+    return "sqlite" if store is None else "postgresql"
+
+
+def sql_search(data: Path, store: str, Q: np.ndarray, now: float) -> dict[str, float]:
+    """The same probes searched inside PostgreSQL (pgvector exact scan with the consent filter),
+    the design the in-memory index replaced."""
+    from facegate.gallery.pg.index import PgIndexConfig
+
+    g = Gallery.open(data, store=store, index_config=PgIndexConfig(auto_build=False))
+    try:
+        idx = g.index.get(g._col_row("bench").id, DIM, MODEL)  # noqa: SLF001
+        idx.search(Q[0], 5, "common", now)
+        lat = []
+        for q in Q:
+            t = time.perf_counter()
+            idx.search(q, 5, "common", now)
+            lat.append((time.perf_counter() - t) * 1000)
+    finally:
+        g.close()
+    return {"in_database_exact_ms_p50": round(pct(lat, 50), 3), "in_database_queries": len(Q)}
+
+
+def synthetic(n_templates: int, args: argparse.Namespace, workdir: Path, store: str | None = None) -> dict:
+    """One size on one store (``store``: None = SQLite file, else a URL or embedded-postgres;
+    default ``args.store``)."""
+    store = getattr(args, "store", None) if store is None else (None if store == "sqlite" else store)
     per = 2
     n_id = n_templates // per
     gen = FaceLikeGenerator(DIM, seed=11)
-    data = workdir / f"synthetic-{n_templates}"
+    data = workdir / f"synthetic-{store_label(store)}-{n_templates}"
     shutil.rmtree(data, ignore_errors=True)
-    out: dict = {"templates": n_id * per, "identities": n_id}
-    log = lambda *a: print(f"[{n_templates:,}]", *a, file=sys.stderr, flush=True)  # noqa: E731
+    out: dict = {"templates": n_id * per, "identities": n_id, "store": store_label(store)}
+    log = lambda *a: print(f"[{store_label(store)} {n_templates:,}]", *a, file=sys.stderr, flush=True)  # noqa: E731
 
     # --- enrol through the real store -----------------------------------------------------
-    g = Gallery.open(data, store=args.store)
+    g = Gallery.open(data, store=store)
     g.create_collection("bench", purposes=["common", "rare"])
     X, enrol_s = fill(g, gen, n_id, per, log)
     out["enrol_templates_per_s"] = round(n_id * per / enrol_s, 1)
@@ -170,7 +202,7 @@ def synthetic(n_templates: int, args: argparse.Namespace, workdir: Path) -> dict
     gc.collect()
     rss0 = rss_mb()
     t0 = time.perf_counter()
-    g = Gallery.open(data, store=args.store)
+    g = Gallery.open(data, store=store)
     g.warm("bench")
     out["startup_exact_ready_s"] = round(time.perf_counter() - t0, 2)
     g.warm("bench", wait=True)
@@ -238,6 +270,12 @@ def synthetic(n_templates: int, args: argparse.Namespace, workdir: Path) -> dict
     lat_del, out["erased_returned_by_next_search"] = erase_and_search(g, idx, Q, q_ids, min(20, nq))
     out["erase_ms_p50"] = round(pct(lat_del, 50), 2)
     g.close()
+    if store is not None:
+        out.update(sql_search(data, store, Q[: args.sql_queries], now))
+    if store == "embedded-postgres":
+        from facegate.pgserver import for_data_dir
+
+        for_data_dir(data).stop()
     if not args.keep:
         shutil.rmtree(data, ignore_errors=True)
     return out
@@ -417,7 +455,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="10k,100k,1M", help="Comma-separated template counts (10k,100k,1M).")
     ap.add_argument("--queries", type=int, default=1000, help="Probes per size.")
-    ap.add_argument("--store", default=None, help="Database URL (default: a SQLite file per size in --workdir).")
+    ap.add_argument("--stores", default="sqlite", help="Comma-separated stores measured side by side: sqlite (a file "
+                    "per size), embedded-postgres (a server per size) or postgresql:// URLs [default: sqlite].")
+    ap.add_argument("--sql-queries", type=int, default=30, help="Probes also searched inside PostgreSQL (pgvector).")
     ap.add_argument("--workdir", default=None, help="Where the benchmark stores live [default: a temp dir].")
     ap.add_argument("--keep", action="store_true", help="Keep the synthetic stores.")
     ap.add_argument("--no-real", action="store_true", help="Skip the real-photo part.")
@@ -427,6 +467,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "gallery.json"))
     args = ap.parse_args()
     os.environ.pop("FACEGATE_MASTER_KEY", None)
+    stores = [s.strip() for s in args.stores.split(",") if s.strip()]
+    args.store = None if stores[0] == "sqlite" else stores[0]  # rotation and real photos: the first store
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="facegate-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
 
@@ -437,9 +479,10 @@ def main() -> None:
     results.setdefault("synthetic", {})
     if not args.real_only:
         for size in [parse_size(s) for s in args.sizes.split(",") if s.strip()]:
-            res = synthetic(size, args, workdir)
-            res["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
-            results["synthetic"][str(size)] = res
+            for store in stores:
+                res = synthetic(size, args, workdir, store)
+                res["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
+                results["synthetic"][f"{res['store']} {size}"] = res
             out_path.parent.mkdir(parents=True, exist_ok=True)
             out_path.write_text(json.dumps(results, indent=2) + "\n")
     for size in [parse_size(s) for s in args.rotation_sizes.split(",") if s.strip()]:
@@ -456,19 +499,20 @@ def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
     if results["synthetic"]:
-        print("| templates | enrol tpl/s | start-up exact / approx s | search p50 / p99 ms | exact p50 ms | identify e2e p50 / "
-              "p99 ms | recall@1 vs exact | rank-1 | 1 % filter p50 ms, rank-1 | FPIR non-enrolled (N×FMR) | erased returned | "
-              "RSS MB | mode |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-        for size, r in sorted(results["synthetic"].items(), key=lambda kv: int(kv[0])):
+        print("| templates | store | enrol tpl/s | start-up exact / approx s | search p50 / p99 ms | exact p50 ms | "
+              "identify e2e p50 / p99 ms | recall@1 vs exact | rank-1 | 1 % filter p50 ms, rank-1 | FPIR non-enrolled (N×FMR) | "
+              "erased returned | RSS MB | mode | in-database search p50 ms |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for r in sorted(results["synthetic"].values(), key=lambda r: (r["templates"], r.get("store", "sqlite"))):
             f = r["filtered_1pct"]
-            print(f"| {int(size):,} | {r['enrol_templates_per_s']:,.0f} | "
+            print(f"| {r['templates']:,} | {r.get('store', 'sqlite')} | {r['enrol_templates_per_s']:,.0f} | "
                   f"{r['startup_exact_ready_s']} / {r['startup_ann_ready_s']} | "
                   f"{r['search_ms_p50']} / {r['search_ms_p99']} | {r['exact_search_ms_p50']} | {r['identify_e2e_ms_p50']} / "
                   f"{r['identify_e2e_ms_p99']} | "
                   f"{r['recall_at_1_vs_exact']} | {r['rank1_identity']} | {f['search_ms_p50']}, {f['rank1_identity']} | "
                   f"{r['fpir_non_enrolled']} ({r['expected_fpir_n_x_fmr']:.2g}) | {r['erased_returned_by_next_search']} | "
-                  f"{r['rss_growth_mb']} | {r['index']['mode']} nprobe {r['index'].get('nprobe')}/{r['index'].get('nlist')} |")
+                  f"{r['rss_growth_mb']} | {r['index']['mode']} nprobe {r['index'].get('nprobe')}/{r['index'].get('nlist')} | "
+                  f"{r.get('in_database_exact_ms_p50', '–')} |")
     if results.get("master_key_rotation"):
         print("\n| subjects | rotation s | re-wrap s (subjects/s) | durable commit s | key files s | enrol from another "
               "instance: max / median wait | other instance's first search after |")

@@ -242,3 +242,23 @@ def test_allowed_subject_ids_follow_consent_changes():
     assert 5 not in idx.allowed_subject_ids("p", 2e9 + 1).tolist()  # expired
     hits = idx.search_many(X[[5, 8, 12]], 1, "p", 1e9)
     assert hits[0][0].subject_id == 5 and hits[1][0].subject_id != 8 and hits[2][0].subject_id != 12
+
+
+def test_bulk_loaded_subjects_change_erase_and_their_slots_are_reused():
+    idx, gen, centres, X = build(100, 2, IndexConfig())  # subject i has templates 2i+1, 2i+2
+    V = gen.samples(gen.centres(np.arange(100, 102)), 1, seed=8)  # two people not enrolled yet
+    np.testing.assert_array_equal(idx.subject_vectors(10), X[20:22])
+    with idx.lock.write():  # one of subject 10's templates deleted, a new one added
+        idx.apply(SubjectState(10, ("s10", "Ten"), {21, 500}, {500: V[0]}, [("p", 0.0, np.inf, None)]))
+    np.testing.assert_array_equal(idx.subject_vectors(10), np.stack([X[20], V[0]]))
+    hit = idx.search(V[0], 1, "p", 1e9)[0][0]
+    assert (hit.subject_id, hit.external_id, hit.label, hit.template_id) == (10, "s10", "Ten", 500)
+    with idx.lock.write():
+        idx.apply(SubjectState(10, None))  # erased: its slot is free
+        idx.apply(SubjectState(7, None))
+        idx.apply(SubjectState(1000, ("new", None), {600}, {600: V[1]}, [("p", 0.0, np.inf, None)]))
+    assert idx.subject_vectors(10).shape == (0, DIM) and idx.stats()["subjects"] == 99
+    np.testing.assert_array_equal(idx.subject_vectors(1000), V[1:2])  # not the erased subject's templates
+    hits, n_allowed = idx.search(V[1], 3, "p", 1e9)
+    assert hits[0].external_id == "new" and 10 not in [h.subject_id for h in hits] and n_allowed == 99
+    assert idx.n == 197 and idx.allowed_subject_ids("p", 1e9).tolist() == sorted(set(range(100)) - {7, 10} | {1000})

@@ -205,9 +205,10 @@ class IvfIndex:
 # --- one collection -------------------------------------------------------------------------
 
 
-class _RowMap:
-    """Template id -> row as a dense int32 array (ids are autoincrement and never reused, so
-    this is compact; a dict of a million entries cost ~1 ms of cache misses per query)."""
+class _IdMap:
+    """Database id -> position (template id -> row, subject id -> slot) as a dense int32 array:
+    ids are autoincrement and never reused, so this is compact (a dict of a million entries
+    cost ~1 ms of cache misses per query and ~100 bytes per entry)."""
 
     def __init__(self) -> None:
         self.a = np.full(0, -1, np.int32)
@@ -303,12 +304,20 @@ class CollectionIndex:
         self._X = np.zeros((0, dim), np.float32)
         self._tid = np.zeros(0, np.int64)
         self._rslot = np.zeros(0, np.int32)
-        self._row_of = _RowMap()
+        self._row_of = _IdMap()
+        # Per subject, by slot (compact: at 10M templates a dict entry, a tuple and a set per
+        # subject were the bulk of the process's memory besides the vectors).
         self._n_slots = 0
-        self._slot_of: dict[int, int] = {}
+        self._n_subjects = 0
+        self._slot_of = _IdMap()
         self._free: list[int] = []
-        self._info: dict[int, tuple[str, str | None]] = {}
-        self._tids_of: dict[int, set[int]] = {}
+        self._ext: list[str | None] = []  # external id
+        self._labels: dict[int, str] = {}  # the few subjects with a label
+        # Template ids per slot as bulk-loaded (grouped by slot: _base_tids[_base_off[s]:_base_off[s+1]]),
+        # and the full set for each slot changed since.
+        self._base_tids = np.zeros(0, np.int64)
+        self._base_off = np.zeros(1, np.int64)
+        self._tid_sets: dict[int, set[int]] = {}
         self._expiry: dict[str, np.ndarray] = {}
         self._expiry_any = np.zeros(0, np.float64)
         self._max_tid = 0
@@ -358,17 +367,35 @@ class CollectionIndex:
 
     def _slot(self, sid: int) -> int:
         slot = self._slot_of.get(sid)
-        if slot is None:
+        if slot < 0:
             if self._free:
                 slot = self._free.pop()
             else:
                 slot = self._n_slots
                 self._n_slots += 1
                 self._reserve_slots(self._n_slots)
-            self._slot_of[sid] = slot
+                self._ext.append(None)
+            self._slot_of.set(sid, slot)
             self._sid_at_slot[slot] = sid
-            self._tids_of[sid] = set()
+            self._tid_sets[slot] = set()
+            self._n_subjects += 1
         return slot
+
+    def _tids_of(self, slot: int) -> set[int]:
+        """Template ids of the subject in ``slot``."""
+        s = self._tid_sets.get(slot)
+        if s is not None:
+            return s
+        if slot + 1 >= len(self._base_off):
+            return set()
+        part = self._base_tids[self._base_off[slot] : self._base_off[slot + 1]]
+        return {int(t) for t in part[self._row_of.rows(part) >= 0]}  # minus those removed since
+
+    def _tids_to_change(self, slot: int) -> set[int]:
+        s = self._tid_sets.get(slot)
+        if s is None:
+            s = self._tid_sets[slot] = self._tids_of(slot)
+        return s
 
     def _set_consents(self, slot: int, consents: list[tuple[str, float, float, float | None]]) -> None:
         for per_purpose in self._expiry.values():
@@ -383,7 +410,7 @@ class CollectionIndex:
             arr[slot] = max(arr[slot], expires)
             self._expiry_any[slot] = max(self._expiry_any[slot], expires)
 
-    def _add_rows(self, sid: int, slot: int, tids: list[int], vectors: np.ndarray) -> None:
+    def _add_rows(self, slot: int, tids: list[int], vectors: np.ndarray) -> None:
         if not tids:
             return
         self._reserve_rows(self.n + len(tids))
@@ -393,7 +420,7 @@ class CollectionIndex:
         self._rslot[start : start + len(tids)] = slot
         self._row_of.bulk(np.asarray(tids, np.int64), np.arange(start, start + len(tids), dtype=np.int32))
         self.n += len(tids)
-        self._tids_of[sid].update(tids)
+        self._tids_to_change(slot).update(tids)
         self._max_tid = max(self._max_tid, max(tids))
         ids = np.asarray(tids, np.int64)
         if self.ann is not None:
@@ -401,7 +428,7 @@ class CollectionIndex:
         if self._ann_log is not None:
             self._ann_log.append(("add", ids))
 
-    def _remove_rows(self, sid: int, tids: list[int]) -> None:
+    def _remove_rows(self, slot: int, tids: list[int]) -> None:
         if not tids:
             return
         for t in tids:
@@ -416,7 +443,7 @@ class CollectionIndex:
                 self._row_of.set(int(self._tid[r]), r)
             self.n -= 1
         self._X[self.n : self.n + len(tids)] = 0.0  # do not keep erased vectors in spare capacity
-        self._tids_of.get(sid, set()).difference_update(tids)
+        self._tids_to_change(slot).difference_update(tids)
         ids = np.asarray(tids, np.int64)
         if self.ann is not None:
             self.ann.remove(ids)
@@ -427,39 +454,62 @@ class CollectionIndex:
         """Make this subject match the database (caller holds the write lock)."""
         sid = state.subject_id
         if state.info is None:
-            if sid in self._slot_of:
-                self._remove_rows(sid, sorted(self._tids_of.get(sid, ())))
-                slot = self._slot_of.pop(sid)
+            slot = self._slot_of.pop(sid)
+            if slot is not None:
+                self._remove_rows(slot, sorted(self._tids_of(slot)))
                 self._sid_at_slot[slot] = -1
                 self._set_consents(slot, [])
                 self._free.append(slot)
-                self._info.pop(sid, None)
-                self._tids_of.pop(sid, None)
+                self._ext[slot] = None
+                self._labels.pop(slot, None)
+                self._tid_sets.pop(slot, None)
+                self._n_subjects -= 1
         else:
             slot = self._slot(sid)
-            self._info[sid] = state.info
-            gone = [t for t in self._tids_of[sid] if t not in state.template_ids]
-            self._remove_rows(sid, gone)
+            self._ext[slot] = state.info[0]
+            if state.info[1] is None:
+                self._labels.pop(slot, None)
+            else:
+                self._labels[slot] = state.info[1]
+            gone = [t for t in self._tids_of(slot) if t not in state.template_ids]
+            self._remove_rows(slot, gone)
             new = [t for t in sorted(state.new_vectors) if t not in self._row_of]
             if new:
-                self._add_rows(sid, slot, new, np.stack([state.new_vectors[t] for t in new]))
+                self._add_rows(slot, new, np.stack([state.new_vectors[t] for t in new]))
             self._set_consents(slot, state.consents)
         self._version += 1
 
     def bulk_load(self, subjects: dict[int, tuple[str, str | None]], tids: np.ndarray, sids: np.ndarray,
                   X: np.ndarray, consents: dict[int, list[tuple[str, float, float, float | None]]]) -> None:
-        """Initial fill from the store (not yet shared with other threads)."""
-        for sid, info in subjects.items():
-            slot = self._slot(sid)
-            self._info[sid] = info
-            self._set_consents(slot, consents.get(sid, []))
+        """Initial fill of an empty index from the store (not yet shared with other threads):
+        array operations, no Python work per template."""
+        k = len(subjects)
+        sid_arr = np.fromiter(subjects, np.int64, count=k)
+        self._reserve_slots(k)
+        self._n_slots = self._n_subjects = k
+        self._slot_of.bulk(sid_arr, np.arange(k, dtype=np.int32))
+        self._sid_at_slot[:k] = sid_arr
+        self._ext = [info[0] for info in subjects.values()]
+        self._labels = {slot: info[1] for slot, info in enumerate(subjects.values()) if info[1] is not None}
+        by_purpose: dict[str, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
+        for sid, cons in consents.items():
+            for purpose, _granted, expires, withdrawn in cons:
+                if withdrawn is None:
+                    by_purpose[purpose][0].append(sid)
+                    by_purpose[purpose][1].append(expires)
+        for purpose, (p_sids, p_expires) in by_purpose.items():
+            slots = self._slot_of.rows(np.asarray(p_sids, np.int64))
+            ok = slots >= 0
+            exp = np.asarray(p_expires, np.float64)[ok]
+            arr = self._expiry.setdefault(purpose, np.full(self._expiry_any.shape[0], NEG_INF, np.float64))
+            np.maximum.at(arr, slots[ok], exp)  # the latest expiry of a purpose granted more than once
+            np.maximum.at(self._expiry_any, slots[ok], exp)
         self._X, self._tid = X, tids
         self.n = len(tids)
-        self._rslot = np.fromiter((self._slot_of[int(s)] for s in sids), np.int32, count=len(sids))
-        self._row_of = _RowMap()
+        self._rslot = self._slot_of.rows(sids).astype(np.int32)
         self._row_of.bulk(tids, np.arange(len(tids), dtype=np.int32))
-        for t, s in zip(tids.tolist(), sids.tolist()):
-            self._tids_of[s].add(t)
+        self._base_tids = tids[np.argsort(self._rslot, kind="stable")]
+        self._base_off = np.concatenate(([0], np.cumsum(np.bincount(self._rslot, minlength=k)))).astype(np.int64)
         self._max_tid = int(tids.max()) if len(tids) else 0
         self._version += 1
 
@@ -470,12 +520,14 @@ class CollectionIndex:
 
     def subject_vectors(self, sid: int) -> np.ndarray:
         with self.lock.read():
-            rows = [r for r in self._row_of.rows(np.asarray(sorted(self._tids_of.get(sid, ())), np.int64)).tolist() if r >= 0]
+            slot = self._slot_of.get(sid)
+            tids = np.asarray(sorted(self._tids_of(slot)) if slot >= 0 else [], np.int64)
+            rows = [r for r in self._row_of.rows(tids).tolist() if r >= 0]
             return self._X[rows].copy() if rows else np.zeros((0, self.dim), np.float32)
 
     def allowed(self, sid: int, purpose: str | None, now: float) -> bool:
         slot = self._slot_of.get(sid)
-        if slot is None:
+        if slot < 0:
             return False
         arr = self._expiry_any if purpose is None else self._expiry.get(purpose)
         return arr is not None and bool(arr[slot] > now)
@@ -566,14 +618,15 @@ class CollectionIndex:
 
     def _best_subjects(self, rows: np.ndarray, scores: np.ndarray, k: int, exclude_subject: int | None) -> list[Hit]:
         """The best ``k`` subjects among candidate rows sorted by descending exact score."""
-        best: dict[int, tuple[float, int]] = {}
-        for r, s, sid in zip(rows.tolist(), scores.tolist(), self._sid_of_rows(rows)):
+        best: dict[int, tuple[float, int, int]] = {}
+        slots = self._rslot[rows]
+        for r, s, sid, slot in zip(rows.tolist(), scores.tolist(), self._sid_at_slot[slots].tolist(), slots.tolist()):
             if sid == exclude_subject or sid in best:
                 continue
-            best[sid] = (s, int(self._tid[r]))
+            best[sid] = (s, int(self._tid[r]), slot)
             if len(best) == k:
                 break
-        return [Hit(sid, self._info[sid][0], self._info[sid][1], float(s), t) for sid, (s, t) in best.items()]
+        return [Hit(sid, self._ext[slot] or "", self._labels.get(slot), float(s), t) for sid, (s, t, slot) in best.items()]
 
     def search_many(self, queries: np.ndarray, k: int, purpose: str | None, now: float, *,
                     exclude_subjects: Sequence[int | None] | None = None) -> list[list[Hit]]:
@@ -657,9 +710,6 @@ class CollectionIndex:
             ok = arr[: self._n_slots] > now
             return np.sort(self._sid_at_slot[: self._n_slots][ok])
 
-    def _sid_of_rows(self, rows: np.ndarray) -> list[int]:
-        return self._sid_at_slot[self._rslot[rows]].tolist()
-
     # --- approximate index lifecycle ------------------------------------------------------
 
     def needs_ann(self) -> bool:
@@ -736,8 +786,7 @@ class CollectionIndex:
             src_tids = self._tid[src_rows].copy()
             # Hold-one-out where the subject has another template: the query is a real sample
             # of an enrolled person and its own row is excluded — a fresh photo against the gallery.
-            sids = self._sid_at_slot[self._rslot[src_rows]]
-            loo = np.array([len(self._tids_of.get(int(sd), ())) >= 2 for sd in sids])
+            loo = np.array([len(self._tids_of(int(slot))) >= 2 for slot in self._rslot[src_rows]])
         noisy = ~loo
         if noisy.any():  # single-template subjects: the template plus noise to cosine ≈ 0.75
             noise = rng.standard_normal((int(noisy.sum()), self.dim)).astype(np.float32) * (0.88 / math.sqrt(self.dim))
@@ -810,13 +859,14 @@ class CollectionIndex:
             mode = "ivf-pq4fs" if self._ann_usable() else "exact"
             return {
                 "templates": self.n,
-                "subjects": len(self._slot_of),
+                "subjects": self._n_subjects,
                 "mode": mode,
                 "nlist": ann.nlist if ann else None,
                 "nprobe": ann.nprobe if ann else None,
                 "self_test_recall_at_1": ann.recall if ann else 1.0,
                 "trained_rows": ann.trained_rows if ann else None,
                 "memory_bytes": int(self._X.nbytes + self._tid.nbytes + self._rslot.nbytes + self._row_of.nbytes
+                                    + self._slot_of.nbytes + self._base_tids.nbytes + self._base_off.nbytes
                                     + (ann.memory_bytes() if ann else 0)),
                 "load_seconds": round(self.load_seconds, 3),
                 "ann_build_seconds": round(self.build_seconds, 3),

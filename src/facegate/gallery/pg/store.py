@@ -196,8 +196,21 @@ class PgStore(Store):
             yield conn
 
     def max_seq(self) -> int:
-        with pg_errors():
-            return super().max_seq()
+        """The change feed's head, read before every search: one autocommit statement on a
+        search connection (no transaction, no pool pre-ping), so every index sees each commit
+        that returned before its search began."""
+        try:
+            return self._head()
+        except StoreUnavailableError:
+            # No pre-ping on these connections: after a server restart the pooled ones are all
+            # dead. Drop them and ask once more on a new connection.
+            self.search_engine.dispose(close=False)
+            return self._head()
+
+    def _head(self) -> int:
+        with self.search_conn() as conn, conn.cursor() as cur:
+            row = cur.execute("SELECT max(seq) FROM changes").fetchone()
+        return int(row[0] or 0)
 
     # --- index factory -----------------------------------------------------
 
