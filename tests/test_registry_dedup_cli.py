@@ -6,12 +6,11 @@ from __future__ import annotations
 import csv
 import json
 
-import numpy as np
 import pytest
 
 from cli_support import Ran, invoke
 from facegate.gallery import ConsentSpec, Gallery
-from facegate.gallery.synth import FaceLikeGenerator
+from test_registry_dedup import templates
 
 MODEL = "sface-2021dec-int8bq"
 N = 80
@@ -33,12 +32,7 @@ def fg(tmp_path, monkeypatch):
 
 @pytest.fixture
 def seeded(fg):
-    gen = FaceLikeGenerator(128, seed=3)
-    ident = np.arange(N)
-    for i, j in PLANTED:
-        ident[j] = i
-    X = gen.samples(gen.centres(ident), 1, seed=1)
-    X[[j for _i, j in PLANTED]] = gen.samples(gen.centres(np.array([i for i, _j in PLANTED])), 1, seed=2)
+    X = templates(N, PLANTED)
     with Gallery.open(fg.data) as g:
         g.create_collection("reg", purposes=["dedup"])
         g.import_templates("reg", [(f"S{i:03d}", X[i:i + 1], ConsentSpec(("dedup",))) for i in range(N)], model_id=MODEL)

@@ -6,16 +6,16 @@ from __future__ import annotations
 import csv
 import io
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from facegate.gallery import ConsentSpec
-from facegate.gallery.synth import FaceLikeGenerator
 from facegate.registry.dedup_job import KIND
 from facegate.registry.jobs import JobStore
 from facegate.service import Settings, create_app
 from facegate.service.backend import ensure_admin_key
+from test_registry_dedup import templates
+from test_service_gallery import H, problem
 
 MODEL = "sface-2021dec-int8bq"
 N = 120
@@ -23,24 +23,8 @@ PLANTED = [(1, 100), (2, 101), (3, 102)]
 BASE = "/v1/collections/reg/dedup"
 
 
-def H(secret: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {secret}"}
-
-
-def problem(r, status: int, code: str) -> dict:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json")
-    assert r.json()["code"] == code
-    return r.json()
-
-
 def seed(g) -> None:
-    gen = FaceLikeGenerator(128, seed=11)
-    ident = np.arange(N)
-    for i, j in PLANTED:
-        ident[j] = i
-    X = gen.samples(gen.centres(ident), 1, seed=1)
-    X[[j for _i, j in PLANTED]] = gen.samples(gen.centres(np.array([i for i, _j in PLANTED])), 1, seed=2)
+    X = templates(N, PLANTED)
     g.create_collection("reg", purposes=["dedup", "access"])
     g.create_collection("other", purposes=["dedup"])
     g.import_templates("reg", [(f"S{i:03d}", X[i:i + 1], ConsentSpec(("dedup",))) for i in range(N)], model_id=MODEL)

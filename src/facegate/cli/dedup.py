@@ -55,8 +55,7 @@ def dedup_run(
             rep = d.run(collection, purpose=purpose, fmr=fmr, incremental=incremental,
                         max_expected_false_pairs=max_false, actor=actor_name(actor),
                         on_progress=lambda done, total: bar.update(done, total))
-    _write_report(rep, report)
-    emit(rep.to_dict(), as_json, lambda: _print_report(rep))
+    _emit_report(rep, report, as_json)
 
 
 @app.command("clusters")
@@ -78,8 +77,7 @@ def dedup_clusters(
     _check_report_path(report)
     with open_gallery(data_dir, store) as g:
         rep = Dedup(g).report(collection, run=run, include_reviewed=include_reviewed, actor=actor_name(actor))
-    _write_report(rep, report)
-    emit(rep.to_dict(), as_json, lambda: _print_report(rep))
+    _emit_report(rep, report, as_json)
 
 
 @app.command("review")
@@ -128,13 +126,14 @@ def _check_report_path(path: Path | None) -> None:
         raise typer.BadParameter("--report must end in .json or .csv")
 
 
-def _write_report(rep: DedupReport, path: Path | None) -> None:
+def _emit_report(rep: DedupReport, path: Path | None, as_json: bool) -> None:
+    """The report to ``path`` (JSON or CSV by its suffix) when given, and to stdout."""
     import json
 
-    if path is None:
-        return
-    text = rep.to_csv() if path.suffix.lower() == ".csv" else json.dumps(rep.to_dict(), ensure_ascii=False, indent=1)
-    path.write_text(text, encoding="utf-8")
+    if path is not None:
+        text = rep.to_csv() if path.suffix.lower() == ".csv" else json.dumps(rep.to_dict(), ensure_ascii=False, indent=1)
+        path.write_text(text, encoding="utf-8")
+    emit(rep.to_dict(), as_json, lambda: _print_report(rep))
 
 
 def _print_plan(plan: DedupPlan) -> None:
