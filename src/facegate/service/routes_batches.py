@@ -20,7 +20,6 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import PlainTextResponse
 from starlette.datastructures import UploadFile
 
-from ..gallery import Gallery
 from ..gallery.transaction import StoreTx
 from ..registry.batch import KIND, BatchSettings, report, report_csv, report_json, upload_params, validate
 from ..registry.batch_sources import (
@@ -34,6 +33,7 @@ from ..registry.batch_sources import (
 from ..registry.jobs import Job, JobNotFoundError, JobRunner
 from ..registry.manifest import ManifestError
 from .auth import Principal
+from .backend import gallery_of
 from .core import Service
 from .deps import EnrollKey, GrantedCollection, ServiceDep
 from .errors import InvalidRequestError, NotReadyError, UnsupportedMediaTypeError
@@ -49,12 +49,6 @@ def _runner(service: Service) -> JobRunner:
     if service.registry is None:
         raise NotReadyError("the registry job runner is not started yet")
     return service.registry
-
-
-def _gallery(service: Service) -> Gallery:
-    if service.gallery is None:
-        raise NotReadyError("the gallery is not open yet")
-    return service.gallery
 
 
 def _out(job: Job) -> dict[str, Any]:
@@ -100,12 +94,12 @@ def _create(service: Service, principal: Principal, collection: str, name: str, 
             dedup_purpose: str | None, limits: BatchSettings) -> Job:
     files = read_zip(archive, limits.zip_limits())
     del archive
-    parsed = validate(_gallery(service), collection, data, name=name, source=MemorySource(files),
+    parsed = validate(gallery_of(service), collection, data, name=name, source=MemorySource(files),
                       settings=limits, now=service.clock.now())
-    if dedup_purpose is not None and dedup_purpose not in _gallery(service).get_collection(collection).purposes:
+    if dedup_purpose is not None and dedup_purpose not in gallery_of(service).get_collection(collection).purposes:
         raise ManifestError(f"dedup_purpose {dedup_purpose!r} is not one of the collection's purposes", errors=[])
     wanted = {r.image for r in parsed.rows}
-    cipher = UploadCipher(_gallery(service).crypto)
+    cipher = UploadCipher(gallery_of(service).crypto)
 
     def keep(tx: StoreTx, job: Job) -> None:  # same transaction as the job: a refused job leaves no upload
         store_uploads(tx, cipher, job.id, {MANIFEST_NAME: data, **{n: b for n, b in files.items() if n in wanted}})
@@ -144,7 +138,7 @@ async def get_report(service: ServiceDep, collection: GrantedCollection, princip
                      format: Annotated[str, Query(pattern="^(json|csv)$")] = "json") -> Any:
     def build() -> str:
         _batch_of(service, collection, job_id)
-        rows = report(_gallery(service), job_id, disclose=principal.has("identify"))
+        rows = report(gallery_of(service), job_id, disclose=principal.has("identify"))
         return report_csv(rows) if format == "csv" else report_json(rows)
 
     text = await service.run(build)
