@@ -22,9 +22,10 @@ class Ran:
     stderr: str
 
 
-def invoke(*args: object, input: str | None = None, env: dict[str, str] | None = None) -> Ran:
-    """Run ``facegate ARGS`` in this process. An exception escaping a command fails the test
-    (it is not turned into exit status 1, which means a negative decision here)."""
+def invoke(*args: object, input: str | None = None, env: dict[str, str | None] | None = None) -> Ran:
+    """Run ``facegate ARGS`` in this process, with ``env`` set in the environment for the call
+    (a None value unsets a variable). An exception escaping a command fails the test (it is
+    not turned into exit status 1, which means a negative decision here)."""
     result = CliRunner().invoke(app, [str(a) for a in args], input=input, env=env, prog_name="facegate",
                                 catch_exceptions=False)
     return Ran(result.exit_code, result.stdout, result.stderr)

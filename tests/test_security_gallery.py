@@ -1,5 +1,5 @@
 """Attacks on the gallery through the real interfaces (the REST app on the real SQLite gallery
-with keys from its key store, the typed client, the CLI as a subprocess): a subject named '..'
+with keys from its key store, the typed client, the CLI in-process): a subject named '..'
 erasing a collection, template poisoning by an enroll-only key, the duplicate warning as an
 identification oracle, audit truncation behind a rewritten head."""
 
@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sqlite3
-import subprocess
-import sys
 
 import pytest
 from fastapi.testclient import TestClient
 
+from cli_support import Ran, invoke
 from facegate.client import Client
 from facegate.errors import FacegateError
 from facegate.gallery import ConsentSpec, Gallery
@@ -41,12 +39,9 @@ def app_for(data, engine):
     return create_app(Settings(data_dir=data, workers=2, rate_limit_per_s=1000, rate_limit_burst=1000), engine=engine)
 
 
-def cli(data, *args: object) -> subprocess.CompletedProcess:
-    env = {**os.environ, "FACEGATE_DATA_DIR": str(data), "COLUMNS": "200"}
-    env.pop("FACEGATE_STORE", None)
-    env.pop("FACEGATE_MASTER_KEY", None)
-    return subprocess.run([sys.executable, "-m", "facegate", *map(str, args)], capture_output=True, text=True, timeout=300,
-                          env=env)
+def cli(data, *args: object) -> Ran:
+    return invoke(*args, env={"FACEGATE_DATA_DIR": str(data), "COLUMNS": "200", "FACEGATE_STORE": None,
+                              "FACEGATE_MASTER_KEY": None})
 
 
 def legacy_subject(g: Gallery, collection: str, external_id: str, purpose: str) -> None:
