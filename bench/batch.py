@@ -11,7 +11,8 @@ photo with its identity as the subject id, enrolled into a fresh SQLite gallery
 * as a loop of ``Gallery.enroll`` calls, one photo each, in manifest order (what a script
   calling the library or ``facegate enroll`` per row would do),
 
-reporting wall time, images/s and the accepted/rejected counts of each.
+reporting wall time, images/s and the accepted/rejected counts of each: ``--repeat`` alternating
+passes of both, each into a fresh gallery, the best of each reported (every pass is kept).
 
 Synthetic templates: ``--templates`` face-like 128-d vectors (``gallery/synth.py``), one per
 subject, through ``Gallery.import_templates`` (no images, so no detection or embedding: the
@@ -78,8 +79,8 @@ def write_manifest(rows: list[dict[str, str]], dest: Path) -> Path:
 
 
 def batch_run(engine: FaceEngine, manifest: Path, work: Path) -> dict:
-    settings = BatchSettings()
-    with Gallery.open(work / "batch", engine=engine) as g:
+    settings = BatchSettings.from_env()  # FACEGATE_BATCH_WORKERS=… to compare worker counts
+    with Gallery.open(work, engine=engine) as g:
         g.create_collection("dev", purposes=["research"])
         t0 = time.perf_counter()
         parsed = validate(g, "dev", manifest.read_bytes(), name=manifest.name,
@@ -97,7 +98,7 @@ def batch_run(engine: FaceEngine, manifest: Path, work: Path) -> dict:
 
 def single_loop(engine: FaceEngine, rows: list[dict[str, str]], work: Path) -> dict:
     accepted = rejected = 0
-    with Gallery.open(work / "single", engine=engine) as g:
+    with Gallery.open(work, engine=engine) as g:
         g.create_collection("dev", purposes=["research"])
         t0 = time.perf_counter()
         for r in rows:
@@ -136,6 +137,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--limit", type=int, default=None, help="Only the first N dev photos (default: all).")
     ap.add_argument("--templates", type=count, default=100_000, help="Synthetic templates to import (default 100k).")
+    ap.add_argument("--repeat", type=int, default=2, help="Alternating passes of each; the best is reported.")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "batch.json")
     args = ap.parse_args()
 
@@ -146,9 +148,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="facegate-bench-batch-") as tmp:
         work = Path(tmp)
         manifest = write_manifest(rows, work / "manifest")
-        engine.embed_many([str(DEV / rows[0]["path"])])  # models loaded and worker threads started outside the timings
-        batch = batch_run(engine, manifest, work)
-        single = single_loop(engine, rows, work)
+        with Gallery.open(work / "warm", engine=engine) as g:  # models loaded outside the timings
+            g.create_collection("warm", purposes=["research"])
+            g.enroll("warm", "w", [str(DEV / rows[0]["path"])], consent=ConsentSpec(("research",), evidence_ref="w"))
+        # Alternating passes, each into a fresh gallery, so both see the same (shared) machine;
+        # the best pass of each is the figure, every pass is kept.
+        batches, singles = [], []
+        for i in range(args.repeat):
+            batches.append(batch_run(engine, manifest, work / f"batch{i}"))
+            singles.append(single_loop(engine, rows, work / f"single{i}"))
+        batch = {**max(batches, key=lambda r: r["images_per_s"]), "passes_images_per_s": [r["images_per_s"] for r in batches]}
+        single = {**max(singles, key=lambda r: r["images_per_s"]), "passes_images_per_s": [r["images_per_s"] for r in singles]}
         imported = import_run(args.templates, work)
     machine["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
     out = {"machine": machine, "photos": len(rows), "enroll_batch": batch, "single_enrol_loop": single,
@@ -157,10 +167,10 @@ def main() -> None:
     args.out.write_text(json.dumps(out, indent=2))
     print(f"| {len(rows)} dev photos ({machine['cpus']} cores, load {machine['load_avg_before'][0]}) | s | images/s "
           "| accepted | rejected |\n|---|---|---|---|---|")
-    print(f"| enroll-batch ({batch['workers']} workers) | {batch['seconds']} | {batch['images_per_s']} | "
-          f"{batch['accepted']} | {batch['rejected']} |")
-    print(f"| single enrolment loop | {single['seconds']} | {single['images_per_s']} | {single['accepted']} | "
-          f"{single['rejected']} |")
+    print(f"| enroll-batch ({batch['workers']} workers) | {batch['seconds']} | {batch['images_per_s']} "
+          f"(passes {batch['passes_images_per_s']}) | {batch['accepted']} | {batch['rejected']} |")
+    print(f"| single enrolment loop | {single['seconds']} | {single['images_per_s']} "
+          f"(passes {single['passes_images_per_s']}) | {single['accepted']} | {single['rejected']} |")
     print(f"\nimport_templates: {imported['templates']:,} synthetic templates in {imported['seconds']} s = "
           f"{imported['templates_per_s']:,} templates/s")
 
