@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from itertools import combinations
 
 import numpy as np
 import pytest
 
+from cli_support import invoke
 from facegate import FaceEngine
 from facegate.errors import ModelFileMissingError
 from facegate.gallery import ConsentSpec, Gallery
@@ -121,8 +121,7 @@ def test_collection_pins_the_accurate_model(tmp_path, accurate, engine, photos):
 
 
 def test_cli_model_accurate(photos):
-    res = subprocess.run([sys.executable, "-m", "facegate", "verify", "--json", "--model", "accurate",
-                          str(photos["obama_1"]), str(photos["obama_2"])], capture_output=True, text=True, timeout=300)
+    res = invoke("verify", "--json", "--model", "accurate", photos["obama_1"], photos["obama_2"])
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert out["match"] is True and out["model"] == ACCURATE.id

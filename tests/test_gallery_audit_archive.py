@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_support import invoke
 from facegate.gallery import ConsentSpec, Gallery, InvalidArgumentError, LockedError, SubjectNotFoundError
 from facegate.gallery.audit import ARCHIVE_LOCK, GENESIS
 
@@ -247,13 +247,10 @@ def test_tampered_archive_files_are_detected(tmp_path, engine):
     assert not check.ok and "another audit key" in check.problem
     other.close()
     # The CLI: exit 1 on a tampered archive, 0 on the good one.
-    env = {**os.environ, "FACEGATE_DATA_DIR": str(tmp_path / "d"), "COLUMNS": "200"}
-    cli = [sys.executable, "-m", "facegate", "audit", "verify-archive"]
-    r = subprocess.run([*cli, tmp_path / "reorder_lines.jsonl"], capture_output=True, text=True, env=env, timeout=120)
+    env = {"FACEGATE_DATA_DIR": str(tmp_path / "d"), "COLUMNS": "200"}
+    r = invoke("audit", "verify-archive", tmp_path / "reorder_lines.jsonl", env=env)
     assert r.returncode == 1 and "FAILED" in r.stdout
-    r = subprocess.run(
-        [*cli, tmp_path / "a.jsonl", "--json", "--require-complete"], capture_output=True, text=True, env=env, timeout=120
-    )
+    r = invoke("audit", "verify-archive", tmp_path / "a.jsonl", "--json", "--require-complete", env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert json.loads(r.stdout)["complete"] is True
     g.close()
