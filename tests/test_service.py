@@ -320,40 +320,44 @@ def test_token_bucket_refills():
     assert b.take(0.0) == 0 and b.take(0.0) > 0
 
 
-class SlowEngine:
-    """The real engine, with detection slowed down (to test timeouts and event-loop freedom)."""
+class GatedEngine:
+    """The real engine, with detection held until the test opens ``gate`` (to test timeouts and
+    event-loop freedom without waiting on the wall clock); ``entered`` is set when one starts."""
 
-    SLOW = ("detect", "detect_subject")
+    GATED = ("detect", "detect_subject")
 
-    def __init__(self, engine, delay: float) -> None:
-        self._engine, self.delay = engine, delay
+    def __init__(self, engine) -> None:
+        self._engine, self.gate, self.entered = engine, threading.Event(), threading.Event()
 
     def __getattr__(self, name):
         work = getattr(self._engine, name)
-        if name not in self.SLOW:
+        if name not in self.GATED:
             return work
 
-        def slow(*args, **kwargs):
-            time.sleep(self.delay)
+        def gated(*args, **kwargs):
+            self.entered.set()
+            assert self.gate.wait(60), "the test never opened the gate"
             return work(*args, **kwargs)
 
-        return slow
+        return gated
 
 
 def test_slow_work_does_not_stall_the_event_loop(tmp_path, engine, photos):
-    app = create_app(settings(tmp_path, workers=2), engine=SlowEngine(engine, 1.5), authenticator=make_keys())
+    gated = GatedEngine(engine)
+    app = create_app(settings(tmp_path, workers=2), engine=gated, authenticator=make_keys())
 
     async def scenario():
         transport = httpx.ASGITransport(app=app)
         async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as ac:
             probe = photos["obama_1"].read_bytes()
             slow = asyncio.create_task(ac.post("/v1/detect", headers=H(VERIFY), files={"image": probe}))
-            await asyncio.sleep(0.2)
+            assert await asyncio.to_thread(gated.entered.wait, 60)  # the detection is running in a worker
             t0 = time.perf_counter()
             health = await ac.get("/healthz")
             me = await ac.get("/v1/me", headers=H(VERIFY))
             fast = time.perf_counter() - t0
             assert not slow.done()
+            gated.gate.set()
             r = await slow
             return health.status_code, me.status_code, fast, r.status_code
 
@@ -363,10 +367,13 @@ def test_slow_work_does_not_stall_the_event_loop(tmp_path, engine, photos):
 
 
 def test_request_timeout_returns_504(tmp_path, engine, photos):
-    app = create_app(settings(tmp_path, request_timeout_s=0.3, workers=1), engine=SlowEngine(engine, 1.0),
-                     authenticator=make_keys())
+    gated = GatedEngine(engine)
+    app = create_app(settings(tmp_path, request_timeout_s=0.3, workers=1), engine=gated, authenticator=make_keys())
     with TestClient(app) as c:
-        r = c.post("/v1/detect", headers=H(VERIFY), files={"image": photos["obama_1"].read_bytes()})
+        try:
+            r = c.post("/v1/detect", headers=H(VERIFY), files={"image": photos["obama_1"].read_bytes()})
+        finally:
+            gated.gate.set()  # let the worker finish so the app shuts down
         assert_problem(r, 504, "timeout")
 
 
