@@ -44,3 +44,14 @@ def test_errors_name_flags_not_library_parameters(gallery, photos, args, flag, c
     assert res.returncode == code, res.stderr
     assert flag in res.stderr
     assert not LIBRARY_WORDS.findall(_message(res.stderr)), res.stderr
+
+
+@pytest.mark.parametrize(("pairs", "says"), [
+    ("obama_1.jpg\tobama_2.jpg\t1\n", "needs both genuine (1) and impostor (0) pairs"),
+    ("obama_1.jpg\tobama_2.jpg\tyes\n", "expected 'path_a<TAB>path_b<TAB>0|1'"),
+])
+def test_eval_pairs_file_problems_are_usage_errors(tmp_path, photos, pairs, says) -> None:
+    f = tmp_path / "pairs.tsv"
+    f.write_text("path_a\tpath_b\tsame\n" + pairs)
+    res = run("eval", "--pairs", f, "--root", photos["obama_1"].parent, "--json")
+    assert res.returncode == 2 and "--pairs" in res.stderr and says in res.stderr

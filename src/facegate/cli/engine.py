@@ -193,6 +193,8 @@ def _score(engine, pairs_file: Path, root: Path, all_impostors: bool, as_json: b
         raise typer.BadParameter(str(exc), param_hint="--pairs") from None
     if all_impostors:
         pairs = [p for p in pairs if p[2]] + all_impostor_pairs(pairs)
+    if len({same for _, _, same in pairs}) < 2:
+        raise typer.BadParameter("needs both genuine (1) and impostor (0) pairs", param_hint="--pairs")
     paths = sorted({p for a, b, _ in pairs for p in (a, b)})
     vectors = _embed_with_progress(engine, paths, root, as_json)
     scores, same = score_pairs(vectors, pairs)
