@@ -1,7 +1,7 @@
 """Crash and resume of `facegate enroll-batch`: the real CLI as a process on a manifest of real
-photos (the dev set, ../shared/data/faces-dev), SIGKILLed once some rows are committed (seen by
-polling the database), then run again: every row ends with exactly one outcome and no template
-is stored twice."""
+photos (the dev set, ../shared/data/faces-dev), SIGKILLed — or interrupted with Ctrl-C (SIGINT) —
+once some rows are committed (seen by polling the database), then run again: every row ends with
+exactly one outcome and no template is stored twice."""
 
 from __future__ import annotations
 
@@ -50,7 +50,8 @@ def finished_rows(db: Path) -> int:
             return 0
 
 
-def test_a_killed_batch_resumes_and_every_row_is_done_exactly_once(tmp_path, engine):
+@pytest.mark.parametrize("sig, left", [(signal.SIGKILL, "running"), (signal.SIGINT, "queued")], ids=["kill", "ctrl-c"])
+def test_an_interrupted_batch_resumes_and_every_row_is_done_exactly_once(tmp_path, engine, sig, left):
     data = tmp_path / "gallery"
     with Gallery.open(data, engine=engine) as g:
         g.create_collection("staff", purposes=["access"])
@@ -67,13 +68,16 @@ def test_a_killed_batch_resumes_and_every_row_is_done_exactly_once(tmp_path, eng
             except subprocess.TimeoutExpired:
                 continue
             pytest.fail(f"the batch ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
-        proc.send_signal(signal.SIGKILL)
+        proc.send_signal(sig)
         proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
     killed_at = finished_rows(data / "gallery.db")
     assert 5 <= killed_at < n
+    with sqlite3.connect(f"file:{data / 'gallery.db'}?mode=ro", uri=True) as conn:
+        # SIGKILL leaves the job held by a dead process (taken over at once); Ctrl-C gives it back
+        assert conn.execute("SELECT status FROM registry_jobs").fetchone()[0] == left
 
     r = invoke("enroll-batch", src / "manifest.csv", "-c", "staff", "--data-dir", data, "--json",
                "--report", tmp_path / "report.json")

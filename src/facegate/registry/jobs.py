@@ -414,6 +414,9 @@ class JobRunner:
         except JobStopping:
             self.jobs.release(job.id, self.owner)
             return self.jobs.get(job.id)
+        except KeyboardInterrupt:  # Ctrl-C: claimable again at once, by this command re-run or a service
+            self.jobs.release(job.id, self.owner)
+            raise
         except JobLeaseLostError:
             log.warning("registry job %s was taken over by another runner; this one stops", job.id)
             return self.jobs.get(job.id)
