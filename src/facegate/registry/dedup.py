@@ -32,7 +32,7 @@ from .dedup_report import DECISIONS, Cluster, ClusterPair, ClusterReview, DedupR
 from .dedup_search import PairKey, Query, components, find_pairs
 
 Progress = Callable[[int, int], None]  # (subjects searched, subjects to search)
-CONSENT_CHUNK = 10_000
+CONSENT_CHUNK = 10_000  # ids per IN (...) list: far below SQLite's and PostgreSQL's parameter limits
 MAX_NOTE = 2000
 
 
@@ -225,7 +225,7 @@ class Dedup:
             pairs = {k: s for k, s in pairs.items() if k[0] in ok and k[1] in ok}
             comps = components(pairs)
             reviewed = db.reviews(tx, col.id, [c.key for c in comps])
-            names = {r.id: r.external_id for r in tx.subjects_by_ids(sorted(ok))} if pairs else {}
+            names = _external_ids(tx, sorted({s for pair in pairs for s in pair}))
         clusters = []
         for c in comps:
             r = reviewed.get(c.key)
@@ -243,6 +243,13 @@ def _allowed(tx: Any, sids: Sequence[int], purpose: str, now: Any) -> set[int]:
     out: set[int] = set()
     for start in range(0, len(sids), CONSENT_CHUNK):
         out |= tx.active_consent_subjects(list(sids[start : start + CONSENT_CHUNK]), purpose, now)
+    return out
+
+
+def _external_ids(tx: Any, sids: Sequence[int]) -> dict[int, str]:
+    out: dict[int, str] = {}
+    for start in range(0, len(sids), CONSENT_CHUNK):
+        out.update((r.id, r.external_id) for r in tx.subjects_by_ids(list(sids[start : start + CONSENT_CHUNK])))
     return out
 
 
