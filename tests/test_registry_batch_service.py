@@ -93,11 +93,11 @@ def problem(r, status, code):
 
 def test_upload_poll_report_and_nothing_uploaded_remains(svc, images):
     client, keys, service = svc
-    r = upload(client, keys["both"], MANIFEST, zip_of(images), dedup_purpose="access")
+    r = upload(client, keys["both"], MANIFEST, zip_of({**images, "unnamed.jpg": images["b1.jpg"]}), dedup_purpose="access")
     assert r.status_code == 202, r.text
     job = r.json()
     assert job["status"] == "queued" and job["total"] == 4 and job["params"]["rows"] == 4
-    assert stored(service) == (1, 5)  # the manifest and the four images, encrypted
+    assert stored(service) == (1, 5)  # the manifest and the four images it names (not unnamed.jpg), encrypted
     with service.gallery.store.read() as tx:
         blobs = [bytes(b) for b in tx.execute(select(F.c.ciphertext)).scalars()]
     assert not any(images["o1.jpg"][:64] in b or b"form-1" in b for b in blobs)  # not in clear

@@ -72,8 +72,8 @@ class BatchSettings:
     max_rows: int = 100_000
     max_image_bytes: int = 20 * 2**20
     max_manifest_bytes: int = 32 * 2**20
-    max_zip_bytes: int = 2 * 2**30
-    max_total_bytes: int = 4 * 2**30  # an upload's images, uncompressed
+    max_zip_bytes: int = 2**30
+    max_total_bytes: int = 2 * 2**30  # an upload's images, uncompressed
     max_ratio: float = 50.0  # uncompressed / compressed, per zip entry (photos barely compress)
     max_members: int = 200_000
     workers: int = max(1, os.cpu_count() or 1)

@@ -4,10 +4,11 @@ leave their tree; ``problem(ref)`` answers before the job starts, ``read(ref)`` 
 
 from __future__ import annotations
 
+import io
 import secrets
 import stat
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, cast
@@ -105,71 +106,61 @@ class InvalidArchiveError(InvalidArgumentError):
     code = "invalid_archive"
 
 
-def read_zip(data: bytes, limits: ZipLimits, wanted: set[str] | None = None) -> dict[str, bytes]:
-    """The regular files of a zip, by normalised name (only ``wanted`` ones when given), with
-    every limit checked from the directory before a byte is inflated and again while inflating."""
-    import io
+class ZipUpload:
+    """An uploaded zip as an image source. Opening it checks the whole directory — names
+    (relative, no ``..``), entry kinds (no links or special files), sizes per entry and in
+    total, the expansion ratio, the entry count — before a byte is inflated; ``read`` inflates
+    one entry at a time and checks its size again (a directory may lie)."""
 
-    if len(data) > limits.max_zip_bytes:
-        raise UploadTooLargeError(f"the zip is larger than {limits.max_zip_bytes} bytes", limit=limits.max_zip_bytes)
-    try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
-        infos = zf.infolist()
-    except (zipfile.BadZipFile, ValueError) as exc:
-        raise InvalidArchiveError(f"the upload is not a readable zip: {exc}") from None
-    if len(infos) > limits.max_members:
-        raise UploadTooLargeError(f"the zip has more than {limits.max_members} entries", limit=limits.max_members)
-    total = 0
-    chosen = []
-    for info in infos:
-        if info.is_dir():
-            continue
-        why = reference_problem(info.filename)
-        if why is not None:
-            raise InvalidArchiveError(f"zip entry {info.filename!r}: {why}", entry=info.filename)
-        kind = stat.S_IFMT(info.external_attr >> 16)  # 0: no Unix type recorded (a plain file)
-        if kind not in (0, stat.S_IFREG):
-            raise InvalidArchiveError(f"zip entry {info.filename!r} is a link or special file", entry=info.filename)
-        name = normalise_reference(info.filename)
-        if wanted is not None and name not in wanted:
-            continue
-        if info.file_size > limits.max_image_bytes:
-            raise UploadTooLargeError(f"zip entry {name!r} is larger than {limits.max_image_bytes} bytes", entry=name,
-                                      limit=limits.max_image_bytes)
-        if info.file_size > limits.max_ratio * max(info.compress_size, 1):
-            raise InvalidArchiveError(f"zip entry {name!r} expands more than {limits.max_ratio:g}× (a zip bomb?)",
-                                      entry=name)
-        total += info.file_size
-        if total > limits.max_total_bytes:
-            raise UploadTooLargeError(f"the zip expands to more than {limits.max_total_bytes} bytes",
-                                      limit=limits.max_total_bytes)
-        chosen.append((name, info))
-    out: dict[str, bytes] = {}
-    for name, info in chosen:
+    def __init__(self, data: bytes, limits: ZipLimits) -> None:
+        if len(data) > limits.max_zip_bytes:
+            raise UploadTooLargeError(f"the zip is larger than {limits.max_zip_bytes} bytes", limit=limits.max_zip_bytes)
         try:
-            with zf.open(info) as f:  # the sizes in the directory may lie: read at most what it claims + 1
-                body = f.read(info.file_size + 1)
-        except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError) as exc:
-            raise InvalidArchiveError(f"zip entry {name!r} cannot be read: {exc}", entry=name) from None
-        if len(body) != info.file_size:
-            raise InvalidArchiveError(f"zip entry {name!r} is not the size its directory says", entry=name)
-        out[name] = body
-    return out
-
-
-@dataclass(frozen=True)
-class MemorySource:
-    """Uploaded files before they are stored (validation of the manifest against the zip)."""
-
-    files: Mapping[str, bytes]
+            self._zf = zipfile.ZipFile(io.BytesIO(data))
+            infos = self._zf.infolist()
+        except (zipfile.BadZipFile, ValueError) as exc:
+            raise InvalidArchiveError(f"the upload is not a readable zip: {exc}") from None
+        if len(infos) > limits.max_members:
+            raise UploadTooLargeError(f"the zip has more than {limits.max_members} entries", limit=limits.max_members)
+        self._entries: dict[str, zipfile.ZipInfo] = {}
+        total = 0
+        for info in infos:
+            if info.is_dir():
+                continue
+            why = reference_problem(info.filename)
+            if why is not None:
+                raise InvalidArchiveError(f"zip entry {info.filename!r}: {why}", entry=info.filename)
+            kind = stat.S_IFMT(info.external_attr >> 16)  # 0: no Unix type recorded (a plain file)
+            if kind not in (0, stat.S_IFREG):
+                raise InvalidArchiveError(f"zip entry {info.filename!r} is a link or special file", entry=info.filename)
+            name = normalise_reference(info.filename)
+            if info.file_size > limits.max_image_bytes:
+                raise UploadTooLargeError(f"zip entry {name!r} is larger than {limits.max_image_bytes} bytes",
+                                          entry=name, limit=limits.max_image_bytes)
+            if info.file_size > limits.max_ratio * max(info.compress_size, 1):
+                raise InvalidArchiveError(f"zip entry {name!r} expands more than {limits.max_ratio:g}× (a zip bomb?)",
+                                          entry=name)
+            total += info.file_size
+            if total > limits.max_total_bytes:
+                raise UploadTooLargeError(f"the zip expands to more than {limits.max_total_bytes} bytes",
+                                          limit=limits.max_total_bytes)
+            self._entries[name] = info
 
     def problem(self, ref: str) -> str | None:
-        return None if ref in self.files else "not in the uploaded zip"
+        return None if ref in self._entries else "not in the uploaded zip"
 
     def read(self, ref: str) -> bytes:
-        if ref not in self.files:
+        info = self._entries.get(ref)
+        if info is None:
             raise ImageNotFoundError(f"image {ref!r} is not in the uploaded zip", image=ref)
-        return self.files[ref]
+        try:
+            with self._zf.open(info) as f:  # at most what the directory claims + 1
+                body = f.read(info.file_size + 1)
+        except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError) as exc:
+            raise InvalidArchiveError(f"zip entry {ref!r} cannot be read: {exc}", entry=ref) from None
+        if len(body) != info.file_size:
+            raise InvalidArchiveError(f"zip entry {ref!r} is not the size its directory says", entry=ref)
+        return body
 
 
 class UploadCipher:
@@ -198,9 +189,11 @@ class UploadCipher:
             raise MasterKeyError(f"uploaded file {name!r} failed authentication (altered)") from None
 
 
-def store_uploads(tx: StoreTx, cipher: UploadCipher, job_id: str, files: Mapping[str, bytes]) -> None:
-    for name, data in files.items():
-        kid, blob = cipher.seal(job_id, name, data)
+def store_uploads(tx: StoreTx, cipher: UploadCipher, job_id: str, manifest: bytes, source: ImageSource,
+                  names: Iterable[str]) -> None:
+    """The manifest and the images ``names`` (read one at a time from ``source``), encrypted."""
+    for name in (MANIFEST_NAME, *names):
+        kid, blob = cipher.seal(job_id, name, manifest if name == MANIFEST_NAME else source.read(name))
         tx.execute(insert(F).values(job_id=job_id, name=name, key_id=kid, ciphertext=blob))
 
 

@@ -23,11 +23,9 @@ from starlette.datastructures import UploadFile
 from ..gallery.transaction import StoreTx
 from ..registry.batch import KIND, BatchSettings, report, report_csv, report_json, upload_params, validate
 from ..registry.batch_sources import (
-    MANIFEST_NAME,
-    MemorySource,
     UploadCipher,
     UploadTooLargeError,
-    read_zip,
+    ZipUpload,
     store_uploads,
 )
 from ..registry.jobs import Job, JobNotFoundError, JobRunner
@@ -92,17 +90,16 @@ async def _form(request: Request, limits: BatchSettings) -> tuple[str, bytes, by
 
 def _create(service: Service, principal: Principal, collection: str, name: str, data: bytes, archive: bytes,
             dedup_purpose: str | None, limits: BatchSettings) -> Job:
-    files = read_zip(archive, limits.zip_limits())
-    del archive
-    parsed = validate(gallery_of(service), collection, data, name=name, source=MemorySource(files),
-                      settings=limits, now=service.clock.now())
-    if dedup_purpose is not None and dedup_purpose not in gallery_of(service).get_collection(collection).purposes:
+    upload = ZipUpload(archive, limits.zip_limits())
+    gallery = gallery_of(service)
+    parsed = validate(gallery, collection, data, name=name, source=upload, settings=limits, now=service.clock.now())
+    if dedup_purpose is not None and dedup_purpose not in gallery.get_collection(collection).purposes:
         raise ManifestError(f"dedup_purpose {dedup_purpose!r} is not one of the collection's purposes", errors=[])
-    wanted = {r.image for r in parsed.rows}
-    cipher = UploadCipher(gallery_of(service).crypto)
+    wanted = sorted({r.image for r in parsed.rows})  # entries the manifest does not name are never stored
+    cipher = UploadCipher(gallery.crypto)
 
     def keep(tx: StoreTx, job: Job) -> None:  # same transaction as the job: a refused job leaves no upload
-        store_uploads(tx, cipher, job.id, {MANIFEST_NAME: data, **{n: b for n, b in files.items() if n in wanted}})
+        store_uploads(tx, cipher, job.id, data, upload, wanted)
 
     params = upload_params(name, parsed, dedup_purpose=dedup_purpose, disclose=principal.has("identify"))
     return _runner(service).create(KIND, collection, params=params, actor=principal.audit_actor(),
