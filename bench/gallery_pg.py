@@ -21,6 +21,15 @@ PostgreSQL part, per size (a fresh database each):
 * erasure: delete subjects found by probes, the next search must not return them; VACUUM time;
 * key rotation (re-transform every stored vector in place, then rebuild): --rotate.
 
+``--replicas N`` instead simulates scale-out on one PostgreSQL: N processes (each a
+``facegate serve``'s gallery: its own in-memory index, loaded from the database and following
+the change feed) search without pause for ``--seconds`` while this process enrols new subjects
+(10 per transaction) — per replica: start-up until exact / approximate search is ready and RSS;
+overall: searches/s, search p50/p99 including the catch-up with the feed before each search,
+that catch-up alone, and the writer's throughput meanwhile:
+
+    nice -n 10 .venv/bin/python bench/gallery_pg.py --replicas 4 --sizes 100k --seconds 30
+
 Results: bench/out/gallery_pg.json and a Markdown table on stdout.
 """
 
@@ -29,6 +38,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -183,6 +193,86 @@ def run_pg(n_templates: int, url: str, args: argparse.Namespace, workdir: Path) 
     return out
 
 
+def _replica(data_dir: str, url: str, key: str, cid: int, Q: np.ndarray, seconds: float, conn) -> None:
+    """One serve process's gallery: load, report readiness, search until told to stop."""
+    import psutil
+
+    g = Gallery.open(data_dir, store=url, master_key=key)
+    t0 = time.perf_counter()
+    idx = g.index.get(cid, DIM, MODEL)
+    exact_s = time.perf_counter() - t0
+    idx.wait_for_build()
+    conn.send({"exact_ready_s": round(exact_s, 2), "ann_ready_s": round(time.perf_counter() - t0, 2),
+               "rss_mb": round(psutil.Process().memory_info().rss / 2**20), "mode": idx.stats()["mode"]})
+    conn.recv()  # go
+    lat, sync = [], []
+    end = time.perf_counter() + seconds
+    i = 0
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        idx = g.index.get(cid, DIM, MODEL)  # catches up with the change feed first
+        t1 = time.perf_counter()
+        idx.search(Q[i % len(Q)], 5, "common", time.time())
+        lat.append((time.perf_counter() - t) * 1000)
+        sync.append((t1 - t) * 1000)
+        i += 1
+    g.close()
+    conn.send({"searches": i, "lat": lat, "sync": sync})
+
+
+def run_replicas(n_templates: int, url: str, args: argparse.Namespace, workdir: Path) -> dict:
+    import multiprocessing as mp
+
+    from facegate.gallery import ConsentSpec
+
+    n_id = n_templates // PER
+    gen = FaceLikeGenerator(DIM, seed=SEED)
+    data = workdir / f"replicas-{n_templates}"
+    g = Gallery.open(data / "writer", store=url)
+    key = (data / "writer" / "master.key").read_text().strip()
+    g.create_collection("bench", purposes=["common", "rare"])
+    _X, ins = GB.fill(g, gen, n_id, PER, lambda *a: log(n_templates, *a))
+    cid = g._col_row("bench").id  # noqa: SLF001
+    Q = gen.samples(gen.centres(np.arange(0, n_id, max(1, n_id // 500))), 1, seed=424242)
+    ctx = mp.get_context("spawn")
+    pipes, procs = [], []
+    for r in range(args.replicas):
+        parent, child = ctx.Pipe()
+        p = ctx.Process(target=_replica, args=(str(data / f"replica{r}"), url, key, cid, Q, args.seconds, child))
+        p.start()
+        pipes.append(parent)
+        procs.append(p)
+    ready = [c.recv() for c in pipes]
+    for c in pipes:
+        c.send("go")
+    consent = ConsentSpec(["common"], evidence_ref="bench")
+    writes, k = [], 0
+    end = time.perf_counter() + args.seconds
+    while time.perf_counter() < end:
+        V = gen.samples(gen.centres(np.arange(n_id + k, n_id + k + 10)), PER, seed=k)
+        t = time.perf_counter()
+        g.import_templates("bench", [(f"w{k + j}", V[PER * j : PER * j + PER], consent) for j in range(10)],
+                           model_id=MODEL, actor="bench")
+        writes.append(time.perf_counter() - t)
+        k += 10
+    done = [c.recv() for c in pipes]
+    for p in procs:
+        p.join(60)
+    g.close()
+    lat = [x for d in done for x in d["lat"]]
+    sync = [x for d in done for x in d["sync"]]
+    return {
+        "templates": n_id * PER, "replicas": args.replicas, "seconds": args.seconds, "insert_s": round(ins, 1),
+        "replica_start": ready,
+        "searches_per_s": round(sum(d["searches"] for d in done) / args.seconds, 1),
+        "search_ms_p50": round(pct(lat, 50), 3), "search_ms_p99": round(pct(lat, 99), 3),
+        "feed_catch_up_ms_p50": round(pct(sync, 50), 3), "feed_catch_up_ms_p99": round(pct(sync, 99), 3),
+        "writer_templates_per_s": round(k * PER / max(sum(writes), 1e-9), 1),
+        "writer_txn_ms_p50": round(pct([w * 1000 for w in writes], 50), 2),
+        "load_avg": os.getloadavg(),
+    }
+
+
 def markdown(results: list[dict]) -> str:
     lines = ["| backend | templates | insert /s | index build s | search p50 ms | p99 ms | recall@1 vs exact | rank-1 | "
              "filtered 1 % p50 / p99 ms | exact p50 ms | identify e2e p50 ms | erase p50 ms | erased returned |",
@@ -222,6 +312,8 @@ def main() -> None:
     ap.add_argument("--store", default=None, help="A PostgreSQL URL (default: an embedded server in --workdir).")
     ap.add_argument("--no-sqlite", action="store_true", help="Skip the embedded SQLite run.")
     ap.add_argument("--workdir", default=None, help="Where stores live [default: a temp dir].")
+    ap.add_argument("--replicas", type=int, default=0, help="Simulate this many serve processes under write load instead.")
+    ap.add_argument("--seconds", type=float, default=30.0, help="Duration of the --replicas load.")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "gallery_pg.json"))
     args = ap.parse_args()
     args.probes = [int(p) for p in args.probes.split(",")]
@@ -239,6 +331,13 @@ def main() -> None:
     results: list[dict] = []
     try:
         for n in sizes:
+            if args.replicas:
+                r = run_replicas(n, args.store or fresh_database(server, f"replicas_{n}"), args, workdir)
+                print(json.dumps(r, indent=1))
+                results.append(r)
+                Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+                Path(args.out).write_text(json.dumps({"machine": platform.platform(), "results": results}, indent=1))
+                continue
             if not args.no_sqlite:
                 sq_args = argparse.Namespace(store=None, queries=args.queries, keep=False)
                 t0 = time.perf_counter()
@@ -258,7 +357,8 @@ def main() -> None:
         if server is not None:
             server.stop()
     Path(args.out).write_text(json.dumps({"machine": platform.platform(), "results": results}, indent=1))
-    print(markdown(results))
+    if not args.replicas:
+        print(markdown(results))
 
 
 if __name__ == "__main__":
