@@ -98,11 +98,10 @@ def print_table(title: str, cols: Sequence[Col], rows: Sequence[Sequence[str | T
         keep.remove(i)
         spare += least[i] + 3
     width = {i: least[i] for i in keep}
-    while spare > 0 and any(width[i] < full[i] for i in keep):  # wrapping columns widen in turn
-        for i in keep:
-            if spare > 0 and width[i] < full[i]:
-                width[i] += 1
-                spare -= 1
+    for i in sorted(keep, key=lambda i: full[i] - least[i]):  # unwrap the columns that need least room first
+        grow = min(spare, full[i] - width[i])
+        width[i] += grow
+        spare -= grow
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for i in keep:
         col = cols[i]

@@ -39,10 +39,10 @@ def _print_events(events: list) -> None:
     print_table(
         f"{len(events)} audit event(s), newest first",
         [Col("seq", right=True), Col("time", drop=9, wrap=True), Col("action"), Col("decision", drop=8),
-         Col("collection", drop=7), Col("subjects", drop=6, wrap=True), Col("purpose", drop=5), Col("actor", drop=4),
+         Col("purpose", drop=7), Col("subjects", drop=6, wrap=True), Col("collection", drop=5), Col("actor", drop=4),
          Col("score", drop=3, right=True)],
-        [[str(e.seq), fmt_time(e.ts), e.action, human(e.decision), human(e.collection),
-          human(e.subjects[:3]) + (f" (+{len(e.subjects) - 3})" if len(e.subjects) > 3 else ""), human(e.purpose),
+        [[str(e.seq), fmt_time(e.ts), e.action, human(e.decision), human(e.purpose),
+          human(e.subjects[:3]) + (f" (+{len(e.subjects) - 3})" if len(e.subjects) > 3 else ""), human(e.collection),
           e.actor, human(None if e.score is None else round(e.score, 4))] for e in events],
     )
 

@@ -75,16 +75,17 @@ def _image_error(path: Path, exc: FacegateError, as_json: bool) -> None:
 
 
 def _print_faces(path: Path, faces: list, subject: int | None) -> None:
-    table = Table(title=f"{path} — {len(faces)} face(s)")
-    for col in ("face", "box x,y,w,h", "score", "eyes px", "sharp", "yaw°", "pitch°", "bright"):
-        table.add_column(col, justify="right")
-    for i, f in enumerate(faces):
-        q = f.quality
-        table.add_row(
-            f"{i}{' *' if i == subject else ''}", ",".join(f"{v:.0f}" for v in f.box), f"{f.score:.2f}",
-            f"{q.inter_eye_px:.0f}", f"{q.sharpness:.0f}", f"{q.yaw_deg:+.0f}", f"{q.pitch_deg:+.0f}", f"{q.brightness:.0f}",
-        )
-    console.print(table)
+    from ._render import Col, print_table
+
+    print_table(
+        f"{path}: {len(faces)} face(s)",
+        [Col("face", right=True), Col("box x,y,w,h", right=True), Col("score", drop=7, right=True),
+         Col("eyes px", drop=6, right=True), Col("sharp", drop=5, right=True), Col("yaw°", drop=4, right=True),
+         Col("pitch°", drop=3, right=True), Col("bright", drop=2, right=True)],
+        [[f"{i}{' *' if i == subject else ''}", ",".join(f"{v:.0f}" for v in f.box), f"{f.score:.2f}",
+          f"{f.quality.inter_eye_px:.0f}", f"{f.quality.sharpness:.0f}", f"{f.quality.yaw_deg:+.0f}",
+          f"{f.quality.pitch_deg:+.0f}", f"{f.quality.brightness:.0f}"] for i, f in enumerate(faces)],
+    )
     if subject is not None:
         console.print(f"subject: face {subject} (*)")
     elif faces:
@@ -321,7 +322,7 @@ def demo(
             [[a.name, b.name, f"{r.score:+.3f}",
               Text("match", style="green") if r.match else Text("no match", style="red")] for a, b, r in results],
         )
-        console.print(f"\nThe photos are in {out}/ — try: facegate verify {out}/obama_1.jpg {out}/obama_2.jpg",
+        console.print(f"\nThe photos are in {out}/. Try:\n  facegate verify {out}/obama_1.jpg {out}/obama_2.jpg",
                       highlight=False, soft_wrap=True)
 
     emit({"photos": str(out), "pairs": [{"a": a.name, "b": b.name, **r.to_dict()} for a, b, r in results]}, as_json, human)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from ..gallery.search import MAX_TOP_K
 from ._common import (
@@ -34,6 +33,7 @@ from ._gallery import (
     split_list,
     with_cli_hint,
 )
+from ._render import Col, human, print_table
 
 app = App()
 
@@ -116,13 +116,12 @@ def identify(
 
 
 def _print_candidates(res) -> None:  # IdentifyResult
-    table = Table(title=f"{len(res.candidates)} candidate(s) in {res.collection} for {res.purpose} "
-                        f"(threshold {res.threshold:.4f}, FMR {res.fmr:g}, {res.searched_subjects} subjects searched)")
-    for col in ("rank", "subject", "label", "score"):
-        table.add_column(col)
-    for c in res.candidates:
-        table.add_row(str(c.rank), c.subject, c.label or "", f"{c.score:.4f}")
-    console.print(table)
+    print_table(
+        f"{len(res.candidates)} candidate(s) in {res.collection} for {res.purpose} (threshold {res.threshold:.4f}, "
+        f"FMR {res.fmr:g}, {res.searched_subjects} subject(s) searched)",
+        [Col("rank", right=True), Col("subject"), Col("score", right=True), Col("label", drop=1, wrap=True)],
+        [[str(c.rank), c.subject, f"{c.score:.4f}", human(c.label)] for c in res.candidates],
+    )
 
 
 def verify_subject(

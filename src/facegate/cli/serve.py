@@ -57,16 +57,20 @@ def serve(
     shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
     url = f"http://{shown_host}:{settings.port}/"
     # Plain prints (no wrapping, no markup): the URL and the key must survive copy-paste and pipes.
-    print(f"facegate {__version__} serving on {url}  (store: {_store_label(store, settings.data_dir)})")
+    # Lines within 80 columns, so that a terminal does not break them either.
+    print(f"facegate {__version__} serving on {url}")
+    print(f"  data      {_store_label(store, settings.data_dir)}")
     if settings.console:
         print(f"  console   {url}")
-    print(f"  API docs  {url}docs   (OpenAPI: {url}openapi.json)")
+    print(f"  API docs  {url}docs")
     if secret:
         print(
-            "\nFirst start: an admin API key was created. It is shown only this once; store it now\n"
-            "(sign in to the console with it, or send it as 'Authorization: Bearer <key>'):\n\n"
+            "\nFirst start: an admin API key was created. It is shown only this once, so\n"
+            "store it now. Sign in to the console with it, or send it to the API as\n"
+            "'Authorization: Bearer <key>':\n\n"
             f"    {secret}\n\n"
-            "More keys: facegate keys create NAME --scopes verify,identify,enroll --collections COLL\n"
+            "More keys:\n"
+            "  facegate keys create NAME --scopes verify,identify,enroll --collections COLL\n"
         )
     sys.stdout.flush()
     asgi = create_app(settings)
