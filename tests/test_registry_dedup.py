@@ -4,6 +4,8 @@ its limit, purpose and consent binding, clusters, reviews, erasure, incremental 
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import pytest
 
@@ -246,3 +248,31 @@ def test_real_photos_two_enrolments_of_one_person_are_found(tmp_path, engine, ph
     assert rep.run.fmr == 1e-5
     assert [c.subjects for c in rep.clusters] == [("A-1", "A-2")]
     g.close()
+
+
+def test_a_cancelled_run_keeps_no_pairs_and_a_resumed_job_closes_its_interrupted_run(g):
+    d = Dedup(g)
+    rep = d.run("reg", purpose="dedup", fmr=FMR, cancelled=lambda: True)
+    assert rep.run.status == "cancelled" and rep.run.pairs_found == 0 and rep.clusters == ()
+    with pytest.raises(DedupRunNotFoundError):  # a cancelled run is nobody's findings
+        d.report("reg")
+    # A job attempt that died mid-run left its run "running"; the next attempt closes it.
+    with g.store.write() as tx:
+        tx.conn.exec_driver_sql("UPDATE dedup_runs SET status='running', job_id='job1', finished_at=NULL")
+    d.run("reg", purpose="dedup", fmr=FMR, job_id="job1")
+    statuses = [(r.status, r.error) for r in d.runs("reg")]
+    assert statuses[0] == ("completed", None) and statuses[1][0] == "failed" and "interrupted" in statuses[1][1]
+
+
+def test_incremental_run_after_the_change_feed_was_pruned_takes_the_subjects_created_since(g, clock):
+    d = Dedup(g)
+    clock.advance(60)  # subjects created at the very instant a run starts are taken again (the safe side)
+    d.run("reg", purpose="dedup", fmr=FMR)
+    clock.advance(86400)
+    gen = FaceLikeGenerator(128, seed=5)
+    g.import_templates("reg", [("LATE", gen.samples(gen.centres(np.array([7])), 1, seed=4), consent(0))], model_id=MODEL)
+    with g.store.write() as tx:
+        tx.prune_changes(clock.now() + dt.timedelta(seconds=1))
+    plan = d.plan("reg", purpose="dedup", fmr=FMR, incremental=True)
+    assert (plan.mode, plan.queried) == ("incremental", 1)
+    assert ("LATE", sid(7)) in pair_set(d.run("reg", purpose="dedup", fmr=FMR, incremental=True))

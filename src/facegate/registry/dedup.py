@@ -259,7 +259,7 @@ def _changed_since(tx: Any, cid: int, prev: Any, head: int) -> set[int]:
     if tx.pruned_through() <= prev.feed_seq:
         return {c.subject_id for c in tx.changes_since(prev.feed_seq, head)
                 if c.collection_id == cid and c.subject_id is not None}
-    return {s.id for s in tx.collection_subjects(cid) if s.created_at >= prev.started_at}
+    return db.subjects_created_since(tx, cid, prev.started_at)
 
 
 def _plan_details(plan: DedupPlan) -> dict[str, Any]:

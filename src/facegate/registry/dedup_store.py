@@ -10,11 +10,13 @@ from typing import Any, cast
 from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.engine import Row
 
+from ..gallery.schema import SubjectRow
 from .dedup_schema import DedupPairRow, DedupReviewRow, DedupRunRow
 
 RUNS = cast(Table, DedupRunRow.__table__)
 PAIRS = cast(Table, DedupPairRow.__table__)
 REVIEWS = cast(Table, DedupReviewRow.__table__)
+SUBJECTS = cast(Table, SubjectRow.__table__)
 INSERT_CHUNK = 5000
 
 
@@ -38,6 +40,13 @@ def interrupt_job_runs(tx: Any, job_id: str, now: dt.datetime) -> int:
     q = (update(RUNS).where(RUNS.c.job_id == job_id, RUNS.c.status == "running")
          .values(status="failed", finished_at=now, error="interrupted: the process running it stopped"))
     return int(tx.conn.execute(q).rowcount or 0)
+
+
+def subjects_created_since(tx: Any, collection_id: int, since: dt.datetime) -> set[int]:
+    """Subjects of the collection created at or after ``since`` (when the change feed no longer
+    reaches back to a run's start)."""
+    q = select(SUBJECTS.c.id).where(SUBJECTS.c.collection_id == collection_id, SUBJECTS.c.created_at >= since)
+    return {int(sid) for sid in tx.conn.execute(q).scalars()}
 
 
 def run(tx: Any, collection_id: int, run_id: int) -> Row | None:
