@@ -9,9 +9,11 @@ import pg_support
 from test_registry_dedup import (  # noqa: F401  (fixtures and tests, run here on PostgreSQL)
     clock,
     g,
+    test_a_cancelled_run_keeps_no_pairs_and_a_resumed_job_closes_its_interrupted_run,
     test_a_subject_without_consent_for_the_purpose_never_appears,
     test_erasure_removes_the_subject_from_every_stored_finding,
     test_full_run_finds_exactly_the_pairs_exact_scoring_finds,
+    test_incremental_run_after_the_change_feed_was_pruned_takes_the_subjects_created_since,
     test_incremental_run_searches_only_new_subjects_against_everyone,
     test_plan_counts_only_consenting_subjects_and_refuses_over_the_limit,
     test_real_photos_two_enrolments_of_one_person_are_found,
