@@ -105,8 +105,9 @@ def test_plan_counts_only_consenting_subjects_and_refuses_over_the_limit(g):
         d.plan("reg", purpose="dedup", fmr=2e-5)
     with pytest.raises(PurposeNotAllowedError):
         d.plan("reg", purpose="marketing")
-    with pytest.raises(InvalidArgumentError):
-        d.plan("reg", purpose="dedup", max_expected_false_pairs=float("nan"))
+    for bad in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(InvalidArgumentError):
+            d.plan("reg", purpose="dedup", max_expected_false_pairs=bad)
 
 
 def test_full_run_finds_exactly_the_pairs_exact_scoring_finds(g):

@@ -16,6 +16,7 @@ Runs, reports and reviews are audited.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -103,8 +104,8 @@ class Dedup:
     def _prepare(self, collection: str, purpose: str, fmr: float, incremental: bool,
                  limit: float) -> tuple[DedupPlan, CollectionRow, list[int], int]:
         ctx = self._ctx
-        if not limit >= 0:
-            raise InvalidArgumentError("max_expected_false_pairs must be a number ≥ 0")
+        if not 0 <= limit < math.inf:
+            raise InvalidArgumentError("max_expected_false_pairs must be a finite number ≥ 0")
         fmr = supported_fmr(fmr)
         col = ctx.collection_row(collection)
         check_purpose(col, purpose)
