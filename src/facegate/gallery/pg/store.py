@@ -1,5 +1,9 @@
 """PostgreSQL + pgvector store: the gallery's relational data plus an in-database search copy.
 
+Every process searches its in-memory index (``gallery/index.py``, the SQLite design), fed by
+the ``changes`` feed; the search copy is what that index cold-loads from (``memory.py``: one
+binary COPY, no per-template decryption) and what ad-hoc SQL can search (``index.py``).
+
 (Long by design: ``PgStore`` opens every transaction under the writers' advisory lock and
 ``PgStoreTx`` keeps the search copy in step inside it, two halves of one contract that read
 best side by side.)
