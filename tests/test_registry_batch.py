@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from cli_support import invoke
 from facegate.gallery import Gallery
 from facegate.gallery.transaction import T
+from facegate.registry.batch import I
 from facegate.registry.jobs import J
 
 HEADER = "subject,image,purposes,evidence,label,expires\n"
@@ -188,3 +189,35 @@ def test_erasing_a_subject_erases_its_batch_rows(batch_dir, data, engine):
         left = [(x["subject"], x["outcome"]) for x in report(g, job)]
     # J1 never became a subject (its only image was rejected): its row stays with the job's report
     assert left == [("B1", "accepted"), ("C1", "accepted"), ("J1", "rejected")]
+
+
+def test_a_row_interrupted_after_its_enrolment_committed_is_not_enrolled_twice(batch_dir, data, engine):
+    """The crash window between a subject's enrolment and its rows' outcome: the rows are still
+    'pending' though the templates are stored. On resume single enrolment refuses the same photo
+    and the row is reported accepted; the template count does not change."""
+    import subprocess
+    import sys
+
+    from sqlalchemy import update
+
+    from facegate.registry.batch import INTERRUPTED, report
+
+    (batch_dir / "m.csv").write_text(GOOD)
+    job = json.loads(fg(data, "enroll-batch", batch_dir / "m.csv", "-c", "staff", "--json").stdout)["job"]
+    before = counts(data, engine)[0]
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    import socket
+
+    with Gallery.open(data, engine=engine) as g, g.store.write() as tx:  # back to the moment of the crash
+        tx.execute(update(I).where(I.c.job_id == job["id"], I.c.subject == "O1")
+                   .values(outcome="pending", reason=None, template_id=None))
+        tx.execute(update(J).where(J.c.id == job["id"]).values(
+            status="running", active_collection="staff", owner=f"{socket.gethostname()}:{dead}:x"))
+    r = fg(data, "enroll-batch", batch_dir / "m.csv", "-c", "staff", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["job"]["attempts"] == 2
+    with Gallery.open(data, engine=engine) as g:
+        rows = [x for x in report(g, job["id"]) if x["subject"] == "O1"]
+    assert [(x["outcome"], x["message"]) for x in rows] == [("accepted", INTERRUPTED)] * 3
+    assert counts(data, engine)[0] == before

@@ -51,7 +51,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from sqlalchemy import JSON, BigInteger, Boolean, String, Table, Text, and_, insert, or_, select, update
+from sqlalchemy import JSON, BigInteger, Boolean, String, Table, Text, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -310,14 +310,6 @@ class JobStore:
             tx.execute(update(J).where(J.c.id == job_id, J.c.owner == owner, J.c.status == "running")
                        .values(status="queued", owner=None, lease_expires_at=None, updated_at=self.clock.now()))
 
-    def claimable(self, kinds: Sequence[str]) -> bool:
-        now = self.clock.now()
-        with self.store.read() as tx:
-            q = select(J.c.id).where(J.c.kind.in_(list(kinds)), or_(
-                J.c.status == "queued",
-                and_(J.c.status == "running", or_(J.c.lease_expires_at.is_(None), J.c.lease_expires_at <= now))))
-            return tx.execute(q.limit(1)).first() is not None
-
 
 # --- the runner -------------------------------------------------------------------------------------
 
@@ -439,9 +431,6 @@ class JobRunner:
         self._stopping.clear()
         self._thread = threading.Thread(target=self._loop, name="facegate-registry-jobs", daemon=True)
         self._thread.start()
-
-    def wake(self) -> None:
-        self._wake.set()
 
     @property
     def stopping(self) -> threading.Event:
