@@ -4,7 +4,7 @@
   'use strict';
 
   const { state, h, clear, fmtNum, enc, can, globalAdmin, ApiError, api, errorBox, showError, withBusy, field,
-    strokeSvg, icon, logo, pageHead } = window.facegateConsole;
+    strokeSvg, icon, logo, pageHead, sleep } = window.facegateConsole;
 
   // ------------------------------------------------------------------------------------------
   // shell, routing, sign-in
@@ -175,8 +175,6 @@
     if (name === 'NotReadableError' || name === 'TrackStartError') return 'The camera is in use by another application or could not be started.';
     return 'The camera could not be opened' + (e && e.message ? `: ${e.message}` : '.');
   }
-
-  const sleep = (ms) => new Promise((res) => setTimeout(res, ms));
 
   async function livenessPage(r) {
     const colQ = r && r.query.get('collection') ? `&collection=${enc(r.query.get('collection'))}` : '';

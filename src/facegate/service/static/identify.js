@@ -3,7 +3,7 @@
   'use strict';
 
   const { h, clear, fmtNum, fmtFmr, enc, ApiError, api, showError, withBusy, loadCollections, field, collectionSelect,
-    needsLiveness, livenessRequiredNote, reasonText, imagePicker, COLORS, pageHead, livenessProbeCard } = window.facegateConsole;
+    reasonText, COLORS, pageHead, probeInput } = window.facegateConsole;
 
   async function identifyPage(r) {
     const cols = await loadCollections();
@@ -16,17 +16,14 @@
     const topk = h('input', { type: 'number', min: 1, max: 50, value: '5', 'data-testid': 'identify-topk' });
     const out = h('div', { 'data-testid': 'identify-result' });
     const errSlot = h('div');
-    const liveId = r.query.get('liveness');  // a passed liveness check: its best frame is the probe
-    const probe = liveId ? null : imagePicker({ label: 'Probe photo', testid: 'identify-probe', onImage: () => clear(out) });
-    const liveNote = livenessRequiredNote('identify-liveness-required');
-    const needsLive = () => !liveId && needsLiveness(col, 'identify');
-    const applyLive = () => { const on = liveNote.update(liveId ? null : col, 'identify'); if (probe) probe.el.classList.toggle('hidden', on); };
-    colSel.addEventListener('change', () => { col = cols.find((c) => c.name === colSel.value); fillPurposes(); applyLive(); });
-    applyLive();
+    const input = probeInput(r, 'identify', 'identification', () => clear(out));
+    const { liveId, picker: probe } = input;
+    colSel.addEventListener('change', () => { col = cols.find((c) => c.name === colSel.value); fillPurposes(); input.apply(col); });
+    input.apply(col);
     const go = h('button', { class: 'primary', text: 'Search', 'data-testid': 'identify-submit' });
     go.addEventListener('click', () => withBusy(go, async () => {
       clear(errSlot); clear(out);
-      if (needsLive()) { showError(errSlot, new ApiError(0, { detail: `Collection ${col.name} requires a liveness check for identification: start one first.` })); return; }
+      if (input.refusal(col)) { showError(errSlot, input.refusal(col)); return; }
       if (!liveId && !probe.blob) { showError(errSlot, new ApiError(0, { detail: 'Add a probe photo.' })); return; }
       const form = new FormData();
       if (liveId) form.append('liveness_session', liveId); else form.append('image', probe.blob, 'probe.jpg');
@@ -62,7 +59,7 @@
     return h('div', {}, pageHead('Identify', '1:N — search one collection for the person in a photo, for a declared purpose. Only subjects who consented to that purpose are searched; the probe is not stored.'),
       h('div', { class: 'grid2' },
         h('div', { class: 'panel' }, field('Collection', colSel), field('Declared purpose', purposeSel), field('Most candidates', topk), errSlot, h('div', { class: 'row end' }, go)),
-        h('div', { class: 'panel' }, liveId ? livenessProbeCard(liveId, `#/identify?collection=${enc(col.name)}`) : [liveNote.el, probe.el])),
+        h('div', { class: 'panel' }, input.view(`#/identify?collection=${enc(col.name)}`))),
       out);
   }
 

@@ -139,6 +139,93 @@
     });
   }
 
+  /** Fetch a file the API serves (a report) with this key and hand it to the browser as a download. */
+  async function download(path, query, filename) {
+    const url = path + (query ? '?' + new URLSearchParams(query) : '');
+    let res;
+    try {
+      res = await fetch(url, { headers: { Authorization: 'Bearer ' + state.key }, cache: 'no-store', credentials: 'omit' });
+    } catch (e) {
+      throw new ApiError(0, { detail: 'Cannot reach the facegate service. Is it running?', code: 'network' });
+    }
+    if (!res.ok) {
+      let problem = null;
+      try { problem = await res.json(); } catch { problem = null; }
+      throw new ApiError(res.status, problem);
+    }
+    const link = h('a', { href: URL.createObjectURL(await res.blob()), download: filename, class: 'hidden' });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+  }
+
+  const sleep = (ms) => new Promise((res) => setTimeout(res, ms));
+  const JOB_ACTIVE = ['queued', 'running'];
+  const JOB_TEXT = { queued: 'queued', running: 'running', succeeded: 'finished', failed: 'failed', cancelled: 'cancelled' };
+  const fmtDuration = (s) => (s < 90 ? `${Math.max(1, Math.round(s))} s` : s < 5400 ? `${Math.round(s / 60)} min` : `${(s / 3600).toFixed(1)} h`);
+
+  /** A registry job's progress: status, a bar, done of total, and the rate and time left as
+   *  measured by this page between polls (the job reports counts, not times). */
+  function jobProgress(testid, unit) {
+    const chip = h('span', { class: 'chip grey', 'data-testid': `${testid}-status` });
+    const fill = h('span');
+    const counts = h('span', { class: 'mono', 'data-testid': `${testid}-counts` });
+    const speed = h('span', { class: 'small muted', 'data-testid': `${testid}-rate` });
+    const el = h('div', { class: 'job', 'data-testid': testid },
+      h('div', { class: 'row' }, chip, counts, h('div', { class: 'spacer' }), speed), h('div', { class: 'job-bar' }, fill));
+    let first = null;
+    return {
+      el,
+      update(job) {
+        const now = performance.now();
+        const active = JOB_ACTIVE.includes(job.status);
+        chip.textContent = job.cancel_requested && active ? 'cancelling' : JOB_TEXT[job.status] || job.status;
+        chip.className = 'chip ' + (job.status === 'succeeded' ? 'ok' : job.status === 'failed' ? 'bad' : job.status === 'cancelled' ? 'warn' : 'grey');
+        el.dataset.status = job.status;
+        counts.textContent = `${job.done.toLocaleString()} of ${job.total.toLocaleString()} ${unit}`;
+        fill.style.width = (job.total ? Math.min(100, (100 * job.done) / job.total) : active ? 0 : 100) + '%';
+        if (job.status === 'running' && (!first || job.done < first.done)) first = { t: now, done: job.done };  // again after a resume
+        const rate = first && now > first.t ? ((job.done - first.done) * 1000) / (now - first.t) : 0;
+        speed.textContent = !active ? '' : rate > 0
+          ? `${rate >= 10 ? Math.round(rate) : rate.toFixed(1)} ${unit}/s · about ${fmtDuration((job.total - job.done) / rate)} left`
+          : job.status === 'queued' ? 'waiting to start' : 'measuring the rate…';
+      },
+    };
+  }
+
+  /** Poll ``load`` (→ a job) every ``everyMs`` while the job is active and this page is still
+   *  shown; ``onJob`` gets each state. Returns the last state seen. */
+  async function watchJob(load, onJob, everyMs = 1000) {
+    const page = location.hash;
+    for (;;) {
+      const job = await load();
+      if (location.hash !== page) return job;
+      onJob(job);
+      if (!JOB_ACTIVE.includes(job.status)) return job;
+      await sleep(everyMs);
+    }
+  }
+
+  /** The probe of a verify or identify page: a photo picker, or the passed liveness check the
+   *  URL names (its best frame is the probe); the picker gives way to the liveness notice while
+   *  the collection requires a check for ``op``. ``word``: the operation in the refusal. */
+  function probeInput(r, op, word, onImage) {
+    const liveId = r.query.get('liveness');
+    const picker = liveId ? null : imagePicker({ label: 'Probe photo', testid: `${op}-probe`, onImage });
+    const note = livenessRequiredNote(`${op}-liveness-required`);
+    return {
+      liveId,
+      picker,
+      /** Show the notice or the picker for collection ``col``. */
+      apply(col) { const on = note.update(liveId ? null : col, op); if (picker) picker.el.classList.toggle('hidden', on); },
+      /** Why ``col`` refuses this probe now (null: it does not). */
+      refusal(col) { return !liveId && needsLiveness(col, op) ? new ApiError(0, { detail: `Collection ${col.name} requires a liveness check for ${word}: start one first.` }) : null; },
+      /** The probe panel's content: the liveness card (with a link back to ``photoHref``), or notice and picker. */
+      view(photoHref) { return liveId ? livenessProbeCard(liveId, photoHref) : [note.el, picker.el]; },
+    };
+  }
+
   async function loadCollections(force = false) {
     if (!state.collections || force) state.collections = (await api('GET', '/v1/collections')).collections;
     return state.collections;
@@ -463,6 +550,7 @@
     state, h, clear, fmtTime, fmtNum, fmtFmr, enc, can, globalAdmin, ApiError, subjectRef, api, toast, errorBox,
     showError, withBusy, modal, loadCollections, field, collectionSelect, purposeChecks, checkedValues, needsLiveness,
     liveText, livenessChecks, livenessRequiredNote, consentStatus, REASON_TEXT, reasonText, imagePicker, COLORS, legend, gauge,
-    strokeSvg, icon, logo, pageHead, livenessProbeCard, render,
+    strokeSvg, icon, logo, pageHead, livenessProbeCard, render, download, sleep, JOB_ACTIVE, JOB_TEXT, jobProgress,
+    watchJob, probeInput,
   });
 })();

@@ -3,7 +3,7 @@
   'use strict';
 
   const { h, clear, fmtNum, fmtFmr, enc, ApiError, api, showError, withBusy, loadCollections, field, collectionSelect,
-    needsLiveness, livenessRequiredNote, reasonText, imagePicker, COLORS, gauge, pageHead, livenessProbeCard } = window.facegateConsole;
+    reasonText, imagePicker, COLORS, gauge, pageHead, probeInput } = window.facegateConsole;
 
   function fmrSelect(testid) {
     return h('select', { 'data-testid': testid }, ['0.001', '0.0001', '0.00001'].map((f) => h('option', { value: f, selected: f === '0.0001', text: `FMR ${fmtFmr(f)}` })));
@@ -76,17 +76,14 @@
     const fillPurposes = () => { clear(purposeSel).append(...col.purposes.map((p) => h('option', { value: p, text: p }))); };
     fillPurposes();
     const sid = h('input', { type: 'text', placeholder: 'subject id', value: r.query.get('subject') || '', 'data-testid': 'verify-subject' });
-    const liveId = r.query.get('liveness');  // a passed liveness check: its best frame is the probe
-    const probe = liveId ? null : imagePicker({ label: 'Probe photo', testid: 'verify-probe', onImage: () => clear(out) });
-    const liveNote = livenessRequiredNote('verify-liveness-required');
-    const needsLive = () => !liveId && needsLiveness(col, 'verify');
-    const applyLive = () => { const on = liveNote.update(liveId ? null : col, 'verify'); if (probe) probe.el.classList.toggle('hidden', on); };
-    colSel.addEventListener('change', () => { col = cols.find((c) => c.name === colSel.value); fillPurposes(); applyLive(); });
-    applyLive();
+    const input = probeInput(r, 'verify', 'verification', () => clear(out));
+    const { liveId, picker: probe } = input;
+    colSel.addEventListener('change', () => { col = cols.find((c) => c.name === colSel.value); fillPurposes(); input.apply(col); });
+    input.apply(col);
     const go = h('button', { class: 'primary', text: 'Verify', 'data-testid': 'verify-subject-submit' });
     go.addEventListener('click', () => withBusy(go, async () => {
       clear(errSlot); clear(out);
-      if (needsLive()) { showError(errSlot, new ApiError(0, { detail: `Collection ${col.name} requires a liveness check for verification: start one first.` })); return; }
+      if (input.refusal(col)) { showError(errSlot, input.refusal(col)); return; }
       if ((!liveId && !probe.blob) || !sid.value.trim()) { showError(errSlot, new ApiError(0, { detail: liveId ? 'Enter a subject id.' : 'Enter a subject id and add a photo.' })); return; }
       const form = new FormData();
       if (liveId) form.append('liveness_session', liveId); else form.append('image', probe.blob, 'probe.jpg');
@@ -102,7 +99,7 @@
     return h('div', {}, pageHead('Verify', '1:1 against an enrolled subject whose consent covers the purpose.'), tabs,
       h('div', { class: 'grid2' },
         h('div', { class: 'panel' }, field('Collection', colSel), field('Subject id', sid), field('Declared purpose', purposeSel), errSlot, h('div', { class: 'row end' }, go)),
-        h('div', { class: 'panel' }, liveId ? livenessProbeCard(liveId, `#/verify?mode=subject&collection=${enc(col.name)}`) : [liveNote.el, probe.el])),
+        h('div', { class: 'panel' }, input.view(`#/verify?mode=subject&collection=${enc(col.name)}`))),
       out);
   }
 
