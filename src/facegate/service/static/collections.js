@@ -79,6 +79,8 @@
     const actions = [
       can('enroll') ? h('a', { class: 'btn primary', href: `#/enrol?collection=${enc(name)}`, 'data-testid': 'enrol-here', text: 'Enrol subject' }) : null,
       can('identify') ? h('a', { class: 'btn', href: `#/identify?collection=${enc(name)}`, text: 'Identify' }) : null,
+      can('enroll') ? h('a', { class: 'btn', href: `#/collections/${enc(name)}/batches`, 'data-testid': 'open-batches', text: 'Bulk enrolment' }) : null,
+      can('identify') ? h('a', { class: 'btn', href: `#/collections/${enc(name)}/duplicates`, 'data-testid': 'open-duplicates', text: 'Duplicates' }) : null,
     ];
     const filter = h('select', { 'data-testid': 'purpose-filter', onchange: () => { location.hash = `#/collections/${enc(name)}${filter.value ? '?purpose=' + enc(filter.value) : ''}`; } },
       h('option', { value: '', text: 'All subjects' }), c.purposes.map((p) => h('option', { value: p, selected: p === purposeFilter, text: `Consented for ${p}` })));
@@ -179,5 +181,13 @@
         }) })));
   }
 
-  Object.assign(window.facegateConsole.pages, { collections: (r) => (r.parts.length >= 4 && r.parts[2] === 'subjects' ? subjectPage(r) : r.parts.length >= 2 ? collectionPage(r) : collectionsPage(r)) });
+  // #/collections, #/collections/C, #/collections/C/subjects/S, and a collection's own screens
+  // (#/collections/C/batches, #/collections/C/duplicates) registered by their scripts.
+  const pages = window.facegateConsole.pages;
+  pages.collections = (r) => {
+    if (r.parts.length >= 4 && r.parts[2] === 'subjects') return subjectPage(r);
+    const screen = r.parts.length >= 3 ? pages[`collections/${r.parts[2]}`] : null;
+    if (screen) return screen(r);
+    return r.parts.length >= 2 ? collectionPage(r) : collectionsPage(r);
+  };
 })();
