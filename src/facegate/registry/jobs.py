@@ -259,15 +259,22 @@ class JobStore:
         """Take the oldest claimable job of ``kinds`` (or ``job_id``): queued, or running under
         an expired lease or a dead owner. Returns it running under ``owner``, or None."""
         now = self.clock.now()
+        q = select(J).where(J.c.kind.in_(list(kinds)), J.c.status.in_(ACTIVE)).order_by(J.c.created_at, J.c.id)
+        if job_id is not None:
+            q = q.where(J.c.id == job_id)
+
+        def free(row: Any) -> bool:
+            return row.status == "queued" or row.lease_expires_at is None or row.lease_expires_at <= now \
+                or owner_gone(row.owner)
+
+        with self.store.read() as tx:  # the idle poll reads only: no write lock taken every second
+            if not any(free(row) for row in tx.execute(q)):
+                return None
         with self.store.write() as tx:
-            q = select(J).where(J.c.kind.in_(list(kinds)), J.c.status.in_(ACTIVE)).order_by(J.c.created_at, J.c.id)
-            if job_id is not None:
-                q = q.where(J.c.id == job_id)
             for row in tx.execute(q).all():
-                takeover = row.status == "running"
-                if takeover and not (row.lease_expires_at is None or row.lease_expires_at <= now or owner_gone(row.owner)):
+                if not free(row):
                     continue
-                if takeover:
+                if row.status == "running":
                     log.warning("resuming registry job %s (%s): its owner %s stopped", row.id, row.kind, row.owner)
                 tx.execute(update(J).where(J.c.id == row.id).values(
                     status="running", owner=owner, lease_expires_at=now + lease, updated_at=now, attempts=row.attempts + 1))
