@@ -4,13 +4,15 @@ as a registry job, clusters as JSON and CSV, reviews — and what the weaker key
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
+import socket
 
 import pytest
 from fastapi.testclient import TestClient
 
 from facegate.gallery import ConsentSpec
-from facegate.registry.dedup_job import KIND
+from facegate.registry.dedup_job import KIND, DedupParams
 from facegate.registry.jobs import JobStore
 from facegate.service import Settings, create_app
 from facegate.service.backend import ensure_admin_key
@@ -147,3 +149,18 @@ def test_weaker_keys_are_refused(svc):
     client.get(f"/v1/collections/other/dedup/jobs/{other_job}", headers=H(keys["admin"]), params={"wait_s": 30})
     problem(client.get(f"{BASE}/jobs/{other_job}", headers=H(keys["reg-admin"])), 404, "job_not_found")
     problem(client.delete(f"{BASE}/jobs/{other_job}", headers=H(keys["reg-admin"])), 404, "job_not_found")
+
+
+def test_a_job_left_by_a_stopped_process_is_taken_over(svc, engine):
+    _client, keys, g = svc
+    jobs = JobStore(g.store)
+    params = DedupParams("dedup", 1e-3, False, 100.0).to_dict()
+    left = jobs.create(KIND, "other", params=params, actor="key:gone")
+    # A process on this host that no longer exists claimed it and died mid-run (its lease still an hour long).
+    dead = f"{socket.gethostname()}:999999999:dead"
+    assert jobs.claim(dead, [KIND], dt.timedelta(hours=1), job_id=left.id) is not None
+    app = create_app(Settings(data_dir=g.data_dir, workers=2, rate_limit_per_s=1000, rate_limit_burst=1000), engine=engine)
+    with TestClient(app) as restarted:
+        job = restarted.get(f"/v1/collections/other/dedup/jobs/{left.id}", headers=H(keys["admin"]),
+                            params={"wait_s": 30}).json()
+    assert job["status"] == "succeeded" and job["attempts"] == 2, job

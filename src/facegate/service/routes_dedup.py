@@ -4,12 +4,15 @@ Scopes: the arithmetic (``plan``), the runs, the clusters and reviewing them nee
 on the collection — the clusters name people, as identification does; starting or cancelling a
 run needs ``admin`` on the collection (it is identification of everyone at once). A run is a
 registry job (``registry.jobs``): queued here, run on a thread of this process, visible to
-every process on the same database, cancellable, and resumed by the service's job runner after
-a restart. The plan is refused (422 ``expected_false_pairs_over_limit``) before any job exists.
+every process on the same database and cancellable; a job a stopped process left is taken over
+when a restarted one first serves a de-duplication request. The plan is refused (422
+``expected_false_pairs_over_limit``) before any job exists.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
 import weakref
 from typing import Annotated, Any
@@ -17,24 +20,26 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 
 from ..calibration import SUPPORTED_FMRS
+from ..clock import SYSTEM
 from ..gallery import Gallery
 from ..registry.dedup import MAX_NOTE, Dedup
 from ..registry.dedup_job import KIND, DedupParams, dedup_kind
 from ..registry.dedup_plan import DEFAULT_FMR, DEFAULT_MAX_EXPECTED_FALSE_PAIRS
-from ..registry.jobs import Job, JobNotFoundError, JobRunner
+from ..registry.jobs import Job, JobActiveError, JobNotFoundError, JobRunner
 from .backend import gallery_of
 from .core import Service
 from .deps import AdminKey, GrantedCollection, IdentifyKey, ServiceDep
 from .schemas import problem_responses
 
+log = logging.getLogger("facegate.service")
 router = APIRouter(prefix="/v1/collections/{collection}/dedup", tags=["de-duplication"])
 
 READ = problem_responses(401, 403, 404, 422, 429, 503)
 WRITE = problem_responses(400, 401, 403, 404, 409, 422, 429, 503)
 MAX_WAIT_S = 30.0
+WAIT_POLL_S = 0.2
 
 
 class DedupIn(BaseModel):
@@ -65,33 +70,36 @@ ClusterKey = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[0-9a-f
 # --- jobs on this process --------------------------------------------------------------------------
 
 _runners: weakref.WeakKeyDictionary[Gallery, JobRunner] = weakref.WeakKeyDictionary()
-_threads: dict[str, threading.Thread] = {}
 _lock = threading.Lock()
 
 
 def _runner(service: Service) -> JobRunner:
+    """This process's runner of de-duplication jobs; made on first use, when it also takes over
+    the jobs a stopped process left (queued, or running under an expired lease or a dead owner)."""
     g = gallery_of(service)
     with _lock:
         runner = _runners.get(g)
         if runner is None:
             runner = _runners[g] = JobRunner(g.store, {KIND: dedup_kind(g)}, clock=service.clock)
+            threading.Thread(target=_resume, args=(runner,), name="facegate-dedup-resume", daemon=True).start()
         return runner
+
+
+def _resume(runner: JobRunner) -> None:
+    while runner.run_once() is not None:
+        pass
 
 
 def _start(runner: JobRunner, job: Job) -> None:
     """Run the job now on its own thread (no polling loop needed for a job just created)."""
-    thread = threading.Thread(target=_run, args=(runner, job.id), name=f"facegate-dedup-{job.id[:8]}", daemon=True)
-    with _lock:
-        _threads[job.id] = thread
-    thread.start()
+    threading.Thread(target=_run, args=(runner, job.id), name=f"facegate-dedup-{job.id[:8]}", daemon=True).start()
 
 
 def _run(runner: JobRunner, job_id: str) -> None:
     try:
         runner.run(job_id)
-    finally:
-        with _lock:
-            _threads.pop(job_id, None)
+    except JobActiveError:  # another runner claimed it first and runs it
+        log.info("de-duplication job %s is run by another runner", job_id)
 
 
 def _dedup_job(runner: JobRunner, collection: str, job_id: str) -> Job:
@@ -138,14 +146,13 @@ async def start(service: ServiceDep, collection: GrantedCollection, principal: A
 async def job_status(
     service: ServiceDep, collection: GrantedCollection, principal: IdentifyKey, job_id: JobId,
     wait_s: Annotated[float, Query(ge=0, le=MAX_WAIT_S, description="Wait up to this long for the job to end "
-                                                                     "(when this process runs it).")] = 0,
+                                                                     "(any process may run it).")] = 0,
 ) -> dict[str, Any]:
     runner = _runner(service)
     job = await service.run(_dedup_job, runner, collection, job_id, kind="store")
-    with _lock:
-        thread = _threads.get(job_id)
-    if wait_s and thread is not None:
-        await run_in_threadpool(thread.join, wait_s)
+    deadline = SYSTEM.monotonic() + wait_s  # the request's own duration: real time, whatever the service's clock
+    while job.active and SYSTEM.monotonic() < deadline:
+        await asyncio.sleep(WAIT_POLL_S)
         job = await service.run(_dedup_job, runner, collection, job_id, kind="store")
     return job.to_dict()
 
