@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -35,9 +36,19 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_NEGATIVE, EXIT_INPUT, EXIT_MODEL, EXIT_OTHER = 1, 3, 4, 5
 
 
+def first_sentence(help_text: str | None) -> str:
+    """A command's summary in its group's list: its first sentence whole, which the help
+    formatter wraps, rather than Click's cut at a fixed width with "..."."""
+    para = inspect.cleandoc(help_text or "").split("\n\n")[0].replace("\n", " ")
+    return para.split(". ")[0].rstrip(".")
+
+
 class Command(TyperCommand):
     """A facegate command: its usage line names the arguments as the help texts do
-    (``verify [OPTIONS] IMAGE_A [IMAGE_B]``)."""
+    (``verify [OPTIONS] IMAGE_A [IMAGE_B]``); its summary is its first sentence."""
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        return self.short_help or first_sentence(self.help)
 
     def collect_usage_pieces(self, ctx: Context) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []
@@ -48,13 +59,21 @@ class Command(TyperCommand):
         return pieces
 
 
+class Group(TyperGroup):
+    """A facegate command group: its summary is its first sentence, as a command's."""
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        return self.short_help or first_sentence(self.help)
+
+
 class App(typer.Typer):
     """The Typer of every facegate command group: plain help that the terminal wraps (Rich panels
     squeeze it at 80 columns, show flags as ``<bool>`` and take ``[default: …]`` for markup),
-    and commands of class ``Command``."""
+    groups of class ``Group`` and commands of class ``Command``."""
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("rich_markup_mode", None)
+        kwargs.setdefault("cls", Group)
         super().__init__(**kwargs)
 
     def command(self, name: str | None = None, *, cls: type[TyperCommand] | None = None,
@@ -62,7 +81,7 @@ class App(typer.Typer):
         return super().command(name, cls=cls or Command, **kwargs)
 
 
-class RootGroup(TyperGroup):
+class RootGroup(Group):
     """The ``facegate`` group. Under ``--json`` a usage error or an aborted prompt is also one
     ``{"error": …}`` line on stdout, as every other error is, so a script reads one contract."""
 

@@ -299,8 +299,8 @@ def demo(
     out: Path = typer.Option(Path("facegate-demo"), "--out", help="Where to copy the sample photos to try other commands on."),
     as_json: Json = False,
 ) -> None:
-    """Verify facegate's sample photos (public domain: three of one person, two of others)
-    against each other, and copy them to --out to try the other commands on."""
+    """Compare facegate's sample photos, and copy them to --out to try other commands on. They
+    are public domain: three photos of one person, two of other people."""
     import shutil
     from importlib.resources import as_file, files
 

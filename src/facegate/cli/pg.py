@@ -59,7 +59,7 @@ def migrate(
     sample: int = typer.Option(200, "--sample", min=0, help="Probes per collection for the score check."),
     as_json: Json = False,
 ) -> None:
-    """Move a gallery to PostgreSQL without re-enrolment: rows, keys and audit chain copied
+    """Move a gallery to PostgreSQL without re-enrolment. Rows, keys and audit chain are copied
     in one transaction, search vectors built from the templates, counts and a sample of
     scores verified. The source is left untouched; point FACEGATE_STORE at the destination
     afterwards."""
