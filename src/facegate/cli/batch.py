@@ -48,7 +48,8 @@ def enroll_batch(
 ) -> None:
     """Enrol every row of MANIFEST (image paths relative to it; each row names the consent's
     purposes and evidence reference). Exit 0 when the batch ran to its end (rejected rows are in
-    the report), 3 when the manifest is invalid or no row was accepted."""
+    the report), 3 when the manifest is invalid or no row was accepted, 5 when another registry
+    job holds the collection or the batch failed. Run it again to resume an interrupted batch."""
     from ..registry.batch import KIND, BatchSettings, batch_kind, directory_params, report_csv, report_json, validate
     from ..registry.batch import report as batch_report
     from ..registry.batch_sources import DirectorySource
