@@ -1,5 +1,6 @@
 """What the console's browser tests share: a screenshot that also checks the page shows no
-leaked placeholders, signing in, and the enrolment form filled in."""
+leaked placeholders, signing in (in this page or another user's browser context), and the
+enrolment form filled in."""
 
 from __future__ import annotations
 
@@ -20,6 +21,17 @@ def snap(page: Page, shots: Path, name: str) -> None:
 def sign_in(page: Page, key: str) -> None:
     page.get_by_test_id("apikey").fill(key)
     page.get_by_test_id("signin").click()
+
+
+def signed_in(browser, server, key: str, who: str):
+    """Another user's browser context, signed in with ``key`` (whose name is ``who``)."""
+    ctx = browser.new_context(viewport={"width": 1360, "height": 900})
+    ctx.set_default_timeout(20_000)
+    pg = ctx.new_page()
+    pg.goto(server.url + "/")
+    sign_in(pg, key)
+    expect(pg.get_by_test_id("whoami")).to_have_text(who)
+    return ctx, pg
 
 
 def enrol(page: Page, subject: str, photo, purposes=("kyc",), attest=True, collection="bank"):

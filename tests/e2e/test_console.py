@@ -10,21 +10,10 @@ from __future__ import annotations
 import re
 
 import pytest
-from console_support import enrol, sign_in, snap
+from console_support import enrol, sign_in, signed_in, snap
 from playwright.sync_api import Page, expect
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def signed_in(browser, server, key: str, who: str):
-    """Another user's browser context, signed in with ``key`` (whose name is ``who``)."""
-    ctx = browser.new_context(viewport={"width": 1360, "height": 900})
-    ctx.set_default_timeout(20_000)
-    pg = ctx.new_page()
-    pg.goto(server.url + "/")
-    sign_in(pg, key)
-    expect(pg.get_by_test_id("whoami")).to_have_text(who)
-    return ctx, pg
 
 
 def test_01_sign_in(page, server, shots):

@@ -15,7 +15,7 @@ import re
 import zipfile
 
 import pytest
-from console_support import sign_in, snap
+from console_support import sign_in, signed_in, snap
 from playwright.sync_api import Page, expect
 
 pytestmark = pytest.mark.timeout(300)
@@ -163,3 +163,30 @@ def test_05_a_reviewed_cluster_leaves_the_list(page: Page, server, shots):
         events = admin.get("/v1/audit", params={"collection": "reg", "action": "dedup.review"}).json()["events"]
         assert [(e["decision"], sorted(e["subjects"])) for e in events] == [("same", ["O1", "O2"])]
         assert events[0]["details"]["note"] == "two photos of the same passport holder, checked at the desk"
+
+
+def test_06_each_key_sees_what_its_scopes_allow(browser, server, shots):
+    """A searcher (identify) reviews clusters but cannot start a run nor bulk-enrol; an enroller
+    bulk-enrols but is not shown the clusters, which name people."""
+    with server.api() as admin:
+        searcher, enroller = (admin.post("/v1/keys", json={"name": name, "scopes": [scope], "collections": ["reg"]}).json()
+                              ["secret"] for name, scope in (("reg-searcher", "identify"), ("reg-desk", "enroll")))
+    ctx, pg = signed_in(browser, server, searcher, "reg-searcher")
+    pg.goto(server.url + "/#/collections/reg")
+    expect(pg.get_by_test_id("open-batches")).to_have_count(0)
+    pg.get_by_test_id("open-duplicates").click()
+    expect(pg.get_by_test_id("dedup-within")).to_be_visible()
+    expect(pg.get_by_test_id("dedup-start")).to_have_count(0)
+    expect(pg.get_by_text("Starting a run needs an admin key")).to_be_visible()
+    expect(pg.get_by_test_id("clusters-panel")).to_contain_text("1 reviewed earlier")
+    snap(pg, shots, "reg08-dedup-searcher")
+    ctx.close()
+    ctx, pg = signed_in(browser, server, enroller, "reg-desk")
+    pg.goto(server.url + "/#/collections/reg")
+    expect(pg.get_by_test_id("open-duplicates")).to_have_count(0)
+    pg.get_by_test_id("open-batches").click()
+    expect(pg.get_by_test_id("batch-row").filter(has_text="people.csv")).to_contain_text("finished")
+    pg.goto(server.url + "/#/collections/reg/duplicates")
+    expect(pg.get_by_test_id("clusters-panel").get_by_test_id("error")).to_contain_text("scope")
+    expect(pg.get_by_test_id("cluster")).to_have_count(0)
+    ctx.close()

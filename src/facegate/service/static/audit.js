@@ -6,8 +6,10 @@
     render } = window.facegateConsole;
 
   // Suggestions for the audit action filter (the gallery's action names).
-  const AUDIT_ACTIONS = ['enroll', 'identify', 'verify', 'verify.images', 'subject.erase', 'consent.grant', 'consent.withdraw',
-    'collection.create', 'collection.update', 'collection.delete', 'purge.run', 'key.create', 'key.revoke', 'liveness.decision', 'liveness.session_created', 'liveness.rejected'];
+  const AUDIT_ACTIONS = ['enroll', 'enroll.batch', 'enroll.import', 'identify', 'verify', 'verify.images', 'subject.erase',
+    'consent.grant', 'consent.withdraw', 'dedup.run', 'dedup.report', 'dedup.review', 'collection.create', 'collection.update',
+    'collection.delete', 'purge.run', 'key.create', 'key.revoke', 'liveness.decision', 'liveness.session_created',
+    'liveness.rejected', 'liveness.used', 'liveness.use_refused'];
 
   async function auditPage(r) {
     const q = r.query;
