@@ -20,7 +20,7 @@ from playwright.sync_api import Page, expect
 
 pytestmark = pytest.mark.timeout(300)
 
-PEOPLE = {"O1": "obama_1", "O2": "obama_2", "B1": "biden_1", "C1": "collins_1"}  # O1 and O2: one person twice
+PEOPLE = {"O1": "obama_1", "O2": "obama_2", "B1": "biden_1", "C1": "collins_1"}  # O1 and O2: one person twice (O3 later)
 
 
 def zip_of(files: dict[str, bytes]) -> bytes:
@@ -40,6 +40,9 @@ def uploads(photos, tmp_path_factory):
     (d / "people.csv").write_text("subject,image,purposes,evidence\n" + "\n".join(rows) + "\n")
     bad = rows[:1] + ["O2,obama_2.jpg,onboarding,"] + ["B1,passport.jpg,onboarding,form-B1"] + rows[3:]
     (d / "bad.csv").write_text("subject,image,purposes,evidence\n" + "\n".join(bad) + "\n")
+    # one more photo of the person enrolled as O1 and O2, under a new id, searched for duplicates
+    (d / "again.zip").write_bytes(zip_of({"obama_3.jpg": photos["obama_3"].read_bytes()}))
+    (d / "again.csv").write_text("subject,image,purposes,evidence\nO3,obama_3.jpg,onboarding,form-O3\n")
     # a long batch: 160 subjects over the four photos
     many = [f"S{i:03d},{list(PEOPLE.values())[i % 4]}.jpg,onboarding,form-S{i:03d}" for i in range(160)]
     (d / "many.csv").write_text("subject,image,purposes,evidence\n" + "\n".join(many) + "\n")
@@ -96,6 +99,22 @@ def test_02_a_batch_runs_to_its_report(page: Page, server, uploads, shots, tmp_p
                                                               ("C1", "accepted"), ("X1", "rejected")]
 
 
+def test_02b_a_batch_searching_for_duplicates_names_them(page: Page, server, uploads, shots):
+    page.goto(server.url + "/#/collections/reg/batches")
+    page.get_by_test_id("batch-manifest").set_input_files(str(uploads / "again.csv"))
+    page.get_by_test_id("batch-images").set_input_files(str(uploads / "again.zip"))
+    page.get_by_test_id("batch-dedup").select_option("onboarding")
+    page.get_by_test_id("batch-start").click()
+    expect(page.get_by_test_id("batch-progress")).to_have_attribute("data-status", "succeeded", timeout=120_000)
+    expect(page.get_by_test_id("batch-count-flagged")).to_contain_text("1 flagged")
+    row = page.get_by_test_id("batch-report-row")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("possible duplicate of")
+    for sid in ("O1", "O2"):
+        expect(row.get_by_role("link", name=sid, exact=True)).to_have_attribute("href", f"#/collections/reg/subjects/{sid}")
+    snap(page, shots, "reg02b-batch-duplicates-named")
+
+
 def test_03_a_long_batch_shows_its_rate_and_is_cancelled(page: Page, server, uploads, shots):
     page.goto(server.url + "/#/collections/bulk/batches")
     page.get_by_test_id("batch-manifest").set_input_files(str(uploads / "many.csv"))
@@ -123,7 +142,7 @@ def test_04_duplicates_arithmetic_refused_over_the_limit_then_run(page: Page, se
     page.get_by_test_id("open-duplicates").click()
     expect(page.get_by_role("heading", name="Duplicates")).to_be_visible()
     expect(page.get_by_test_id("clusters-none")).to_have_text("No completed run yet.")
-    expect(page.get_by_test_id("dedup-pairs")).to_have_text("6")  # 4 consenting subjects: 4·3/2 pairs
+    expect(page.get_by_test_id("dedup-pairs")).to_have_text("10")  # 5 consenting subjects: 5·4/2 pairs
     expect(page.get_by_test_id("dedup-within")).to_be_visible()
     page.get_by_test_id("dedup-limit").fill("0.00001")
     page.get_by_test_id("dedup-limit").dispatch_event("change")
@@ -135,7 +154,7 @@ def test_04_duplicates_arithmetic_refused_over_the_limit_then_run(page: Page, se
     expect(page.get_by_test_id("dedup-within")).to_be_visible()
     expect(page.get_by_test_id("dedup-start")).to_be_enabled()
     page.get_by_test_id("dedup-start").click()
-    expect(page.get_by_role("dialog")).to_contain_text("6 pairs compared")
+    expect(page.get_by_role("dialog")).to_contain_text("10 pairs compared")
     page.get_by_test_id("confirm-ok").click()
     expect(page).to_have_url(re.compile(r"#/collections/reg/duplicates/[0-9a-f]+$"))
     expect(page.get_by_test_id("dedup-progress")).to_have_attribute("data-status", "succeeded", timeout=120_000)
@@ -143,7 +162,8 @@ def test_04_duplicates_arithmetic_refused_over_the_limit_then_run(page: Page, se
     expect(clusters).to_have_count(1)
     o1 = clusters.first.get_by_role("link", name="O1", exact=True).first
     expect(o1).to_have_attribute("href", "#/collections/reg/subjects/O1")
-    expect(clusters.first.get_by_test_id("cluster-pair")).to_contain_text("O2")
+    expect(clusters.first.get_by_test_id("cluster-pair").first).to_be_visible()
+    assert sorted(clusters.first.locator(".cluster-subjects a").all_inner_texts()) == ["O1", "O2", "O3"]
     snap(page, shots, "reg06-dedup-clusters")
 
 
@@ -161,7 +181,7 @@ def test_05_a_reviewed_cluster_leaves_the_list(page: Page, server, shots):
     expect(page.get_by_test_id("cluster")).to_have_count(0)
     with server.api() as admin:
         events = admin.get("/v1/audit", params={"collection": "reg", "action": "dedup.review"}).json()["events"]
-        assert [(e["decision"], sorted(e["subjects"])) for e in events] == [("same", ["O1", "O2"])]
+        assert [(e["decision"], sorted(e["subjects"])) for e in events] == [("same", ["O1", "O2", "O3"])]
         assert events[0]["details"]["note"] == "two photos of the same passport holder, checked at the desk"
 
 
