@@ -207,3 +207,28 @@ def test_stopping_the_runner_gives_the_running_job_back(store):
     assert back.status == "queued" and back.done == 1 and log == [0, 1]
     again = JobRunner(store, {"count": JobKind(run)})
     assert again.run(job.id).status == "succeeded" and again.jobs.get(job.id).attempts == 2
+
+
+def test_a_job_that_breaks_while_the_runner_stops_is_given_back_not_failed(store):
+    from facegate.gallery.errors import StoreUnavailableError
+
+    started, go = threading.Event(), threading.Event()
+
+    def run(ctx: JobContext) -> dict:
+        ctx.progress(1, 3, force=True)
+        started.set()
+        assert go.wait(30)
+        raise StoreUnavailableError("the store was closed under the job")  # as a shutdown may do
+
+    cleaned: list[str] = []
+    runner = JobRunner(store, {"k": JobKind(run, cleanup=lambda tx, job: cleaned.append(job.id))})
+    job = runner.create("k", "staff", params={}, actor="a")
+    runner.start()
+    assert started.wait(30)
+    stopper = threading.Thread(target=runner.stop)
+    stopper.start()
+    assert runner.stopping.wait(30)
+    go.set()
+    stopper.join(30)
+    back = runner.jobs.get(job.id)
+    assert back.status == "queued" and back.error is None and cleaned == []  # its uploads are kept for the resume

@@ -410,23 +410,24 @@ class JobRunner:
         ctx = JobContext(self.jobs, job, self.owner, self.lease, self._stopping)
         try:
             result = kind.run(ctx)
-        except JobStopping:
-            self.jobs.release(job.id, self.owner)
-            return self.jobs.get(job.id)
         except KeyboardInterrupt:  # Ctrl-C: claimable again at once, by this command re-run or a service
             self.jobs.release(job.id, self.owner)
             raise
         except JobLeaseLostError:
             log.warning("registry job %s was taken over by another runner; this one stops", job.id)
             return self.jobs.get(job.id)
-        except FacegateError as exc:
-            return self.jobs.finish(job.id, self.owner, "failed", error={"code": exc.code, "message": exc.message},
-                                    cleanup=kind.cleanup)
-        except Exception as exc:  # noqa: BLE001 - a job's bug ends the job, not the runner
-            log.exception("registry job %s failed", job.id)
-            return self.jobs.finish(job.id, self.owner, "failed",
-                                    error={"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"},
-                                    cleanup=kind.cleanup)
+        except Exception as exc:  # noqa: BLE001 - a job's failure ends the job, not the runner
+            if isinstance(exc, JobStopping) or self._stopping.is_set():
+                # The process is stopping (what broke may be the store closing under the job):
+                # give the job back to be resumed rather than fail it.
+                self.jobs.release(job.id, self.owner)
+                return self.jobs.get(job.id)
+            if isinstance(exc, FacegateError):
+                error = {"code": exc.code, "message": exc.message}
+            else:
+                log.exception("registry job %s failed", job.id)
+                error = {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
+            return self.jobs.finish(job.id, self.owner, "failed", error=error, cleanup=kind.cleanup)
         status: Status = "cancelled" if ctx.cancelled() or self.jobs.get(job.id).cancel_requested else "succeeded"
         return self.jobs.finish(job.id, self.owner, status, result=result, cleanup=kind.cleanup)
 
