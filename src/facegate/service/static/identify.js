@@ -2,23 +2,21 @@
 (() => {
   'use strict';
 
-  const { h, clear, fmtNum, fmtFmr, enc, ApiError, api, showError, withBusy, loadCollections, field, collectionSelect,
-    reasonText, COLORS, pageHead, probeInput } = window.facegateConsole;
+  const { h, clear, fmtNum, fmtFmr, enc, ApiError, api, showError, withBusy, loadCollections, field, reasonText,
+    COLORS, pageHead, probeInput, collectionAndPurpose } = window.facegateConsole;
 
   async function identifyPage(r) {
     const cols = await loadCollections();
     if (!cols.length) return h('div', {}, pageHead('Identify'), h('div', { class: 'panel empty', text: 'No collection available to this key.' }));
-    let col = cols.find((c) => c.name === r.query.get('collection')) || cols[0];
-    const colSel = collectionSelect(cols, col.name, 'identify-collection');
-    const purposeSel = h('select', { 'data-testid': 'identify-purpose' });
-    const fillPurposes = () => { clear(purposeSel).append(...col.purposes.map((p) => h('option', { value: p, text: p }))); };
-    fillPurposes();
+    const target = collectionAndPurpose(cols, r.query.get('collection'), { collection: 'identify-collection', purpose: 'identify-purpose' },
+      (c) => { col = c; input.apply(c); });
+    const { colSel, purposeSel } = target;
+    let { col } = target;
     const topk = h('input', { type: 'number', min: 1, max: 50, value: '5', 'data-testid': 'identify-topk' });
     const out = h('div', { 'data-testid': 'identify-result' });
     const errSlot = h('div');
     const input = probeInput(r, 'identify', 'identification', () => clear(out));
     const { liveId, picker: probe } = input;
-    colSel.addEventListener('change', () => { col = cols.find((c) => c.name === colSel.value); fillPurposes(); input.apply(col); });
     input.apply(col);
     const go = h('button', { class: 'primary', text: 'Search', 'data-testid': 'identify-submit' });
     go.addEventListener('click', () => withBusy(go, async () => {

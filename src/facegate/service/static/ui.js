@@ -207,6 +207,18 @@
     }
   }
 
+  /** What a verify or identify page searches: a collection (``selected`` first) and a declared
+   *  purpose among its purposes, two selects kept in step; ``onChange(col)`` when the collection changes. */
+  function collectionAndPurpose(cols, selected, testids, onChange) {
+    const target = { col: cols.find((c) => c.name === selected) || cols[0] };
+    target.colSel = collectionSelect(cols, target.col.name, testids.collection);
+    target.purposeSel = h('select', { 'data-testid': testids.purpose });
+    const fill = () => clear(target.purposeSel).append(...target.col.purposes.map((p) => h('option', { value: p, text: p })));
+    target.colSel.addEventListener('change', () => { target.col = cols.find((c) => c.name === target.colSel.value); fill(); onChange(target.col); });
+    fill();
+    return target;
+  }
+
   /** The probe of a verify or identify page: a photo picker, or the passed liveness check the
    *  URL names (its best frame is the probe); the picker gives way to the liveness notice while
    *  the collection requires a check for ``op``. ``word``: the operation in the refusal. */
@@ -551,6 +563,6 @@
     showError, withBusy, modal, loadCollections, field, collectionSelect, purposeChecks, checkedValues, needsLiveness,
     liveText, livenessChecks, livenessRequiredNote, consentStatus, REASON_TEXT, reasonText, imagePicker, COLORS, legend, gauge,
     strokeSvg, icon, logo, pageHead, livenessProbeCard, render, download, sleep, JOB_ACTIVE, JOB_TEXT, jobProgress,
-    watchJob, probeInput,
+    watchJob, probeInput, collectionAndPurpose,
   });
 })();

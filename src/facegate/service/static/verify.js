@@ -2,8 +2,8 @@
 (() => {
   'use strict';
 
-  const { h, clear, fmtNum, fmtFmr, enc, ApiError, api, showError, withBusy, loadCollections, field, collectionSelect,
-    reasonText, imagePicker, COLORS, gauge, pageHead, probeInput } = window.facegateConsole;
+  const { h, clear, fmtNum, fmtFmr, enc, ApiError, api, showError, withBusy, loadCollections, field, reasonText,
+    imagePicker, COLORS, gauge, pageHead, probeInput, collectionAndPurpose } = window.facegateConsole;
 
   function fmrSelect(testid) {
     return h('select', { 'data-testid': testid }, ['0.001', '0.0001', '0.00001'].map((f) => h('option', { value: f, selected: f === '0.0001', text: `FMR ${fmtFmr(f)}` })));
@@ -69,16 +69,14 @@
         out);
     }
     const cols = await loadCollections();
-    let col = cols.find((c) => c.name === r.query.get('collection')) || cols[0];
-    if (!col) return h('div', {}, pageHead('Verify'), tabs, h('div', { class: 'panel empty', text: 'No collection available to this key.' }));
-    const colSel = collectionSelect(cols, col.name, 'verify-collection');
-    const purposeSel = h('select', { 'data-testid': 'verify-subject-purpose' });
-    const fillPurposes = () => { clear(purposeSel).append(...col.purposes.map((p) => h('option', { value: p, text: p }))); };
-    fillPurposes();
+    if (!cols.length) return h('div', {}, pageHead('Verify'), tabs, h('div', { class: 'panel empty', text: 'No collection available to this key.' }));
+    const target = collectionAndPurpose(cols, r.query.get('collection'), { collection: 'verify-collection', purpose: 'verify-subject-purpose' },
+      (c) => { col = c; input.apply(c); });
+    const { colSel, purposeSel } = target;
+    let { col } = target;
     const sid = h('input', { type: 'text', placeholder: 'subject id', value: r.query.get('subject') || '', 'data-testid': 'verify-subject' });
     const input = probeInput(r, 'verify', 'verification', () => clear(out));
     const { liveId, picker: probe } = input;
-    colSel.addEventListener('change', () => { col = cols.find((c) => c.name === colSel.value); fillPurposes(); input.apply(col); });
     input.apply(col);
     const go = h('button', { class: 'primary', text: 'Verify', 'data-testid': 'verify-subject-submit' });
     go.addEventListener('click', () => withBusy(go, async () => {
