@@ -80,6 +80,7 @@ class IndexConfig:
     target_recall: float = 0.995  # recall@1 vs exact that the nprobe self-check must reach
     nprobe_fractions: tuple[float, ...] = (0.05, 0.08, 0.12, 0.16, 0.2, 0.25, 0.3, 0.4, 0.5, 0.65)
     rescore: int = 128  # approximate candidates re-scored exactly
+    lists_per_sqrt: float = 2.0  # IVF lists = this × √templates (at most 8192)
     rebuild_growth: float = 2.0  # retrain once the collection has grown this much since training
     self_test_queries: int = 200
     background_build: bool = True  # runtime (re)builds off the search path
@@ -142,12 +143,12 @@ class IvfIndex:
     generator (16 bytes per 128-d template) whose top candidates the caller re-scores exactly.
     Not thread-safe: callers hold the collection's lock."""
 
-    def __init__(self, dim: int, n_rows: int, seed: int = 1234) -> None:
+    def __init__(self, dim: int, n_rows: int, seed: int = 1234, lists_per_sqrt: float = 2.0) -> None:
         import faiss
 
         self.faiss = faiss
         self.dim = dim
-        self.nlist = int(min(8192, max(32, round(2 * math.sqrt(n_rows)))))
+        self.nlist = int(min(8192, max(32, round(lists_per_sqrt * math.sqrt(n_rows)))))
         self.m = dim // 4 if dim <= 128 else dim // 8
         self.index = faiss.index_factory(dim, f"IVF{self.nlist},PQ{self.m}x4fs", faiss.METRIC_INNER_PRODUCT)
         ivf = faiss.extract_index_ivf(self.index)
@@ -733,7 +734,7 @@ class CollectionIndex:
         ctx = _nullcontext if locked else self.lock.read
         with ctx():
             n = self.n
-            ann = IvfIndex(self.dim, n, self.config.seed)
+            ann = IvfIndex(self.dim, n, self.config.seed, self.config.lists_per_sqrt)
             n_train = min(n, max(40 * ann.nlist, 20_000))
             sample = self._X[rng.choice(n, n_train, replace=False)] if n_train < n else self._X[:n].copy()
             tids = self._tid[:n].copy()
@@ -950,11 +951,14 @@ class GalleryIndex:
         tids = np.zeros(max(n_tpl, 1), np.int64)
         sids = np.zeros(max(n_tpl, 1), np.int64)
         n = 0
-        cipher: SubjectCipher | None = None
         cipher_sid = None
+        decrypt = None
         foreign = 0
         for part in tx.collection_template_chunks(cid):
             plains: list[bytes] = []
+            part_tids: list[int] = []
+            part_sids: list[int] = []
+            room = X.shape[0] - n  # rows committed after the count are not in this snapshot
             for tid, sid, mid, nonce, ct in part:
                 if mid != model_id:
                     foreign += 1
@@ -963,15 +967,20 @@ class GalleryIndex:
                     s = subjects.get(sid)
                     if s is None:
                         continue
-                    cipher, cipher_sid = self.crypto.subject_key(s.wrapped_key, cid, s.external_id), sid
-                if n + len(plains) >= X.shape[0]:  # rows committed after the count are not in this snapshot
+                    decrypt = self.crypto.subject_key(s.wrapped_key, cid, s.external_id).decrypt_bytes
+                    cipher_sid = sid
+                if len(plains) >= room:
                     break
-                assert cipher is not None
-                plains.append(cipher.decrypt_bytes(nonce, ct, mid))
-                tids[n + len(plains) - 1], sids[n + len(plains) - 1] = tid, sid
+                assert decrypt is not None
+                plains.append(decrypt(nonce, ct, mid))
+                part_tids.append(tid)
+                part_sids.append(sid)
             if plains:
-                X[n : n + len(plains)] = np.frombuffer(b"".join(plains), dtype="<f4").reshape(len(plains), dim)
-                n += len(plains)
+                k = len(plains)
+                X[n : n + k] = np.frombuffer(b"".join(plains), dtype="<f4").reshape(k, dim)
+                tids[n : n + k] = part_tids
+                sids[n : n + k] = part_sids
+                n += k
         if foreign:
             log.warning("collection %s: %d templates of another model ignored", cid, foreign)
         return tids[:n].copy(), sids[:n].copy(), _own(X, n)
