@@ -53,7 +53,8 @@ def body_for(method: str, path: str) -> dict:
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory, engine, photos):
-    settings = Settings(data_dir=tmp_path_factory.mktemp("routes"), rate_limit_per_s=1000, rate_limit_burst=1000)
+    settings = Settings(data_dir=tmp_path_factory.mktemp("routes"), rate_limit_per_s=1000, rate_limit_burst=1000,
+                        auth_failures_per_min=10_000)  # every route is probed without a key
     app = create_app(settings, engine=engine)
     with TestClient(app) as client:
         g = app.state.service.gallery
