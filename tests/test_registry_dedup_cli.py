@@ -83,9 +83,10 @@ def test_run_report_files_clusters_and_review(seeded, tmp_path):
     assert seeded("dedup", "review", "reg", key, "--same", "--different", "--note", "x").returncode == 2
     r = seeded("dedup", "review", "reg", "f" * 32, "--same", "--note", "x")
     assert r.returncode == 3 and "cluster_not_found" in r.stderr
-    r = seeded("dedup", "review", "reg", key, "--different", "--note", "twins", "--actor", "ana", "--json")
+    r = seeded("dedup", "review", "reg", key, "--different", "--note", "twins [bold]seen[/]", "--actor", "ana", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["decision"] == "different"
+    assert "[different: twins [bold]seen[/]]" in seeded("dedup", "clusters", "reg", "--all").stdout  # a note is text
     later = json.loads(seeded("dedup", "clusters", "reg", "--json").stdout)
     assert key not in {c["key"] for c in later["clusters"]} and later["reviewed_hidden"] == 1
     everything = json.loads(seeded("dedup", "clusters", "reg", "--all", "--json").stdout)

@@ -6,14 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
+from rich.text import Text
 
 from ..registry.dedup_plan import DEFAULT_FMR, DEFAULT_MAX_EXPECTED_FALSE_PAIRS, DedupPlan
 from ..registry.dedup_report import DedupReport, DedupRun
-from ._common import Actor, DataDir, Json, Store, calibrated_fmr, console, emit, handle_errors, progress
-from ._gallery import actor_name, fmt_time, open_gallery
+from ._common import Actor, App, DataDir, Json, Store, calibrated_fmr, console, emit, handle_errors, progress
+from ._gallery import actor_name, open_gallery
+from ._render import Col, fmt_time, print_fields, print_table
 
-app = typer.Typer(help="Find subjects registered twice, review the clusters found.", no_args_is_help=True)
+app = App(help="Find subjects registered twice, review the clusters found.", no_args_is_help=True)
 
 ReportOption = typer.Option(None, "--report", help="Also write the report to this file: .json or .csv (one row per pair).")
 
@@ -101,7 +102,7 @@ def dedup_review(
     with open_gallery(data_dir, store) as g:
         r = Dedup(g).review(collection, cluster, decision="same" if same else "different", note=note,
                             actor=actor_name(actor))
-    emit(r.to_dict(), as_json, f"cluster {r.key} marked [bold]{r.decision}[/] by {r.actor}")
+    emit(r.to_dict(), as_json, lambda: console.print(Text(f"cluster {r.key} marked {r.decision} by {r.actor}")))
 
 
 @app.command("runs")
@@ -137,45 +138,42 @@ def _emit_report(rep: DedupReport, path: Path | None, as_json: bool) -> None:
 
 
 def _print_plan(plan: DedupPlan) -> None:
-    table = Table(title=f"de-duplication of {plan.collection} ({plan.mode})", show_header=False)
-    table.add_column("what")
-    table.add_column("value", justify="right")
-    rows = [
-        (f"subjects consenting to {plan.purpose}", f"{plan.subjects:,}"),
-        *([("new or changed since run " + str(plan.after_run), f"{plan.queried:,}")] if plan.mode == "incremental" else []),
-        ("pairs compared", f"{plan.pairs_compared:,}"),
-        (f"FMR (threshold {plan.threshold:.4f}, {plan.model_id})", f"{plan.fmr:g}"),
-        ("expected false pairs (pairs × FMR)", f"{plan.expected_false_pairs:,.2f}"),
-        ("limit", f"{plan.max_expected_false_pairs:g}"),
-    ]
-    for k, v in rows:
-        table.add_row(k, v)
-    console.print(table)
+    fields = {
+        f"subjects consenting to {plan.purpose}": f"{plan.subjects:,}",
+        **({f"new or changed since run {plan.after_run}": f"{plan.queried:,}"} if plan.mode == "incremental" else {}),
+        "pairs compared": f"{plan.pairs_compared:,}",
+        "FMR": f"{plan.fmr:g} (threshold {plan.threshold:.4f}, {plan.model_id})",
+        "expected false pairs": f"{plan.expected_false_pairs:,.2f} (pairs compared × FMR)",
+        "limit": f"{plan.max_expected_false_pairs:g}",
+    }
+    print_fields(f"de-duplication of {plan.collection} ({plan.mode})", fields)
     if not plan.within_limit:
-        console.print(f"[bold red]over the limit[/]: this run needs FMR {plan.fmr_needed or 0:.1e} or lower, or "
-                      "--max-expected-false-pairs raised knowing each false pair is a review", highlight=False)
+        console.print(Text(f"over the limit: this run needs FMR {plan.fmr_needed or 0:.1e} or lower, or "
+                           "--max-expected-false-pairs raised knowing each false pair is a review", style="bold red"))
 
 
 def _print_report(rep: DedupReport) -> None:
     r = rep.run
-    console.print(f"run {r.id} ({r.mode}, {r.status}): {rep.pairs} pair(s) in {len(rep.clusters)} cluster(s) to review"
-                  + (f", {rep.reviewed_hidden} reviewed cluster(s) not shown" if rep.reviewed_hidden else ""),
-                  highlight=False)
-    for c in rep.clusters:
-        decided = f"  [{c.review.decision}: {c.review.note}]" if c.review else ""
-        console.print(f"[bold]{c.key}[/]  {len(c.subjects)} subjects, best {c.max_score:.4f}{decided}", highlight=False)
+    hidden = f", {rep.reviewed_hidden} reviewed cluster(s) not shown" if rep.reviewed_hidden else ""
+    console.print(Text(f"run {r.id} ({r.mode}, {r.status}): {rep.pairs} pair(s) in {len(rep.clusters)} cluster(s) "
+                       f"to review{hidden}"))
+    for c in rep.clusters:  # ids and notes are data: Text, never markup
+        line = Text(c.key, style="bold") + Text(f"  {len(c.subjects)} subjects, best {c.max_score:.4f}")
+        if c.review is not None:
+            line += Text(f"  [{c.review.decision}: {c.review.note}]")
+        console.print(line)
         for p in c.pairs:
-            console.print(f"    {p.a}  {p.b}  {p.score:.4f}", highlight=False, markup=False)
+            console.print(Text(f"    {p.a}  {p.b}  {p.score:.4f}"))
+
+
+RUN_COLS = (Col("run"), Col("status"), Col("mode", drop=5), Col("purpose", drop=6), Col("FMR", drop=7, right=True),
+            Col("subjects", drop=8, right=True), Col("searched", drop=3, right=True),
+            Col("expected false", drop=4, right=True), Col("found", right=True), Col("started", drop=2),
+            Col("seconds", drop=1, right=True), Col("actor", drop=1))
 
 
 def _print_runs(collection: str, runs: list[DedupRun]) -> None:
-    table = Table(title=f"de-duplication runs of {collection}")
-    for col in ("run", "mode", "status", "purpose", "FMR", "subjects", "searched", "pairs compared", "expected false",
-                "found", "started", "seconds", "actor"):
-        table.add_column(col)
-    for r in runs:
-        found = "" if r.pairs_found is None else str(r.pairs_found)
-        table.add_row(str(r.id), r.mode, r.status, r.purpose, f"{r.fmr:g}", f"{r.subjects:,}", f"{r.queried:,}",
-                      f"{r.pairs_compared:,}", f"{r.expected_false_pairs:,.1f}", found, fmt_time(r.started_at),
-                      "" if r.seconds is None else f"{r.seconds:.1f}", r.actor)
-    console.print(table)
+    rows = [[str(r.id), r.status, r.mode, r.purpose, f"{r.fmr:g}", f"{r.subjects:,}", f"{r.queried:,}",
+             f"{r.expected_false_pairs:,.1f}", "—" if r.pairs_found is None else f"{r.pairs_found:,}",
+             fmt_time(r.started_at), "—" if r.seconds is None else f"{r.seconds:.1f}", r.actor] for r in runs]
+    print_table(f"de-duplication runs of {collection}", RUN_COLS, rows, more="facegate dedup runs --json")
