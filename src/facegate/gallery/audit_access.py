@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .audit import ARCHIVE_ACTION, row_to_event
@@ -46,11 +46,11 @@ def _deployment_id(ctx: GalleryContext) -> str | None:
 
 
 def archive(ctx: GalleryContext, before: dt.datetime, path: str | os.PathLike[str], *, actor: str,
-            batch: int) -> AuditArchiveReport:
+            batch: int, progress: Callable[[int, int | None], None] | None = None) -> AuditArchiveReport:
     cutoff = aware(before, "before")
     assert cutoff is not None
     return archive_events(ctx.audit, ctx.store, before=cutoff, path=path, actor=actor,
-                          deployment_id=_deployment_id(ctx), batch=batch)
+                          deployment_id=_deployment_id(ctx), batch=batch, progress=progress)
 
 
 def verify_archive(ctx: GalleryContext, paths: Sequence[str | os.PathLike[str]], *, with_database: bool,

@@ -150,7 +150,8 @@ def _check_target(path: Path, anchor_seq: int, deployment_id: str | None) -> Non
 
 
 def archive(log: AuditLog, store: TemplateStore, *, before: dt.datetime, path: str | os.PathLike[str], actor: str,
-            deployment_id: str | None, batch: int = 5000) -> AuditArchiveReport:
+            deployment_id: str | None, batch: int = 5000,
+            progress: Callable[[int, int | None], None] | None = None) -> AuditArchiveReport:
     """Move every event older than ``before`` (the longest prefix of the chain whose events all
     are) to ``path`` and delete them from the database. Crash-safe at every point:
 
@@ -168,7 +169,9 @@ def archive(log: AuditLog, store: TemplateStore, *, before: dt.datetime, path: s
 
     Killed before 5 commits: every event is still in the database; the file (partial temp or
     complete uncommitted file) is replaced by the rerun. Killed after: the rows are gone and
-    the complete verified file is on disk."""
+    the complete verified file is on disk.
+
+    ``progress(done, total)``: the events written to the file so far, after each batch."""
     t0 = time.perf_counter()
     if before.tzinfo is None:
         raise InvalidArgumentError("before must be timezone-aware (UTC)")
@@ -204,6 +207,8 @@ def archive(log: AuditLog, store: TemplateStore, *, before: dt.datetime, path: s
         last_ts: dt.datetime | None = None
         prev, expect, count = a_mac, a_seq + 1, 0
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        if progress is not None:
+            progress(0, last - a_seq)
         with os.fdopen(fd, "wb") as f:
             f.write(header_line)
             cursor, batches = a_seq, 0
@@ -226,6 +231,8 @@ def archive(log: AuditLog, store: TemplateStore, *, before: dt.datetime, path: s
                     prev, expect, count, last_ts = row.mac, row.seq + 1, count + 1, row.ts
                 cursor = rows[-1].seq
                 batches += 1
+                if progress is not None:
+                    progress(count, last - a_seq)
                 _stage("batch")
                 if batches % 20 == 0:  # keep the lease while a large range is written
                     with store.write() as tx:

@@ -5,7 +5,7 @@ templates (same person, not the same photo) and, optionally, against other subje
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -222,7 +222,9 @@ def _validate(req: Request) -> None:
 
 
 def enroll(ctx: GalleryContext, req: Request, images: ImageLike | Sequence[ImageLike], *, liveness: Liveness,
-           disclose_duplicates: bool) -> EnrollResult:
+           disclose_duplicates: bool, progress: Callable[[int, int | None], None] | None = None) -> EnrollResult:
+    """``progress(done, total)``: the images through the quality gate so far, after each one
+    (detection, the slow part; the accepted faces are then embedded in one batch)."""
     req.subject = check_name("subject", req.subject)
     _validate(req)
     col = ctx.collection_row(req.collection)
@@ -247,7 +249,11 @@ def enroll(ctx: GalleryContext, req: Request, images: ImageLike | Sequence[Image
     if not imgs:
         raise InvalidArgumentError("no images given")
     policy = QualityPolicy.from_dict(col.quality_policy)
-    gated = [gate(engine, img, policy) for img in imgs]
+    gated: list[Gated] = []
+    for img in imgs:
+        gated.append(gate(engine, img, policy))
+        if progress is not None:
+            progress(len(gated), len(imgs))
     sc = _screen(ctx, req, col, imgs, gated, _embed(engine, gated), existing, n_existing, now)
     with ctx.store.write() as tx:
         ctx.key_current(tx)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -212,6 +212,7 @@ class Gallery:
         disclose_duplicates: bool = True,
         force_mismatch: str | None = None,
         actor: str = "library",
+        progress: Callable[[int, int | None], None] | None = None,
     ) -> EnrollResult:
         """Quality-gate each image and store the accepted faces' templates for ``subject``.
 
@@ -236,9 +237,12 @@ class Gallery:
         ``liveness``: the id of the liveness session whose best frame ``images`` is (consumed by
         the caller), or a supervised ``LivenessOverride``; required (LivenessRequiredError) when
         the collection requires liveness for enrolment. Recorded in the audit event.
+
+        ``progress(done, total)``: called after each image is screened.
         """
         req = enrolment.Request(collection, subject, consent, label, dedup_purpose, force_mismatch, actor)
-        return enrolment.enroll(self._ctx, req, images, liveness=liveness, disclose_duplicates=disclose_duplicates)
+        return enrolment.enroll(self._ctx, req, images, liveness=liveness, disclose_duplicates=disclose_duplicates,
+                                progress=progress)
 
     def import_templates(
         self,
@@ -321,17 +325,20 @@ class Gallery:
     # --- retention ----------------------------------------------------------------------------
 
     def purge(self, *, dry_run: bool = False, actor: str = "purge", now: dt.datetime | None = None,
-              rotate_master_key: bool = False, new_key: bytes | str | None = None) -> PurgeReport:
+              rotate_master_key: bool = False, new_key: bytes | str | None = None,
+              progress: Callable[[int, int | None], None] | None = None) -> PurgeReport:
         """Erase subjects past their collection's retention (time since last interaction) or
         with no active consent left. Idempotent and safe from cron: a lease lock in the
         database keeps two purges from running at once (LockedError for the second).
 
         ``rotate_master_key=True``: then rotate the master key (``rotate_master_key``; ``new_key``
         is passed on), so this purge's erasures and every earlier one are complete in backups
-        too. The report's ``rotation`` says what it did. Ignored with ``dry_run``."""
+        too. The report's ``rotation`` says what it did. Ignored with ``dry_run``.
+
+        ``progress(done, total)``: called after each subject due is judged (not with ``dry_run``)."""
         if rotate_master_key and not dry_run:
             master_key_files.check_rotatable(self, new_key)  # refuse before erasing anything
-        erased, at = retention.purge(self._ctx, dry_run=dry_run, actor=actor, now=now)
+        erased, at = retention.purge(self._ctx, dry_run=dry_run, actor=actor, now=now, progress=progress)
         rotation = self.rotate_master_key(actor=actor, new_key=new_key) if rotate_master_key and not dry_run else None
         return PurgeReport(dry_run, erased, at, rotation)
 
@@ -357,15 +364,16 @@ class Gallery:
         return self.audit.verify(self.store, expect_head=expect_head)
 
     def audit_archive(self, before: dt.datetime, path: str | os.PathLike[str], *, actor: str = "archive",
-                      batch: int = 5000) -> AuditArchiveReport:
+                      batch: int = 5000, progress: Callable[[int, int | None], None] | None = None) -> AuditArchiveReport:
         """Move every audit event older than ``before`` (the oldest run of the chain whose
         events all are: an older event appended after a newer one waits for the next run) to
         the JSON Lines file ``path``, verify the file against the database, then delete those
         events in one durable transaction that records the chain's new anchor and appends an
         ``audit.archive`` event. Crash-safe at every point (see ``audit_archive.archive``); a rerun
         replaces a file left by an interrupted run, never a committed archive. Count 0 and no
-        file when nothing is old enough. LockedError while another archival runs."""
-        return audit_access.archive(self._ctx, before, path, actor=actor, batch=batch)
+        file when nothing is old enough. LockedError while another archival runs.
+        ``progress(done, total)``: the events written so far, after each ``batch``."""
+        return audit_access.archive(self._ctx, before, path, actor=actor, batch=batch, progress=progress)
 
     def audit_verify_archive(self, paths: Sequence[str | os.PathLike[str]], *, with_database: bool = True,
                              expect_head: str | None = None) -> AuditArchiveCheck:

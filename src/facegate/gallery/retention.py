@@ -7,6 +7,7 @@ import datetime as dt
 import os
 import socket
 import uuid
+from collections.abc import Callable
 
 from .context import GalleryContext, aware, collection_in, subject_in
 from .errors import LockedError
@@ -34,9 +35,10 @@ def delete_subject(ctx: GalleryContext, collection: str, subject: str, *, actor:
     ctx.store.checkpoint()
 
 
-def purge(ctx: GalleryContext, *, dry_run: bool, actor: str,
-          now: dt.datetime | None) -> tuple[tuple[PurgeItem, ...], dt.datetime]:
-    """The erasures (or, with ``dry_run``, what would be erased) and the time they were judged at."""
+def purge(ctx: GalleryContext, *, dry_run: bool, actor: str, now: dt.datetime | None,
+          progress: Callable[[int, int | None], None] | None = None) -> tuple[tuple[PurgeItem, ...], dt.datetime]:
+    """The erasures (or, with ``dry_run``, what would be erased) and the time they were judged at.
+    ``progress(done, total)``: called with the candidates judged so far, after each one."""
     now = aware(now, "now") or ctx.now()
     if dry_run:
         with ctx.store.read() as tx:
@@ -47,7 +49,7 @@ def purge(ctx: GalleryContext, *, dry_run: bool, actor: str,
         if not tx.acquire_lock("purge", holder, ctx.now(), PURGE_LOCK_TTL):
             raise LockedError("another purge is running; try again later")
     try:
-        erased = _erase_due(ctx, holder, actor, now)
+        erased = _erase_due(ctx, holder, actor, now, progress)
         with ctx.store.write() as tx:
             tx.prune_changes(ctx.now() - CHANGE_FEED_KEEP)
             ctx.audit.append(tx, actor=actor, action="purge.run", now=ctx.now(), decision="done",
@@ -61,12 +63,16 @@ def purge(ctx: GalleryContext, *, dry_run: bool, actor: str,
     return tuple(erased), now
 
 
-def _erase_due(ctx: GalleryContext, holder: str, actor: str, now: dt.datetime) -> list[PurgeItem]:
+def _erase_due(ctx: GalleryContext, holder: str, actor: str, now: dt.datetime,
+               progress: Callable[[int, int | None], None] | None) -> list[PurgeItem]:
     """Erase each subject due at ``now``, one transaction each, re-checking it inside (a consent
     granted meanwhile saves it); renews the purge lease as it goes."""
     erased: list[PurgeItem] = []
     with ctx.store.read() as tx:
         plan = [(c, tx.purge_candidates(c.id, c.retention_days, now)) for c in tx.collections()]
+    total, done = sum(len(candidates) for _c, candidates in plan), 0
+    if progress is not None:
+        progress(0, total)
     for col, candidates in plan:
         for n, (sid, ext, _reason) in enumerate(candidates):
             with ctx.store.write() as tx:
@@ -74,8 +80,10 @@ def _erase_due(ctx: GalleryContext, holder: str, actor: str, now: dt.datetime) -
                     tx.acquire_lock("purge", holder, ctx.now(), PURGE_LOCK_TTL)
                 why = tx.purge_reason(sid, col.retention_days, now)
                 row = tx.subject(col.id, ext)
-                if why is None or row is None or row.id != sid:
-                    continue
-                erase(ctx, tx, col, row, actor=actor, reason=why, now=ctx.now())
-            erased.append(PurgeItem(col.name, ext, why))
+                if why is not None and row is not None and row.id == sid:
+                    erase(ctx, tx, col, row, actor=actor, reason=why, now=ctx.now())
+                    erased.append(PurgeItem(col.name, ext, why))
+            done += 1
+            if progress is not None:
+                progress(done, total)
     return erased
