@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from ..timefmt import duration
-from ._common import EXIT_NEGATIVE, Actor, App, DataDir, Json, Store, emit, handle_errors
+from ._common import EXIT_NEGATIVE, Actor, App, DataDir, Json, Store, emit, handle_errors, progress
 from ._gallery import actor_name, open_gallery, parse_time
 from ._render import Col, fmt_time, human, print_table
 
@@ -95,8 +95,8 @@ def audit_archive(
     file (and its SHA-256) as long as your retention requires: `audit verify-archive` proves it
     and the database chain intact together."""
     cutoff = _cutoff(before)
-    with open_gallery(data_dir, store) as g:
-        rep = g.audit_archive(cutoff, output, actor=actor_name(actor))
+    with open_gallery(data_dir, store) as g, progress("archiving", None, enabled=not as_json) as bar:
+        rep = g.audit_archive(cutoff, output, actor=actor_name(actor), progress=bar.update)
     if rep.count == 0:
         human = f"nothing to archive: no audit event older than {fmt_time(cutoff)} is left in the database"
     else:

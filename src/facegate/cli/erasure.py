@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from ._common import Actor, App, DataDir, Json, Store, console, emit, handle_errors
+from ._common import Actor, App, DataDir, Json, Store, console, emit, handle_errors, progress
 from ._gallery import actor_name, open_gallery
 from ._render import print_fields
 
@@ -48,9 +48,9 @@ def purge(
     """Erase subjects past retention or with no active consent. Idempotent; safe from cron
     (a second concurrent run exits 5 with code `locked`)."""
     new_key = _new_key_from_env(new_key_env)
-    with open_gallery(data_dir, store) as g:
+    with open_gallery(data_dir, store) as g, progress("purging", None, enabled=not as_json) as bar:
         rep = g.purge(dry_run=dry_run, actor=actor_name(actor) if actor else "purge", rotate_master_key=rotate_master_key,
-                      new_key=new_key)
+                      new_key=new_key, progress=bar.update)
     def human() -> None:
         verb = "would erase" if dry_run else "erased"
         console.print(f"purge: {verb} {len(rep.erased)} subject(s)")

@@ -20,6 +20,7 @@ from ._common import (
     console,
     emit,
     handle_errors,
+    progress,
 )
 from ._gallery import (
     EvidenceOption,
@@ -71,10 +72,12 @@ def enroll(
 
     plist = split_list(purposes)
     consent = ConsentSpec(tuple(plist), expires_at=parse_time(expires, "--expires"), evidence_ref=evidence) if plist else None
-    with open_gallery(data_dir, store, allow_noncommercial) as g:
+    # One photo is quick: the bar is for a long list (it is drawn only on a terminal).
+    with open_gallery(data_dir, store, allow_noncommercial) as g, \
+            progress("enrolling", len(images), enabled=not as_json and len(images) > 1) as bar:
         res = with_cli_hint(lambda: g.enroll(collection, subject, [str(p) for p in images], consent=consent, label=label,
                                              liveness=override(liveness_override), dedup_purpose=dedup_purpose,
-                                             force_mismatch=force_mismatch, actor=actor_name(actor)))
+                                             force_mismatch=force_mismatch, actor=actor_name(actor), progress=bar.update))
 
     def human() -> None:
         verb = "created" if res.created else "updated"
