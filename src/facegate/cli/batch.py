@@ -16,6 +16,7 @@ from ..clock import SYSTEM
 from ._common import (
     EXIT_INPUT,
     Actor,
+    App,
     DataDir,
     Json,
     NonCommercialOption,
@@ -28,7 +29,7 @@ from ._common import (
 )
 from ._gallery import actor_name, open_gallery
 
-app = typer.Typer()
+app = App()
 
 
 @app.command("enroll-batch")
