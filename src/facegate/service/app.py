@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import swagger_ui
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -309,32 +308,23 @@ def _problems_everywhere(schema: dict[str, Any]) -> None:
 
 
 def _mount_docs(app: FastAPI) -> None:
-    """Swagger UI at /docs from local files (swagger-ui-py ships them): nothing from a CDN."""
+    """Swagger UI at /docs from the files vendored in ``docs_assets/``: nothing from a CDN."""
     from fastapi.openapi.docs import get_swagger_ui_html
     from fastapi.responses import HTMLResponse
     from fastapi.staticfiles import StaticFiles
 
-    assets = Path(swagger_ui.__file__).parent / "static"
-    if (assets / "swagger-ui-bundle.js").is_file():
-        app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
+    app.mount("/docs-assets", StaticFiles(directory=Path(__file__).parent / "docs_assets"), name="docs-assets")
+    page = get_swagger_ui_html(
+        openapi_url="/openapi.json", title="facegate API",
+        swagger_js_url="/docs-assets/swagger-ui-bundle.js", swagger_css_url="/docs-assets/swagger-ui.css",
+        swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        swagger_ui_parameters={"persistAuthorization": True, "tryItOutEnabled": True},
+    )
+    headers = {"Content-Security-Policy": docs_csp(bytes(page.body).decode())}
 
-        page = get_swagger_ui_html(
-            openapi_url="/openapi.json", title="facegate API",
-            swagger_js_url="/docs-assets/swagger-ui-bundle.js", swagger_css_url="/docs-assets/swagger-ui.css",
-            swagger_favicon_url="/docs-assets/favicon-32x32.png",
-            swagger_ui_parameters={"persistAuthorization": True, "tryItOutEnabled": True},
-        )
-        headers = {"Content-Security-Policy": docs_csp(bytes(page.body).decode())}
-
-        @app.get("/docs", include_in_schema=False)
-        async def docs() -> HTMLResponse:
-            return HTMLResponse(page.body, headers=headers)
-    else:
-
-        @app.get("/docs", include_in_schema=False)
-        async def docs_missing() -> HTMLResponse:
-            return HTMLResponse('<p>Interactive docs need the swagger-ui-py package. The schema is at '
-                                '<a href="/openapi.json">/openapi.json</a>.</p>')
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return HTMLResponse(page.body, headers=headers)
 
 
 def docs_csp(html: str) -> str:
