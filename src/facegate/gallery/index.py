@@ -6,6 +6,9 @@ invariants in one place.)
 
 Design
 ------
+* **One index for both stores.** SQLite and PostgreSQL are searched by this code in every
+  process; only the cold load differs (PostgreSQL: ``pg/memory.py`` reads the rotated search
+  copy instead of decrypting).
 * **Source of truth is the store.** A collection's index is built from the database the first
   time it is searched (decrypting every template), then kept current through the store's
   change feed: before each search, ``GalleryIndex.sync()`` reads ``max(changes.seq)`` (one
@@ -31,6 +34,12 @@ Design
   change. Exact search scores only allowed rows; faiss searches with an ``IDSelectorBitmap`` so
   disallowed templates are skipped inside the scan; small allowed sets go to exact search on
   the subset. The gallery re-checks the returned subjects' consent in the database as well.
+* **Batches.** ``search_many`` answers many queries at once (faiss batch search on
+  ``batch_threads`` threads, or blocked exact products), each with its own excluded subject:
+  de-duplication compares a whole collection against itself this way.
+* **Memory.** Per-subject state lives in arrays indexed by slot (subject id → slot, template
+  ids grouped by slot, external ids per slot): ~30 bytes per subject plus its external id,
+  where dicts, tuples and sets cost ~720 bytes.
 * **Thread safety.** faiss indexes must not be modified during a search: every index holds a
   readers-writer lock (searches share it, mutations take it exclusively).
 """
