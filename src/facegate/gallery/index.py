@@ -38,8 +38,8 @@ Design
   ``batch_threads`` threads, or blocked exact products), each with its own excluded subject:
   de-duplication compares a whole collection against itself this way.
 * **Memory.** Per-subject state lives in arrays indexed by slot (subject id → slot, template
-  ids grouped by slot, external ids per slot): ~30 bytes per subject plus its external id,
-  where dicts, tuples and sets cost ~720 bytes.
+  ids grouped by slot, external ids per slot): ~50 bytes per subject plus its external id
+  and ~24 per template besides the vector, where dicts, tuples and sets cost ~720 per subject.
 * **Thread safety.** faiss indexes must not be modified during a search: every index holds a
   readers-writer lock (searches share it, mutations take it exclusively).
 """
