@@ -6,9 +6,6 @@ on PostgreSQL by tests/test_pg_gallery.py."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -19,6 +16,7 @@ from facegate.gallery import (
     LivenessOverride,
     LivenessRequiredError,
 )
+from store_support import downgrade, script_head
 
 ACCESS = ConsentSpec(("access",), evidence_ref="form-1")
 OPS = ("enroll", "verify", "identify")
@@ -147,25 +145,13 @@ def test_identify_vector_obeys_the_identify_requirement(bare_gallery, photos, en
 
 def test_migration_from_0004_gives_existing_collections_the_empty_default(bare_gallery, engine, photos, tmp_path):
     gallery = bare_gallery
-    from alembic import command
-    from alembic.config import Config
-
-    from alembic.script import ScriptDirectory
-
     from facegate.gallery.store import SCHEMA_HEAD
 
-    migrations = str(Path(sys.modules["facegate.gallery.store"].__file__).with_name("migrations"))
-    head_cfg = Config()
-    head_cfg.set_main_option("script_location", migrations)
     # A store at an older head would skip migrate() and miss the newer tables.
-    assert SCHEMA_HEAD == ScriptDirectory.from_config(head_cfg).get_current_head()
+    assert script_head() == SCHEMA_HEAD
     gallery.create_collection("old", purposes=["access"], liveness_required=["enroll"])
     gallery.enroll("old", "E1", photos["obama_1"], consent=ACCESS, liveness="s1")
-    cfg = Config()
-    cfg.set_main_option("script_location", str(Path(sys.modules["facegate.gallery.store"].__file__).with_name("migrations")))
-    with gallery.store.write_engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0004")
+    downgrade(gallery.store, "0004")
     assert gallery.store.schema_version() == "0004"
     data_dir, url = gallery.data_dir, gallery.store.engine.url.render_as_string(hide_password=False)
     gallery.close()

@@ -17,9 +17,11 @@ from facegate.client import Client
 from facegate.errors import FacegateError
 from facegate.gallery import ConsentSpec, Gallery
 from facegate.gallery.names import check_name
+from facegate.gallery.store import SCHEMA_HEAD
 from facegate.gallery.types import utcnow
 from facegate.service import Settings, create_app
 from facegate.service.backend import ensure_admin_key
+from store_support import downgrade
 
 GENESIS = "0" * 64
 
@@ -135,10 +137,9 @@ def test_legacy_invalid_names_are_reported_at_upgrade_and_erasable_by_cli(tmp_pa
         g.create_collection("bank", purposes=["kyc"])
         for ext in ("..", "ok-1", "rtl\u202egnp"):
             legacy_subject(g, "bank", ext, "kyc")
-        with g.store.write() as tx:  # the store as a facegate before migration 0006 left it
-            tx.conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0005'")
+        downgrade(g.store, "0005")  # the store as a facegate before migration 0006 left it
     with caplog.at_level(logging.WARNING, logger="facegate.gallery"), Gallery.open(data) as g:
-        assert g.store.schema_version() == "0006"
+        assert g.store.schema_version() == SCHEMA_HEAD
         ev = g.audit_list(action="store.names_check")[0]
         assert sorted(ev.subjects) == ["..", "rtl\u202egnp"] and ev.details["count"] == 2
         assert g.audit_verify().ok

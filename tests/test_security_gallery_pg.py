@@ -14,6 +14,8 @@ import pytest
 import pg_support
 from facegate.gallery import AuditTamperedError, ConsentSpec, Gallery
 from facegate.gallery.crypto import encode_key, generate_key
+from facegate.gallery.store import SCHEMA_HEAD
+from store_support import downgrade
 from test_security_gallery import legacy_subject
 
 ACCESS = ConsentSpec(("access",), evidence_ref="form-1")
@@ -80,10 +82,9 @@ def test_legacy_invalid_names_reported_and_erasable_on_postgresql(pg, tmp_path):
         g.create_collection("bank", purposes=["kyc"])
         legacy_subject(g, "bank", "..", "kyc")
         legacy_subject(g, "bank", "ok-1", "kyc")
-        with g.store.write() as tx:
-            tx.conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0005'")
+        downgrade(g.store, "0005")  # the store as a facegate before migration 0006 left it
     with Gallery.open(tmp_path / "a") as g:
-        assert g.store.schema_version() == "0006"
+        assert g.store.schema_version() == SCHEMA_HEAD
         assert g.audit_list(action="store.names_check")[0].subjects == ("..",)
     env = {**os.environ, "FACEGATE_DATA_DIR": str(tmp_path / "cli")}
     r = subprocess.run([sys.executable, "-m", "facegate", "subject", "delete", "bank", "..", "--yes", "--json"],
