@@ -4,12 +4,22 @@ public-domain liveness clip, decoded and checked once per run."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 DATA = Path(__file__).parent / "data"
 CLIP = DATA / "liveness" / "miranda_motion.mp4"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The CLI wraps its output to $COLUMNS when it is set: pytest-xdist's workers start with
+    COLUMNS=80 and LINES=24, a plain run with whatever the shell exported. Tests see neither, so
+    the output they read does not depend on how the suite was started (a test that wants a width
+    passes COLUMNS to the command)."""
+    for var in ("COLUMNS", "LINES"):
+        os.environ.pop(var, None)
 
 
 @pytest.fixture(scope="session")
