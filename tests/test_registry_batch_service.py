@@ -115,6 +115,8 @@ def test_upload_poll_report_and_nothing_uploaded_remains(svc, images):
     r = client.get(f"/v1/collections/staff/batches/{job['id']}/report?format=csv", headers=H(keys["enroll"]))
     assert r.headers["content-type"].startswith("text/csv")
     assert [row["outcome"] for row in csv.DictReader(io.StringIO(r.text))] == ["accepted"] * 3 + ["rejected"]
+    other = service.registry.jobs.create("dedup", "staff", params={}, actor="admin")  # another kind: not a batch
+    service.registry.jobs.cancel(other.id)
     listed = client.get("/v1/collections/staff/batches", headers=H(keys["enroll"])).json()["batches"]
     assert [b["id"] for b in listed] == [job["id"]]
     events = service.gallery.audit_list(action="enroll.batch", limit=5)

@@ -14,6 +14,7 @@ read them), and deleted in the transaction that ends the job, whatever its outco
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
@@ -120,7 +121,8 @@ async def create_batch(request: Request, service: ServiceDep, collection: Grante
 @router.get("/collections/{collection}/batches", responses=READ, summary="This collection's batches, newest first (enroll)")
 async def list_batches(service: ServiceDep, collection: GrantedCollection, principal: EnrollKey,
                        limit: Annotated[int, Query(ge=1, le=200)] = 50) -> dict[str, Any]:
-    jobs = await service.run(_runner(service).jobs.list, collection=collection, kind=KIND, limit=limit)
+    # partial: ``service.run`` takes ``kind`` (its worker-pool class) for itself.
+    jobs = await service.run(functools.partial(_runner(service).jobs.list, collection=collection, kind=KIND, limit=limit))
     return {"batches": [_out(j) for j in jobs]}
 
 
