@@ -100,9 +100,12 @@ def audit_archive(
     if rep.count == 0:
         human = f"nothing to archive: no audit event older than {fmt_time(cutoff)} is left in the database"
     else:
-        human = (f"[bold green]archived[/] {rep.count} event(s) #{rep.first_seq}–#{rep.last_seq} "
-                 f"({fmt_time(rep.first_ts)} – {fmt_time(rep.last_ts)}) to {rep.path}\n"
-                 f"  sha256 {rep.file_sha256}, {rep.bytes} bytes, {rep.seconds}s; new chain anchor {rep.last_mac}")
+        # One fact per line: the two 64-hex digests alone fill most of an 80-column line.
+        human = (f"[bold green]archived[/] {rep.count} event(s) #{rep.first_seq}–#{rep.last_seq}\n"
+                 f"  from {fmt_time(rep.first_ts)} to {fmt_time(rep.last_ts)}\n"
+                 f"  file {rep.path} ({rep.bytes} bytes, {rep.seconds}s)\n"
+                 f"  sha256 {rep.file_sha256}\n"
+                 f"  new chain anchor {rep.last_mac}")
     emit(rep.to_dict(), as_json, human)
 
 
