@@ -72,6 +72,9 @@ def test_plan_states_the_arithmetic(svc):
     problem(client.post(f"{BASE}/plan", headers=H(keys["admin"]), json={"purpose": "Bad Purpose"}), 422, "validation_error")
     problem(client.post(f"{BASE}/plan", headers=H(keys["admin"]), json={"purpose": "dedup", "max_expected_false_pairs": -1}),
             422, "validation_error")
+    # A misspelt field is refused, not ignored (it would run at the default FMR).
+    problem(client.post(f"{BASE}/plan", headers=H(keys["admin"]), json={"purpose": "dedup", "fmrr": 1e-3}),
+            422, "validation_error")
 
 
 def test_run_as_a_job_then_clusters_csv_and_review(svc):

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import PlainTextResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..calibration import SUPPORTED_FMRS
 from ..clock import SYSTEM
@@ -43,7 +43,10 @@ WAIT_POLL_S = 0.2
 
 
 class DedupIn(BaseModel):
-    """A declared run (``DedupParams`` at the HTTP edge)."""
+    """A declared run (``DedupParams`` at the HTTP edge). Unknown fields are refused: a misspelt
+    ``fmr`` must not silently run at the default."""
+
+    model_config = ConfigDict(extra="forbid")
 
     purpose: str = Field(..., min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.:-]*$",
                          description="Declared purpose: only subjects whose consent covers it take part.")
@@ -59,6 +62,8 @@ class DedupIn(BaseModel):
 
 
 class ReviewIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     decision: str = Field(..., pattern="^(same|different)$", description="same: one person; different: several people.")
     note: str = Field(..., min_length=1, max_length=MAX_NOTE, description="What was checked; recorded in the audit log.")
 
