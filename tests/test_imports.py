@@ -25,6 +25,12 @@ def test_top_level_import_is_lazy_until_an_engine_is_asked_for():
     assert "onnxruntime" in _loaded_after("from facegate import FaceEngine")
 
 
+def test_onnx_is_imported_only_to_prepare_a_model_graph():
+    # Each CLI process or gallery child that loads no model saves about a second.
+    assert "onnx" not in _loaded_after("import facegate.gallery, facegate.cli")
+    assert "onnx" in _loaded_after("from facegate import FaceEngine; FaceEngine()")
+
+
 def test_public_names_resolve():
     import facegate
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import onnx
 
 from ..errors import ModelError
 from ..models import YUNET, ModelSpec
@@ -34,6 +33,8 @@ class Detection:
 def _prepare_graph(data: bytes) -> bytes:
     """Fold the quantised weights and free the input's height and width (the graph was exported
     at 640×640, but every reshape in it is size-agnostic)."""
+    import onnx  # only where a graph is prepared: a process that never loads a model skips ~1 s of imports
+
     model = onnx.load_from_string(data)
     fold_dequantize(model)
     inits = {i.name for i in model.graph.initializer}

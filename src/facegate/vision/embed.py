@@ -22,15 +22,17 @@ Speed notes (2-core x86, SFace int8bq; measured by bench/speed.py):
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 import onnxruntime as ort
-from onnx import helper, numpy_helper
 
 from ..errors import ModelError
 from ..models import ModelSpec
 from .onnx_runtime import SessionPair
+
+if TYPE_CHECKING:
+    import onnx
 
 
 def _prepare_graph(data: bytes, *, rewrite_prelu: bool = True) -> bytes:
@@ -42,6 +44,8 @@ def _prepare_graph(data: bytes, *, rewrite_prelu: bool = True) -> bytes:
     - Make the batch dimension symbolic so several faces run in one call.
     - Rewrite per-channel PRelu into ops ORT keeps in its blocked layout (see module doc).
     """
+    import onnx  # only where a graph is prepared: a process that never loads a model skips ~1 s of imports
+
     model = onnx.load_from_string(data)
     inits = {i.name for i in model.graph.initializer}
     used = {name for node in model.graph.node for name in node.input}
@@ -69,6 +73,8 @@ def _rewrite_prelu(model: onnx.ModelProto) -> int:
       ``Relu(x) + (−s)·Relu(−x)`` — three passes, exact in floating point.
     Other PRelus (scalar or non-channel slopes, slopes computed at run time) are left alone.
     """
+    from onnx import helper, numpy_helper
+
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
     nodes: list[onnx.NodeProto] = []

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 import onnxruntime as ort
-from onnx import helper, numpy_helper
+
+if TYPE_CHECKING:
+    import onnx
 
 
 def default_threads() -> int:
@@ -49,6 +51,8 @@ def fold_dequantize(model: onnx.ModelProto) -> int:
     zero point repeated ``block_size`` times along ``axis`` (or broadcast along ``axis`` when
     per-channel). Returns how many nodes were folded.
     """
+    from onnx import helper, numpy_helper
+
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
     kept: list[onnx.NodeProto] = []
