@@ -16,7 +16,7 @@ run: $(STAMP)
 	$(BIN)/facegate serve
 
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile  # two workers, one file per worker (module fixtures stay shared)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
