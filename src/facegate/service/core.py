@@ -11,10 +11,13 @@ from ..engine import FaceEngine
 from ..gallery import Gallery
 from ..registry.batch import KIND as BATCH_KIND
 from ..registry.batch import BatchSettings, batch_kind
+from ..registry.dedup_job import KIND as DEDUP_KIND
+from ..registry.dedup_job import dedup_kind
 from ..registry.jobs import JobRunner
 from ..vision.decode import budget
 from .auth import Authenticator
 from .backend import gallery_authenticator
+from .errors import NotReadyError
 from .limits import RateLimiter, WorkerPool
 from .liveness import ServiceLiveness
 from .observability import Metrics
@@ -47,8 +50,8 @@ class Service:
         self.shutting_down = False
         self.startup_error: str | None = None
         self.liveness = ServiceLiveness(self)
-        # Registry jobs (bulk enrolment) run on one background thread per process; a job whose
-        # process died is resumed by the next one that starts.
+        # Registry jobs (bulk enrolment, de-duplication) run on one background thread per process;
+        # a job whose process died is resumed by the next one that starts.
         self.batch_settings = BatchSettings.from_env()
         self.registry: JobRunner | None = None
 
@@ -77,9 +80,15 @@ class Service:
         if self.authenticator is None:
             self.authenticator = gallery_authenticator(self.gallery)
         if self.registry is None:
-            kinds = {BATCH_KIND: batch_kind(self.gallery, self.batch_settings)}
+            kinds = {BATCH_KIND: batch_kind(self.gallery, self.batch_settings), DEDUP_KIND: dedup_kind(self.gallery)}
             self.registry = JobRunner(self.gallery.store, kinds, clock=self.clock)
             self.registry.start()
+
+    def jobs(self) -> JobRunner:
+        """This process's registry job runner (the routes queue jobs on it)."""
+        if self.registry is None:
+            raise NotReadyError("the registry job runner is not started yet")
+        return self.registry
 
     def stop(self) -> None:
         """Stop taking work, let running jobs finish, close what start() opened."""

@@ -29,25 +29,19 @@ from ..registry.batch_sources import (
     ZipUpload,
     store_uploads,
 )
-from ..registry.jobs import Job, JobNotFoundError, JobRunner
+from ..registry.jobs import Job, JobNotFoundError
 from ..registry.manifest import ManifestError
 from .auth import Principal
 from .backend import gallery_of
 from .core import Service
 from .deps import EnrollKey, GrantedCollection, ServiceDep
-from .errors import InvalidRequestError, NotReadyError, UnsupportedMediaTypeError
+from .errors import InvalidRequestError, UnsupportedMediaTypeError
 from .schemas import problem_responses
 
 router = APIRouter(prefix="/v1", tags=["batches"])
 JobId = Annotated[str, Path(min_length=32, max_length=32, pattern=r"^[0-9a-f]{32}$", description="The batch job's id.")]
 CREATE = problem_responses(400, 401, 403, 404, 409, 413, 415, 422, 429, 503)
 READ = problem_responses(401, 403, 404, 429, 503)
-
-
-def _runner(service: Service) -> JobRunner:
-    if service.registry is None:
-        raise NotReadyError("the registry job runner is not started yet")
-    return service.registry
 
 
 def _out(job: Job) -> dict[str, Any]:
@@ -57,7 +51,7 @@ def _out(job: Job) -> dict[str, Any]:
 
 
 def _batch_of(service: Service, collection: str, job_id: str) -> Job:
-    job = _runner(service).jobs.get(job_id)
+    job = service.jobs().jobs.get(job_id)
     if job.kind != KIND or job.collection != collection:
         raise JobNotFoundError(f"no batch {job_id!r} in collection {collection!r}", job=job_id)
     return job
@@ -103,7 +97,7 @@ def _create(service: Service, principal: Principal, collection: str, name: str, 
         store_uploads(tx, cipher, job.id, data, upload, wanted)
 
     params = upload_params(name, parsed, dedup_purpose=dedup_purpose, disclose=principal.has("identify"))
-    return _runner(service).create(KIND, collection, params=params, actor=principal.audit_actor(),
+    return service.jobs().create(KIND, collection, params=params, actor=principal.audit_actor(),
                                    total=len(parsed.rows), prepare=keep)
 
 
@@ -122,7 +116,7 @@ async def create_batch(request: Request, service: ServiceDep, collection: Grante
 async def list_batches(service: ServiceDep, collection: GrantedCollection, principal: EnrollKey,
                        limit: Annotated[int, Query(ge=1, le=200)] = 50) -> dict[str, Any]:
     # partial: ``service.run`` takes ``kind`` (its worker-pool class) for itself.
-    jobs = await service.run(functools.partial(_runner(service).jobs.list, collection=collection, kind=KIND, limit=limit))
+    jobs = await service.run(functools.partial(service.jobs().jobs.list, collection=collection, kind=KIND, limit=limit))
     return {"batches": [_out(j) for j in jobs]}
 
 
@@ -152,6 +146,6 @@ async def cancel_batch(service: ServiceDep, collection: GrantedCollection, princ
                        job_id: JobId) -> dict[str, Any]:
     def cancel() -> Job:
         _batch_of(service, collection, job_id)
-        return _runner(service).cancel(job_id)
+        return service.jobs().cancel(job_id)
 
     return _out(await service.run(cancel, side_effects=True))

@@ -3,9 +3,9 @@
 Scopes: the arithmetic (``plan``), the runs, the clusters and reviewing them need ``identify``
 on the collection — the clusters name people, as identification does; starting or cancelling a
 run needs ``admin`` on the collection (it is identification of everyone at once). A run is a
-registry job (``registry.jobs``): queued here, run on a thread of this process, visible to
-every process on the same database and cancellable; a job a stopped process left is taken over
-when a restarted one first serves a de-duplication request. The plan is refused (422
+registry job (``registry.jobs``): queued here and run by the service's registry runner (the
+same one as bulk enrolment), visible to every process on the same database and cancellable; a
+job a stopped process left is taken over by the next process that starts. The plan is refused (422
 ``expected_false_pairs_over_limit``) before any job exists.
 """
 
@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-import weakref
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
@@ -23,13 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..calibration import SUPPORTED_FMRS
 from ..clock import SYSTEM
-from ..gallery import Gallery
 from ..registry.dedup import MAX_NOTE, Dedup
-from ..registry.dedup_job import KIND, DedupParams, dedup_kind
+from ..registry.dedup_job import KIND, DedupParams
 from ..registry.dedup_plan import DEFAULT_FMR, DEFAULT_MAX_EXPECTED_FALSE_PAIRS
-from ..registry.jobs import Job, JobActiveError, JobNotFoundError, JobRunner
+from ..registry.jobs import Job, JobNotFoundError, JobRunner
 from .backend import gallery_of
-from .core import Service
 from .deps import AdminKey, GrantedCollection, IdentifyKey, ServiceDep
 from .schemas import problem_responses
 
@@ -72,39 +68,7 @@ JobId = Annotated[str, Path(min_length=1, max_length=32, pattern=r"^[0-9a-f]+$")
 ClusterKey = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[0-9a-f]+$")]
 
 
-# --- jobs on this process --------------------------------------------------------------------------
-
-_runners: weakref.WeakKeyDictionary[Gallery, JobRunner] = weakref.WeakKeyDictionary()
-_lock = threading.Lock()
-
-
-def _runner(service: Service) -> JobRunner:
-    """This process's runner of de-duplication jobs; made on first use, when it also takes over
-    the jobs a stopped process left (queued, or running under an expired lease or a dead owner)."""
-    g = gallery_of(service)
-    with _lock:
-        runner = _runners.get(g)
-        if runner is None:
-            runner = _runners[g] = JobRunner(g.store, {KIND: dedup_kind(g)}, clock=service.clock)
-            threading.Thread(target=_resume, args=(runner,), name="facegate-dedup-resume", daemon=True).start()
-        return runner
-
-
-def _resume(runner: JobRunner) -> None:
-    while runner.run_once() is not None:
-        pass
-
-
-def _start(runner: JobRunner, job: Job) -> None:
-    """Run the job now on its own thread (no polling loop needed for a job just created)."""
-    threading.Thread(target=_run, args=(runner, job.id), name=f"facegate-dedup-{job.id[:8]}", daemon=True).start()
-
-
-def _run(runner: JobRunner, job_id: str) -> None:
-    try:
-        runner.run(job_id)
-    except JobActiveError:  # another runner claimed it first and runs it
-        log.info("de-duplication job %s is run by another runner", job_id)
+# --- jobs ------------------------------------------------------------------------------------------
 
 
 def _dedup_job(runner: JobRunner, collection: str, job_id: str) -> Job:
@@ -135,15 +99,14 @@ async def plan(service: ServiceDep, collection: GrantedCollection, principal: Id
 async def start(service: ServiceDep, collection: GrantedCollection, principal: AdminKey, body: DedupIn) -> dict[str, Any]:
     d = Dedup(gallery_of(service))
     p = body.params()
-    runner = _runner(service)
+    runner = service.jobs()
 
     def admit_and_queue() -> tuple[Any, Job]:
         plan = d.admit(collection, purpose=p.purpose, fmr=p.fmr, incremental=p.incremental,
                        max_expected_false_pairs=p.max_expected_false_pairs, actor=principal.audit_actor())
         return plan, runner.create(KIND, collection, params=p.to_dict(), actor=principal.audit_actor(), total=plan.queried)
 
-    plan_, job = await service.run(admit_and_queue, kind="store", side_effects=True)
-    _start(runner, job)
+    plan_, job = await service.run(admit_and_queue, kind="store", side_effects=True)  # the runner wakes for it
     return {"job": job.to_dict(), "plan": plan_.to_dict()}
 
 
@@ -153,7 +116,7 @@ async def job_status(
     wait_s: Annotated[float, Query(ge=0, le=MAX_WAIT_S, description="Wait up to this long for the job to end "
                                                                      "(any process may run it).")] = 0,
 ) -> dict[str, Any]:
-    runner = _runner(service)
+    runner = service.jobs()
     job = await service.run(_dedup_job, runner, collection, job_id, kind="store")
     deadline = SYSTEM.monotonic() + wait_s  # the request's own duration: real time, whatever the service's clock
     while job.active and SYSTEM.monotonic() < deadline:
@@ -164,7 +127,7 @@ async def job_status(
 
 @router.delete("/jobs/{job_id}", responses=WRITE, summary="Cancel a de-duplication job (admin)")
 async def cancel(service: ServiceDep, collection: GrantedCollection, principal: AdminKey, job_id: JobId) -> dict[str, Any]:
-    runner = _runner(service)
+    runner = service.jobs()
     await service.run(_dedup_job, runner, collection, job_id, kind="store")
     return (await service.run(runner.cancel, job_id, kind="store", side_effects=True)).to_dict()
 
