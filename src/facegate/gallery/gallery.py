@@ -84,6 +84,12 @@ class Gallery:
             crypto.latest_id = lambda: master_key_files._current_id(store)
         self._ctx = GalleryContext(store, crypto, audit, self.index, EngineCache(engine, allow_noncommercial), clock)
 
+    @property
+    def context(self) -> GalleryContext:
+        """What the gallery's operations share (store, keys, audit log, index, engines, clock):
+        for peers built on the gallery, such as the registry's de-duplication."""
+        return self._ctx
+
     # --- opening ------------------------------------------------------------------------------
 
     @classmethod

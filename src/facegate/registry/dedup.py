@@ -41,7 +41,7 @@ class Dedup:
     """De-duplication over a ``Gallery``'s collections (thread-safe like the gallery)."""
 
     def __init__(self, gallery: Gallery) -> None:
-        self._ctx: GalleryContext = gallery._ctx  # the gallery's store, index, audit log and clock
+        self._ctx: GalleryContext = gallery.context
 
     # --- planning and running -----------------------------------------------------------------
 
