@@ -110,6 +110,18 @@ def test_plan_counts_only_consenting_subjects_and_refuses_over_the_limit(g):
             d.plan("reg", purpose="dedup", max_expected_false_pairs=bad)
 
 
+def test_a_refused_run_is_audited_with_its_reason(g):
+    d = Dedup(g)
+    with pytest.raises(PurposeNotAllowedError):
+        d.run("reg", purpose="marketing", fmr=FMR, actor="op")
+    with pytest.raises(NoPreviousRunError):
+        d.admit("reg", purpose="dedup", fmr=FMR, incremental=True, actor="op")
+    events = g.audit_list(action="dedup.run")
+    assert [(e.decision, e.purpose, e.actor) for e in events] == [
+        ("refused_no_previous_dedup_run", "dedup", "op"), ("refused_purpose_not_allowed", "marketing", "op")]
+    assert d.runs("reg") == [] and g.audit_verify().ok
+
+
 def test_full_run_finds_exactly_the_pairs_exact_scoring_finds(g):
     X = templates()
     allowed = [i for i in range(N) if i not in NO_DEDUP]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .calibration import SUPPORTED_FMRS
+from .components import component_of
 from .extras import require
 
 
@@ -153,21 +154,9 @@ def all_impostor_pairs(pairs: list[tuple[str, str, bool]]) -> list[tuple[str, st
     """Every cross-identity pair of the images in ``pairs``, identities being the groups that
     genuine pairs connect. Gives far finer FMR resolution than a sampled impostor list; valid
     only when every same-identity pair of images is listed as genuine."""
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b, same in pairs:
-        find(a), find(b)
-        if same:
-            parent[find(a)] = find(b)
-    images = sorted(parent)
-    groups = [find(i) for i in images]
+    group = component_of((x for a, b, _ in pairs for x in (a, b)), ((a, b) for a, b, same in pairs if same))
+    images = sorted(group)
+    groups = [group[i] for i in images]
     return [
         (images[i], images[j], False)
         for i in range(len(images))

@@ -33,7 +33,7 @@ _REFUSED = {"consent_required": "refused_no_consent"}
 
 
 @contextmanager
-def _audited_refusal(ctx: GalleryContext, action: str, collection: str, purpose: str | None, actor: str,
+def audited_refusal(ctx: GalleryContext, action: str, collection: str, purpose: str | None, actor: str,
                     subjects: Sequence[str] = ()) -> Iterator[None]:
     """An attempted search is an auditable event whatever its outcome: a refusal (purpose not
     allowed, no face in the probe, unknown subject, ...) is recorded with its reason code before
@@ -52,7 +52,7 @@ def _audited_refusal(ctx: GalleryContext, action: str, collection: str, purpose:
 
 def identify(ctx: GalleryContext, collection: str, image: ImageLike, *, purpose: str, top_k: int, liveness: Liveness,
              actor: str) -> IdentifyResult:
-    with _audited_refusal(ctx, "identify", collection, purpose, actor):
+    with audited_refusal(ctx, "identify", collection, purpose, actor):
         col, live_details = _admit(ctx, collection, purpose, int(top_k), liveness, actor)
         emb = ctx.engines.for_collection(col).embed(image)
     return _identify(ctx, col, emb.vector, emb.face, purpose, int(top_k), actor, live_details)
@@ -60,7 +60,7 @@ def identify(ctx: GalleryContext, collection: str, image: ImageLike, *, purpose:
 
 def identify_vector(ctx: GalleryContext, collection: str, vector: np.ndarray, *, purpose: str, top_k: int,
                     model_id: str, liveness: Liveness, actor: str) -> IdentifyResult:
-    with _audited_refusal(ctx, "identify", collection, purpose, actor):
+    with audited_refusal(ctx, "identify", collection, purpose, actor):
         col, live_details = _admit(ctx, collection, purpose, int(top_k), liveness, actor)
         if model_id != col.model_id:
             raise ModelMismatchError(f"collection {collection!r} is pinned to {col.model_id}, not {model_id}")
@@ -103,7 +103,7 @@ def _identify(ctx: GalleryContext, col: CollectionRow, vector: np.ndarray, face:
 
 def verify(ctx: GalleryContext, collection: str, subject: str, image: ImageLike, *, purpose: str, liveness: Liveness,
            actor: str) -> SubjectVerifyResult:
-    with _audited_refusal(ctx, "verify", collection, purpose, actor, [subject]):
+    with audited_refusal(ctx, "verify", collection, purpose, actor, [subject]):
         col = ctx.collection_row(collection)
         check_purpose(col, purpose)
         live_details = require(ctx, col, "verify", liveness, actor=actor, subjects=[subject], purpose=purpose)

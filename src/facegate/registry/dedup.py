@@ -26,6 +26,7 @@ from ..gallery.collections import check_purpose
 from ..gallery.context import GalleryContext
 from ..gallery.errors import InvalidArgumentError
 from ..gallery.ports import CollectionRow
+from ..gallery.search import audited_refusal
 from . import dedup_store as db
 from .dedup_errors import ClusterNotFoundError, DedupRunNotFoundError, NoPreviousRunError
 from .dedup_plan import DEFAULT_FMR, DEFAULT_MAX_EXPECTED_FALSE_PAIRS, DedupPlan, make_plan
@@ -61,7 +62,8 @@ class Dedup:
         completed run of the same purpose and FMR. ``cancelled()`` is checked between batches:
         a cancelled run is recorded as such and keeps no pairs. ``job_id``: the registry job
         running it; a run an earlier attempt of that job left unfinished is marked failed."""
-        plan, col, queried, head = self._prepare(collection, purpose, fmr, incremental, max_expected_false_pairs)
+        with audited_refusal(self._ctx, "dedup.run", collection, purpose, actor):
+            plan, col, queried, head = self._prepare(collection, purpose, fmr, incremental, max_expected_false_pairs)
         self._admit(plan, actor)
         ctx = self._ctx
         now = ctx.now()
@@ -88,7 +90,8 @@ class Dedup:
               max_expected_false_pairs: float = DEFAULT_MAX_EXPECTED_FALSE_PAIRS, actor: str = "library") -> DedupPlan:
         """The plan of a run about to be queued (the service's jobs): ExpectedFalsePairsError,
         audited as a refusal, when it is over the limit. The run re-plans when it starts."""
-        plan = self._prepare(collection, purpose, fmr, incremental, max_expected_false_pairs)[0]
+        with audited_refusal(self._ctx, "dedup.run", collection, purpose, actor):
+            plan = self._prepare(collection, purpose, fmr, incremental, max_expected_false_pairs)[0]
         self._admit(plan, actor)
         return plan
 

@@ -17,6 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
+from ..components import component_of
 from ..gallery.ports import Hit
 
 DEFAULT_K = 8
@@ -114,24 +115,11 @@ def cluster_key(members: Iterable[int]) -> str:
 
 
 def components(pairs: Mapping[PairKey, float]) -> list[Component]:
-    """Connected components of the pair graph, highest best score first. (Union–find: a dozen
-    lines; a graph library would be a dependency for one call.)"""
-    parent: dict[int, int] = {}
-
-    def root(x: int) -> int:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b in pairs:
-        ra, rb = root(a), root(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
+    """Connected components of the pair graph, highest best score first."""
+    group = component_of((), pairs)
     groups: dict[int, list[tuple[int, int, float]]] = {}
     for (a, b), s in pairs.items():
-        groups.setdefault(root(a), []).append((a, b, s))
+        groups.setdefault(group[a], []).append((a, b, s))
     out = [Component(tuple(sorted({x for a, b, _s in g for x in (a, b)})), tuple(sorted(g, key=lambda p: -p[2])))
            for g in groups.values()]
     return sorted(out, key=lambda c: (-c.max_score, c.members))
