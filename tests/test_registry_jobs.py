@@ -181,6 +181,18 @@ def test_a_live_owner_keeps_its_job(store):
         JobRunner(store, {"count": JobKind(counting(2, []))}).run(job.id)
 
 
+def stop_while_running(runner: JobRunner, started: threading.Event, go: threading.Event) -> None:
+    """Start the runner, stop it while its job is inside ``run`` (the job waits for ``go``), and
+    let the job go on only once the runner is stopping."""
+    runner.start()
+    assert started.wait(30)
+    stopper = threading.Thread(target=runner.stop)
+    stopper.start()
+    assert runner.stopping.wait(30)
+    go.set()
+    stopper.join(30)
+
+
 def test_stopping_the_runner_gives_the_running_job_back(store):
     started, go = threading.Event(), threading.Event()
     log: list[int] = []
@@ -196,13 +208,7 @@ def test_stopping_the_runner_gives_the_running_job_back(store):
 
     runner = JobRunner(store, {"count": JobKind(run)})
     job = runner.create("count", "staff", params={}, actor="a")
-    runner.start()
-    assert started.wait(30)
-    stopper = threading.Thread(target=runner.stop)
-    stopper.start()
-    assert runner.stopping.wait(30)
-    go.set()
-    stopper.join(30)
+    stop_while_running(runner, started, go)
     back = runner.jobs.get(job.id)
     assert back.status == "queued" and back.done == 1 and log == [0, 1]
     again = JobRunner(store, {"count": JobKind(run)})
@@ -223,12 +229,6 @@ def test_a_job_that_breaks_while_the_runner_stops_is_given_back_not_failed(store
     cleaned: list[str] = []
     runner = JobRunner(store, {"k": JobKind(run, cleanup=lambda tx, job: cleaned.append(job.id))})
     job = runner.create("k", "staff", params={}, actor="a")
-    runner.start()
-    assert started.wait(30)
-    stopper = threading.Thread(target=runner.stop)
-    stopper.start()
-    assert runner.stopping.wait(30)
-    go.set()
-    stopper.join(30)
+    stop_while_running(runner, started, go)
     back = runner.jobs.get(job.id)
     assert back.status == "queued" and back.error is None and cleaned == []  # its uploads are kept for the resume
