@@ -70,6 +70,10 @@ def test_one_active_job_per_collection_of_any_kind(store):
     assert jobs.active("staff") == jobs.get(b.id)
     with pytest.raises(JobNotFoundError):
         jobs.get("nope")
+    assert jobs.get(b.id, kind="dedup", collection="staff") == b
+    for kind, collection in (("batch_enrol", "staff"), ("dedup", "other")):  # scoped: another's job reads as missing
+        with pytest.raises(JobNotFoundError):
+            jobs.get(b.id, kind=kind, collection=collection)
 
 
 def test_a_refused_job_leaves_nothing_behind(store):

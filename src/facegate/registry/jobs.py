@@ -213,12 +213,16 @@ class JobStore:
                               + (f" ({kind} {job_id}); wait for it or cancel it" if job_id else ""),
                               collection=collection, job=job_id)
 
-    def get(self, job_id: str) -> Job:
+    def get(self, job_id: str, *, kind: str | None = None, collection: str | None = None) -> Job:
+        """The job; JobNotFoundError also when it is of another ``kind`` or ``collection`` than
+        asked, so that a caller scoped to one collection cannot tell another's jobs exist."""
         with self.store.read() as tx:
             row = tx.execute(select(J).where(J.c.id == job_id)).first()
-        if row is None:
-            raise JobNotFoundError(f"no registry job {job_id!r}", job=job_id)
-        return _job(row)
+        job = None if row is None else _job(row)
+        if job is None or kind not in (None, job.kind) or collection not in (None, job.collection):
+            where = f" in collection {collection!r}" if collection is not None else ""
+            raise JobNotFoundError(f"no {kind or 'registry'} job {job_id!r}{where}", job=job_id)
+        return job
 
     def active(self, collection: str) -> Job | None:
         with self.store.read() as tx:

@@ -29,7 +29,7 @@ from ..registry.batch_sources import (
     ZipUpload,
     store_uploads,
 )
-from ..registry.jobs import Job, JobNotFoundError
+from ..registry.jobs import Job
 from ..registry.manifest import ManifestError
 from .auth import Principal
 from .backend import gallery_of
@@ -51,10 +51,7 @@ def _out(job: Job) -> dict[str, Any]:
 
 
 def _batch_of(service: Service, collection: str, job_id: str) -> Job:
-    job = service.jobs().jobs.get(job_id)
-    if job.kind != KIND or job.collection != collection:
-        raise JobNotFoundError(f"no batch {job_id!r} in collection {collection!r}", job=job_id)
-    return job
+    return service.jobs().jobs.get(job_id, kind=KIND, collection=collection)
 
 
 async def _form(request: Request, limits: BatchSettings) -> tuple[str, bytes, bytes, str | None]:

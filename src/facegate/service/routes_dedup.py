@@ -24,7 +24,7 @@ from ..clock import SYSTEM
 from ..registry.dedup import MAX_NOTE, Dedup
 from ..registry.dedup_job import KIND, DedupParams
 from ..registry.dedup_plan import DEFAULT_FMR, DEFAULT_MAX_EXPECTED_FALSE_PAIRS
-from ..registry.jobs import Job, JobNotFoundError, JobRunner
+from ..registry.jobs import Job, JobRunner
 from .backend import gallery_of
 from .deps import AdminKey, GrantedCollection, IdentifyKey, ServiceDep
 from .schemas import problem_responses
@@ -72,10 +72,7 @@ ClusterKey = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[0-9a-f
 
 
 def _dedup_job(runner: JobRunner, collection: str, job_id: str) -> Job:
-    job = runner.jobs.get(job_id)
-    if job.kind != KIND or job.collection != collection:  # another collection's job reads as missing
-        raise JobNotFoundError(f"no de-duplication job {job_id!r} in collection {collection!r}", job=job_id)
-    return job
+    return runner.jobs.get(job_id, kind=KIND, collection=collection)  # another collection's job reads as missing
 
 
 # --- routes ----------------------------------------------------------------------------------------
