@@ -8,8 +8,7 @@ identification on real photos (faces-dev).
 
 Each store in ``--stores`` (``sqlite``: a file per size; ``embedded-postgres``: a server per size
 in the work dir; or a postgresql:// URL) is measured on the same data, side by side in one table.
-Both are searched by the same in-memory index; on PostgreSQL the search inside the database
-(pgvector, exact scan) is timed next to it for comparison.
+Both are searched by the same in-memory index.
 
 Synthetic part (per size N templates = N/2 identities × 2 templates; face-like clustered vectors
 from facegate.gallery.synth at 128-d, same-identity cosine ≈ 0.65, impostors 0.00 ± 0.09):
@@ -156,25 +155,6 @@ def store_label(store: str | None) -> str:
     return "sqlite" if store is None else "postgresql"
 
 
-def sql_search(data: Path, store: str, Q: np.ndarray, now: float) -> dict[str, float]:
-    """The same probes searched inside PostgreSQL (pgvector exact scan with the consent filter),
-    the design the in-memory index replaced."""
-    from facegate.gallery.pg.index import PgIndexConfig
-
-    g = Gallery.open(data, store=store, index_config=PgIndexConfig(auto_build=False))
-    try:
-        idx = g.index.get(g._col_row("bench").id, DIM, MODEL)  # noqa: SLF001
-        idx.search(Q[0], 5, "common", now)
-        lat = []
-        for q in Q:
-            t = time.perf_counter()
-            idx.search(q, 5, "common", now)
-            lat.append((time.perf_counter() - t) * 1000)
-    finally:
-        g.close()
-    return {"in_database_exact_ms_p50": round(pct(lat, 50), 3), "in_database_queries": len(Q)}
-
-
 def synthetic(n_templates: int, args: argparse.Namespace, workdir: Path, store: str | None = None) -> dict:
     """One size on one store (``store``: None = SQLite file, else a URL or embedded-postgres;
     default ``args.store``)."""
@@ -272,8 +252,6 @@ def synthetic(n_templates: int, args: argparse.Namespace, workdir: Path, store: 
     lat_del, out["erased_returned_by_next_search"] = erase_and_search(g, idx, Q, q_ids, min(20, nq))
     out["erase_ms_p50"] = round(pct(lat_del, 50), 2)
     g.close()
-    if store is not None:
-        out.update(sql_search(data, store, Q[: args.sql_queries], now))
     if store == "embedded-postgres":
         from facegate.pgserver import for_data_dir
 
@@ -459,7 +437,6 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=1000, help="Probes per size.")
     ap.add_argument("--stores", default="sqlite", help="Comma-separated stores measured side by side: sqlite (a file "
                     "per size), embedded-postgres (a server per size) or postgresql:// URLs [default: sqlite].")
-    ap.add_argument("--sql-queries", type=int, default=30, help="Probes also searched inside PostgreSQL (pgvector).")
     ap.add_argument("--workdir", default=None, help="Where the benchmark stores live [default: a temp dir].")
     ap.add_argument("--keep", action="store_true", help="Keep the synthetic stores.")
     ap.add_argument("--no-real", action="store_true", help="Skip the real-photo part.")
