@@ -480,8 +480,8 @@ def main() -> None:
     if results["synthetic"]:
         print("| templates | store | enrol tpl/s | start-up exact / approx s | search p50 / p99 ms | exact p50 ms | "
               "identify e2e p50 / p99 ms | recall@1 vs exact | rank-1 | 1 % filter p50 ms, rank-1 | FPIR non-enrolled (N×FMR) | "
-              "erased returned | RSS MB | mode | in-database search p50 ms |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+              "erased returned | RSS MB | mode |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in sorted(results["synthetic"].values(), key=lambda r: (r["templates"], r.get("store", "sqlite"))):
             f = r["filtered_1pct"]
             print(f"| {r['templates']:,} | {r.get('store', 'sqlite')} | {r['enrol_templates_per_s']:,.0f} | "
@@ -490,8 +490,7 @@ def main() -> None:
                   f"{r['identify_e2e_ms_p99']} | "
                   f"{r['recall_at_1_vs_exact']} | {r['rank1_identity']} | {f['search_ms_p50']}, {f['rank1_identity']} | "
                   f"{r['fpir_non_enrolled']} ({r['expected_fpir_n_x_fmr']:.2g}) | {r['erased_returned_by_next_search']} | "
-                  f"{r['rss_growth_mb']} | {r['index']['mode']} nprobe {r['index'].get('nprobe')}/{r['index'].get('nlist')} | "
-                  f"{r.get('in_database_exact_ms_p50', '–')} |")
+                  f"{r['rss_growth_mb']} | {r['index']['mode']} nprobe {r['index'].get('nprobe')}/{r['index'].get('nlist')} |")
     if results.get("master_key_rotation"):
         print("\n| subjects | rotation s | re-wrap s (subjects/s) | durable commit s | key files s | enrol from another "
               "instance: max / median wait | other instance's first search after |")
