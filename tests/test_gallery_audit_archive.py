@@ -63,9 +63,7 @@ def store_url(request):
 def open_g(data_dir: Path, url: str | None, **kw) -> Gallery:
     if url is None:
         return Gallery.open(data_dir, **kw)
-    from facegate.gallery.pg.index import PgIndexConfig
-
-    return Gallery.open(data_dir, store=url, index_config=PgIndexConfig(auto_build=False), **kw)
+    return Gallery.open(data_dir, store=url, **kw)
 
 
 def cheap_events(g: Gallery, n: int, tag: str = "t") -> None:

@@ -428,13 +428,10 @@ def test_cli_purge_with_rotation_and_master_key_commands(tmp_path):
 
 def test_rotation_on_postgresql_rewraps_subject_keys_and_vector_seeds(tmp_path):
     import pg_support
-    from facegate.gallery.pg.index import PgIndexConfig
-
     url = pg_support.fresh_database()
     try:
-        cfg = PgIndexConfig(auto_build=False)
-        a = Gallery.open(tmp_path / "a", store=url, index_config=cfg)
-        b = Gallery.open(tmp_path / "a", store=url, index_config=cfg)  # same host, same key file
+        a = Gallery.open(tmp_path / "a", store=url)
+        b = Gallery.open(tmp_path / "a", store=url)  # same host, same key file
         a.create_collection("c", purposes=["access"])
         V = _import(a, 40)
         before = a.identify_vector("c", V[7], purpose="access", model_id=MODEL).candidates

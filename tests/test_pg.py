@@ -1,12 +1,12 @@
-"""PostgreSQL + pgvector backend against a real server started by the test suite:
-shared gallery across instances, erasure and withdrawal visibility, filtering that never costs a
-result slot (exact and IVFFlat plans), rotated search vectors and key rotation, the database
-stopped mid-enrolment, and SQLite → PostgreSQL migration. Small data: seconds, not minutes."""
+"""PostgreSQL backend against a real server started by the test suite: shared gallery across
+instances, erasure and withdrawal visibility, filtering that never costs a result slot, rotated
+search vectors, key rotation and the cold load from them, the upgrade of a database in the
+older layout, a database without any extension, the database stopped mid-enrolment, and
+SQLite → PostgreSQL migration with its verification. Small data: seconds, not minutes."""
 
 from __future__ import annotations
 
 import datetime as dt
-import time
 
 import numpy as np
 import pytest
@@ -14,7 +14,8 @@ from sqlalchemy import text
 
 import pg_support
 from facegate.gallery import ConsentSpec, Gallery, StoreUnavailableError
-from facegate.gallery.pg.index import PgIndexConfig
+from facegate.gallery.index import GalleryIndex
+from facegate.gallery.pg.memory import PgGalleryMemoryIndex
 from facegate.gallery.pg.store import PgStore, PgStoreTx
 from facegate.gallery.pg.vectors import vec_table
 from facegate.gallery.synth import FaceLikeGenerator
@@ -128,13 +129,10 @@ def test_erasure_removes_search_vectors_in_the_same_transaction(tmp_path, pg_url
     g.close()
 
 
-@pytest.mark.parametrize("plan", ["exact", "ivfflat"])
-def test_heavy_filtering_never_costs_a_result_slot(tmp_path, pg_url, plan):
+def test_heavy_filtering_never_costs_a_result_slot(tmp_path, pg_url):
     """Only 5 of 400 subjects consented to "rare": top-5 for "rare" returns exactly those,
     even when the nearest templates all belong to subjects who did not consent."""
-    g = open_pg(
-        tmp_path, pg_url, index_config=PgIndexConfig(auto_build=False, small_subset_subjects=0 if plan == "ivfflat" else 10_000)
-    )
+    g = open_pg(tmp_path, pg_url)
     g.create_collection("c", purposes=["common", "rare"], threshold=-1.0)
     _gen, C, V = synth(400)
     rare = {7, 77, 177, 277, 377}
@@ -143,49 +141,41 @@ def test_heavy_filtering_never_costs_a_result_slot(tmp_path, pg_url, plan):
         [(f"s{i}", V[2 * i : 2 * i + 2], ConsentSpec(("common", "rare") if i in rare else ["common"])) for i in range(400)],
         model_id=MODEL,
     )
-    idx = g.index.get(cid_of(g, "c"), DIM, MODEL)
-    if plan == "ivfflat":
-        facts = idx.build(lists=8, probes=1)  # one list probed: most allowed rows are elsewhere
-        assert facts["lists"] == 8
     for probe in (V[0], V[100], C[200]):  # probes close to subjects without the purpose
         res = g.identify_vector("c", probe, purpose="rare", top_k=5, model_id=MODEL)
         assert sorted(c.subject for c in res.candidates) == sorted(f"s{i}" for i in rare)
         assert res.searched_subjects == 5
-        expect = plan if plan == "exact" else "ivfflat(probes=1)"
-        assert idx.last_plan == expect
         res = g.identify_vector("c", probe, purpose="common", top_k=5, model_id=MODEL)
         assert len(res.candidates) == 5
+    # A withdrawal through another instance: the next search here has one subject fewer.
+    other = open_pg(tmp_path, pg_url)
+    other.withdraw_consent("c", "s77", ["rare"])
+    res = g.identify_vector("c", V[154], purpose="rare", top_k=5, model_id=MODEL)
+    assert sorted(c.subject for c in res.candidates) == sorted(f"s{i}" for i in rare - {77})
+    assert res.searched_subjects == 4
+    other.close()
     g.close()
 
 
-def test_ivfflat_recall_tuning_and_deletes(tmp_path, pg_url):
-    g = open_pg(tmp_path, pg_url, index_config=PgIndexConfig(auto_build=False))
-    g.create_collection("c", purposes=["p"], threshold=0.3)
-    gen, C, V = synth(3000)
-    g.import_templates("c", [(f"s{i}", V[2 * i : 2 * i + 2], ConsentSpec(("p",))) for i in range(3000)], model_id=MODEL)
-    idx = g.index.get(cid_of(g, "c"), DIM, MODEL)
-    idx.config = PgIndexConfig(auto_build=False, small_subset_subjects=100, self_test_queries=100)
-    facts = idx.build(lists=30)
-    assert facts["self_test_recall_at_1"] >= 0.99 and 1 <= facts["probes"] <= 30
-    P = gen.samples(C[:200], 1, seed=11)
-    now = time.time()
-    agree = sum(
-        idx.search(P[i], 1, "p", now, mode="ann")[0][0].template_id
-        == idx.search(P[i], 1, "p", now, mode="exact")[0][0].template_id
-        for i in range(200)
-    )
-    assert agree / 200 >= 0.97
-    assert idx.last_plan == "exact"
-    # Erasure with the index in place: gone from the very next ANN search; VACUUM is cheap (IVFFlat).
-    for i in range(20):
-        g.delete_subject("c", f"s{i}")
-    for i in range(20):
-        hits, _ = idx.search(P[i], 5, "p", time.time(), mode="ann")
-        assert f"s{i}" not in [h.external_id for h in hits]
-    assert g.store.vacuum() < 30
-    st = g.index_stats("c")
-    assert st["mode"] == "ivfflat-halfvec" and st["nlist"] == 30 and st["templates"] == 5960
-    g.close()
+def stored_vectors(g: Gallery, cid: int) -> np.ndarray:
+    """The collection's search copy as stored (rotated), in template-id order."""
+    with g.store.read() as tx:
+        rows = tx.execute(text(f"SELECT embedding FROM {vec_table(cid)} ORDER BY template_id")).all()
+    return np.stack([np.frombuffer(r[0], ">f4") for r in rows]).astype(np.float32)
+
+
+def assert_cold_load_equals_decryption(g: Gallery, cid: int) -> None:
+    """What a fresh process loads from the search copy equals the decrypted templates (1e-6)."""
+    idx = g.index
+    with g.store.read() as tx:
+        subjects = {r.id: r for r in tx.collection_subjects(cid)}
+        loaded = idx.read_vectors(tx, cid, DIM, MODEL, subjects)
+        decrypted = GalleryIndex.read_vectors(idx, tx, cid, DIM, MODEL, subjects)  # the SQLite path: AES-GCM per template
+    assert isinstance(idx, PgGalleryMemoryIndex) and len(loaded[0]) == len(decrypted[0]) > 0
+    order_a, order_b = np.argsort(loaded[0]), np.argsort(decrypted[0])
+    np.testing.assert_array_equal(loaded[0][order_a], decrypted[0][order_b])
+    np.testing.assert_array_equal(loaded[1][order_a], decrypted[1][order_b])
+    np.testing.assert_allclose(loaded[2][order_a], decrypted[2][order_b], atol=1e-6)
 
 
 def test_stored_vectors_are_rotated_per_collection_and_key_rotation_keeps_scores(tmp_path, pg_url):
@@ -200,9 +190,7 @@ def test_stored_vectors_are_rotated_per_collection_and_key_rotation_keeps_scores
     ca, cb = cid_of(g, "a"), cid_of(g, "b")
 
     def stored(cid):
-        with g.store.read() as tx:
-            rows = tx.execute(text(f"SELECT embedding::real[] FROM {vec_table(cid)} ORDER BY template_id")).all()
-        return np.asarray([r[0] for r in rows], np.float32)
+        return stored_vectors(g, cid)
 
     Sa, Sb = stored(ca), stored(cb)
     # Not the plaintext, not each other's, yet the same geometry (orthogonal maps keep cosines).
@@ -231,8 +219,107 @@ def test_stored_vectors_are_rotated_per_collection_and_key_rotation_keeps_scores
         sid = tx.subject(ca, "s3").id
     idx = g.index.get(ca, DIM, MODEL)
     np.testing.assert_allclose(idx.subject_vectors(sid), V[6:8], atol=2e-6)
+    # A process started after the rotation loads the new coordinates back to the templates.
+    fresh = open_pg(tmp_path, pg_url)
+    assert_cold_load_equals_decryption(fresh, ca)
+    again = fresh.identify_vector("a", V[10], purpose="p", model_id=MODEL).candidates[0]
+    assert again.subject == before.subject and again.score == pytest.approx(before.score, abs=1e-5)
+    fresh.close()
     other.close()
     g.close()
+
+
+def test_database_in_the_older_layout_is_upgraded_in_place(tmp_path, pg_url):
+    """A database written when facegate also searched inside PostgreSQL (search copies as
+    pgvector ``vector(dim)`` with IVFFlat indexes, index bookkeeping in fg_vector_collections,
+    pg_schema 2) is brought to the current layout on open: the IVFFlat indexes and the
+    bookkeeping columns are gone, the search copies are float32 bytea with the same values,
+    and the gallery searches as before."""
+    import psycopg
+
+    g = open_pg(tmp_path, pg_url)
+    g.create_collection("c", purposes=["p"], threshold=0.3)
+    _gen, _C, V = synth(61)  # the last one enrols after the upgrade
+    g.import_templates("c", [(f"s{i}", V[2 * i : 2 * i + 2], ConsentSpec(("p",))) for i in range(60)], model_id=MODEL)
+    cid = cid_of(g, "c")
+    t = vec_table(cid)
+    rotated = stored_vectors(g, cid)
+    before = [g.identify_vector("c", V[2 * i + 1], purpose="p", top_k=3, model_id=MODEL).candidates for i in range(0, 60, 7)]
+    g.close()
+    with psycopg.connect(pg_url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
+        tids = [r[0] for r in conn.execute(f"SELECT template_id FROM {t} ORDER BY template_id")]
+        conn.execute(f"ALTER TABLE {t} ADD COLUMN old vector({DIM})")
+        with conn.cursor() as cur:
+            cur.executemany(
+                f"UPDATE {t} SET old = %s::vector WHERE template_id = %s",
+                [("[" + ",".join(f"{x:.9g}" for x in v.tolist()) + "]", tid) for v, tid in zip(rotated, tids)],
+            )
+        conn.execute(f"ALTER TABLE {t} DROP COLUMN embedding")
+        conn.execute(f"ALTER TABLE {t} RENAME COLUMN old TO embedding")
+        conn.execute(f"ALTER TABLE {t} ALTER COLUMN embedding SET NOT NULL")
+        conn.execute(f"CREATE INDEX {t}_ivf ON {t} USING ivfflat ((embedding::halfvec({DIM})) halfvec_cosine_ops) "
+                     "WITH (lists = 4)")
+        conn.execute(
+            "ALTER TABLE fg_vector_collections ADD COLUMN index_name TEXT, ADD COLUMN index_lists INTEGER, "
+            "ADD COLUMN index_rows BIGINT, ADD COLUMN probes INTEGER, ADD COLUMN recall DOUBLE PRECISION, "
+            "ADD COLUMN built_at TIMESTAMPTZ, ADD COLUMN build_seconds DOUBLE PRECISION, "
+            "ADD COLUMN tune_seconds DOUBLE PRECISION, ADD COLUMN index_type TEXT"
+        )
+        conn.execute(f"UPDATE fg_vector_collections SET index_name = '{t}_ivf', index_lists = 4, probes = 2, recall = 0.99")
+        conn.execute("UPDATE meta SET value = '2' WHERE key = 'pg_schema'")
+
+    g = open_pg(tmp_path, pg_url)
+    with g.store.read() as tx:
+        q = tx.execute
+        assert q(text("SELECT value FROM meta WHERE key = 'pg_schema'")).scalar() == "3"
+        assert q(text("SELECT udt_name FROM information_schema.columns WHERE table_name = :t AND column_name = 'embedding'"),
+                 {"t": t}).scalar() == "bytea"
+        assert q(text("SELECT count(*) FROM pg_indexes WHERE indexdef ILIKE '%ivfflat%'")).scalar() == 0
+        assert [r[0] for r in q(text("SELECT column_name FROM information_schema.columns "
+                                     "WHERE table_name = 'fg_vector_collections' ORDER BY ordinal_position"))] == [
+            "collection_id", "dim", "rotation_version"]
+        assert q(text("SELECT count(*) FROM pg_indexes WHERE indexname = 'fg_consents_purpose'")).scalar() == 1
+    np.testing.assert_array_equal(stored_vectors(g, cid), rotated)  # the conversion is exact
+    assert_cold_load_equals_decryption(g, cid)
+    after = [g.identify_vector("c", V[2 * i + 1], purpose="p", top_k=3, model_id=MODEL).candidates for i in range(0, 60, 7)]
+    assert [[(c.subject, round(c.score, 5)) for c in r] for r in after] == [
+        [(c.subject, round(c.score, 5)) for c in r] for r in before]
+    g.import_templates("c", [("new", V[120:122], ConsentSpec(("p",)))], model_id=MODEL)  # writes the new layout
+    assert g.identify_vector("c", V[121], purpose="p", model_id=MODEL).candidates[0].subject == "new"
+    assert_cold_load_equals_decryption(g, cid)
+    g.close()
+
+
+def test_a_database_without_any_extension_serves_a_gallery(tmp_path):
+    """No pgvector (nor any other extension) in the database: enrol, search, erase, rotate the
+    vector key, and a fresh process's cold load."""
+    import psycopg
+
+    from facegate.gallery.pg.admin import rotate_key
+
+    srv = pg_support.server()
+    name = f"bare_{tmp_path.name[-20:]}".replace("-", "_").lower()
+    with psycopg.connect(srv.url(driver="postgresql", database="postgres"), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = srv.url(database=name)
+    try:
+        g = open_pg(tmp_path, url)
+        g.create_collection("c", purposes=["p"], threshold=0.5)
+        _gen, _C, V = synth(30)
+        g.import_templates("c", [(f"s{i}", V[2 * i : 2 * i + 2], ConsentSpec(("p",))) for i in range(30)], model_id=MODEL)
+        with g.store.read() as tx:
+            assert tx.execute(text("SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql'")).scalar() == 0
+        assert g.identify_vector("c", V[21], purpose="p", model_id=MODEL).candidates[0].subject == "s10"
+        g.delete_subject("c", "s10")
+        assert "s10" not in [c.subject for c in g.identify_vector("c", V[21], purpose="p", top_k=5, model_id=MODEL).candidates]
+        assert rotate_key(g, "c", actor="test")["vectors"] == 58
+        fresh = open_pg(tmp_path, url)
+        assert_cold_load_equals_decryption(fresh, cid_of(fresh, "c"))
+        assert fresh.identify_vector("c", V[23], purpose="p", model_id=MODEL).candidates[0].subject == "s11"
+        fresh.close()
+        g.close()
+    finally:
+        pg_support.drop_database(url)
 
 
 def test_database_stopped_mid_enrolment_then_recovers(tmp_path, pg_url, engine, photos, monkeypatch):
@@ -324,6 +411,37 @@ def test_migrate_sqlite_gallery_to_postgresql_without_reenrolment(tmp_path, pg_u
     with pytest.raises(Exception, match="already holds a gallery"):
         migrate_gallery(Gallery.open(d), pg_url, data_dir=d)
     dst.close()
+
+
+@pytest.mark.parametrize("damage", ["lost rows", "wrong vectors"])
+def test_migration_verification_fails_on_a_damaged_search_copy(tmp_path, pg_url, monkeypatch, damage):
+    """The check after the copy loads the destination as a serving process would: a search
+    copy with rows missing, or with vectors that are not the templates', fails the migration."""
+    from facegate.gallery.errors import StoreError
+    from facegate.gallery.pg import admin
+
+    d = tmp_path / "data"
+    src = Gallery.open(d)
+    src.create_collection("c", purposes=["p"], threshold=0.5)
+    _gen, _C, V = synth(40)
+    src.import_templates("c", [(f"s{i}", V[2 * i : 2 * i + 2], ConsentSpec(("p",))) for i in range(40)], model_id=MODEL)
+    real_verify = admin._verify
+
+    def damage_then_verify(source, dest, probes, now):
+        (cid,) = probes
+        with dest.write() as tx:
+            if damage == "lost rows":
+                tx.execute(text(f"DELETE FROM {vec_table(cid)} WHERE template_id % 10 = 0"))
+            else:  # every other vector replaced by a constant one
+                tx.execute(text(f"UPDATE {vec_table(cid)} SET embedding = :v WHERE template_id % 2 = 0"),
+                           {"v": np.full(DIM, DIM**-0.5, ">f4").tobytes()})
+        return real_verify(source, dest, probes, now)
+
+    monkeypatch.setattr(admin, "_verify", damage_then_verify)
+    expect = "loaded from the search copy" if damage == "lost rows" else "best score"
+    with pytest.raises(StoreError, match=f"migration verification failed: .*{expect}"):
+        admin.migrate_gallery(src, pg_url, data_dir=d, sample=40)
+    src.close()
 
 
 def test_threads_and_two_instances_enrol_identify_erase_concurrently(tmp_path, pg_url):

@@ -1,4 +1,4 @@
-"""The gallery test suite, run again on PostgreSQL + pgvector: the same test functions
+"""The gallery test suite, run again on PostgreSQL: the same test functions
 as tests/test_gallery.py, tests/test_gallery_keys.py and
 tests/test_gallery_liveness_required.py — not a copy — collected here with
 ``$FACEGATE_STORE`` pointing every ``Gallery.open`` at a fresh database of the session's real

@@ -1,9 +1,8 @@
 """PostgreSQL backend commands.
 
     facegate migrate --to embedded-postgres                 # SQLite → the embedded PostgreSQL
-    facegate migrate --to postgresql://user:pw@db/facegate  # … or any PostgreSQL with pgvector
+    facegate migrate --to postgresql://user:pw@db/facegate  # … or any PostgreSQL (no extension needed)
     facegate pg start|stop|status|url                       # the embedded server of a data dir
-    facegate pg reindex COLLECTION [--lists N]              # (re)build the IVFFlat index, tune probes
     facegate pg rotate-key COLLECTION                       # new vector rotation, re-transformed in place
     facegate pg stats COLLECTION
 
@@ -25,7 +24,7 @@ PgStore = Annotated[str | None, typer.Option(
     "--store", envvar="FACEGATE_STORE", help="postgresql://… or embedded-postgres [default: the data dir's embedded server].")]
 
 app = App()  # migrate
-pg_app = App(help="PostgreSQL backend: embedded server, indexes, vector keys.", no_args_is_help=True)
+pg_app = App(help="PostgreSQL backend: embedded server, vector keys, index statistics.", no_args_is_help=True)
 
 
 def _data_dir(data_dir: Path | None) -> Path:
@@ -130,25 +129,6 @@ def pg_url(data_dir: DataDir = None) -> None:
     typer.echo(for_data_dir(_data_dir(data_dir)).url(driver="postgresql"))
 
 
-@pg_app.command("reindex")
-@handle_errors
-def pg_reindex(
-    collection: str = typer.Argument(...),
-    lists: int | None = typer.Option(None, "--lists", min=1, help="IVFFlat lists [default: rows/1000, √rows beyond 1M]."),
-    probes: int | None = typer.Option(None, "--probes", min=1, help="Fix ivfflat.probes instead of tuning it."),
-    data_dir: DataDir = None, store: PgStore = None, as_json: Json = False,
-) -> None:
-    """(Re)build the collection's IVFFlat index concurrently, then tune probes for recall@1 ≥ 0.995."""
-    from ..gallery.pg.admin import build_index
-
-    g = _pg_gallery(data_dir, store)
-    try:
-        facts = build_index(g, collection, lists=lists, probes=probes)
-    finally:
-        g.close()
-    emit(facts, as_json, lambda: print_fields(f"index of {collection}", facts))
-
-
 @pg_app.command("rotate-key")
 @handle_errors
 def pg_rotate_key(
@@ -156,7 +136,7 @@ def pg_rotate_key(
     data_dir: DataDir = None, store: PgStore = None, as_json: Json = False,
 ) -> None:
     """Replace the collection's secret vector rotation: every stored search vector is
-    re-transformed in place (one transaction), the old key destroyed, the index rebuilt."""
+    re-transformed in place (one transaction) and the old key destroyed."""
     from ..gallery.pg.admin import rotate_key
 
     g = _pg_gallery(data_dir, store)
@@ -171,7 +151,8 @@ def pg_rotate_key(
 @handle_errors
 def pg_stats(collection: str = typer.Argument(...), data_dir: DataDir = None,
              store: PgStore = None, as_json: Json = False) -> None:
-    """The collection's search index: mode, rows, lists, probes, memory, recall."""
+    """The collection's in-memory index as this process loads it: mode, templates, lists,
+    nprobe, memory, self-test recall, load time."""
     g = _pg_gallery(data_dir, store)
     try:
         stats = g.index_stats(collection)

@@ -1,8 +1,7 @@
 """The seams of the gallery: what its modules need from a template store (and one of its
 transactions) and from a vector index. SQLite (``store.py``) and PostgreSQL (``pg/store.py``)
-implement the store; both are searched by the in-memory index of ``index.py`` (PostgreSQL can
-also search inside the database, ``pg/index.py``, on request); the gallery modules see only
-these."""
+implement the store; both are searched by the in-memory index of ``index.py``; the gallery
+modules see only these."""
 
 from __future__ import annotations
 
@@ -194,8 +193,8 @@ class TemplateStore(Protocol):
     def checkpoint(self) -> bool: ...
     def close(self) -> None: ...
     def make_index(self, crypto: Any, config: Any = None) -> VectorIndex:
-        """The vector index for this backend (the in-memory index of ``index.py`` for both;
-        ``config`` may select another); ``crypto`` decrypts the templates it holds."""
+        """The vector index for this backend (the in-memory index of ``index.py`` for both, tuned
+        by ``config``, an ``IndexConfig``); ``crypto`` decrypts the templates it holds."""
         ...
 
 

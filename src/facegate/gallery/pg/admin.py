@@ -1,8 +1,9 @@
-"""Operations on a PostgreSQL gallery: rotate a collection's vector key, (re)build its index,
-and move a whole gallery from another backend (SQLite) without re-enrolment."""
+"""Operations on a PostgreSQL gallery: rotate a collection's vector key, and move a whole
+gallery from another backend (SQLite) without re-enrolment."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -15,8 +16,10 @@ from sqlalchemy import delete, func, insert, select, text
 from ...liveness import schema as _liveness_schema  # noqa: F401  (its tables join Base.metadata)
 from ..crypto import SubjectCipher
 from ..errors import CollectionNotFoundError, InvalidArgumentError, StoreError
+from ..index import IndexConfig
 from ..schema import Base
 from ..types import utcnow
+from .memory import PgGalleryMemoryIndex
 from .rotation import keyring_name
 from .store import PgStore, PgStoreTx
 from .vectors import copy_rows, vec_table
@@ -33,15 +36,13 @@ def _pg(gallery: Any) -> PgStore:
 # --- vector key rotation --------------------------------------------------------------------------
 
 
-def rotate_key(gallery: Any, collection: str, *, actor: str = "library", rebuild: bool = True) -> dict[str, Any]:
+def rotate_key(gallery: Any, collection: str, *, actor: str = "library") -> dict[str, Any]:
     """Draw a new rotation for ``collection`` and re-transform every stored search vector in
     place (``R_new · R_oldᵀ``), in one transaction: no re-enrolment, no decryption. The old
-    seed is deleted with it. The IVFFlat index (trained in the old coordinates) is retired in
-    the same transaction — searches run exact until ``rebuild`` has built a new one."""
+    seed is deleted with it. Indexes in memory hold unrotated vectors and are not affected."""
     store = _pg(gallery)
     t0 = time.perf_counter()
     now = utcnow()
-    old_index = None
     with store.write() as tx:
         col = tx.collection_by_name(collection)
         if col is None:
@@ -52,8 +53,7 @@ def rotate_key(gallery: Any, collection: str, *, actor: str = "library", rebuild
         tx.new_rotation_key(col.id, new_v, now)
         R_new = tx.rotation(col.id, new_v, st.dim)
         M_T = (R_new.astype(np.float64) @ R_old.T.astype(np.float64)).T.astype(np.float32)  # rows: V_new = V_old · Mᵀ
-        tx.conn.exec_driver_sql(f"CREATE TEMP TABLE fg_rot (template_id BIGINT PRIMARY KEY, subject_id BIGINT, "
-                                f"embedding vector({int(st.dim)})) ON COMMIT DROP")
+        tx.conn.exec_driver_sql(f"CREATE TEMP TABLE fg_rot (LIKE {vec_table(col.id)}) ON COMMIT DROP")
         n = 0
         for tids, sids, V in tx.stream_vectors(col.id):
             tx.copy_in(
@@ -63,10 +63,7 @@ def rotate_key(gallery: Any, collection: str, *, actor: str = "library", rebuild
         tx.conn.exec_driver_sql(
             f"UPDATE {vec_table(col.id)} v SET embedding = r.embedding FROM fg_rot r WHERE v.template_id = r.template_id"
         )
-        old_index = st.index_name
-        tx.update_vector_state(
-            col.id, rotation_version=new_v, index_name=None, index_lists=None, index_rows=None, probes=None, recall=None
-        )
+        tx.update_vector_state(col.id, rotation_version=new_v)
         tx.execute(
             delete(Base.metadata.tables["keyring"]).where(Base.metadata.tables["keyring"].c.name == keyring_name(col.id, old_v))
         )
@@ -80,30 +77,8 @@ def rotate_key(gallery: Any, collection: str, *, actor: str = "library", rebuild
             details={"version": new_v, "vectors": n},
         )
     store.rotations.forget(col.id)
-    idx = gallery.index.get(col.id, col.embedding_dim, col.model_id)
-    idx._st = None
-    out: dict[str, Any] = {
-        "collection": collection,
-        "version": new_v,
-        "vectors": n,
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
-    if old_index:
-        with store.autocommit() as conn:
-            conn.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {old_index}")
-        if rebuild:
-            out["index"] = idx.build()
     store.schedule_vacuum([vec_table(col.id)])  # the old coordinates' dead tuples
-    return out
-
-
-def build_index(gallery: Any, collection: str, *, lists: int | None = None, probes: int | None = None) -> dict[str, Any]:
-    store = _pg(gallery)
-    with store.read() as tx:
-        col = tx.collection_by_name(collection)
-    if col is None:
-        raise CollectionNotFoundError(f"no collection named {collection!r}", collection=collection)
-    return gallery.index.get(col.id, col.embedding_dim, col.model_id).build(lists=lists, probes=probes)
+    return {"collection": collection, "version": new_v, "vectors": n, "seconds": round(time.perf_counter() - t0, 3)}
 
 
 # --- moving a gallery between backends ------------------------------------------------------------
@@ -122,10 +97,12 @@ def migrate_gallery(
     into an empty PostgreSQL database, row for row, in one transaction: same ids, same wrapped
     keys and ciphertexts (the master key does not change), the audit chain unchanged, API keys
     included; then build each collection's rotated search copy by decrypting the templates
-    once. Verifies table counts and, on ``sample`` probes (stored templates plus noise), that
-    exact search on the destination finds the same best template with the same score as a
-    brute-force search over the source's templates. Raises on any mismatch. Nothing is
-    re-enrolled and no image is needed."""
+    once. Verifies table counts, then opens the destination's in-memory index the way a serving
+    process does (cold load from the search copy) and checks that it holds every template and
+    that, on ``sample`` probes per collection (stored templates plus noise), its exact search
+    finds the same best score as a brute-force search over the source's decrypted templates of
+    the subjects with an active consent. Raises on any mismatch. Nothing is re-enrolled and no
+    image is needed."""
     from . import resolve_url
 
     say = progress or (lambda _m: None)
@@ -140,6 +117,7 @@ def migrate_gallery(
         tables = [t for t in Base.metadata.sorted_tables]
         counts: dict[str, int] = {}
         rng = np.random.default_rng(1234)
+        now = utcnow()  # the instant whose consents the verification searches under
         probes: dict[int, dict[str, Any]] = {}
         with source.store.read() as stx, dest.write() as dtx:
             for table in tables:
@@ -175,16 +153,16 @@ def migrate_gallery(
                     )
             # Search copies: decrypt each template once, rotate, COPY.
             for col in dtx.collections():
-                dtx.create_vector_table(col.id, col.embedding_dim)
+                dtx.create_vector_table(col.id)
                 dtx.conn.execute(
                     text("INSERT INTO fg_vector_collections (collection_id, dim, rotation_version) VALUES (:c, :d, 1)"),
                     {"c": col.id, "d": col.embedding_dim},
                 )
-                dtx.new_rotation_key(col.id, 1, utcnow())
-                probes[col.id] = _copy_vectors(source, stx, dtx, col, rng, sample, batch)
+                dtx.new_rotation_key(col.id, 1, now)
+                probes[col.id] = _copy_vectors(source, stx, dtx, col, rng, sample, batch, now)
                 say(f"collection {col.name}: {probes[col.id]['vectors']} search vectors")
         # Verification on committed data.
-        report = _verify(source, dest, counts, probes)
+        report = _verify(source, dest, probes, now)
         report.update(counts=counts, seconds=round(time.perf_counter() - t0, 3))
         say(f"verified: {report['probes']} probes, max score difference {report['max_score_diff']:.2e}")
         return report
@@ -193,7 +171,7 @@ def migrate_gallery(
 
 
 def _copy_vectors(
-    source: Any, stx: Any, dtx: PgStoreTx, col: Any, rng: np.random.Generator, sample: int, batch: int
+    source: Any, stx: Any, dtx: PgStoreTx, col: Any, rng: np.random.Generator, sample: int, batch: int, now: dt.datetime
 ) -> dict[str, Any]:
     subjects = {r.id: r for r in stx.collection_subjects(col.id)}
     n_tpl = stx.collection_counts(col.id)[1]
@@ -222,33 +200,29 @@ def _copy_vectors(
         pending.append((np.array(tids), np.array(sids), np.stack(vecs)))
     _flush(dtx, col.id, pending)
     info: dict[str, Any] = {"vectors": i, "Q": np.stack(Q) if Q else np.zeros((0, col.embedding_dim), np.float32)}
-    # Exact reference over the source's plaintext (streamed again; nothing kept in memory).
+    # Exact reference over the source's plaintext of the subjects a search may return (streamed
+    # again; nothing kept in memory).
+    ids = sorted(subjects)
+    allowed: set[int] = set()
+    for start in range(0, len(ids), 10_000):
+        allowed |= stx.active_consent_subjects(ids[start : start + 10_000], None, now)
     Qa = info["Q"]
-    best_s = np.full(len(Qa), -np.inf, np.float32)
-    best_t = np.zeros(len(Qa), np.int64)
+    best = np.full(len(Qa), -np.inf, np.float32)
+    chunk: list[np.ndarray] = []
+
+    def score() -> None:
+        np.maximum(best, (Qa @ np.stack(chunk).T).max(1), out=best)
+        chunk.clear()
+
     if len(Qa):
-        chunk_t: list[int] = []
-        chunk_v: list[np.ndarray] = []
-
-        def score() -> None:
-            V = np.stack(chunk_v)
-            S = Qa @ V.T
-            j = S.argmax(1)
-            s = S[np.arange(len(Qa)), j]
-            better = s > best_s
-            best_s[better] = s[better]
-            best_t[better] = np.asarray(chunk_t)[j[better]]
-            chunk_t.clear()
-            chunk_v.clear()
-
-        for tid, _sid, v in _plaintexts(source, stx, col, subjects):
-            chunk_t.append(tid)
-            chunk_v.append(v)
-            if len(chunk_t) >= 50_000:
+        for _tid, sid, v in _plaintexts(source, stx, col, subjects):
+            if sid in allowed:
+                chunk.append(v)
+            if len(chunk) >= 50_000:
                 score()
-        if chunk_t:
+        if chunk:
             score()
-    info["best_s"], info["best_t"] = best_s, best_t
+    info["best"] = best
     return info
 
 
@@ -272,9 +246,10 @@ def _flush(dtx: PgStoreTx, cid: int, pending: list) -> None:
     pending.clear()
 
 
-def _verify(source: Any, dest: PgStore, counts: dict[str, int], probes: dict[int, dict[str, Any]]) -> dict[str, Any]:
-    from .index import PgGalleryIndex, PgIndexConfig
-
+def _verify(source: Any, dest: PgStore, probes: dict[int, dict[str, Any]], now: dt.datetime) -> dict[str, Any]:
+    """Table counts, then each collection as a serving process sees it: cold-loaded from the
+    search copy into the in-memory index, searched exactly under the consents in force at
+    ``now``, against the reference computed from the source."""
     problems: list[str] = []
     with source.store.read() as stx, dest.read() as dtx:
         for table in Base.metadata.sorted_tables:
@@ -287,54 +262,29 @@ def _verify(source: Any, dest: PgStore, counts: dict[str, int], probes: dict[int
             b = dtx.execute(q).scalar()
             if a != b:
                 problems.append(f"{table.name}: {a} rows in the source, {b} in the destination")
-        for cid, info in probes.items():
-            nv = dtx.count_vectors(cid)
-            if nv != info["vectors"]:
-                problems.append(f"collection {cid}: {info['vectors']} templates but {nv} search vectors")
-    index = PgGalleryIndex(dest, PgIndexConfig(auto_build=False))
-    far = time.time()
+        cols = {c.id: c for c in dtx.collections()}
+    # Exact search only: the check compares stored vectors, not an approximate index's recall.
+    index = PgGalleryMemoryIndex(dest, source.crypto, IndexConfig(exact_max_rows=2**62, background_build=False))
     max_diff = 0.0
     n_probes = 0
-    with dest.read() as tx:
-        cols = {c.id: c for c in tx.collections()}
     for cid, info in probes.items():
         col = cols[cid]
         idx = index.get(cid, col.embedding_dim, col.model_id)
-        for q, _t_ref, s_ref in zip(info["Q"], info["best_t"], info["best_s"]):
+        if idx.n != info["vectors"]:
+            problems.append(f"collection {col.name}: {info['vectors']} templates but {idx.n} loaded from the search copy")
+        results = idx.search_many(info["Q"], 1, None, now.timestamp())
+        for hits, ref in zip(results, info["best"].tolist()):
             n_probes += 1
-            hits, _ = _search_any(idx, q, far)
             if not hits:
-                problems.append(f"collection {col.name}: a probe found nothing")
+                if ref > -np.inf:
+                    problems.append(f"collection {col.name}: a probe found nothing on PostgreSQL")
                 continue
-            diff = abs(hits[0].score - float(s_ref))
+            diff = abs(hits[0].score - ref)
             max_diff = max(max_diff, diff)
             if diff > 1e-4:
-                problems.append(
-                    f"collection {col.name}: best score {hits[0].score:.6f} on PostgreSQL vs {float(s_ref):.6f} exact"
-                )
+                problems.append(f"collection {col.name}: best score {hits[0].score:.6f} on PostgreSQL vs {ref:.6f} exact")
+        index.drop(cid)
     src_audit = source.audit_verify()
     if problems:
         raise StoreError("migration verification failed: " + "; ".join(problems[:10]))
     return {"ok": True, "probes": n_probes, "max_score_diff": max_diff, "source_audit_head": src_audit.head_mac}
-
-
-def _search_any(idx: Any, q: np.ndarray, now: float) -> tuple[list[Any], int]:
-    """Exact best template among *all* subjects of the collection, whatever their consent
-    (verification compares stored data, not consent state)."""
-    from .vectors import vector_literal
-
-    st, R = idx._state(fresh=True)
-    with idx.store.search_conn() as conn, conn.cursor() as cur:
-        row = cur.execute(
-            f"SELECT template_id, 1 - (embedding <=> CAST(%(q)s AS vector)) FROM {vec_table(idx.collection_id)} "
-            f"ORDER BY (embedding <=> CAST(%(q)s AS vector)) + 0 LIMIT 1",
-            {"q": vector_literal(R @ q)},
-        ).fetchone()
-    if row is None:
-        return [], 0
-
-    class _H:
-        template_id = int(row[0])
-        score = float(row[1])
-
-    return [_H()], 1

@@ -1,24 +1,17 @@
-"""PostgreSQL + pgvector store: the gallery's relational data plus an in-database search copy.
+"""PostgreSQL store: the gallery's relational data plus each collection's rotated search copy.
 
 Every process searches its in-memory index (``gallery/index.py``, the SQLite design), fed by
 the ``changes`` feed; the search copy is what that index cold-loads from (``memory.py``: one
-binary COPY, no per-template decryption) and what ad-hoc SQL can search (``index.py``).
+binary COPY, no per-template decryption). Nothing is searched inside the database.
 
 (Long by design: ``PgStore`` opens every transaction under the writers' advisory lock and
 ``PgStoreTx`` keeps the search copy in step inside it, two halves of one contract that read
 best side by side.)
 
-Same tables and Alembic migrations as the SQLite store (``gallery/migrations``), plus, created
-by :meth:`PgStore.migrate` on PostgreSQL only:
-
-* ``fg_vector_collections`` — per collection: dimension, rotation key version, the IVFFlat
-  index (name, lists, rows at build time), tuned ``ivfflat.probes`` and its measured recall.
-* ``fg_vectors_<collection id>`` — one row per template: ``(template_id, subject_id,
-  embedding vector(dim))`` where ``embedding = R · v`` (``rotation.py``). Foreign keys to
-  ``templates`` and ``subjects`` with ``ON DELETE CASCADE``: the search copy of an erased
-  subject disappears in the very transaction that erases it, and any replica's next query
-  (a new snapshot) cannot return it.
-* ``fg_consents_purpose`` — an index on ``consents (purpose, subject_id)`` for filtered search.
+Same tables and Alembic migrations as the SQLite store (``gallery/migrations``), plus the
+PostgreSQL-only objects of ``schema.py`` (the search copies ``fg_vectors_<collection id>``
+with ``ON DELETE CASCADE`` to templates and subjects, their rotation versions, a consent
+index), created and upgraded by :meth:`PgStore.migrate`. No extension is needed.
 
 Writers are serialised with a transaction-level advisory lock, as SQLite's ``BEGIN IMMEDIATE``
 serialises them, so every gallery operation keeps its embedded-store semantics (check then
@@ -40,7 +33,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-from sqlalchemy import event, insert, select, text
+from sqlalchemy import insert, select, text
 from sqlalchemy.engine import create_engine, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
@@ -50,34 +43,14 @@ from ..index import IndexConfig
 from ..ports import VectorIndex
 from ..store import Store
 from ..transaction import C, S, StoreTx, T
-from .index import PgGalleryIndex, PgIndexConfig
+from . import schema
 from .memory import PgGalleryMemoryIndex
 from .rotation import RotationCache, keyring_name, orthogonal_from_seed, wrap_context
 from .vectors import copy_rows, parse_copy_rows, vec_table
 
 log = logging.getLogger("facegate.gallery.pg")
 
-PG_SCHEMA = "2"  # version of the PostgreSQL-only objects below (meta key "pg_schema")
 WRITE_LOCK_KEY = 4242002  # pg_advisory_xact_lock: one writer at a time, like SQLite
-MIGRATE_LOCK_KEY = 4242001  # the same key Store.migrate() uses
-PG_DDL = [
-    """CREATE TABLE IF NOT EXISTS fg_vector_collections (
-        collection_id BIGINT PRIMARY KEY REFERENCES collections(id) ON DELETE CASCADE,
-        dim INTEGER NOT NULL,
-        rotation_version INTEGER NOT NULL,
-        index_name TEXT,
-        index_lists INTEGER,
-        index_rows BIGINT,
-        probes INTEGER,
-        recall DOUBLE PRECISION,
-        built_at TIMESTAMPTZ,
-        build_seconds DOUBLE PRECISION,
-        tune_seconds DOUBLE PRECISION
-    )""",
-    "CREATE INDEX IF NOT EXISTS fg_consents_purpose ON consents (purpose, subject_id)",
-    # 2: the index's vector type (halfvec: half the size, candidates re-scored in float32).
-    "ALTER TABLE fg_vector_collections ADD COLUMN IF NOT EXISTS index_type TEXT",
-]
 
 
 def _unavailable(exc: DBAPIError) -> bool:
@@ -119,7 +92,7 @@ def normalise_url(url: str) -> str:
 
 
 class PgStore(Store):
-    """:class:`Store` on PostgreSQL with the pgvector search copy. Thread-safe; one per process."""
+    """:class:`Store` on PostgreSQL with the rotated search copy. Thread-safe; one per process."""
 
     def __init__(self, url: str, *, durability: str = "normal", pool_size: int = 8) -> None:
         super().__init__(normalise_url(url), durability=durability, pool_size=pool_size)
@@ -133,17 +106,9 @@ class PgStore(Store):
         self.write_engine = self.engine
         self.read_engine = self.engine.execution_options(isolation_level="REPEATABLE READ")
         self.crypto: Crypto | None = None  # set by make_index(); needed to write vectors
-        # Searches: one statement each (a consistent snapshot by itself), autocommit, on
-        # connections prepared once for pgvector: one round trip per search.
+        # The change feed's head, read before every search: one autocommit statement, no
+        # SQLAlchemy transaction, no pre-ping (see max_seq).
         self.search_engine = create_engine(self.url, pool_size=pool_size, max_overflow=16, isolation_level="AUTOCOMMIT")
-
-        @event.listens_for(self.search_engine, "connect")
-        def _prepare(dbapi_conn: Any, record: Any) -> None:
-            with dbapi_conn.cursor() as cur:
-                cur.execute("SELECT NULL::vector")  # loads pgvector so that its settings exist
-                cur.execute("SET ivfflat.iterative_scan = relaxed_order")
-            dbapi_conn.commit()
-            record.info["probes"] = None
 
         self.rotations = RotationCache()
         self._vacuum_lock = threading.Lock()
@@ -169,9 +134,9 @@ class PgStore(Store):
 
     @contextmanager
     def search_conn(self) -> Iterator[Any]:
-        """A pooled autocommit psycopg connection for single-statement searches (no SQLAlchemy
-        layer: it cost more than the query). ``conn.info["probes"]`` is the ``ivfflat.probes``
-        currently set on it. A connection that failed is discarded, not returned to the pool."""
+        """A pooled autocommit psycopg connection for single statements on the search path (no
+        SQLAlchemy layer: it cost more than the query). A connection that failed is discarded,
+        not returned to the pool."""
         import psycopg
 
         with pg_errors():
@@ -194,7 +159,7 @@ class PgStore(Store):
 
     @contextmanager
     def autocommit(self) -> Iterator[Any]:
-        """A connection outside any transaction (CREATE INDEX CONCURRENTLY, VACUUM)."""
+        """A connection outside any transaction (VACUUM)."""
         with pg_errors(), self.engine.connect() as conn:
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             yield conn
@@ -218,13 +183,10 @@ class PgStore(Store):
 
     # --- index factory -----------------------------------------------------
 
-    def make_index(self, crypto: Crypto, config: IndexConfig | PgIndexConfig | None = None) -> VectorIndex:
-        """The in-memory index of ``gallery/index.py`` (as for SQLite), fed by the change feed;
-        a :class:`PgIndexConfig` asks for search inside PostgreSQL instead (pgvector, for tools
-        and comparison: see docs/scale-out.md)."""
+    def make_index(self, crypto: Crypto, config: IndexConfig | None = None) -> VectorIndex:
+        """The in-memory index of ``gallery/index.py`` (as for SQLite), fed by the change feed and
+        cold-loaded from the search copy."""
         self.crypto = crypto
-        if isinstance(config, PgIndexConfig):
-            return PgGalleryIndex(self, config)
         return PgGalleryMemoryIndex(self, crypto, config)
 
     # --- migrations ---------------------------------------------------------------------------
@@ -235,34 +197,24 @@ class PgStore(Store):
             with self.engine.connect() as conn:
                 have = conn.exec_driver_sql("SELECT value FROM meta WHERE key = 'pg_schema'").scalar()
                 conn.rollback()
-            if have == PG_SCHEMA:
+            if have == schema.PG_SCHEMA:
                 return
             with self.write_engine.begin() as conn:
-                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATE_LOCK_KEY})")
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({schema.MIGRATE_LOCK_KEY})")
                 have = conn.exec_driver_sql("SELECT value FROM meta WHERE key = 'pg_schema'").scalar()
-                if have == PG_SCHEMA:
+                if have == schema.PG_SCHEMA:
                     return
-                try:
-                    with conn.begin_nested():
-                        conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS vector")
-                except DBAPIError as exc:
-                    raise StoreError(
-                        "the pgvector extension is missing and this role may not create it: "
-                        "ask the DBA to run CREATE EXTENSION vector in this database"
-                    ) from exc
-                for stmt in PG_DDL:
-                    conn.exec_driver_sql(stmt)
+                schema.apply(conn)
                 if have is None:
-                    conn.exec_driver_sql("INSERT INTO meta (key, value) VALUES ('pg_schema', %(v)s)", {"v": PG_SCHEMA})
+                    conn.exec_driver_sql("INSERT INTO meta (key, value) VALUES ('pg_schema', %(v)s)", {"v": schema.PG_SCHEMA})
                 else:
-                    conn.exec_driver_sql("UPDATE meta SET value = %(v)s WHERE key = 'pg_schema'", {"v": PG_SCHEMA})
+                    conn.exec_driver_sql("UPDATE meta SET value = %(v)s WHERE key = 'pg_schema'", {"v": schema.PG_SCHEMA})
 
     # --- housekeeping -------------------------------------------------------------------------
 
     def checkpoint(self) -> bool:
         """Called by the gallery after erasures: schedule a VACUUM of the erased data's tables
-        (debounced, off the request path). VACUUM removes dead rows from the IVFFlat index and
-        makes their heap space reusable (cheap with IVFFlat, unlike HNSW)."""
+        (debounced, off the request path): VACUUM makes the erased rows' space reusable."""
         self.schedule_vacuum(["templates", "subjects", "consents", *self._vector_tables()])
         return True
 
@@ -383,16 +335,9 @@ class PgStoreTx(StoreTx):
             now,
         )
 
-    def create_vector_table(self, cid: int, dim: int) -> None:
-        t = vec_table(cid)
-        self.conn.exec_driver_sql(
-            f"CREATE TABLE {t} ("
-            f" template_id BIGINT PRIMARY KEY REFERENCES templates(id) ON DELETE CASCADE,"
-            f" subject_id BIGINT NOT NULL REFERENCES subjects(id) ON DELETE CASCADE,"
-            f" embedding vector({int(dim)}) NOT NULL)"
-        )
-        self.conn.exec_driver_sql(f"ALTER TABLE {t} ALTER COLUMN embedding SET STORAGE PLAIN")
-        self.conn.exec_driver_sql(f"CREATE INDEX {t}_subject ON {t} (subject_id)")
+    def create_vector_table(self, cid: int) -> None:
+        for stmt in schema.vector_table_ddl(cid):
+            self.conn.exec_driver_sql(stmt)
 
     def _crypto(self) -> Crypto:
         if self.store.crypto is None:
@@ -404,7 +349,7 @@ class PgStoreTx(StoreTx):
     def insert_collection(self, **values: Any) -> int:
         cid = super().insert_collection(**values)
         dim = int(values["embedding_dim"])
-        self.create_vector_table(cid, dim)
+        self.create_vector_table(cid)
         self.conn.execute(
             text("INSERT INTO fg_vector_collections (collection_id, dim, rotation_version) VALUES (:c, :d, 1)"),
             {"c": cid, "d": dim},
@@ -500,16 +445,6 @@ class PgStoreTx(StoreTx):
             copy_rows(np.asarray(tids, np.int64), np.asarray(sids, np.int64), np.asarray(V, np.float32)),
         )
 
-    def subject_search_vectors(self, cid: int, sid: int) -> np.ndarray:
-        """A subject's templates (plaintext, unrotated), ordered by template id."""
-        R, st = self.current_rotation(cid)
-        rows = self.conn.execute(
-            text(f"SELECT embedding::real[] FROM {vec_table(cid)} WHERE subject_id = :s ORDER BY template_id"), {"s": sid}
-        ).all()
-        if not rows:
-            return np.zeros((0, st.dim), np.float32)
-        return np.asarray([r[0] for r in rows], np.float32) @ R
-
     def stream_vectors(self, cid: int, *, chunk: int = 100_000) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """All (rotated) search vectors of a collection in template-id chunks via binary COPY."""
         st = self.vector_state(cid)
@@ -534,10 +469,6 @@ class PgStoreTx(StoreTx):
 
     def count_vectors(self, cid: int) -> int:
         return int(self.conn.exec_driver_sql(f"SELECT count(*) FROM {vec_table(cid)}").scalar() or 0)
-
-    def estimate_vectors(self, cid: int) -> int:
-        n = self.conn.execute(text("SELECT reltuples::bigint FROM pg_class WHERE relname = :t"), {"t": vec_table(cid)}).scalar()
-        return int(n) if n is not None and n >= 0 else self.count_vectors(cid)
 
     def collection_ids(self) -> list[int]:
         return [r[0] for r in self.conn.execute(select(C.c.id))]
