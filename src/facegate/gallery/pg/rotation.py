@@ -1,9 +1,10 @@
 """Secret per-collection orthogonal rotations of the stored search vectors.
 
-The PostgreSQL backend keeps, next to each AES-GCM template, a *search copy* ``R · v`` that
-pgvector can index. ``R`` is a random orthogonal matrix (Haar-distributed, from a 32-byte seed)
-per collection and key version. Orthogonal maps preserve inner products, so cosine scores and
-thresholds are unchanged, and a probe is rotated with the same ``R`` before the query.
+The PostgreSQL backend keeps, next to each AES-GCM template, a *search copy* ``R · v`` that a
+starting process loads in one binary COPY and turns back into ``v`` with one matrix product
+(``memory.py``), instead of decrypting every template. ``R`` is a random orthogonal matrix
+(Haar-distributed, from a 32-byte seed) per collection and key version; orthogonal maps
+preserve inner products, so the copy's geometry is the templates'.
 
 The seed is stored only wrapped by the deployment's master key (``keyring`` row
 ``vecrot:<collection id>:<version>``), and the master key never enters the database: a dump of
