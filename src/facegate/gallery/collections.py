@@ -43,10 +43,14 @@ def threshold_of(col: CollectionRow) -> float:
     return threshold(col.model_id, col.fmr, col.threshold)[0]
 
 
+def purpose_allowed(col: CollectionRow, purpose: str | None) -> bool:
+    return bool(purpose) and purpose in col.purposes
+
+
 def check_purpose(col: CollectionRow, purpose: str | None) -> str:
     if not purpose:
         raise PurposeRequiredError("a declared purpose is required for identification and verification")
-    if purpose not in col.purposes:
+    if not purpose_allowed(col, purpose):
         raise PurposeNotAllowedError(
             f"purpose {purpose!r} is not allowed in collection {col.name!r} (allowed: {', '.join(col.purposes)})",
             purpose=purpose, allowed=list(col.purposes),

@@ -51,6 +51,49 @@ class EngineCache:
         return eng
 
 
+class CollectionChangedError(Exception):
+    """The collection row an identification was admitted with is no longer the stored one (raised
+    inside its write transaction, which then rolls back: nothing was recorded or returned)."""
+
+
+@dataclass
+class CollectionRows:
+    """Collection rows by name for identification, which then opens no read transaction of its
+    own. A remembered row is trusted only to *admit* a search, never to refuse one (a refusal is
+    judged on a row read afresh), and the write transaction that records the identification
+    confirms it is still the stored row (:meth:`confirm`); so a change committed by any process
+    (liveness policy, deletion, a name reused) is honoured by the next identification."""
+
+    _rows: dict[str, CollectionRow] = field(default_factory=dict)
+
+    def remembered(self, name: str, index: VectorIndex) -> CollectionRow | None:
+        """The row last read for ``name``, while ``index`` holds the collection loaded (it
+        follows the change feed and drops a deleted collection: a remembered row never makes
+        this process load an index for a collection that is gone)."""
+        row = self._rows.get(name)
+        if row is None or not any(c.collection_id == row.id for c in index.loaded()):
+            return None
+        return row
+
+    def read(self, store: TemplateStore, name: str) -> CollectionRow:
+        with store.read() as tx:
+            row = collection_in(tx, name)
+        self._rows[name] = row
+        return row
+
+    def confirm(self, tx: StoreTransaction, col: CollectionRow) -> None:
+        """Inside a write transaction: CollectionChangedError unless ``col`` is the stored row
+        (then the current row, or none, is what is remembered)."""
+        current = tx.collection_by_id(col.id)
+        if current == col:
+            return
+        if current is not None and current.name == col.name:
+            self._rows[col.name] = current
+        else:
+            self._rows.pop(col.name, None)
+        raise CollectionChangedError(col.name)
+
+
 @dataclass
 class GalleryContext:
     store: TemplateStore
@@ -59,6 +102,7 @@ class GalleryContext:
     index: VectorIndex
     engines: EngineCache
     clock: Clock
+    collections: CollectionRows = field(default_factory=CollectionRows)
 
     def now(self) -> dt.datetime:
         return self.clock.now()

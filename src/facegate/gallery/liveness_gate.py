@@ -43,6 +43,11 @@ def _details(liveness: Liveness) -> dict[str, Any]:
     return {"liveness": "session", "liveness_session": liveness}
 
 
+def liveness_missing(col: CollectionRow, operation: str, liveness: Liveness) -> bool:
+    """The collection requires liveness for ``operation`` and none was given."""
+    return liveness is None and operation in (col.liveness_required or ())
+
+
 def require(ctx: GalleryContext, col: CollectionRow, operation: str, liveness: Liveness, *, actor: str,
             subjects: Sequence[str] = (), purpose: str | None = None) -> dict[str, Any]:
     """Returns the audit details for the operation's event; raises LivenessRequiredError (and
@@ -56,12 +61,11 @@ def require(ctx: GalleryContext, col: CollectionRow, operation: str, liveness: L
     if liveness is not None and not isinstance(liveness, LivenessOverride) and (
             not isinstance(liveness, str) or not LIVENESS_SESSION_RE.match(liveness)):
         raise InvalidArgumentError("liveness must be a liveness session id (1–128 of A-Z a-z 0-9 _.:-) or a LivenessOverride")
-    required_for = col.liveness_required or ()
-    if operation in required_for and liveness is None:
+    if liveness_missing(col, operation, liveness):
         with ctx.store.write() as tx:
             ctx.audit.append(tx, actor=actor, action=operation, now=ctx.now(), collection=col.name, subjects=list(subjects),
                              purpose=purpose, decision="refused_liveness_required",
-                             details={"liveness_required": list(required_for)})
+                             details={"liveness_required": list(col.liveness_required or ())})
         raise LivenessRequiredError(
             f"collection {col.name!r} requires a passed liveness check for {operation}: run a liveness session "
             "and send its id (liveness_session) instead of an image",

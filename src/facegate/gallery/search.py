@@ -3,17 +3,18 @@ verification against an enrolled subject — each purpose-bound and audited, ref
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import numpy as np
 
 from ..errors import FacegateError
 from ..results import Face, Quality
-from .collections import check_purpose, threshold_of
-from .context import GalleryContext, ImageLike, find_subject
+from .collections import check_purpose, purpose_allowed, threshold_of
+from .context import CollectionChangedError, GalleryContext, ImageLike, find_subject
 from .errors import (
+    ConflictError,
     ConsentRequiredError,
     InvalidArgumentError,
     LivenessRequiredError,
@@ -21,7 +22,7 @@ from .errors import (
     StoreError,
     SubjectNotFoundError,
 )
-from .liveness_gate import Liveness, require
+from .liveness_gate import Liveness, liveness_missing, require
 from .ports import CollectionRow
 from .types import Candidate, IdentifyResult, SubjectVerifyResult
 
@@ -52,35 +53,65 @@ def audited_refusal(ctx: GalleryContext, action: str, collection: str, purpose: 
 
 def identify(ctx: GalleryContext, collection: str, image: ImageLike, *, purpose: str, top_k: int, liveness: Liveness,
              actor: str) -> IdentifyResult:
-    with audited_refusal(ctx, "identify", collection, purpose, actor):
-        col, live_details = _admit(ctx, collection, purpose, int(top_k), liveness, actor)
+    def probe(col: CollectionRow) -> tuple[np.ndarray, Face]:
         emb = ctx.engines.for_collection(col).embed(image)
-    return _identify(ctx, col, emb.vector, emb.face, purpose, int(top_k), actor, live_details)
+        return emb.vector, emb.face
+
+    return _identify(ctx, collection, probe, purpose, int(top_k), liveness, actor)
 
 
 def identify_vector(ctx: GalleryContext, collection: str, vector: np.ndarray, *, purpose: str, top_k: int,
                     model_id: str, liveness: Liveness, actor: str) -> IdentifyResult:
-    with audited_refusal(ctx, "identify", collection, purpose, actor):
-        col, live_details = _admit(ctx, collection, purpose, int(top_k), liveness, actor)
+    def probe(col: CollectionRow) -> tuple[np.ndarray, Face]:
         if model_id != col.model_id:
             raise ModelMismatchError(f"collection {collection!r} is pinned to {col.model_id}, not {model_id}")
-    face = Face((0, 0, 0, 0), (), 0.0, Quality(0, 0, 0, 0, 0, 0, 0, 0))
-    return _identify(ctx, col, np.asarray(vector, np.float32), face, purpose, int(top_k), actor, live_details)
+        return np.asarray(vector, np.float32), _NO_FACE
+
+    return _identify(ctx, collection, probe, purpose, int(top_k), liveness, actor)
 
 
-def _admit(ctx: GalleryContext, collection: str, purpose: str, top_k: int, liveness: Liveness,
-           actor: str) -> tuple[CollectionRow, dict[str, Any]]:
-    """The checks before an identification searches: top_k, the collection, the declared purpose
-    and the collection's liveness requirement. Returns the collection and the liveness details."""
+Probe = Callable[[CollectionRow], tuple[np.ndarray, Face]]  # the probe's template in a collection's model
+_NO_FACE = Face((0, 0, 0, 0), (), 0.0, Quality(0, 0, 0, 0, 0, 0, 0, 0))
+_CHANGES_TOLERATED = 3  # an identification's collection changed before its write: admitted again
+
+
+def _identify(ctx: GalleryContext, collection: str, probe: Probe, purpose: str, top_k: int, liveness: Liveness,
+              actor: str) -> IdentifyResult:
+    changed = 0
+    while True:
+        with audited_refusal(ctx, "identify", collection, purpose, actor):
+            if changed == _CHANGES_TOLERATED:
+                raise ConflictError(f"collection {collection!r} kept changing during the identification; try again",
+                                    collection=collection)
+            col, live_details, vector, face = _admit(ctx, collection, purpose, top_k, liveness, actor, probe)
+        with suppress(CollectionChangedError):  # rolled back: admitted again on the current row
+            return _search(ctx, col, vector, face, purpose, top_k, actor, live_details)
+        changed += 1
+
+
+def _admit(ctx: GalleryContext, collection: str, purpose: str, top_k: int, liveness: Liveness, actor: str,
+           probe: Probe) -> tuple[CollectionRow, dict[str, Any], np.ndarray, Face]:
+    """The checks before an identification searches: top_k, the collection, the declared purpose,
+    the collection's liveness requirement and the probe's model. Returns the collection, the
+    liveness details and the probe. A remembered collection row serves only if it admits the
+    search; a refusal is judged on the row read afresh."""
     if not (1 <= top_k <= MAX_TOP_K):
         raise InvalidArgumentError(f"top_k must be between 1 and {MAX_TOP_K}")
-    col = ctx.collection_row(collection)
+    col = ctx.collections.remembered(collection, ctx.index)
+    if col is not None and purpose_allowed(col, purpose) and not liveness_missing(col, "identify", liveness):
+        live_details = require(ctx, col, "identify", liveness, actor=actor, purpose=purpose)
+        with suppress(ModelMismatchError):  # the name may be another collection's by now
+            return col, live_details, *probe(col)
+    col = ctx.collections.read(ctx.store, collection)
     check_purpose(col, purpose)
-    return col, require(ctx, col, "identify", liveness, actor=actor, purpose=purpose)
+    live_details = require(ctx, col, "identify", liveness, actor=actor, purpose=purpose)
+    return col, live_details, *probe(col)
 
 
-def _identify(ctx: GalleryContext, col: CollectionRow, vector: np.ndarray, face: Face, purpose: str, top_k: int,
-              actor: str, live_details: dict[str, Any]) -> IdentifyResult:
+def _search(ctx: GalleryContext, col: CollectionRow, vector: np.ndarray, face: Face, purpose: str, top_k: int,
+            actor: str, live_details: dict[str, Any]) -> IdentifyResult:
+    """Search, then in one write transaction: confirm the collection row, re-check the hits'
+    consent in the database, touch them (retention) and record the audit event."""
     thr = threshold_of(col)
     now = ctx.now()
     idx = ctx.index.get(col.id, col.embedding_dim, col.model_id)
@@ -88,6 +119,7 @@ def _identify(ctx: GalleryContext, col: CollectionRow, vector: np.ndarray, face:
     above = [h for h in hits if h.score >= thr]
     best = hits[0].score if hits else None
     with ctx.store.write() as tx:
+        ctx.collections.confirm(tx, col)
         confirmed = tx.active_consent_subjects([h.subject_id for h in above], purpose, now) if above else set()
         above = [h for h in above if h.subject_id in confirmed][:top_k]
         tx.touch_subjects([h.subject_id for h in above], now)

@@ -13,6 +13,7 @@ from typing import Any, cast
 from sqlalchemy import Table, and_, bindparam, delete, exists, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, CursorResult, Row
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import BindParameter
 
 from .errors import AuditTamperedError
 from .ports import TemplateStore
@@ -42,6 +43,31 @@ C, S, K, T = _table(CollectionRow), _table(SubjectRow), _table(ConsentRow), _tab
 CH, A, AH, KEYS = _table(ChangeRow), _table(AuditRow), _table(AuditHead), _table(ApiKeyRow)
 META, KR, LOCKS = _table(Meta), _table(KeyringEntry), _table(LockRow)
 AARCH = _table(AuditArchiveRow)
+
+
+def _active(purpose: Any, now: Any) -> list[Any]:
+    """THE active-consent condition: granted, not withdrawn, not expired at ``now`` (values or
+    bound parameters); for ``purpose`` unless it is None."""
+    conds = [K.c.withdrawn_at.is_(None), K.c.granted_at <= now, or_(K.c.expires_at.is_(None), K.c.expires_at > now)]
+    if purpose is not None:
+        conds.append(K.c.purpose == purpose)
+    return [and_(*conds)]
+
+
+# What every identification runs, built once with bound parameters: SQLAlchemy memoises a built
+# statement's cache key, so executing one skips the construction and key generation per call,
+# which cost more than SQLite running the statement.
+_COLLECTION_BY_NAME = select(C).where(C.c.name == bindparam("b_name"))
+_COLLECTION_BY_ID = select(C).where(C.c.id == bindparam("b_cid"))
+_SIDS: BindParameter[list[int]] = bindparam("b_sids", expanding=True)
+_ACTIVE_FOR = select(K.c.subject_id).where(K.c.subject_id.in_(_SIDS), *_active(bindparam("b_purpose"), bindparam("b_now")))
+_ACTIVE_ANY = select(K.c.subject_id).where(K.c.subject_id.in_(_SIDS), *_active(None, bindparam("b_now")))
+_TOUCH = update(S).where(S.c.id.in_(_SIDS)).values(last_seen_at=bindparam("b_now"))
+_HEAD = select(AH.c.seq, AH.c.mac).where(AH.c.id == 1)
+_HEAD_LOCKED = _HEAD.with_for_update()  # SQLite renders no FOR UPDATE: BEGIN IMMEDIATE holds its lock
+_APPEND_AUDIT = insert(A)
+_MOVE_HEAD = update(AH).where(AH.c.id == 1).values(seq=bindparam("b_seq"), mac=bindparam("b_mac"))
+_MAX_SEQ = select(func.max(CH.c.seq))
 
 
 def _inserted_id(result: CursorResult[Any]) -> int:
@@ -122,10 +148,10 @@ class StoreTx:
     # --- collections ------------------------------------------------------------------------
 
     def collection_by_name(self, name: str) -> Row | None:
-        return self.conn.execute(select(C).where(C.c.name == name)).first()
+        return self.conn.execute(_COLLECTION_BY_NAME, {"b_name": name}).first()
 
     def collection_by_id(self, cid: int) -> Row | None:
-        return self.conn.execute(select(C).where(C.c.id == cid)).first()
+        return self.conn.execute(_COLLECTION_BY_ID, {"b_cid": cid}).first()
 
     def collections(self) -> list[Row]:
         return list(self.conn.execute(select(C).order_by(C.c.name)))
@@ -191,7 +217,7 @@ class StoreTx:
     def touch_subjects(self, sids: Iterable[int], now: dt.datetime) -> None:
         ids = sorted(set(sids))
         if ids:
-            self.conn.execute(update(S).where(S.c.id.in_(ids)).values(last_seen_at=now))
+            self.conn.execute(_TOUCH, {"b_sids": ids, "b_now": now})
 
     def delete_subject(self, sid: int) -> tuple[int, int]:
         """Delete the subject, its templates, consents and wrapped key. Returns (templates, consents)."""
@@ -272,8 +298,8 @@ class StoreTx:
         """Which of ``sids`` have an active consent for ``purpose`` (None: for any purpose)."""
         if not sids:
             return set()
-        q = select(K.c.subject_id).where(K.c.subject_id.in_(list(sids)), *_active(purpose, now)).distinct()
-        return {r[0] for r in self.conn.execute(q)}
+        q, params = (_ACTIVE_ANY, {}) if purpose is None else (_ACTIVE_FOR, {"b_purpose": purpose})
+        return {r[0] for r in self.conn.execute(q, {"b_sids": list(sids), "b_now": now, **params})}
 
     # --- templates --------------------------------------------------------------------------
 
@@ -340,7 +366,7 @@ class StoreTx:
             self.conn.execute(insert(CH), [dict(collection_id=cid, subject_id=s, op=op, at=now) for s in sids])
 
     def max_seq(self) -> int:
-        return int(self.conn.execute(select(func.max(CH.c.seq))).scalar() or 0)
+        return int(self.conn.execute(_MAX_SEQ).scalar() or 0)
 
     def changes_since(self, seq: int, upto: int) -> list[Row]:
         q = select(CH.c.seq, CH.c.collection_id, CH.c.subject_id, CH.c.op).where(CH.c.seq > seq, CH.c.seq <= upto)
@@ -362,10 +388,7 @@ class StoreTx:
     # --- audit ------------------------------------------------------------------------------
 
     def audit_head(self, *, lock: bool = False) -> tuple[int, str]:
-        q = select(AH.c.seq, AH.c.mac).where(AH.c.id == 1)
-        if lock and self.store.dialect == "postgresql":
-            q = q.with_for_update()
-        row = self.conn.execute(q).first()
+        row = self.conn.execute(_HEAD_LOCKED if lock else _HEAD).first()
         if row is None:
             raise AuditTamperedError(
                 "the audit log's head row is missing: the audit table was tampered with; audited "
@@ -374,8 +397,8 @@ class StoreTx:
         return int(row[0]), str(row[1])
 
     def append_audit(self, row: dict[str, Any]) -> None:
-        self.conn.execute(insert(A).values(**row))
-        self.conn.execute(update(AH).where(AH.c.id == 1).values(seq=row["seq"], mac=row["mac"]))
+        self.conn.execute(_APPEND_AUDIT, row)
+        self.conn.execute(_MOVE_HEAD, {"b_seq": row["seq"], "b_mac": row["mac"]})
 
     def audit_rows(self, *, after_seq: int = 0, batch: int = 5000) -> Iterator[Row]:
         last = after_seq
@@ -496,9 +519,3 @@ class StoreTx:
 class DuplicateRow(Exception):
     """A unique constraint fired (translated by the caller into a specific error)."""
 
-
-def _active(purpose: str | None, now: dt.datetime) -> list[Any]:
-    conds = [K.c.withdrawn_at.is_(None), K.c.granted_at <= now, or_(K.c.expires_at.is_(None), K.c.expires_at > now)]
-    if purpose is not None:
-        conds.append(K.c.purpose == purpose)
-    return [and_(*conds)]
