@@ -51,7 +51,7 @@ import math
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -63,6 +63,7 @@ from ..extras import installed
 from .crypto import Crypto, SubjectCipher
 from .errors import TemplateIntegrityError
 from .ports import Hit, TemplateStore
+from .snapshot import BLOCK_SLOTS, SnapshotFiles, SnapshotMeta, SnapshotUnusable
 
 log = logging.getLogger("facegate.gallery.index")
 
@@ -104,6 +105,9 @@ class IndexConfig:
     blas_threads: int | None = 1
     # Batched searches (search_many) split their queries over this many threads.
     batch_threads: int = 2
+    # Load from and keep an erasure-safe snapshot of each approximate index (SQLite store).
+    snapshot: bool = True
+    snapshot_after_changes: int = 100_000  # feed entries after which a new snapshot is written
 
 
 class RWLock:
@@ -153,23 +157,82 @@ class IvfIndex:
     generator (16 bytes per 128-d template) whose top candidates the caller re-scores exactly.
     Not thread-safe: callers hold the collection's lock."""
 
-    def __init__(self, dim: int, n_rows: int, seed: int = 1234, lists_per_sqrt: float = 1.0) -> None:
+    def __init__(self, dim: int, index: Any, *, nprobe: int = 32, recall: float | None = None, trained_rows: int = 0,
+                 trained: bytes = b"") -> None:
         import faiss
 
         self.faiss = faiss
         self.dim = dim
-        self.nlist = int(min(8192, max(32, round(lists_per_sqrt * math.sqrt(n_rows)))))
-        self.m = dim // 4 if dim <= 128 else dim // 8
-        self.index = faiss.index_factory(dim, f"IVF{self.nlist},PQ{self.m}x4fs", faiss.METRIC_INNER_PRODUCT)
-        ivf = faiss.extract_index_ivf(self.index)
+        self.index = index
+        self.nlist = int(index.nlist)
+        self.m = int(index.M)
+        self.nprobe = nprobe
+        self.recall = recall
+        self.trained_rows = trained_rows
+        self.trained = trained  # the trained, empty index (serialized): what a snapshot stores
+
+    @classmethod
+    def create(cls, dim: int, n_rows: int, seed: int = 1234, lists_per_sqrt: float = 1.0) -> IvfIndex:
+        import faiss
+
+        nlist = int(min(8192, max(32, round(lists_per_sqrt * math.sqrt(n_rows)))))
+        m = dim // 4 if dim <= 128 else dim // 8
+        index = faiss.index_factory(dim, f"IVF{nlist},PQ{m}x4fs", faiss.METRIC_INNER_PRODUCT)
+        ivf = faiss.extract_index_ivf(index)
         ivf.cp.seed = seed
         ivf.cp.niter = 12
-        self.nprobe = 32
-        self.recall: float | None = None
-        self.trained_rows = 0
+        return cls(dim, index)
+
+    @classmethod
+    def restore(cls, dim: int, trained: bytes, ids: np.ndarray, lists: np.ndarray, codes: np.ndarray, *,
+                nprobe: int, recall: float, trained_rows: int) -> IvfIndex:
+        """An index as a snapshot stored it: the trained quantizer and codebooks, and per
+        template its list number and PQ code, packed into the lists directly (no coarse
+        assignment, no encoding)."""
+        import faiss
+
+        ann = cls(dim, faiss.deserialize_index(np.frombuffer(trained, np.uint8)), nprobe=nprobe, recall=recall,
+                  trained_rows=trained_rows, trained=trained)
+        packer = ann.index.get_CodePacker()
+        bbs, block, cs = int(packer.nvec), int(packer.block_size), int(packer.code_size)
+        order = np.argsort(lists, kind="stable")
+        bounds = np.concatenate(([0], np.cumsum(np.bincount(lists, minlength=ann.nlist))))
+        for lst in np.flatnonzero(np.diff(bounds)).tolist():
+            sel = order[bounds[lst] : bounds[lst + 1]]
+            count, nb = len(sel), -(-len(sel) // bbs)
+            flat = np.zeros((nb * bbs, cs), np.uint8)
+            flat[:count] = codes[sel]
+            packed = np.zeros(nb * block, np.uint8)
+            for b in range(nb):
+                packer.pack_all(faiss.swig_ptr(flat[b * bbs :]), faiss.swig_ptr(packed[b * block :]))
+            list_ids = np.ascontiguousarray(ids[sel], np.int64)
+            # an empty list takes whole packed blocks as they are (faiss BlockInvertedLists)
+            ann.index.invlists.add_entries(lst, count, faiss.swig_ptr(list_ids), faiss.swig_ptr(packed))
+        ann.index.ntotal = len(ids)
+        return ann
 
     def train(self, sample: np.ndarray) -> None:
         self.index.train(np.ascontiguousarray(sample, dtype=np.float32))
+        self.trained = self.faiss.serialize_index(self.index).tobytes()
+
+    def list_numbers(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids ascending, the list each is in)."""
+        inv = self.index.invlists
+        parts = [self.faiss.rev_swig_ptr(inv.get_ids(lst), inv.list_size(lst)).copy()
+                 for lst in range(self.nlist) if inv.list_size(lst)]
+        ids = np.concatenate(parts) if parts else np.empty(0, np.int64)
+        lists = np.repeat(np.arange(self.nlist, dtype=np.int32), [inv.list_size(lst) for lst in range(self.nlist)])
+        order = np.argsort(ids, kind="stable")
+        return ids[order], lists[order]
+
+    def encode(self, vectors: np.ndarray, lists: np.ndarray) -> np.ndarray:
+        """The PQ codes of ``vectors`` in ``lists`` (as ``add`` would store them)."""
+        X = np.ascontiguousarray(vectors, dtype=np.float32)
+        lst = np.ascontiguousarray(lists, dtype=np.int64)
+        codes = np.empty((len(X), self.index.code_size), np.uint8)
+        if len(X):
+            self.index.encode_vectors(len(X), self.faiss.swig_ptr(X), self.faiss.swig_ptr(lst), self.faiss.swig_ptr(codes), False)
+        return codes
 
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
         if len(ids):
@@ -340,7 +403,15 @@ class CollectionIndex:
         self._ann_thread: threading.Thread | None = None
         self.build_seconds = 0.0
         self.load_seconds = 0.0
+        self.loaded_from = "store"  # or "snapshot"
         self._sid_at_slot = np.zeros(0, np.int64)
+        # Writes this index's snapshot (set by GalleryIndex where snapshots are kept); the feed
+        # position of the last one written or loaded.
+        self.persist: Callable[[CollectionIndex], bool] | None = None
+        self.snapshot_seq = 0
+        self.snapshot_seconds = 0.0
+        self._persist_lock = threading.Lock()
+        self._persist_thread: threading.Thread | None = None
 
     # --- capacity -------------------------------------------------------------------------
 
@@ -744,7 +815,7 @@ class CollectionIndex:
         ctx = _nullcontext if locked else self.lock.read
         with ctx():
             n = self.n
-            ann = IvfIndex(self.dim, n, self.config.seed, self.config.lists_per_sqrt)
+            ann = IvfIndex.create(self.dim, n, self.config.seed, self.config.lists_per_sqrt)
             n_train = min(n, max(40 * ann.nlist, 20_000))
             sample = self._X[rng.choice(n, n_train, replace=False)] if n_train < n else self._X[:n].copy()
             tids = self._tid[:n].copy()
@@ -848,6 +919,7 @@ class CollectionIndex:
             return
         if not self.config.background_build:
             self.build_ann(locked=False)
+            self._persist()
             return
         self._ann_thread = threading.Thread(target=self._safe_build, name=f"facegate-ivf-{self.collection_id}", daemon=True)
         self._ann_thread.start()
@@ -858,6 +930,76 @@ class CollectionIndex:
         except Exception:  # noqa: BLE001 - exact search keeps working
             self._ann_log = None
             log.exception("building the approximate index failed; exact search continues")
+            return
+        self._persist()
+
+    # --- snapshots ------------------------------------------------------------------------
+
+    def maybe_persist(self) -> None:
+        """Write a new snapshot in the background once the feed has moved
+        ``snapshot_after_changes`` past the last one (the replay on the next start stays short)."""
+        if (self.persist is None or self.applied_seq - self.snapshot_seq < self.config.snapshot_after_changes
+                or not self._ann_usable() or (self._persist_thread is not None and self._persist_thread.is_alive())):
+            return
+        if not self.config.background_build:
+            self._persist()
+            return
+        self._persist_thread = threading.Thread(target=self._persist, name=f"facegate-snap-{self.collection_id}", daemon=True)
+        self._persist_thread.start()
+
+    def _persist(self) -> None:
+        if self.persist is None or not self._persist_lock.acquire(blocking=False):
+            return
+        try:
+            t0 = time.perf_counter()
+            if self.persist(self):
+                self.snapshot_seconds = time.perf_counter() - t0
+        except Exception:  # noqa: BLE001 - the next start loads from the store instead
+            log.exception("collection %s: writing the index snapshot failed", self.collection_id)
+        finally:
+            self._persist_lock.release()
+
+    def write_snapshot(self, files: SnapshotFiles, store: TemplateStore) -> bool:
+        """Write this index to ``files`` (False when there is no approximate index to save, or
+        an erasure or the collection's deletion overtook the write). Reads the live arrays
+        block by block under short read-lock holds, by template id, so writers continue;
+        every subject they change is in the feed after ``seq`` and so blanked and re-read."""
+        with self.lock.read():
+            ann = self.ann
+            if ann is None or not ann.trained or not self._ann_usable():
+                return False
+            seq, n = self.applied_seq, self.n
+            tids = self._tid[:n].copy()
+            sids = self._sid_at_slot[self._rslot[:n]]
+            ann_ids, ann_lists = ann.list_numbers()
+        order = np.argsort(tids)
+        tids, sids = tids[order], sids[order]
+        at = np.minimum(np.searchsorted(ann_ids, tids), max(len(ann_ids) - 1, 0))
+        in_ann = ann_ids[at] == tids if len(ann_ids) else np.zeros(len(tids), bool)
+        lists = np.where(in_ann, ann_lists[at] if len(ann_ids) else 0, 0).astype(np.int32)
+        meta = SnapshotMeta(self.collection_id, self.model_id, self.dim, seq, ann.nprobe, float(ann.recall or 0.0),
+                            ann.trained_rows, int(ann.index.code_size))
+        writer = files.writer(meta, tids, sids, ann.trained)
+        try:
+            for k in range(writer.n_blocks):
+                first = k * BLOCK_SLOTS
+                part = writer.block_tids(k)
+                sl = slice(first, first + len(part))
+                with self.lock.read():
+                    rows = self._row_of.rows(part)
+                    present = (rows >= 0) & in_ann[sl]
+                    X = self._X[np.where(present, rows, 0)]
+                    codes = ann.encode(X, lists[sl])
+                writer.write_block(k, present, lists[sl], codes, X)
+            with store.write() as tx:
+                done = writer.finish(tx)
+        finally:
+            writer.close()
+        if done:
+            self.snapshot_seq = max(self.snapshot_seq, seq)
+            log.info("collection %s: index snapshot of %d templates at feed position %d written", self.collection_id,
+                     len(tids), seq)
+        return done
 
     def wait_for_build(self, timeout: float | None = None) -> None:
         t = self._ann_thread
@@ -882,6 +1024,9 @@ class CollectionIndex:
                                     + self._slot_of.nbytes + self._base_tids.nbytes + self._base_off.nbytes
                                     + (ann.memory_bytes() if ann else 0)),
                 "load_seconds": round(self.load_seconds, 3),
+                "loaded_from": self.loaded_from,
+                "snapshot_seq": self.snapshot_seq,
+                "snapshot_write_seconds": round(self.snapshot_seconds, 3),
                 "ann_build_seconds": round(self.build_seconds, 3),
                 "applied_seq": self.applied_seq,
             }
@@ -923,10 +1068,12 @@ def _consent_tuple(row: Any) -> tuple[str, float, float, float | None]:
 class GalleryIndex:
     """The process's indexes, loaded lazily per collection and synced through the change feed."""
 
-    def __init__(self, store: TemplateStore, crypto: Crypto, config: IndexConfig | None = None) -> None:
+    def __init__(self, store: TemplateStore, crypto: Crypto, config: IndexConfig | None = None,
+                 snapshots: SnapshotFiles | None = None) -> None:
         self.store = store
         self.crypto = crypto
         self.config = config or IndexConfig()
+        self.snapshots = snapshots if self.config.snapshot else None
         self._cols: dict[int, CollectionIndex] = {}
         self._sync_lock = threading.RLock()
 
@@ -951,22 +1098,71 @@ class GalleryIndex:
 
     def _load(self, cid: int, dim: int, model_id: str) -> CollectionIndex:
         t0 = time.perf_counter()
-        idx = CollectionIndex(cid, dim, model_id, self.config)
-        # crypto.lock: the master key cannot be swapped (rotation) while this snapshot's wrapped
-        # keys are unwrapped; ensure(): follow a rotation this snapshot already shows.
-        with self.crypto.lock, self.store.read() as tx:
-            self.crypto.ensure(tx.get_meta("master_key_id"))
-            seq = tx.max_seq()
-            subjects = {r.id: r for r in tx.collection_subjects(cid)}
-            consents: dict[int, list] = defaultdict(list)
-            for r in tx.collection_consents(cid):
-                consents[r.subject_id].append(_consent_tuple(r))
-            tids, sids, X = self.read_vectors(tx, cid, dim, model_id, subjects)
-        idx.bulk_load({sid: (r.external_id, r.label) for sid, r in subjects.items()}, tids, sids, X, consents)
-        idx.applied_seq = seq
+        idx = self._from_snapshot(cid, dim, model_id)
+        if idx is None:
+            idx = CollectionIndex(cid, dim, model_id, self.config)
+            # crypto.lock: the master key cannot be swapped (rotation) while this snapshot's wrapped
+            # keys are unwrapped; ensure(): follow a rotation this snapshot already shows.
+            with self.crypto.lock, self.store.read() as tx:
+                self.crypto.ensure(tx.get_meta("master_key_id"))
+                seq = tx.max_seq()
+                subjects, consents = self._subjects(tx, cid)
+                tids, sids, X = self.read_vectors(tx, cid, dim, model_id, subjects)
+            idx.bulk_load({sid: (r.external_id, r.label) for sid, r in subjects.items()}, tids, sids, X, consents)
+            idx.applied_seq = seq
+        if self.snapshots is not None:
+            snapshots = self.snapshots
+            idx.persist = lambda c: c.write_snapshot(snapshots, self.store)
         idx.load_seconds = time.perf_counter() - t0
         if idx.needs_ann():
             idx.maybe_rebuild_ann()  # background by default: exact search serves until it is ready
+        return idx
+
+    @staticmethod
+    def _subjects(tx: Any, cid: int) -> tuple[dict[int, Any], dict[int, list]]:
+        subjects = {r.id: r for r in tx.collection_subjects(cid)}
+        consents: dict[int, list] = defaultdict(list)
+        for r in tx.collection_consents(cid):
+            consents[r.subject_id].append(_consent_tuple(r))
+        return subjects, consents
+
+    def _from_snapshot(self, cid: int, dim: int, model_id: str) -> CollectionIndex | None:
+        """The collection's index from its snapshot, with the subjects and consents read from
+        the store now and the subjects whose slots an erasure blanked re-read; ``applied_seq``
+        is the snapshot's, so the next sync replays the feed since. None (and a log line saying
+        why) when there is no usable snapshot."""
+        if self.snapshots is None:
+            return None
+        try:
+            with self.crypto.lock:
+                snap = self.snapshots.load(cid, dim, model_id)
+        except FileNotFoundError:
+            return None
+        except (SnapshotUnusable, OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("collection %s: index snapshot not used (%s); loading every template from the store", cid, exc)
+            return None
+        idx = CollectionIndex(cid, dim, model_id, self.config)
+        with self.crypto.lock, self.store.read() as tx:
+            self.crypto.ensure(tx.get_meta("master_key_id"))
+            if tx.pruned_through() > snap.meta.seq:
+                log.warning("collection %s: index snapshot not used (the change feed since position %d was pruned); "
+                            "loading every template from the store", cid, snap.meta.seq)
+                return None
+            subjects, consents = self._subjects(tx, cid)
+            known = np.fromiter(subjects, np.int64, count=len(subjects))
+            snap.keep_only(np.isin(snap.sids, known))  # subjects erased since are gone from the store too
+            idx.bulk_load({sid: (r.external_id, r.label) for sid, r in subjects.items()}, snap.tids, snap.sids,
+                          snap.X, consents)
+            idx.applied_seq = snap.meta.seq
+            blanked = {int(s) for s in snap.scrubbed.tolist()}
+            states = self._subject_states(tx, {cid: blanked}, {cid: idx}) if blanked else {}
+        idx.ann = IvfIndex.restore(dim, snap.trained, snap.tids, snap.lists, snap.codes,
+                                   nprobe=snap.meta.nprobe, recall=snap.meta.recall, trained_rows=snap.meta.trained_rows)
+        with idx.lock.write():  # after the restore: apply() keeps the approximate index in step
+            for st in states.get(cid, []):
+                idx.apply(st)
+        idx.snapshot_seq = snap.meta.seq
+        idx.loaded_from = "snapshot"
         return idx
 
     def read_vectors(self, tx: Any, cid: int, dim: int, model_id: str,
@@ -1012,6 +1208,43 @@ class GalleryIndex:
             log.warning("collection %s: %d templates of another model ignored", cid, foreign)
         return tids[:n].copy(), sids[:n].copy(), _own(X, n)
 
+    def _subject_states(self, tx: Any, touched: dict[int, set[int]],
+                        cols: dict[int, CollectionIndex]) -> dict[int, list[SubjectState]]:
+        """What the store says now about each subject in ``touched`` (collection id -> subject
+        ids), with the vectors of templates the collection's index lacks decrypted."""
+        all_sids = sorted({s for v in touched.values() for s in v})
+        subj = {r.id: r for r in tx.subjects_by_ids(all_sids)}
+        tids_by_sid: dict[int, set[int]] = defaultdict(set)
+        for tid, sid in tx.template_ids_of(all_sids):
+            tids_by_sid[sid].add(tid)
+        cons: dict[int, list] = defaultdict(list)
+        for r in tx.consents_of(all_sids):
+            cons[r.subject_id].append(_consent_tuple(r))
+        need = [t for cid, sids in touched.items() for s in sids for t in tids_by_sid.get(s, ())
+                if not cols[cid].has_template(t)]
+        vectors: dict[int, dict[int, np.ndarray]] = defaultdict(dict)
+        ciphers: dict[int, SubjectCipher] = {}
+        for tid, sid, mid, nonce, ct in tx.template_ciphertexts(need):
+            s = subj.get(sid)
+            if s is None:
+                continue
+            c = cols.get(s.collection_id)
+            if c is None or mid != c.model_id:
+                continue
+            if sid not in ciphers:
+                ciphers[sid] = self.crypto.subject_key(s.wrapped_key, s.collection_id, s.external_id)
+            try:
+                vectors[sid][tid] = ciphers[sid].decrypt(nonce, ct, mid)
+            except TemplateIntegrityError:
+                log.error("template %s of subject %s failed authentication; not indexed", tid, sid)
+        states: dict[int, list[SubjectState]] = {}
+        for cid, sids in touched.items():
+            states[cid] = [SubjectState(sid, None) if (s := subj.get(sid)) is None or s.collection_id != cid
+                           else SubjectState(sid, (s.external_id, s.label), tids_by_sid.get(sid, set()),
+                                             vectors.get(sid, {}), cons.get(sid, []))
+                           for sid in sids]
+        return states
+
     def sync(self) -> None:
         """Catch up with every write committed since this process last looked (any process)."""
         if not self._cols:
@@ -1041,53 +1274,19 @@ class GalleryIndex:
                             dropped.add(ch.collection_id)
                     elif ch.subject_id is not None:
                         touched[ch.collection_id].add(ch.subject_id)
-                all_sids = sorted({s for v in touched.values() for s in v})
-                subj = {r.id: r for r in tx.subjects_by_ids(all_sids)}
-                tids_by_sid: dict[int, set[int]] = defaultdict(set)
-                for tid, sid in tx.template_ids_of(all_sids):
-                    tids_by_sid[sid].add(tid)
-                cons: dict[int, list] = defaultdict(list)
-                for r in tx.consents_of(all_sids):
-                    cons[r.subject_id].append(_consent_tuple(r))
-                need: list[int] = []
-                for cid, sids in touched.items():
-                    c = cols[cid]
-                    need.extend(t for s in sids for t in tids_by_sid.get(s, ()) if not c.has_template(t))
-                cts = tx.template_ciphertexts(need)
-            vectors: dict[int, dict[int, np.ndarray]] = defaultdict(dict)
-            ciphers: dict[int, SubjectCipher] = {}
-            for tid, sid, mid, nonce, ct in cts:
-                s = subj.get(sid)
-                if s is None:
-                    continue
-                c = cols.get(s.collection_id)
-                if c is None or mid != c.model_id:
-                    continue
-                if sid not in ciphers:
-                    ciphers[sid] = self.crypto.subject_key(s.wrapped_key, s.collection_id, s.external_id)
-                try:
-                    vectors[sid][tid] = ciphers[sid].decrypt(nonce, ct, mid)
-                except TemplateIntegrityError:
-                    log.error("template %s of subject %s failed authentication; not indexed", tid, sid)
+                states = self._subject_states(tx, touched, cols)
             for cid in dropped:
                 self._cols.pop(cid, None)
-            for cid, sids in touched.items():
+            for cid, sts in states.items():
                 if cid in dropped:
                     continue
                 c = cols[cid]
-                states = []
-                for sid in sids:
-                    s = subj.get(sid)
-                    if s is None or s.collection_id != cid:
-                        states.append(SubjectState(sid, None))
-                    else:
-                        states.append(SubjectState(sid, (s.external_id, s.label), tids_by_sid.get(sid, set()),
-                                                   vectors.get(sid, {}), cons.get(sid, [])))
                 with c.lock.write():
-                    for st in states:
+                    for st in sts:
                         c.apply(st)
                     c.applied_seq = head
                 c.maybe_rebuild_ann()
+                c.maybe_persist()
             for c in cols.values():
                 if c.collection_id not in touched and c.collection_id not in dropped:
                     c.applied_seq = max(c.applied_seq, head)

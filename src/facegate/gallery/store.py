@@ -32,11 +32,13 @@ from .crypto import Crypto
 from .errors import SchemaError, StoreError, StoreUnavailableError
 from .index import GalleryIndex, IndexConfig
 from .ports import VectorIndex
+from .snapshot import SnapshotFiles
 from .transaction import CH, StoreTx
 
 SCHEMA_HEAD = "0008"  # the newest migration revision shipped with this version (a test pins it to the scripts' head)
 BUSY_TIMEOUT_MS = 30_000
 DB_FILE = "gallery.db"
+SNAPSHOT_DIR = "index-snapshots"
 
 def default_data_dir() -> Path:
     """$FACEGATE_DATA_DIR, else ./.facegate (relative to the working directory)."""
@@ -100,18 +102,21 @@ class Store:
             # Snapshot reads, so the change feed and the rows it points at agree.
             self.read_engine = engine.execution_options(isolation_level="REPEATABLE READ")
         self._local = threading.local()
+        # The index snapshots in the data directory (SQLite only): erasures scrub them inside
+        # their write transaction. Set by make_index, which holds the master key they need.
+        self.snapshots: SnapshotFiles | None = None
 
     # --- transactions -----------------------------------------------------------------------
 
     @contextmanager
     def read(self) -> Iterator[StoreTx]:
         with translate_errors(), self.read_engine.begin() as conn:
-            yield StoreTx(conn, self)
+            yield SqliteTx(conn, self)
 
     @contextmanager
     def write(self) -> Iterator[StoreTx]:
         with translate_errors(), self.write_engine.begin() as conn:
-            tx = StoreTx(conn, self)
+            tx = SqliteTx(conn, self)
             yield tx
         tx.committed()
 
@@ -134,7 +139,7 @@ class Store:
             try:
                 conn.execution_options(facegate_begin="IMMEDIATE")
                 with conn.begin():
-                    tx = StoreTx(conn, self)
+                    tx = SqliteTx(conn, self)
                     yield tx
                 tx.committed()
             finally:
@@ -142,8 +147,11 @@ class Store:
                     raw.execute(f"PRAGMA synchronous = {self._sqlite_sync}")
 
     def make_index(self, crypto: Crypto, config: IndexConfig | None = None) -> VectorIndex:
-        """The in-memory vector index over this store's templates (decrypted with ``crypto``)."""
-        return GalleryIndex(self, crypto, config)
+        """The in-memory vector index over this store's templates (decrypted with ``crypto``),
+        loading from and keeping snapshots in ``<data dir>/index-snapshots`` (SQLite)."""
+        if self.path is not None:
+            self.snapshots = SnapshotFiles(self.path.parent / SNAPSHOT_DIR, crypto)
+        return GalleryIndex(self, crypto, config, self.snapshots)
 
     def max_seq(self) -> int:
         """Newest change-feed sequence number: the cheap check before every search."""
@@ -210,6 +218,26 @@ class Store:
             return busy == 0
         except (OperationalError, DBAPIError):
             return False
+
+
+class SqliteTx(StoreTx):
+    """:class:`StoreTx` whose erasures also blank the erased templates in the data directory's
+    index snapshots, inside the erasing transaction before it commits (the write lock
+    serialises that with a snapshot being renamed into place)."""
+
+    def __init__(self, conn: Connection, store: Store) -> None:
+        super().__init__(conn, store)
+        self.snapshots = store.snapshots
+
+    def delete_subject(self, sid: int) -> tuple[int, int]:
+        if self.snapshots is not None:
+            self.snapshots.erase_subject(self, sid)
+        return super().delete_subject(sid)
+
+    def delete_collection(self, cid: int) -> None:
+        if self.snapshots is not None:
+            self.snapshots.erase_collection(cid)
+        super().delete_collection(cid)
 
 
 @contextmanager
