@@ -65,8 +65,11 @@ _ACTIVE_ANY = select(K.c.subject_id).where(K.c.subject_id.in_(_SIDS), *_active(N
 _TOUCH = update(S).where(S.c.id.in_(_SIDS)).values(last_seen_at=bindparam("b_now"))
 _HEAD = select(AH.c.seq, AH.c.mac).where(AH.c.id == 1)
 _HEAD_LOCKED = _HEAD.with_for_update()  # SQLite renders no FOR UPDATE: BEGIN IMMEDIATE holds its lock
-_APPEND_AUDIT = insert(A)
-_MOVE_HEAD = update(AH).where(AH.c.id == 1).values(seq=bindparam("b_seq"), mac=bindparam("b_mac"))
+_APPEND_AUDIT = insert(A).values({c: bindparam(f"a_{c.name}", type_=c.type) for c in A.c})
+_MOVE_HEAD = update(AH).where(AH.c.id == 1).values(seq=bindparam("a_seq", type_=A.c.seq.type),
+                                                   mac=bindparam("a_mac", type_=A.c.mac.type))
+# PostgreSQL: the event and the head it becomes in one statement (one round trip, not two).
+_APPEND_AND_MOVE_HEAD = _MOVE_HEAD.add_cte(_APPEND_AUDIT.cte("appended"))
 _MAX_SEQ = select(func.max(CH.c.seq))
 
 
@@ -397,8 +400,12 @@ class StoreTx:
         return int(row[0]), str(row[1])
 
     def append_audit(self, row: dict[str, Any]) -> None:
-        self.conn.execute(_APPEND_AUDIT, row)
-        self.conn.execute(_MOVE_HEAD, {"b_seq": row["seq"], "b_mac": row["mac"]})
+        params = {f"a_{k}": v for k, v in row.items()}
+        if self.store.dialect == "postgresql":
+            self.conn.execute(_APPEND_AND_MOVE_HEAD, params)
+        else:  # SQLite has no INSERT inside WITH
+            self.conn.execute(_APPEND_AUDIT, params)
+            self.conn.execute(_MOVE_HEAD, params)
 
     def audit_rows(self, *, after_seq: int = 0, batch: int = 5000) -> Iterator[Row]:
         last = after_seq
