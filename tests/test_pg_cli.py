@@ -73,3 +73,35 @@ def test_embedded_postgres_store_of_a_data_dir(tmp_path, app):
         g.close()
     finally:
         srv.destroy()
+
+
+def test_cli_rotate_key_then_a_fresh_process_searches_the_new_coordinates(tmp_path):
+    """`facegate pg rotate-key` re-transforms the search copy; a process started afterwards
+    loads it back to the same scores. An unknown collection is an input error (exit 3), and the
+    in-database index command is gone (a usage error, exit 2)."""
+    from cli_support import invoke
+
+    url = pg_support.fresh_database()
+    d = tmp_path / "data"
+    try:
+        g = Gallery.open(d, store=url)
+        g.create_collection("c", purposes=["p"], threshold=0.5)
+        gen = FaceLikeGenerator(128, seed=3)
+        V = gen.samples(gen.centres(np.arange(20)), 2)
+        g.import_templates("c", [(f"s{i}", V[2 * i: 2 * i + 2], ConsentSpec(("p",))) for i in range(20)], model_id=MODEL)
+        before = g.identify_vector("c", V[9], purpose="p", model_id=MODEL).candidates[0]
+        g.close()
+        r = invoke("pg", "rotate-key", "c", "--data-dir", d, "--store", url, "--json")
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        assert (out["collection"], out["version"], out["vectors"]) == ("c", 2, 40)
+        g = Gallery.open(d, store=url)
+        after = g.identify_vector("c", V[9], purpose="p", model_id=MODEL).candidates[0]
+        assert after.subject == before.subject == "s4" and after.score == pytest.approx(before.score, abs=1e-5)
+        assert g.audit_verify().ok
+        g.close()
+        r = invoke("pg", "rotate-key", "nope", "--data-dir", d, "--store", url)
+        assert r.returncode == 3 and "nope" in r.stderr
+        assert invoke("pg", "reindex", "c", "--data-dir", d, "--store", url).returncode == 2
+    finally:
+        pg_support.drop_database(url)
