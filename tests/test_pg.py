@@ -7,6 +7,7 @@ SQLite → PostgreSQL migration with its verification. Small data: seconds, not 
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import numpy as np
 import pytest
@@ -298,7 +299,7 @@ def test_a_database_without_any_extension_serves_a_gallery(tmp_path):
     from facegate.gallery.pg.admin import rotate_key
 
     srv = pg_support.server()
-    name = f"bare_{tmp_path.name[-20:]}".replace("-", "_").lower()
+    name = f"bare_{os.getpid()}"
     with psycopg.connect(srv.url(driver="postgresql", database="postgres"), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = srv.url(database=name)
