@@ -415,3 +415,33 @@ def test_snapshot_files_are_owner_only_and_sqlite_only(tmp_path):
     assert snap_path(data).stat().st_mode & 0o077 == 0
     assert isinstance(g.index.snapshots, SnapshotFiles)
     g.close()
+
+
+def test_the_sqlite_subject_table_reads_what_the_rows_say(tmp_path):
+    """The driver-level reader used on load: subjects, labels, active grants with their expiry
+    (none, a date, a withdrawn grant left out), as the store's row objects give them."""
+    import datetime as dt
+
+    from facegate.gallery.index import GalleryIndex
+    from facegate.gallery.store import subject_table
+
+    V = vectors(6)
+    g = Gallery.open(tmp_path / "d", index_config=CFG)
+    g.create_collection("c", purposes=["p", "q"])
+    g.create_collection("other", purposes=["p"])
+    until = dt.datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=dt.UTC)
+    g.import_templates("c", [("a", V[:1], ConsentSpec(("p", "q"))), ("b", V[1:2], ConsentSpec(("p",), expires_at=until)),
+                             ("c", V[2:3], ConsentSpec(("q",)))], model_id=MODEL)
+    g.import_templates("other", [("x", V[3:4], ConsentSpec(("p",)))], model_id=MODEL)
+    g.withdraw_consent("c", "a", ["q"])
+    generic = GalleryIndex(g.store, g.crypto, CFG)
+    with g.store.read() as tx:
+        fast, rows = subject_table(tx, 1), generic._table(tx, 1)
+    assert fast.ids.tolist() == rows.ids.tolist() and len(fast.ids) == 3
+    assert fast.external == rows.external and fast.labels == rows.labels
+    assert sorted(fast.grants) == sorted(rows.grants) == ["p", "q"]
+    for p in fast.grants:
+        assert fast.grants[p][0].tolist() == rows.grants[p][0].tolist()
+        assert fast.grants[p][1].tolist() == rows.grants[p][1].tolist()
+    assert until.timestamp() in fast.grants["p"][1].tolist() and np.isinf(fast.grants["p"][1]).sum() == 1
+    g.close()

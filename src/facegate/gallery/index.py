@@ -363,6 +363,32 @@ class SubjectState:
     consents: list[tuple[str, float, float, float | None]] = field(default_factory=list)  # purpose, granted, expires, withdrawn
 
 
+@dataclass
+class SubjectTable:
+    """A collection's subjects and active consent grants as arrays: what a cold load needs,
+    without a Python object per row where millions are read."""
+
+    ids: np.ndarray  # subject ids (int64)
+    external: list[str]  # external id per subject
+    labels: dict[int, str]  # subject id -> label, for the subjects that have one
+    grants: dict[str, tuple[np.ndarray, np.ndarray]]  # purpose -> (subject ids, expiry epoch s; inf: none)
+
+    @classmethod
+    def from_dicts(cls, subjects: dict[int, tuple[str, str | None]],
+                   consents: dict[int, list[tuple[str, float, float, float | None]]]) -> SubjectTable:
+        """From subject id -> (external id, label) and subject id -> [(purpose, granted,
+        expires, withdrawn)]."""
+        by_purpose: dict[str, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
+        for sid, cons in consents.items():
+            for purpose, _granted, expires, withdrawn in cons:
+                if withdrawn is None:
+                    by_purpose[purpose][0].append(sid)
+                    by_purpose[purpose][1].append(expires)
+        return cls(np.fromiter(subjects, np.int64, count=len(subjects)), [info[0] for info in subjects.values()],
+                   {sid: info[1] for sid, info in subjects.items() if info[1] is not None},
+                   {p: (np.asarray(a, np.int64), np.asarray(b, np.float64)) for p, (a, b) in by_purpose.items()})
+
+
 class CollectionIndex:
     """Templates of one collection, exact + approximate search with exact consent filtering."""
 
@@ -563,24 +589,23 @@ class CollectionIndex:
 
     def bulk_load(self, subjects: dict[int, tuple[str, str | None]], tids: np.ndarray, sids: np.ndarray,
                   X: np.ndarray, consents: dict[int, list[tuple[str, float, float, float | None]]]) -> None:
+        """:meth:`load_table` from dicts (subject id -> (external id, label), subject id ->
+        consents as (purpose, granted, expires, withdrawn))."""
+        self.load_table(SubjectTable.from_dicts(subjects, consents), tids, sids, X)
+
+    def load_table(self, table: SubjectTable, tids: np.ndarray, sids: np.ndarray, X: np.ndarray) -> None:
         """Initial fill of an empty index from the store (not yet shared with other threads):
         array operations, no Python work per template."""
-        k = len(subjects)
-        sid_arr = np.fromiter(subjects, np.int64, count=k)
+        k = len(table.ids)
+        sid_arr = np.asarray(table.ids, np.int64)
         self._reserve_slots(k)
         self._n_slots = self._n_subjects = k
         self._slot_of.bulk(sid_arr, np.arange(k, dtype=np.int32))
         self._sid_at_slot[:k] = sid_arr
-        self._ext = [info[0] for info in subjects.values()]
-        self._labels = {slot: info[1] for slot, info in enumerate(subjects.values()) if info[1] is not None}
-        by_purpose: dict[str, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
-        for sid, cons in consents.items():
-            for purpose, _granted, expires, withdrawn in cons:
-                if withdrawn is None:
-                    by_purpose[purpose][0].append(sid)
-                    by_purpose[purpose][1].append(expires)
-        for purpose, (p_sids, p_expires) in by_purpose.items():
-            slots = self._slot_of.rows(np.asarray(p_sids, np.int64))
+        self._ext = list(table.external)
+        self._labels = {self._slot_of.get(sid): label for sid, label in table.labels.items() if sid in self._slot_of}
+        for purpose, (p_sids, p_expires) in table.grants.items():
+            slots = self._slot_of.rows(p_sids)
             ok = slots >= 0
             exp = np.asarray(p_expires, np.float64)[ok]
             arr = self._expiry.setdefault(purpose, np.full(self._expiry_any.shape[0], NEG_INF, np.float64))
@@ -1069,11 +1094,16 @@ class GalleryIndex:
     """The process's indexes, loaded lazily per collection and synced through the change feed."""
 
     def __init__(self, store: TemplateStore, crypto: Crypto, config: IndexConfig | None = None,
-                 snapshots: SnapshotFiles | None = None) -> None:
+                 snapshots: SnapshotFiles | None = None,
+                 tables: Callable[[Any, int], SubjectTable] | None = None) -> None:
+        """``snapshots``: where this store's snapshots live (None: none kept); ``tables``: a
+        fast reader of a collection's :class:`SubjectTable` inside a read transaction (None:
+        built from the store's rows)."""
         self.store = store
         self.crypto = crypto
         self.config = config or IndexConfig()
         self.snapshots = snapshots if self.config.snapshot else None
+        self.tables = tables
         self._cols: dict[int, CollectionIndex] = {}
         self._sync_lock = threading.RLock()
 
@@ -1106,9 +1136,9 @@ class GalleryIndex:
             with self.crypto.lock, self.store.read() as tx:
                 self.crypto.ensure(tx.get_meta("master_key_id"))
                 seq = tx.max_seq()
-                subjects, consents = self._subjects(tx, cid)
-                tids, sids, X = self.read_vectors(tx, cid, dim, model_id, subjects)
-            idx.bulk_load({sid: (r.external_id, r.label) for sid, r in subjects.items()}, tids, sids, X, consents)
+                table = self._table(tx, cid)
+                tids, sids, X = self.read_vectors(tx, cid, dim, model_id, {r.id: r for r in tx.collection_subjects(cid)})
+            idx.load_table(table, tids, sids, X)
             idx.applied_seq = seq
         if self.snapshots is not None:
             snapshots = self.snapshots
@@ -1118,13 +1148,13 @@ class GalleryIndex:
             idx.maybe_rebuild_ann()  # background by default: exact search serves until it is ready
         return idx
 
-    @staticmethod
-    def _subjects(tx: Any, cid: int) -> tuple[dict[int, Any], dict[int, list]]:
-        subjects = {r.id: r for r in tx.collection_subjects(cid)}
+    def _table(self, tx: Any, cid: int) -> SubjectTable:
+        if self.tables is not None:
+            return self.tables(tx, cid)
         consents: dict[int, list] = defaultdict(list)
         for r in tx.collection_consents(cid):
             consents[r.subject_id].append(_consent_tuple(r))
-        return subjects, consents
+        return SubjectTable.from_dicts({r.id: (r.external_id, r.label) for r in tx.collection_subjects(cid)}, consents)
 
     def _from_snapshot(self, cid: int, dim: int, model_id: str) -> CollectionIndex | None:
         """The collection's index from its snapshot, with the subjects and consents read from
@@ -1148,11 +1178,9 @@ class GalleryIndex:
                 log.warning("collection %s: index snapshot not used (the change feed since position %d was pruned); "
                             "loading every template from the store", cid, snap.meta.seq)
                 return None
-            subjects, consents = self._subjects(tx, cid)
-            known = np.fromiter(subjects, np.int64, count=len(subjects))
-            snap.keep_only(np.isin(snap.sids, known))  # subjects erased since are gone from the store too
-            idx.bulk_load({sid: (r.external_id, r.label) for sid, r in subjects.items()}, snap.tids, snap.sids,
-                          snap.X, consents)
+            table = self._table(tx, cid)
+            snap.keep_only(np.isin(snap.sids, table.ids))  # subjects erased since are gone from the store too
+            idx.load_table(table, snap.tids, snap.sids, snap.X)
             idx.applied_seq = snap.meta.seq
             blanked = {int(s) for s in snap.scrubbed.tolist()}
             states = self._subject_states(tx, {cid: blanked}, {cid: idx}) if blanked else {}

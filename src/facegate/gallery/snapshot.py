@@ -228,9 +228,14 @@ class SnapshotFiles:
                 trained = aead.decrypt(blob[:NONCE], blob[NONCE:], digest + b"trained")
             except InvalidTag as exc:
                 raise SnapshotUnusable("the trained index failed authentication") from exc
-            lists = np.empty(lay.n, np.int32)
-            codes = np.empty((lay.n, meta.code_size), np.uint8)
-            X = np.empty((lay.n, dim), np.float32)
+            if not (np.diff(all_tids) > 0).all():
+                raise SnapshotUnusable("template ids out of order")
+            live = all_sids >= 0
+            n = int(live.sum())
+            lists = np.empty(n, np.int32)
+            codes = np.empty((n, meta.code_size), np.uint8)
+            X = np.empty((n, dim), np.float32)
+            at_row = 0
             for k in range(lay.n_blocks):
                 at, first, count = lay.block(k)
                 f.seek(at)
@@ -240,13 +245,17 @@ class SnapshotFiles:
                     plain = aead.decrypt(raw[:NONCE], raw[NONCE:], _aad(digest, k, all_tids[sl], all_sids[sl]))
                 except InvalidTag as exc:
                     raise SnapshotUnusable(f"block {k} failed authentication") from exc
-                lists[sl], codes[sl], X[sl] = lay.split(plain, count)
-        if not (np.diff(all_tids) > 0).all():
-            raise SnapshotUnusable("template ids out of order")
-        live = all_sids >= 0
-        snap = LoadedSnapshot(meta, all_tids, all_sids, lists, codes, X, trained, np.unique(-1 - all_sids[~live]))
-        snap.keep_only(live)
-        return snap
+                b_lists, b_codes, b_X = lay.split(plain, count)
+                keep = live[sl]
+                m = int(keep.sum())
+                rows = slice(at_row, at_row + m)
+                if m == count:
+                    lists[rows], codes[rows], X[rows] = b_lists, b_codes, b_X
+                else:  # blanked slots are left out
+                    lists[rows], codes[rows], X[rows] = b_lists[keep], b_codes[keep], b_X[keep]
+                at_row += m
+        return LoadedSnapshot(meta, all_tids[live], all_sids[live], lists, codes, X, trained,
+                              np.unique(-1 - all_sids[~live]))
 
     # --- erasure ----------------------------------------------------------------------------
 

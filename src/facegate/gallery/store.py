@@ -24,13 +24,14 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import event, func, select
 from sqlalchemy.engine import Connection, Engine, create_engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from .crypto import Crypto
 from .errors import SchemaError, StoreError, StoreUnavailableError
-from .index import GalleryIndex, IndexConfig
+from .index import GalleryIndex, IndexConfig, SubjectTable
 from .ports import VectorIndex
 from .snapshot import SnapshotFiles
 from .transaction import CH, StoreTx
@@ -151,7 +152,7 @@ class Store:
         loading from and keeping snapshots in ``<data dir>/index-snapshots`` (SQLite)."""
         if self.path is not None:
             self.snapshots = SnapshotFiles(self.path.parent / SNAPSHOT_DIR, crypto)
-        return GalleryIndex(self, crypto, config, self.snapshots)
+        return GalleryIndex(self, crypto, config, self.snapshots, subject_table)
 
     def max_seq(self) -> int:
         """Newest change-feed sequence number: the cheap check before every search."""
@@ -218,6 +219,29 @@ class Store:
             return busy == 0
         except (OperationalError, DBAPIError):
             return False
+
+
+def subject_table(tx: StoreTx, cid: int) -> SubjectTable:
+    """Collection ``cid``'s subjects and active grants read through the driver's cursor in
+    ``tx``: plain tuples and one vectorised date parse instead of a row object and three
+    datetimes per consent (5M subjects: seconds instead of minutes)."""
+    raw = tx.conn.connection.driver_connection
+    assert raw is not None  # a connection inside a transaction is live
+    subjects = raw.execute("SELECT id, external_id, label FROM subjects WHERE collection_id = ?", (cid,)).fetchall()
+    grants = raw.execute(
+        "SELECT k.subject_id, k.purpose, k.expires_at FROM consents k JOIN subjects s ON s.id = k.subject_id "
+        "WHERE s.collection_id = ? AND k.withdrawn_at IS NULL", (cid,)).fetchall()
+    ids = np.fromiter((r[0] for r in subjects), np.int64, count=len(subjects))
+    table = SubjectTable(ids, [r[1] for r in subjects], {r[0]: r[2] for r in subjects if r[2] is not None}, {})
+    if grants:
+        g_sids, g_purposes, g_expires = zip(*grants, strict=True)
+        sids = np.asarray(g_sids, np.int64)
+        when = np.array(g_expires, dtype="datetime64[us]")  # stored as naive UTC text; NULL -> NaT
+        expires = np.where(np.isnat(when), np.inf, when.astype(np.int64) / 1e6)
+        names = sorted(set(g_purposes))
+        code = np.fromiter(map({p: i for i, p in enumerate(names)}.__getitem__, g_purposes), np.int32, count=len(grants))
+        table.grants = {p: (sids[code == i], expires[code == i]) for i, p in enumerate(names)}
+    return table
 
 
 class SqliteTx(StoreTx):
