@@ -89,3 +89,26 @@ def test_a_collection_deleted_while_remembered_is_not_searched_into_a_ghost_inde
     with a.store.read() as tx:
         live = {r.id for r in tx.collections()}
     assert {c.collection_id for c in a.index.loaded()} <= live
+
+
+def test_the_first_identification_after_a_database_restart_just_works(tmp_path, monkeypatch):
+    """Pooled connections are not pinged before each transaction (a round trip per call); one the
+    server closed while it sat in the pool is replaced at checkout instead of failing the call."""
+    monkeypatch.delenv("FACEGATE_MASTER_KEY", raising=False)
+    monkeypatch.delenv("FACEGATE_STORE", raising=False)
+    url = pg_support.fresh_database()
+    g = Gallery.open(tmp_path / "g", store=url)
+    try:
+        gen = FaceLikeGenerator(DIM, seed=4)
+        V = gen.samples(gen.centres(np.arange(5)), 1, seed=1)
+        g.create_collection("c", purposes=["p"], threshold=0.3)
+        g.import_templates("c", [(f"s{i}", V[i : i + 1], ConsentSpec(["p"])) for i in range(5)], model_id=MODEL)
+        assert _identify(g, V[0]).candidates[0].subject == "s0"  # its connections now wait in the pool
+        srv = pg_support.server()
+        srv.stop()
+        srv.start()
+        assert _identify(g, V[1]).candidates[0].subject == "s1"
+        assert g.audit_verify().ok
+    finally:
+        g.close()
+        pg_support.drop_database(url)

@@ -18,7 +18,8 @@ serialises them, so every gallery operation keeps its embedded-store semantics (
 insert, hash-chained audit appends) across any number of processes and hosts.
 
 Connection loss, a stopped server or a server in recovery raise ``StoreUnavailableError``
-(HTTP 503); the pool pre-pings, so the next call after the server is back just works.
+(HTTP 503); a pooled connection the server closed is replaced at checkout (``_closed_by_server``),
+so the next call after the server is back just works.
 """
 
 from __future__ import annotations
@@ -30,12 +31,13 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from select import POLLIN, poll
 from typing import Any
 
 import numpy as np
-from sqlalchemy import insert, select, text
+from sqlalchemy import event, insert, select, text
 from sqlalchemy.engine import create_engine, make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 
 from ..crypto import Crypto, SubjectCipher
 from ..errors import StoreError, StoreUnavailableError
@@ -62,6 +64,21 @@ def _unavailable(exc: DBAPIError) -> bool:
         # 40: serialisation/deadlock (transient); no SQLSTATE: the client lost the connection.
         return state == "" or state[:2] in ("08", "57", "53", "40")
     return state[:2] in ("08", "57")
+
+
+def _closed_by_server(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+    """Pool checkout check, in place of a pre-ping round trip on every transaction: an idle
+    connection has nothing to read unless the server closed it or said why it is about to
+    (shutdown, restart, idle timeout). Such a connection is replaced (the pool retries the
+    checkout). A peer gone without a word (a host lost with its network) is found by the
+    first statement instead: that call raises StoreUnavailableError and the pool drops its
+    connections, so the next call reconnects."""
+    if dbapi_conn.closed or dbapi_conn.broken:
+        raise DisconnectionError("the connection is closed")
+    readable = poll()
+    readable.register(dbapi_conn.pgconn.socket, POLLIN)
+    if readable.poll(0):
+        raise DisconnectionError("the server closed the connection")
 
 
 @contextmanager
@@ -100,9 +117,8 @@ class PgStore(Store):
         # beats SQLAlchemy's multi-VALUES rewriting here (the driver re-parses every huge
         # statement); template ids come from the sequence instead of RETURNING.
         self.engine.dispose()
-        self.engine = create_engine(
-            self.url, pool_size=pool_size, max_overflow=16, pool_pre_ping=True, use_insertmanyvalues=False
-        )
+        self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=16, use_insertmanyvalues=False)
+        event.listen(self.engine, "checkout", _closed_by_server)
         self.write_engine = self.engine
         self.read_engine = self.engine.execution_options(isolation_level="REPEATABLE READ")
         self.crypto: Crypto | None = None  # set by make_index(); needed to write vectors
