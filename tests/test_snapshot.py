@@ -445,3 +445,27 @@ def test_the_sqlite_subject_table_reads_what_the_rows_say(tmp_path):
         assert fast.grants[p][1].tolist() == rows.grants[p][1].tolist()
     assert until.timestamp() in fast.grants["p"][1].tolist() and np.isinf(fast.grants["p"][1]).sum() == 1
     g.close()
+
+
+@pytest.mark.parametrize("every", [{"snapshot_after_changes": 3}, {"snapshot_max_age_s": 0.0}])
+def test_a_new_snapshot_follows_the_feed(tmp_path, every):
+    """Rewritten once the feed has moved far enough, or once it is old enough and anything
+    changed; not before."""
+    import dataclasses
+
+    data = tmp_path / "d"
+    filled(data, vectors()).close()
+    cfg = dataclasses.replace(CFG, snapshot_after_changes=every.get("snapshot_after_changes", 10**9),
+                              snapshot_max_age_s=every.get("snapshot_max_age_s", 1e9))
+    g = Gallery.open(data, index_config=cfg)
+    g.warm("c")
+    first = g.index_stats("c")["snapshot_seq"]
+    for i, name in enumerate(("s1", "s2", "s3")):
+        g.withdraw_consent("c", name, ["q"])
+        g.warm("c")
+        expect_new = "snapshot_max_age_s" in every or i == 2
+        assert (g.index_stats("c")["snapshot_seq"] > first) == expect_new
+    seq = g.index_stats("c")["snapshot_seq"]
+    with open(snap_path(data), "rb") as f:
+        assert _read_header(f)[0]["meta"]["seq"] == seq
+    g.close()

@@ -108,6 +108,9 @@ class IndexConfig:
     # Load from and keep an erasure-safe snapshot of each approximate index (SQLite store).
     snapshot: bool = True
     snapshot_after_changes: int = 100_000  # feed entries after which a new snapshot is written
+    # ... or this long after the last one if anything changed: well inside the day the purge keeps
+    # of the change feed, so a restart can always replay the feed since the snapshot.
+    snapshot_max_age_s: float = 6 * 3600.0
 
 
 class RWLock:
@@ -435,6 +438,7 @@ class CollectionIndex:
         # position of the last one written or loaded.
         self.persist: Callable[[CollectionIndex], bool] | None = None
         self.snapshot_seq = 0
+        self.snapshot_at = time.monotonic()
         self.snapshot_seconds = 0.0
         self._persist_lock = threading.Lock()
         self._persist_thread: threading.Thread | None = None
@@ -962,9 +966,13 @@ class CollectionIndex:
 
     def maybe_persist(self) -> None:
         """Write a new snapshot in the background once the feed has moved
-        ``snapshot_after_changes`` past the last one (the replay on the next start stays short)."""
-        if (self.persist is None or self.applied_seq - self.snapshot_seq < self.config.snapshot_after_changes
-                or not self._ann_usable() or (self._persist_thread is not None and self._persist_thread.is_alive())):
+        ``snapshot_after_changes`` past the last one (the replay on the next start stays short),
+        or ``snapshot_max_age_s`` after it if anything changed (the feed is pruned after a day)."""
+        moved = self.applied_seq - self.snapshot_seq
+        due = moved >= self.config.snapshot_after_changes or (
+            moved > 0 and time.monotonic() - self.snapshot_at >= self.config.snapshot_max_age_s)
+        if (self.persist is None or not due or not self._ann_usable()
+                or (self._persist_thread is not None and self._persist_thread.is_alive())):
             return
         if not self.config.background_build:
             self._persist()
@@ -1022,6 +1030,7 @@ class CollectionIndex:
             writer.close()
         if done:
             self.snapshot_seq = max(self.snapshot_seq, seq)
+            self.snapshot_at = time.monotonic()
             log.info("collection %s: index snapshot of %d templates at feed position %d written", self.collection_id,
                      len(tids), seq)
         return done

@@ -40,6 +40,7 @@ SCHEMA_HEAD = "0008"  # the newest migration revision shipped with this version 
 BUSY_TIMEOUT_MS = 30_000
 DB_FILE = "gallery.db"
 SNAPSHOT_DIR = "index-snapshots"
+CHUNK = 100_000  # rows per fetch when a collection's subjects are read for its index
 
 def default_data_dir() -> Path:
     """$FACEGATE_DATA_DIR, else ./.facegate (relative to the working directory)."""
@@ -223,25 +224,34 @@ class Store:
 
 def subject_table(tx: StoreTx, cid: int) -> SubjectTable:
     """Collection ``cid``'s subjects and active grants read through the driver's cursor in
-    ``tx``: plain tuples and one vectorised date parse instead of a row object and three
-    datetimes per consent (5M subjects: seconds instead of minutes)."""
+    ``tx``, in chunks: plain tuples and a vectorised date parse instead of a row object and
+    three datetimes per consent (5M subjects: seconds instead of minutes)."""
     raw = tx.conn.connection.driver_connection
     assert raw is not None  # a connection inside a transaction is live
-    subjects = raw.execute("SELECT id, external_id, label FROM subjects WHERE collection_id = ?", (cid,)).fetchall()
-    grants = raw.execute(
-        "SELECT k.subject_id, k.purpose, k.expires_at FROM consents k JOIN subjects s ON s.id = k.subject_id "
-        "WHERE s.collection_id = ? AND k.withdrawn_at IS NULL", (cid,)).fetchall()
-    ids = np.fromiter((r[0] for r in subjects), np.int64, count=len(subjects))
-    table = SubjectTable(ids, [r[1] for r in subjects], {r[0]: r[2] for r in subjects if r[2] is not None}, {})
-    if grants:
-        g_sids, g_purposes, g_expires = zip(*grants, strict=True)
+    ids: list[np.ndarray] = []
+    external: list[str] = []
+    labels: dict[int, str] = {}
+    cur = raw.execute("SELECT id, external_id, label FROM subjects WHERE collection_id = ?", (cid,))
+    while rows := cur.fetchmany(CHUNK):
+        ids.append(np.fromiter((r[0] for r in rows), np.int64, count=len(rows)))
+        external.extend(r[1] for r in rows)
+        labels.update((r[0], r[2]) for r in rows if r[2] is not None)
+    grants: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
+    cur = raw.execute("SELECT k.subject_id, k.purpose, k.expires_at FROM consents k JOIN subjects s ON s.id = k.subject_id "
+                      "WHERE s.collection_id = ? AND k.withdrawn_at IS NULL", (cid,))
+    while rows := cur.fetchmany(CHUNK):
+        g_sids, g_purposes, g_expires = zip(*rows, strict=True)
         sids = np.asarray(g_sids, np.int64)
         when = np.array(g_expires, dtype="datetime64[us]")  # stored as naive UTC text; NULL -> NaT
         expires = np.where(np.isnat(when), np.inf, when.astype(np.int64) / 1e6)
         names = sorted(set(g_purposes))
-        code = np.fromiter(map({p: i for i, p in enumerate(names)}.__getitem__, g_purposes), np.int32, count=len(grants))
-        table.grants = {p: (sids[code == i], expires[code == i]) for i, p in enumerate(names)}
-    return table
+        code = np.fromiter(map({p: i for i, p in enumerate(names)}.__getitem__, g_purposes), np.int32, count=len(rows))
+        for i, p in enumerate(names):
+            parts = grants.setdefault(p, ([], []))
+            parts[0].append(sids[code == i])
+            parts[1].append(expires[code == i])
+    return SubjectTable(np.concatenate(ids) if ids else np.empty(0, np.int64), external, labels,
+                        {p: (np.concatenate(a), np.concatenate(b)) for p, (a, b) in grants.items()})
 
 
 class SqliteTx(StoreTx):
