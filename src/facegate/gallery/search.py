@@ -120,9 +120,8 @@ def _search(ctx: GalleryContext, col: CollectionRow, vector: np.ndarray, face: F
     best = hits[0].score if hits else None
     with ctx.store.write() as tx:
         ctx.collections.confirm(tx, col)
-        confirmed = tx.active_consent_subjects([h.subject_id for h in above], purpose, now) if above else set()
-        above = [h for h in above if h.subject_id in confirmed][:top_k]
-        tx.touch_subjects([h.subject_id for h in above], now)
+        seen = set(tx.consented_seen([h.subject_id for h in above], purpose, now, top_k)) if above else set()
+        above = [h for h in above if h.subject_id in seen]
         ctx.audit.append(
             tx, actor=actor, action="identify", now=now, collection=col.name, subjects=[h.external_id for h in above],
             purpose=purpose, decision="match" if above else "no_match", score=above[0].score if above else best,

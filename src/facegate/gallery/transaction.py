@@ -45,7 +45,7 @@ META, KR, LOCKS = _table(Meta), _table(KeyringEntry), _table(LockRow)
 AARCH = _table(AuditArchiveRow)
 
 
-def _active(purpose: Any, now: Any) -> list[Any]:
+def active_consent(purpose: Any, now: Any) -> list[Any]:
     """THE active-consent condition: granted, not withdrawn, not expired at ``now`` (values or
     bound parameters); for ``purpose`` unless it is None."""
     conds = [K.c.withdrawn_at.is_(None), K.c.granted_at <= now, or_(K.c.expires_at.is_(None), K.c.expires_at > now)]
@@ -60,8 +60,8 @@ def _active(purpose: Any, now: Any) -> list[Any]:
 _COLLECTION_BY_NAME = select(C).where(C.c.name == bindparam("b_name"))
 _COLLECTION_BY_ID = select(C).where(C.c.id == bindparam("b_cid"))
 _SIDS: BindParameter[list[int]] = bindparam("b_sids", expanding=True)
-_ACTIVE_FOR = select(K.c.subject_id).where(K.c.subject_id.in_(_SIDS), *_active(bindparam("b_purpose"), bindparam("b_now")))
-_ACTIVE_ANY = select(K.c.subject_id).where(K.c.subject_id.in_(_SIDS), *_active(None, bindparam("b_now")))
+_ACTIVE_FOR = select(K.c.subject_id).where(K.c.subject_id.in_(_SIDS), *active_consent(bindparam("b_purpose"), bindparam("b_now")))
+_ACTIVE_ANY = select(K.c.subject_id).where(K.c.subject_id.in_(_SIDS), *active_consent(None, bindparam("b_now")))
 _TOUCH = update(S).where(S.c.id.in_(_SIDS)).values(last_seen_at=bindparam("b_now"))
 _HEAD = select(AH.c.seq, AH.c.mac).where(AH.c.id == 1)
 _HEAD_LOCKED = _HEAD.with_for_update()  # SQLite renders no FOR UPDATE: BEGIN IMMEDIATE holds its lock
@@ -234,7 +234,7 @@ class StoreTx:
     ) -> list[Row]:
         q = select(S).where(S.c.collection_id == cid)
         if purpose is not None:
-            q = q.where(exists().where(K.c.subject_id == S.c.id, *_active(purpose, now)))
+            q = q.where(exists().where(K.c.subject_id == S.c.id, *active_consent(purpose, now)))
         if after is not None:
             q = q.where(S.c.external_id > after)
         return list(self.conn.execute(q.order_by(S.c.external_id).limit(limit).offset(offset)))
@@ -242,7 +242,7 @@ class StoreTx:
     def count_subjects(self, cid: int, purpose: str | None, now: dt.datetime) -> int:
         q = select(func.count()).select_from(S).where(S.c.collection_id == cid)
         if purpose is not None:
-            q = q.where(exists().where(K.c.subject_id == S.c.id, *_active(purpose, now)))
+            q = q.where(exists().where(K.c.subject_id == S.c.id, *active_consent(purpose, now)))
         return int(self.conn.execute(q).scalar() or 0)
 
     def purge_candidates(self, cid: int, retention_days: int, now: dt.datetime) -> list[tuple[int, str, str]]:
@@ -255,7 +255,7 @@ class StoreTx:
             out.append((sid, ext, "retention"))
         seen = {o[0] for o in out}
         no_consent = select(S.c.id, S.c.external_id).where(
-            S.c.collection_id == cid, ~exists().where(K.c.subject_id == S.c.id, *_active(None, now))
+            S.c.collection_id == cid, ~exists().where(K.c.subject_id == S.c.id, *active_consent(None, now))
         )
         for sid, ext in self.conn.execute(no_consent):
             if sid not in seen:
@@ -269,7 +269,7 @@ class StoreTx:
             return None
         if row.last_seen_at < now - dt.timedelta(days=retention_days):
             return "retention"
-        active = self.conn.execute(select(exists().where(K.c.subject_id == sid, *_active(None, now)))).scalar()
+        active = self.conn.execute(select(exists().where(K.c.subject_id == sid, *active_consent(None, now)))).scalar()
         return None if active else "no_active_consent"
 
     # --- consents ---------------------------------------------------------------------------
@@ -296,6 +296,15 @@ class StoreTx:
         if purposes is not None:
             q = q.where(K.c.purpose.in_(list(purposes)))
         return int(self.conn.execute(q.values(withdrawn_at=now)).rowcount or 0)
+
+    def consented_seen(self, sids: Sequence[int], purpose: str, now: dt.datetime, limit: int) -> list[int]:
+        """What an identification returns of its hits ``sids`` (best first): the first ``limit``
+        whose consent covers ``purpose`` at ``now`` in the database, their last_seen_at set to
+        ``now`` (retention counts from the last use)."""
+        ok = self.active_consent_subjects(sids, purpose, now)
+        seen = [s for s in sids if s in ok][:limit]
+        self.touch_subjects(seen, now)
+        return seen
 
     def active_consent_subjects(self, sids: Sequence[int], purpose: str | None, now: dt.datetime) -> set[int]:
         """Which of ``sids`` have an active consent for ``purpose`` (None: for any purpose)."""

@@ -35,7 +35,8 @@ from select import POLLIN, poll
 from typing import Any
 
 import numpy as np
-from sqlalchemy import event, insert, select, text
+from sqlalchemy import BigInteger, bindparam, event, exists, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import create_engine, make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 
@@ -44,7 +45,7 @@ from ..errors import StoreError, StoreUnavailableError
 from ..index import IndexConfig
 from ..ports import VectorIndex
 from ..store import Store
-from ..transaction import C, S, StoreTx, T
+from ..transaction import C, K, S, StoreTx, T, active_consent
 from . import schema
 from .memory import PgGalleryMemoryIndex
 from .rotation import RotationCache, keyring_name, orthogonal_from_seed, wrap_context
@@ -53,6 +54,19 @@ from .vectors import copy_rows, parse_copy_rows, vec_table
 log = logging.getLogger("facegate.gallery.pg")
 
 WRITE_LOCK_KEY = 4242002  # pg_advisory_xact_lock: one writer at a time, like SQLite
+
+# StoreTx.consented_seen in one statement (one round trip, not two): the hits in rank order, the
+# first b_limit with an active consent, and the update of their last_seen_at as a CTE.
+_RANKED = func.unnest(bindparam("b_sids", type_=ARRAY(BigInteger))).table_valued("sid", with_ordinality="n").render_derived()
+_SEEN = (
+    select(_RANKED.c.sid, _RANKED.c.n)
+    .where(exists().where(K.c.subject_id == _RANKED.c.sid, *active_consent(bindparam("b_purpose"), bindparam("b_now"))))
+    .order_by(_RANKED.c.n)
+    .limit(bindparam("b_limit"))
+    .cte("seen")
+)
+_TOUCHED = update(S).where(S.c.id.in_(select(_SEEN.c.sid))).values(last_seen_at=bindparam("b_now")).cte("touched")
+_CONSENTED_SEEN = select(_SEEN.c.sid).order_by(_SEEN.c.n).add_cte(_TOUCHED)
 
 
 def _unavailable(exc: DBAPIError) -> bool:
@@ -372,6 +386,10 @@ class PgStoreTx(StoreTx):
         )
         self.new_rotation_key(cid, 1, values.get("created_at") or dt.datetime.now(dt.UTC))
         return cid
+
+    def consented_seen(self, sids: Sequence[int], purpose: str, now: dt.datetime, limit: int) -> list[int]:
+        params = {"b_sids": list(sids), "b_purpose": purpose, "b_now": now, "b_limit": limit}
+        return [r[0] for r in self.conn.execute(_CONSENTED_SEEN, params)]
 
     # --- erasure and withdrawal: visible on synchronous standbys before the commit returns ----
 
