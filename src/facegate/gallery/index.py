@@ -1167,40 +1167,54 @@ class GalleryIndex:
 
     def _from_snapshot(self, cid: int, dim: int, model_id: str) -> CollectionIndex | None:
         """The collection's index from its snapshot, with the subjects and consents read from
-        the store now and the subjects whose slots an erasure blanked re-read; ``applied_seq``
-        is the snapshot's, so the next sync replays the feed since. None (and a log line saying
-        why) when there is no usable snapshot."""
+        the store now (on a second thread, while this one decrypts the file and packs the
+        approximate index) and the subjects whose slots an erasure blanked re-read. The next
+        sync replays the feed from the older of the snapshot's position and the one the
+        subjects were read at. None (and a log line saying why) when there is no usable
+        snapshot."""
         if self.snapshots is None:
             return None
-        try:
-            with self.crypto.lock:
-                snap = self.snapshots.load(cid, dim, model_id)
-        except FileNotFoundError:
-            return None
-        except (SnapshotUnusable, OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("collection %s: index snapshot not used (%s); loading every template from the store", cid, exc)
-            return None
-        idx = CollectionIndex(cid, dim, model_id, self.config)
-        with self.crypto.lock, self.store.read() as tx:
-            self.crypto.ensure(tx.get_meta("master_key_id"))
-            if tx.pruned_through() > snap.meta.seq:
-                log.warning("collection %s: index snapshot not used (the change feed since position %d was pruned); "
-                            "loading every template from the store", cid, snap.meta.seq)
+        with ThreadPoolExecutor(1, thread_name_prefix="facegate-subjects") as pool:
+            read = pool.submit(self._read_table, cid)
+            try:
+                with self.crypto.lock:
+                    snap = self.snapshots.load(cid, dim, model_id)
+            except FileNotFoundError:
                 return None
-            table = self._table(tx, cid)
-            snap.keep_only(np.isin(snap.sids, table.ids))  # subjects erased since are gone from the store too
-            idx.load_table(table, snap.tids, snap.sids, snap.X)
-            idx.applied_seq = snap.meta.seq
-            blanked = {int(s) for s in snap.scrubbed.tolist()}
-            states = self._subject_states(tx, {cid: blanked}, {cid: idx}) if blanked else {}
-        idx.ann = IvfIndex.restore(dim, snap.trained, snap.tids, snap.lists, snap.codes,
-                                   nprobe=snap.meta.nprobe, recall=snap.meta.recall, trained_rows=snap.meta.trained_rows)
-        with idx.lock.write():  # after the restore: apply() keeps the approximate index in step
-            for st in states.get(cid, []):
-                idx.apply(st)
+            except (SnapshotUnusable, OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("collection %s: index snapshot not used (%s); loading every template from the store", cid, exc)
+                return None
+            ann = IvfIndex.restore(dim, snap.trained, snap.tids, snap.lists, snap.codes, nprobe=snap.meta.nprobe,
+                                   recall=snap.meta.recall, trained_rows=snap.meta.trained_rows)
+            head, pruned, table = read.result()
+        if pruned > snap.meta.seq:
+            log.warning("collection %s: index snapshot not used (the change feed since position %d was pruned); "
+                        "loading every template from the store", cid, snap.meta.seq)
+            return None
+        known = np.isin(snap.sids, table.ids)  # subjects erased since are gone from the store too
+        if not known.all():
+            ann.remove(snap.tids[~known])
+            snap.keep_only(known)
+        idx = CollectionIndex(cid, dim, model_id, self.config)
+        idx.load_table(table, snap.tids, snap.sids, snap.X)
+        idx.ann = ann
+        idx.applied_seq = min(snap.meta.seq, head)
+        blanked = {int(s) for s in snap.scrubbed.tolist()}
+        if blanked:
+            with self.crypto.lock, self.store.read() as tx:
+                self.crypto.ensure(tx.get_meta("master_key_id"))
+                states = self._subject_states(tx, {cid: blanked}, {cid: idx})
+            with idx.lock.write():  # apply() keeps the approximate index in step
+                for st in states[cid]:
+                    idx.apply(st)
         idx.snapshot_seq = snap.meta.seq
         idx.loaded_from = "snapshot"
         return idx
+
+    def _read_table(self, cid: int) -> tuple[int, int, SubjectTable]:
+        """(feed head, feed pruned through, the collection's subject table), in one snapshot."""
+        with self.store.read() as tx:
+            return tx.max_seq(), tx.pruned_through(), self._table(tx, cid)
 
     def read_vectors(self, tx: Any, cid: int, dim: int, model_id: str,
                      subjects: dict[int, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
