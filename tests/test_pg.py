@@ -248,6 +248,7 @@ def test_database_in_the_older_layout_is_upgraded_in_place(tmp_path, pg_url):
     before = [g.identify_vector("c", V[2 * i + 1], purpose="p", top_k=3, model_id=MODEL).candidates for i in range(0, 60, 7)]
     g.close()
     with psycopg.connect(pg_url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")  # the older layout needed pgvector
         tids = [r[0] for r in conn.execute(f"SELECT template_id FROM {t} ORDER BY template_id")]
         conn.execute(f"ALTER TABLE {t} ADD COLUMN old vector({DIM})")
         with conn.cursor() as cur:
