@@ -263,18 +263,3 @@ def test_bulk_loaded_subjects_change_erase_and_their_slots_are_reused():
     assert hits[0].external_id == "new" and 10 not in [h.subject_id for h in hits] and n_allowed == 99
     assert idx.n == 197 and idx.allowed_subject_ids("p", 1e9).tolist() == sorted(set(range(100)) - {7, 10} | {1000})
 
-
-def test_vectorised_fast_scan_packing_matches_faiss():
-    """Restoring an approximate index from a snapshot packs the stored codes in numpy: the
-    bytes must be faiss's own block layout."""
-    import faiss
-
-    from facegate.gallery.index import IvfIndex, _pq4_pack
-
-    ann = IvfIndex.create(DIM, 10_000)
-    packer = ann.index.get_CodePacker()
-    flat = np.random.default_rng(0).integers(0, 256, (5 * packer.nvec, packer.code_size), dtype=np.uint8)
-    ref = np.zeros(5 * packer.block_size, np.uint8)
-    for b in range(5):
-        packer.pack_all(faiss.swig_ptr(flat[b * packer.nvec :]), faiss.swig_ptr(ref[b * packer.block_size :]))
-    assert np.array_equal(_pq4_pack(packer, flat), ref)

@@ -197,24 +197,20 @@ class IvfIndex:
         ann = cls(dim, faiss.deserialize_index(np.frombuffer(trained, np.uint8)), nprobe=nprobe, recall=recall,
                   trained_rows=trained_rows, trained=trained)
         packer = ann.index.get_CodePacker()
-        bbs, block = int(packer.nvec), int(packer.block_size)
+        bbs, block, cs = int(packer.nvec), int(packer.block_size), int(packer.code_size)
         order = np.argsort(lists, kind="stable")
-        counts = np.bincount(lists, minlength=ann.nlist)
-        blocks = -(-counts // bbs)
-        first_block = np.concatenate(([0], np.cumsum(blocks)))
-        # Each list's codes padded to whole blocks, all lists in one array, packed at once.
-        sorted_lists = lists[order]
-        rank = np.arange(len(order)) - np.concatenate(([0], np.cumsum(counts)))[sorted_lists]
-        padded = np.zeros((int(first_block[-1]) * bbs, codes.shape[1]), np.uint8)
-        padded[first_block[sorted_lists] * bbs + rank] = codes[order]
-        packed = _pq4_pack(packer, padded)
-        sorted_ids = np.ascontiguousarray(ids[order], np.int64)
-        starts = np.concatenate(([0], np.cumsum(counts)))
-        for lst in np.flatnonzero(counts).tolist():
-            list_ids = sorted_ids[starts[lst] : starts[lst + 1]]
-            part = packed[first_block[lst] * block : first_block[lst + 1] * block]
+        bounds = np.concatenate(([0], np.cumsum(np.bincount(lists, minlength=ann.nlist))))
+        for lst in np.flatnonzero(np.diff(bounds)).tolist():
+            sel = order[bounds[lst] : bounds[lst + 1]]
+            count, nb = len(sel), -(-len(sel) // bbs)
+            flat = np.zeros((nb * bbs, cs), np.uint8)
+            flat[:count] = codes[sel]
+            packed = np.zeros(nb * block, np.uint8)
+            for b in range(nb):
+                packer.pack_all(faiss.swig_ptr(flat[b * bbs :]), faiss.swig_ptr(packed[b * block :]))
+            list_ids = np.ascontiguousarray(ids[sel], np.int64)
             # an empty list takes whole packed blocks as they are (faiss BlockInvertedLists)
-            ann.index.invlists.add_entries(lst, len(list_ids), faiss.swig_ptr(list_ids), faiss.swig_ptr(part))
+            ann.index.invlists.add_entries(lst, count, faiss.swig_ptr(list_ids), faiss.swig_ptr(packed))
         ann.index.ntotal = len(ids)
         return ann
 
@@ -281,48 +277,6 @@ class IvfIndex:
 
     def memory_bytes(self) -> int:
         return self.ntotal * (self.m // 2 + 8) + self.nlist * self.dim * 4  # codes + ids + centroids
-
-
-def _pq4_pack(packer: Any, flat: np.ndarray) -> np.ndarray:
-    """faiss's 4-bit fast-scan block layout of ``flat`` codes (a multiple of ``packer.nvec``
-    rows), vectorised: the same bytes as ``packer.pack_all`` block by block, without a Python
-    call per 32 templates (10M templates: 312,000 calls)."""
-    bbs = int(packer.nvec)
-    dest = _pq4_layout(packer)
-    per_block = bbs * flat.shape[1]
-    out = np.empty(len(flat) * flat.shape[1], np.uint8)
-    step = 65_536 * bbs  # templates per chunk: bounded temporaries (~70 MB)
-    for a in range(0, len(flat), step):
-        part = flat[a : a + step]
-        nibbles = np.stack([part & 15, part >> 4], axis=-1).reshape(-1, 2 * per_block)
-        moved = np.empty_like(nibbles)
-        moved[:, dest] = nibbles
-        out[a * flat.shape[1] : (a + len(part)) * flat.shape[1]] = (moved[:, 0::2] | (moved[:, 1::2] << 4)).reshape(-1)
-    return out
-
-
-_layouts: dict[tuple[int, int, int], np.ndarray] = {}
-
-
-def _pq4_layout(packer: Any) -> np.ndarray:
-    """Where ``packer.pack_all`` puts each input nibble (template i, nibble q of its code) in a
-    block, found by packing one set nibble at a time (once per code shape)."""
-    import faiss
-
-    bbs, block, cs = int(packer.nvec), int(packer.block_size), int(packer.code_size)
-    key = (bbs, block, cs)
-    if key not in _layouts:
-        dest = np.empty(bbs * cs * 2, np.int64)
-        flat, out = np.zeros((bbs, cs), np.uint8), np.zeros(block, np.uint8)
-        for i in range(bbs):
-            for q in range(cs * 2):
-                flat[:] = 0
-                flat[i, q // 2] = 1 << (4 * (q % 2))
-                packer.pack_all(faiss.swig_ptr(flat), faiss.swig_ptr(out))
-                b = int(np.flatnonzero(out)[0])
-                dest[i * cs * 2 + q] = 2 * b + (0 if out[b] == 1 else 1)
-        _layouts[key] = dest
-    return _layouts[key]
 
 
 # --- one collection -------------------------------------------------------------------------
