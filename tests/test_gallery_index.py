@@ -262,4 +262,3 @@ def test_bulk_loaded_subjects_change_erase_and_their_slots_are_reused():
     hits, n_allowed = idx.search(V[1], 3, "p", 1e9)
     assert hits[0].external_id == "new" and 10 not in [h.subject_id for h in hits] and n_allowed == 99
     assert idx.n == 197 and idx.allowed_subject_ids("p", 1e9).tolist() == sorted(set(range(100)) - {7, 10} | {1000})
-
