@@ -87,6 +87,31 @@ def assert_same_index(a: Gallery, b: Gallery) -> None:
         assert [(h.external_id, round(h.score, 5)) for h in ha] == [(h.external_id, round(h.score, 5)) for h in hb]
 
 
+def assert_full_load_says(data: Path, caplog: pytest.LogCaptureFixture, why: str) -> None:
+    """Opening ``data`` loads from the store with a log line containing ``why``, and answers as
+    a gallery that keeps no snapshot."""
+    with caplog.at_level(logging.WARNING, logger="facegate.gallery.index"):
+        a = Gallery.open(data, index_config=CFG)
+        assert a.index_stats("c")["loaded_from"] == "store"
+    assert why in caplog.text
+    b = Gallery.open(data, index_config=FULL)
+    assert_same_index(a, b)
+    a.close()
+    b.close()
+
+
+def assert_snapshot_load_without(data: Path, subject: str, vec: np.ndarray) -> None:
+    """Opening ``data`` loads from the snapshot, answers as a gallery that keeps none, and
+    does not find ``subject`` (erased) with ``vec``."""
+    g = Gallery.open(data, index_config=CFG)
+    full = Gallery.open(data, index_config=FULL)
+    assert g.index_stats("c")["loaded_from"] == "snapshot"
+    assert_same_index(g, full)
+    assert all(c.subject != subject for c in g.identify_vector("c", vec, purpose="p", model_id=MODEL).candidates)
+    g.close()
+    full.close()
+
+
 def snap_path(data: Path, cid: int = 1) -> Path:
     return data / "index-snapshots" / f"collection-{cid}.snap"
 
@@ -214,12 +239,8 @@ def test_erasure_while_a_snapshot_is_written(tmp_path, monkeypatch):
     monkeypatch.setattr(snap_mod.SnapshotWriter, "write_block", real)
     assert idx.write_snapshot(g.index.snapshots, g.store)  # the next write completes
     g.close()
-    h = Gallery.open(data, index_config=CFG)
-    assert h.index_stats("c")["loaded_from"] == "snapshot"
-    assert_same_index(h, other)
-    assert all(c.subject != "s2000" for c in h.identify_vector("c", victim[0], purpose="p", model_id=MODEL).candidates)
-    h.close()
     other.close()
+    assert_snapshot_load_without(data, "s2000", victim[0])
 
 
 def test_changes_during_the_write_are_blanked_and_reread(tmp_path, monkeypatch):
@@ -293,15 +314,11 @@ def test_sigkill_between_erasure_commit_and_return(tmp_path):
     run_child(data, "erase")
     for vec in V[14:16]:
         assert files_holding(data, vec) == []
-    g = Gallery.open(data, index_config=CFG)
+    g = Gallery.open(data, index_config=FULL)
     _t, _s, X = decrypt_all(g, snap_path(data))
-    assert not any(np.array_equal(x, V[14]) for x in X)
-    full = Gallery.open(data, index_config=FULL)
-    assert g.index_stats("c")["loaded_from"] == "snapshot"
-    assert_same_index(g, full)
-    assert all(c.subject != "s7" for c in g.identify_vector("c", V[14], purpose="p", model_id=MODEL).candidates)
     g.close()
-    full.close()
+    assert not any(np.array_equal(x, V[14]) for x in X)
+    assert_snapshot_load_without(data, "s7", V[14])
 
 
 def test_sigkill_while_writing_a_snapshot(tmp_path):
@@ -329,14 +346,7 @@ def test_a_snapshot_under_another_master_key_is_not_used(tmp_path, caplog):
     g = filled(data, V)
     g.rotate_master_key()
     g.close()
-    with caplog.at_level(logging.WARNING, logger="facegate.gallery.index"):
-        a = Gallery.open(data, index_config=CFG)
-        assert a.index_stats("c")["loaded_from"] == "store"
-    assert "index snapshot not used (written under master key" in caplog.text
-    b = Gallery.open(data, index_config=FULL)
-    assert_same_index(a, b)
-    a.close()
-    b.close()
+    assert_full_load_says(data, caplog, "index snapshot not used (written under master key")
 
 
 @pytest.mark.parametrize("where", ["block", "ids", "header"])
@@ -358,14 +368,7 @@ def test_a_tampered_snapshot_is_not_used(tmp_path, caplog, where):
         at = raw.index(b'"nprobe": ') + 10
         raw[at] = ord("2") if raw[at] == ord("1") else ord("1")
     path.write_bytes(bytes(raw))
-    with caplog.at_level(logging.WARNING, logger="facegate.gallery.index"):
-        a = Gallery.open(data, index_config=CFG)
-        assert a.index_stats("c")["loaded_from"] == "store"
-    assert "index snapshot not used" in caplog.text
-    b = Gallery.open(data, index_config=FULL)
-    assert_same_index(a, b)
-    a.close()
-    b.close()
+    assert_full_load_says(data, caplog, "failed authentication")
 
 
 def test_writes_by_another_process_after_the_snapshot_are_applied_on_open(tmp_path):
@@ -401,12 +404,7 @@ def test_a_snapshot_older_than_the_pruned_feed_is_not_used(tmp_path, caplog):
     with other.store.write() as tx:
         tx.prune_changes(dt.datetime.now(dt.UTC) + dt.timedelta(days=1))
     other.close()
-    with caplog.at_level(logging.WARNING, logger="facegate.gallery.index"):
-        g = Gallery.open(data, index_config=CFG)
-        assert g.index_stats("c")["loaded_from"] == "store"
-    assert "change feed since position" in caplog.text
-    assert all(c.subject != "s5" for c in g.identify_vector("c", V[10], purpose="p", model_id=MODEL).candidates)
-    g.close()
+    assert_full_load_says(data, caplog, "the change feed since position")
 
 
 def test_snapshot_files_are_owner_only_and_sqlite_only(tmp_path):

@@ -50,6 +50,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .crypto import Crypto, generate_key
 from .errors import TemplateIntegrityError
+from .master_key import _fsync_dir
 
 if TYPE_CHECKING:
     from .ports import StoreTransaction
@@ -173,14 +174,6 @@ def _read_header(f: Any) -> tuple[dict[str, Any], bytes]:
     if header.get("v") != VERSION:
         raise SnapshotUnusable(f"format version {header.get('v')!r}")
     return header, hashlib.sha256(head[: 12 + size]).digest()
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class SnapshotFiles:
