@@ -28,6 +28,13 @@ Design
   ≈ 0.6 from their match, far from "near duplicate": IVF needs to scan 20–40 % of the lists for
   recall@1 ≥ 0.995, which 4-bit fast-scan codes make cheap; HNSW graphs lose rank-1 on such
   data at 1M — see ../shared/notes/vector-search.md.)
+* **Snapshots (SQLite store).** After each approximate-index build, and again when the feed
+  has moved far enough, the collection is written to an erasure-safe snapshot
+  (``snapshot.py``: vectors, IVF list numbers and PQ codes in AES-GCM blocks that every erasure
+  scrubs in place). A cold load reads it instead of decrypting template by template and packs
+  the stored codes straight into the IVF lists (no coarse assignment), reads the subjects and
+  consents from the store meanwhile (``SubjectTable``), and then replays the feed since the
+  snapshot as any sync does.
 * **Consent filtering is exact and never costs a result slot.** Each subject slot carries, per
   purpose, the time its consent for that purpose ends (−inf: none). The allowed-row mask for a
   (purpose, now) is computed by one vectorised comparison and cached until the next expiry or
