@@ -6,7 +6,7 @@
     .venv/bin/python bench/identify.py --profile 300                     # cProfile of 300 calls
 
 At a size where the index costs little (default 100k synthetic templates from
-facegate.gallery.synth: 50k identities x 2, enrolled with ``Gallery.import_templates``), per store:
+facegate.gallery.synth: 50k identities x 2, enrolled as bench/gallery.py does), per store:
 
 * p50/p99 of ``identify_vector`` end to end and of the index search alone (the same probes);
 * a per-phase breakdown, timed by wrapping the gallery's own calls (no copy of search.py):
@@ -46,10 +46,11 @@ from sqlalchemy import event
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from facegate.gallery import ConsentSpec, Gallery  # noqa: E402
+from facegate.gallery import Gallery  # noqa: E402
 from facegate.gallery import context as context_mod  # noqa: E402
 from facegate.gallery import search as search_mod  # noqa: E402
 from facegate.gallery.synth import FaceLikeGenerator  # noqa: E402
+from gallery import fill  # noqa: E402 - bench/gallery.py: the same synthetic gallery
 
 MODEL = "sface-2021dec-int8bq"
 DIM = 128
@@ -68,7 +69,7 @@ def pct(values: list[float], q: float) -> float:
 
 def open_filled(data: Path, store: str | None, n_id: int, gen: FaceLikeGenerator, fresh: bool) -> Gallery:
     """The gallery at ``data`` holding collection "bench" with ``n_id`` identities x 2 templates."""
-    marker = data / f"bench-identify-{n_id}"
+    marker = data / f"bench-identify-{n_id}-v2"
     if fresh or not marker.exists():
         if data.exists() and store == "embedded-postgres":
             from facegate.pgserver import for_data_dir
@@ -78,15 +79,9 @@ def open_filled(data: Path, store: str | None, n_id: int, gen: FaceLikeGenerator
 
         shutil.rmtree(data, ignore_errors=True)
         g = Gallery.open(data, store=store)
-        g.create_collection("bench", purposes=["common"])
-        cons = ConsentSpec(["common"], evidence_ref="bench")
-        t0 = time.perf_counter()
-        for start in range(0, n_id, 10_000):
-            ids = np.arange(start, min(n_id, start + 10_000))
-            V = gen.samples(gen.centres(ids), 2, seed=int(start))
-            g.import_templates("bench", [(f"id{i}", V[2 * k : 2 * k + 2], cons) for k, i in enumerate(ids.tolist())],
-                               model_id=MODEL, batch=1000)
-        print(f"  enrolled {2 * n_id:,} templates in {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
+        g.create_collection("bench", purposes=["common", "rare"])
+        _X, seconds = fill(g, gen, n_id, 2, lambda *a: print(" ", *a, file=sys.stderr, flush=True))
+        print(f"  enrolled {2 * n_id:,} templates in {seconds:.1f}s", file=sys.stderr, flush=True)
         g.close()
         marker.touch()
     g = Gallery.open(data, store=store)
