@@ -11,7 +11,12 @@ import pytest
 
 import pg_support
 from facegate.gallery import ConsentSpec, Gallery
-from facegate.gallery.errors import CollectionNotFoundError, LivenessRequiredError, PurposeNotAllowedError
+from facegate.gallery.errors import (
+    CollectionNotFoundError,
+    ConflictError,
+    LivenessRequiredError,
+    PurposeNotAllowedError,
+)
 from facegate.gallery.synth import FaceLikeGenerator
 
 MODEL = "sface-2021dec-int8bq"
@@ -112,3 +117,33 @@ def test_the_first_identification_after_a_database_restart_just_works(tmp_path, 
     finally:
         g.close()
         pg_support.drop_database(url)
+
+
+@pytest.mark.parametrize("changes", [1, 3])
+def test_a_collection_changed_between_search_and_record_is_admitted_again(pair, monkeypatch, changes):
+    """Each change another process commits between this search and its record sends the
+    identification back to admission on the current row; after three it gives up (409,
+    audited), rather than record a decision taken under settings that no longer hold."""
+    a, b, probe = pair
+    assert _identify(a, probe).candidates
+    idx = a.index.loaded()[0]
+    search = type(idx).search
+    done = []
+
+    def search_then_change(self, *args, **kw):
+        out = search(self, *args, **kw)
+        if len(done) < changes:  # a setting identification does not depend on, changed all the same
+            b.set_collection_liveness("c", [] if len(done) % 2 else ["enroll"])
+            done.append(1)
+        return out
+
+    monkeypatch.setattr(type(idx), "search", search_then_change)
+    if changes < 3:
+        assert _identify(a, probe).candidates[0].subject == "s0"
+        assert _identify_events(a) == ["match", "match"]
+    else:
+        with pytest.raises(ConflictError) as err:
+            _identify(a, probe)
+        assert err.value.http_status == 409
+        assert _identify_events(a) == ["match", "refused_conflict"]
+    assert a.audit_verify().ok
