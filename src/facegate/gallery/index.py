@@ -1179,21 +1179,23 @@ class GalleryIndex:
         sync replays the feed from the older of the snapshot's position and the one the
         subjects were read at. None (and a log line saying why) when there is no usable
         snapshot."""
-        if self.snapshots is None:
+        if self.snapshots is None or not installed("scale"):  # faiss restores its approximate half
             return None
-        with ThreadPoolExecutor(1, thread_name_prefix="facegate-subjects") as pool:
-            read = pool.submit(self._read_table, cid)
-            try:
+        snapshots = self.snapshots
+        try:
+            snapshots.check(cid, dim, model_id)  # not worth reading the subjects for a snapshot never used
+            with ThreadPoolExecutor(1, thread_name_prefix="facegate-subjects") as pool:
+                read = pool.submit(self._read_table, cid)
                 with self.crypto.lock:
-                    snap = self.snapshots.load(cid, dim, model_id)
-            except FileNotFoundError:
-                return None
-            except (SnapshotUnusable, OSError, ValueError, KeyError, TypeError) as exc:
-                log.warning("collection %s: index snapshot not used (%s); loading every template from the store", cid, exc)
-                return None
-            ann = IvfIndex.restore(dim, snap.trained, snap.tids, snap.lists, snap.codes, nprobe=snap.meta.nprobe,
-                                   recall=snap.meta.recall, trained_rows=snap.meta.trained_rows)
-            head, pruned, table = read.result()
+                    snap = snapshots.load(cid, dim, model_id)
+                ann = IvfIndex.restore(dim, snap.trained, snap.tids, snap.lists, snap.codes, nprobe=snap.meta.nprobe,
+                                       recall=snap.meta.recall, trained_rows=snap.meta.trained_rows)
+                head, pruned, table = read.result()
+        except FileNotFoundError:
+            return None
+        except (SnapshotUnusable, OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("collection %s: index snapshot not used (%s); loading every template from the store", cid, exc)
+            return None
         if pruned > snap.meta.seq:
             log.warning("collection %s: index snapshot not used (the change feed since position %d was pruned); "
                         "loading every template from the store", cid, snap.meta.seq)

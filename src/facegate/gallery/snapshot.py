@@ -201,15 +201,24 @@ class SnapshotFiles:
 
     # --- reading ----------------------------------------------------------------------------
 
+    def check(self, cid: int, dim: int, model_id: str) -> None:
+        """Raise what :meth:`load` would about the header alone (no file, another collection,
+        model or master key), before the caller starts work that only a usable snapshot needs."""
+        with open(self.path(cid), "rb") as f:
+            self._open(f, cid, dim, model_id)
+
+    def _open(self, f: Any, cid: int, dim: int, model_id: str) -> tuple[dict[str, Any], bytes, SnapshotMeta, AESGCM]:
+        header, digest = _read_header(f)
+        meta = SnapshotMeta(**header["meta"])
+        if (meta.collection_id, meta.model_id, meta.dim) != (cid, model_id, dim):
+            raise SnapshotUnusable(f"it is for collection {meta.collection_id}, {meta.model_id} at {meta.dim}-d")
+        return header, digest, meta, self._cipher(header, cid)
+
     def load(self, cid: int, dim: int, model_id: str) -> LoadedSnapshot:
         """The snapshot of collection ``cid``. FileNotFoundError if there is none,
         SnapshotUnusable if it is for another model or key, or any byte fails authentication."""
         with open(self.path(cid), "rb") as f:
-            header, digest = _read_header(f)
-            meta = SnapshotMeta(**header["meta"])
-            if (meta.collection_id, meta.model_id, meta.dim) != (cid, model_id, dim):
-                raise SnapshotUnusable(f"it is for collection {meta.collection_id}, {meta.model_id} at {meta.dim}-d")
-            aead = self._cipher(header, cid)
+            header, digest, meta, aead = self._open(f, cid, dim, model_id)
             lay = _Layout(int(header["n"]), dim, meta.code_size, int(header["blob_len"]))
             f.seek(lay.ids_at)
             ids = np.fromfile(f, "<i8", 2 * lay.n)
