@@ -31,6 +31,7 @@ from .audit import (
     ts_text,
 )
 from .errors import ConflictError, InvalidArgumentError, LockedError, StoreError
+from .fsync import fsync_dir
 from .ports import TemplateStore
 from .transaction import StoreTx
 from .types import AuditArchiveCheck, AuditArchiveFile, AuditArchiveReport, AuditReport
@@ -64,19 +65,6 @@ def _record_body(rec: dict[str, Any]) -> bytes:
         raise TypeError("score")
     return canonical(int(rec["seq"]), _parse_ts(rec["ts"]), rec["actor"], rec["action"], rec["collection"], rec["subjects"],
                      rec["purpose"], rec["decision"], score, rec["details"])
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # e.g. a platform without directory handles
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def read_archive_ends(path: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
@@ -254,7 +242,7 @@ def archive(log: AuditLog, store: TemplateStore, *, before: dt.datetime, path: s
         _check_target(path, a_seq, deployment_id)
         os.replace(tmp, path)
         tmp = None
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         _stage("renamed")
         with store.durable_write() as tx:
             tx.audit_head(lock=True)

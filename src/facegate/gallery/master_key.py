@@ -70,6 +70,7 @@ from .errors import (
     MasterKeyMissingError,
     TemplateIntegrityError,
 )
+from .fsync import fsync_dir
 from .types import MasterKeyRotation, utcnow
 
 NEW_KEY_FILE = MASTER_KEY_FILE + ".new"
@@ -98,14 +99,6 @@ def key_paths(data_dir: Path) -> tuple[Path, Path]:
 
 def _tmp_glob(directory: Path, cur: Path) -> list[Path]:
     return list(directory.glob(f".{cur.name}.new.*"))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _read(path: Path) -> bytes | None:
@@ -174,14 +167,14 @@ def _shred(path: Path, *, unlink: bool) -> None:
         os.close(fd)
     if unlink:
         path.unlink(missing_ok=True)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
 
 def write_new_key(data_dir: Path, key: bytes) -> Path:
     """``master.key.new`` holding ``key`` (0600), complete and on disk when this returns."""
     cur, new = key_paths(data_dir)
     os.replace(write_key_tempfile(new, key), new)
-    _fsync_dir(cur.parent)
+    fsync_dir(cur.parent)
     return new
 
 
@@ -234,7 +227,7 @@ def finish(data_dir: Path, current_id: str | None, step: Step = _noop) -> bool:
             destroyed = True
         step("old_key_overwritten")
         os.replace(new, cur)
-        _fsync_dir(d)
+        fsync_dir(d)
         step("renamed")
         return destroyed
     if cur_is_current:

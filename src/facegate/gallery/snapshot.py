@@ -50,7 +50,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .crypto import Crypto, generate_key
 from .errors import TemplateIntegrityError
-from .master_key import _fsync_dir
+from .fsync import fsync_dir
 
 if TYPE_CHECKING:
     from .ports import StoreTransaction
@@ -355,7 +355,7 @@ def destroy(path: Path) -> None:
         return
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 class SnapshotWriter:
@@ -437,7 +437,7 @@ class SnapshotWriter:
             if changed:
                 self.files.scrub(self.path, cid, self.tids[np.isin(self.sids, list(changed))].tolist())
             os.replace(self.path, self.final)
-            _fsync_dir(self.final.parent)
+            fsync_dir(self.final.parent)
             return True
         finally:
             self.close()
