@@ -186,7 +186,8 @@ class Gallery:
                                 actor: str = "library") -> Collection:
         """Set which operations of the collection need a passed liveness check: a subset of
         ("enroll", "verify", "identify"); empty turns the requirement off. Effective for the
-        next call in every process (the setting is read from the database on each operation).
+        next call in every process (identification confirms it in the database inside the
+        transaction that records it; the other operations read it on each call).
         Audited as ``collection.update`` with the old and new setting."""
         return collections.set_liveness(self._ctx, name, operations, actor=actor)
 
