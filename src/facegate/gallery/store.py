@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import event, func, select
+from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, create_engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -34,7 +34,7 @@ from .errors import SchemaError, StoreError, StoreUnavailableError
 from .index import GalleryIndex, IndexConfig, SubjectTable
 from .ports import VectorIndex
 from .snapshot import SnapshotFiles
-from .transaction import CH, StoreTx
+from .transaction import MAX_SEQ, StoreTx
 
 SCHEMA_HEAD = "0008"  # the newest migration revision shipped with this version (a test pins it to the scripts' head)
 BUSY_TIMEOUT_MS = 30_000
@@ -158,7 +158,7 @@ class Store:
     def max_seq(self) -> int:
         """Newest change-feed sequence number: the cheap check before every search."""
         with translate_errors(), self.engine.connect() as conn:
-            value = conn.execute(select(func.max(CH.c.seq))).scalar()
+            value = conn.execute(MAX_SEQ).scalar()
             conn.rollback()
         return int(value or 0)
 

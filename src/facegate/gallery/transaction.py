@@ -70,7 +70,7 @@ _MOVE_HEAD = update(AH).where(AH.c.id == 1).values(seq=bindparam("a_seq", type_=
                                                    mac=bindparam("a_mac", type_=A.c.mac.type))
 # PostgreSQL: the event and the head it becomes in one statement (one round trip, not two).
 _APPEND_AND_MOVE_HEAD = _MOVE_HEAD.add_cte(_APPEND_AUDIT.cte("appended"))
-_MAX_SEQ = select(func.max(CH.c.seq))
+MAX_SEQ = select(func.max(CH.c.seq))
 
 
 def _inserted_id(result: CursorResult[Any]) -> int:
@@ -378,7 +378,7 @@ class StoreTx:
             self.conn.execute(insert(CH), [dict(collection_id=cid, subject_id=s, op=op, at=now) for s in sids])
 
     def max_seq(self) -> int:
-        return int(self.conn.execute(_MAX_SEQ).scalar() or 0)
+        return int(self.conn.execute(MAX_SEQ).scalar() or 0)
 
     def changes_since(self, seq: int, upto: int) -> list[Row]:
         q = select(CH.c.seq, CH.c.collection_id, CH.c.subject_id, CH.c.op).where(CH.c.seq > seq, CH.c.seq <= upto)
