@@ -65,12 +65,16 @@ _ACTIVE_ANY = select(K.c.subject_id).where(K.c.subject_id.in_(_SIDS), *active_co
 _TOUCH = update(S).where(S.c.id.in_(_SIDS)).values(last_seen_at=bindparam("b_now"))
 _HEAD = select(AH.c.seq, AH.c.mac).where(AH.c.id == 1)
 _HEAD_LOCKED = _HEAD.with_for_update()  # SQLite renders no FOR UPDATE: BEGIN IMMEDIATE holds its lock
-_APPEND_AUDIT = insert(A).values({c: bindparam(f"a_{c.name}", type_=c.type) for c in A.c})
-_MOVE_HEAD = update(AH).where(AH.c.id == 1).values(seq=bindparam("a_seq", type_=A.c.seq.type),
-                                                   mac=bindparam("a_mac", type_=A.c.mac.type))
-# PostgreSQL: the event and the head it becomes in one statement (one round trip, not two).
-_APPEND_AND_MOVE_HEAD = _MOVE_HEAD.add_cte(_APPEND_AUDIT.cte("appended"))
+# An audit event and the head it becomes; parameters from audit_params().
+APPEND_AUDIT = insert(A).values({c: bindparam(f"a_{c.name}", type_=c.type) for c in A.c})
+MOVE_HEAD = update(AH).where(AH.c.id == 1).values(seq=bindparam("a_seq", type_=A.c.seq.type),
+                                                  mac=bindparam("a_mac", type_=A.c.mac.type))
 MAX_SEQ = select(func.max(CH.c.seq))
+
+
+def audit_params(row: dict[str, Any]) -> dict[str, Any]:
+    """The bound parameters of APPEND_AUDIT and MOVE_HEAD for an audit row."""
+    return {f"a_{k}": v for k, v in row.items()}
 
 
 def _inserted_id(result: CursorResult[Any]) -> int:
@@ -409,12 +413,9 @@ class StoreTx:
         return int(row[0]), str(row[1])
 
     def append_audit(self, row: dict[str, Any]) -> None:
-        params = {f"a_{k}": v for k, v in row.items()}
-        if self.store.dialect == "postgresql":
-            self.conn.execute(_APPEND_AND_MOVE_HEAD, params)
-        else:  # SQLite has no INSERT inside WITH
-            self.conn.execute(_APPEND_AUDIT, params)
-            self.conn.execute(_MOVE_HEAD, params)
+        params = audit_params(row)
+        self.conn.execute(APPEND_AUDIT, params)
+        self.conn.execute(MOVE_HEAD, params)
 
     def audit_rows(self, *, after_seq: int = 0, batch: int = 5000) -> Iterator[Row]:
         last = after_seq

@@ -45,7 +45,7 @@ from ..errors import StoreError, StoreUnavailableError
 from ..index import IndexConfig
 from ..ports import VectorIndex
 from ..store import Store
-from ..transaction import C, K, S, StoreTx, T, active_consent
+from ..transaction import APPEND_AUDIT, MOVE_HEAD, C, K, S, StoreTx, T, active_consent, audit_params
 from . import schema
 from .memory import PgGalleryMemoryIndex
 from .rotation import RotationCache, keyring_name, orthogonal_from_seed, wrap_context
@@ -67,6 +67,9 @@ _SEEN = (
 )
 _TOUCHED = update(S).where(S.c.id.in_(select(_SEEN.c.sid))).values(last_seen_at=bindparam("b_now")).cte("touched")
 _CONSENTED_SEEN = select(_SEEN.c.sid).order_by(_SEEN.c.n).add_cte(_TOUCHED)
+# StoreTx.append_audit in one statement: the event and the head it becomes (SQLite has no
+# INSERT inside WITH, so its transactions send the two apart).
+_APPEND_AND_MOVE_HEAD = MOVE_HEAD.add_cte(APPEND_AUDIT.cte("appended"))
 
 
 def _unavailable(exc: DBAPIError) -> bool:
@@ -390,6 +393,9 @@ class PgStoreTx(StoreTx):
     def consented_seen(self, sids: Sequence[int], purpose: str, now: dt.datetime, limit: int) -> list[int]:
         params = {"b_sids": list(sids), "b_purpose": purpose, "b_now": now, "b_limit": limit}
         return [r[0] for r in self.conn.execute(_CONSENTED_SEEN, params)]
+
+    def append_audit(self, row: dict[str, Any]) -> None:
+        self.conn.execute(_APPEND_AND_MOVE_HEAD, audit_params(row))
 
     # --- erasure and withdrawal: visible on synchronous standbys before the commit returns ----
 
