@@ -1183,8 +1183,9 @@ class GalleryIndex:
             with self.crypto.lock, self.store.read() as tx:
                 self.crypto.ensure(tx.get_meta("master_key_id"))
                 seq = tx.max_seq()
-                table = self._table(tx, cid)
-                tids, sids, X = self.read_vectors(tx, cid, dim, model_id, {r.id: r for r in tx.collection_subjects(cid)})
+                subjects = {r.id: r for r in tx.collection_subjects(cid)}
+                table = self._table(tx, cid, subjects)
+                tids, sids, X = self.read_vectors(tx, cid, dim, model_id, subjects)
             idx.load_table(table, tids, sids, X)
             idx.applied_seq = seq
         if self.snapshots is not None:
@@ -1195,13 +1196,16 @@ class GalleryIndex:
             idx.maybe_rebuild_ann()  # background by default: exact search serves until it is ready
         return idx
 
-    def _table(self, tx: Any, cid: int) -> SubjectTable:
+    def _table(self, tx: Any, cid: int, subjects: dict[int, Any] | None = None) -> SubjectTable:
+        """The collection's subject table: by the store's fast reader, else from its rows
+        (``subjects``: the collection's subject rows by id, when the caller has read them)."""
         if self.tables is not None:
             return self.tables(tx, cid)
+        rows = subjects.values() if subjects is not None else tx.collection_subjects(cid)
         consents: dict[int, list] = defaultdict(list)
         for r in tx.collection_consents(cid):
             consents[r.subject_id].append(_consent_tuple(r))
-        return SubjectTable.from_dicts({r.id: (r.external_id, r.label) for r in tx.collection_subjects(cid)}, consents)
+        return SubjectTable.from_dicts({r.id: (r.external_id, r.label) for r in rows}, consents)
 
     def _from_snapshot(self, cid: int, dim: int, model_id: str) -> CollectionIndex | None:
         """The collection's index from its snapshot, with the subjects and consents read from
