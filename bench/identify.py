@@ -14,9 +14,10 @@ facegate.gallery.synth: 50k identities x 2, enrolled as bench/gallery.py does), 
   (``Store.max_seq``), index ``get`` (the head read included), search, the write transaction
   (consent re-check, last-seen touch, audit append and commit) and the witness line written
   after the commit (part of the write transaction's time);
-* SQL statements per identification (SQLAlchemy ``before_cursor_execute``, plus the feed-head
-  read PostgreSQL sends on a raw driver connection) and round trips: statements, BEGIN, COMMIT
-  and ROLLBACK, and the pool's pre-ping on checkout where the engine pings.
+* SQL statements per identification (SQLAlchemy ``before_cursor_execute``, plus what PostgreSQL
+  sends on the raw driver connection: the feed-head read and the pipelined statements) and
+  round trips: statements, BEGIN, COMMIT and ROLLBACK (BEGIN rides in a pipeline where it can),
+  and the pool's pre-ping on checkout where the engine pings.
 
 Data directories are kept under ``--work`` and reused when they already hold the collection
 (``--fresh`` rebuilds them), so before/after runs measure the same gallery.
@@ -113,6 +114,8 @@ class Meter:
         self._wrap(context_mod.GalleryContext, "collection_row", "collection")
         self._wrap(search_mod, "require", "liveness")
         self._wrap(store, "max_seq", "feed_head", raw_statement=store.dialect == "postgresql")
+        if store.dialect == "postgresql":
+            self._count_pipelines()
         self._wrap(ctx.index, "get", "index_get")
         self._wrap_cm(store, "write", "write_tx")
         if ctx.audit.witness is not None:
@@ -149,6 +152,28 @@ class Meter:
 
         setattr(owner, attr, timed)
         self._undo.append(lambda: setattr(owner, attr, orig) if own else delattr(owner, attr))
+
+    def _count_pipelines(self) -> None:
+        """PostgreSQL's pipelined statements (PgStoreTx._pipeline, on the raw driver connection):
+        one round trip for them all, BEGIN included where the writers' lock rides along (the
+        SQLAlchemy "begin" event counted it as a round trip of its own)."""
+        from facegate.gallery.pg.store import _TAKE_WRITE_LOCK, PgStoreTx
+
+        orig = PgStoreTx._pipeline  # noqa: SLF001
+
+        def counted(tx: Any, *statements: Any) -> Any:
+            lock = tx._lock_pending  # noqa: SLF001
+            self.statements += len(statements) + int(lock)
+            self.round_trips += 1 - int(lock)
+            if self.keep_sql:
+                dialect = tx._conn.dialect  # noqa: SLF001
+                texts = [" ".join(str(st.stmt.compile(dialect=dialect)).split())[:120] for st, _p in statements]
+                head = f"pipelined in one round trip: BEGIN ; {_TAKE_WRITE_LOCK} ; " if lock else "pipelined: "
+                self.sql.append(head + " ; ".join(texts))
+            return orig(tx, *statements)
+
+        PgStoreTx._pipeline = counted  # type: ignore[method-assign]  # noqa: SLF001
+        self._undo.append(lambda: setattr(PgStoreTx, "_pipeline", orig))
 
     def _wrap_cm(self, owner: Any, attr: str, phase: str) -> None:
         orig = getattr(owner, attr)

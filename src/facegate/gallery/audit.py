@@ -103,9 +103,11 @@ class AuditLog:
         decision: str | None = None,
         score: float | None = None,
         details: dict[str, Any] | None = None,
+        head: tuple[int, str] | None = None,
     ) -> int:
-        """Append one event inside the caller's write transaction; returns its seq."""
-        seq, prev = tx.audit_head(lock=True)
+        """Append one event inside the caller's write transaction; returns its seq. ``head``: the
+        audit head the transaction has already read, locked (else it is read here)."""
+        seq, prev = tx.audit_head(lock=True) if head is None else head
         seq += 1
         score = None if score is None else round(float(score), 6)
         details = _jsonable(details or {})

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -81,12 +82,13 @@ class CollectionRows:
         self._rows[name] = row
         return row
 
-    def confirm(self, tx: StoreTransaction, col: CollectionRow) -> None:
-        """Inside a write transaction: CollectionChangedError unless ``col`` is the stored row
+    def confirm(self, tx: StoreTransaction, col: CollectionRow, stored: Sequence[Any] | None) -> None:
+        """Inside a write transaction that has read ``stored``, the values of collection
+        ``col.id``'s row (None: no such row): CollectionChangedError unless they are ``col``'s
         (then the current row, or none, is what is remembered)."""
-        current = tx.collection_by_id(col.id)
-        if current == col:
+        if stored is not None and tuple(stored) == tuple(col):
             return
+        current = tx.collection_by_id(col.id) if stored is not None else None
         if current is not None and current.name == col.name:
             self._rows[col.name] = current
         else:

@@ -6,7 +6,7 @@ modules see only these."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -29,6 +29,7 @@ class Hit:
 
 
 class CollectionRow(Protocol):
+    def __iter__(self) -> Iterator[Any]: ...  # the values in column order (a confirmation compares them)
     @property
     def id(self) -> int: ...
     @property
@@ -112,6 +113,15 @@ class ChangeRow(Protocol):
 # --- the template store -------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class IdentificationReads:
+    """What an identification's write transaction reads before its audit event."""
+
+    collection: Sequence[Any] | None  # the collection's stored row (its values in column order), None if gone
+    seen: list[int]  # of the hits, those returned: consent re-checked, last use recorded
+    audit_head: tuple[int, str]  # (seq, mac), locked until the commit
+
+
 class StoreTransaction(Protocol):
     """One transaction: reads, writes and the change feed that keeps every process's index
     current. Rows are returned as the row protocols above."""
@@ -152,7 +162,8 @@ class StoreTransaction(Protocol):
     def consents_of(self, sids: Sequence[int]) -> Sequence[ConsentRow]: ...
     def withdraw_consents(self, sid: int, purposes: Sequence[str] | None, now: dt.datetime) -> int: ...
     def active_consent_subjects(self, sids: Sequence[int], purpose: str | None, now: dt.datetime) -> set[int]: ...
-    def consented_seen(self, sids: Sequence[int], purpose: str, now: dt.datetime, limit: int) -> list[int]: ...
+    def identification_reads(self, cid: int, sids: Sequence[int], purpose: str, now: dt.datetime,
+                             limit: int) -> IdentificationReads: ...
 
     # templates
     def insert_template(self, **values: Any) -> int: ...

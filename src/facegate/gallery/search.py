@@ -119,14 +119,16 @@ def _search(ctx: GalleryContext, col: CollectionRow, vector: np.ndarray, face: F
     above = [h for h in hits if h.score >= thr]
     best = hits[0].score if hits else None
     with ctx.store.write() as tx:
-        ctx.collections.confirm(tx, col)
-        seen = set(tx.consented_seen([h.subject_id for h in above], purpose, now, top_k)) if above else set()
+        reads = tx.identification_reads(col.id, [h.subject_id for h in above], purpose, now, top_k)
+        ctx.collections.confirm(tx, col, reads.collection)
+        seen = set(reads.seen)
         above = [h for h in above if h.subject_id in seen]
         ctx.audit.append(
             tx, actor=actor, action="identify", now=now, collection=col.name, subjects=[h.external_id for h in above],
             purpose=purpose, decision="match" if above else "no_match", score=above[0].score if above else best,
             details={"top_k": top_k, "candidates": len(above), "searched_subjects": searched, "threshold": round(thr, 6),
                      **live_details},
+            head=reads.audit_head,
         )
     cands = tuple(Candidate(h.external_id, h.label, h.score, r) for r, h in enumerate(above, 1))
     return IdentifyResult(col.name, purpose, cands, thr, col.fmr, col.model_id, face, searched)

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import BindParameter
 
 from .errors import AuditTamperedError
-from .ports import TemplateStore
+from .ports import IdentificationReads, TemplateStore
 from .schema import (
     ApiKeyRow,
     AuditArchiveRow,
@@ -58,13 +58,13 @@ def active_consent(purpose: Any, now: Any) -> list[Any]:
 # statement's cache key, so executing one skips the construction and key generation per call,
 # which cost more than SQLite running the statement.
 _COLLECTION_BY_NAME = select(C).where(C.c.name == bindparam("b_name"))
-_COLLECTION_BY_ID = select(C).where(C.c.id == bindparam("b_cid"))
+COLLECTION_BY_ID = select(C).where(C.c.id == bindparam("b_cid"))
 _SIDS: BindParameter[list[int]] = bindparam("b_sids", expanding=True)
 _ACTIVE_FOR = select(K.c.subject_id).where(K.c.subject_id.in_(_SIDS), *active_consent(bindparam("b_purpose"), bindparam("b_now")))
 _ACTIVE_ANY = select(K.c.subject_id).where(K.c.subject_id.in_(_SIDS), *active_consent(None, bindparam("b_now")))
 _TOUCH = update(S).where(S.c.id.in_(_SIDS)).values(last_seen_at=bindparam("b_now"))
 _HEAD = select(AH.c.seq, AH.c.mac).where(AH.c.id == 1)
-_HEAD_LOCKED = _HEAD.with_for_update()  # SQLite renders no FOR UPDATE: BEGIN IMMEDIATE holds its lock
+HEAD_LOCKED = _HEAD.with_for_update()  # SQLite renders no FOR UPDATE: BEGIN IMMEDIATE holds its lock
 # An audit event and the head it becomes; parameters from audit_params().
 APPEND_AUDIT = insert(A).values({c: bindparam(f"a_{c.name}", type_=c.type) for c in A.c})
 MOVE_HEAD = update(AH).where(AH.c.id == 1).values(seq=bindparam("a_seq", type_=A.c.seq.type),
@@ -158,7 +158,7 @@ class StoreTx:
         return self.conn.execute(_COLLECTION_BY_NAME, {"b_name": name}).first()
 
     def collection_by_id(self, cid: int) -> Row | None:
-        return self.conn.execute(_COLLECTION_BY_ID, {"b_cid": cid}).first()
+        return self.conn.execute(COLLECTION_BY_ID, {"b_cid": cid}).first()
 
     def collections(self) -> list[Row]:
         return list(self.conn.execute(select(C).order_by(C.c.name)))
@@ -301,14 +301,16 @@ class StoreTx:
             q = q.where(K.c.purpose.in_(list(purposes)))
         return int(self.conn.execute(q.values(withdrawn_at=now)).rowcount or 0)
 
-    def consented_seen(self, sids: Sequence[int], purpose: str, now: dt.datetime, limit: int) -> list[int]:
-        """What an identification returns of its hits ``sids`` (best first): the first ``limit``
-        whose consent covers ``purpose`` at ``now`` in the database, their last_seen_at set to
-        ``now`` (retention counts from the last use)."""
+    def identification_reads(self, cid: int, sids: Sequence[int], purpose: str, now: dt.datetime,
+                             limit: int) -> IdentificationReads:
+        """The stored row of collection ``cid``; of the identification's hits ``sids`` (best
+        first), the first ``limit`` whose consent covers ``purpose`` at ``now`` in the database,
+        their last_seen_at set to ``now`` (retention counts from the last use); and the audit
+        head, locked (:meth:`audit_head`). A store that can pipelines them: one round trip."""
         ok = self.active_consent_subjects(sids, purpose, now)
         seen = [s for s in sids if s in ok][:limit]
         self.touch_subjects(seen, now)
-        return seen
+        return IdentificationReads(self.collection_by_id(cid), seen, self.audit_head(lock=True))
 
     def active_consent_subjects(self, sids: Sequence[int], purpose: str | None, now: dt.datetime) -> set[int]:
         """Which of ``sids`` have an active consent for ``purpose`` (None: for any purpose)."""
@@ -404,7 +406,7 @@ class StoreTx:
     # --- audit ------------------------------------------------------------------------------
 
     def audit_head(self, *, lock: bool = False) -> tuple[int, str]:
-        row = self.conn.execute(_HEAD_LOCKED if lock else _HEAD).first()
+        row = self.conn.execute(HEAD_LOCKED if lock else _HEAD).first()
         if row is None:
             raise AuditTamperedError(
                 "the audit log's head row is missing: the audit table was tampered with; audited "

@@ -43,9 +43,21 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, Opera
 from ..crypto import Crypto, SubjectCipher
 from ..errors import StoreError, StoreUnavailableError
 from ..index import IndexConfig
-from ..ports import VectorIndex
+from ..ports import IdentificationReads, VectorIndex
 from ..store import Store
-from ..transaction import APPEND_AUDIT, MOVE_HEAD, C, K, S, StoreTx, T, active_consent, audit_params
+from ..transaction import (
+    APPEND_AUDIT,
+    COLLECTION_BY_ID,
+    HEAD_LOCKED,
+    MOVE_HEAD,
+    C,
+    K,
+    S,
+    StoreTx,
+    T,
+    active_consent,
+    audit_params,
+)
 from . import schema
 from .memory import PgGalleryMemoryIndex
 from .rotation import RotationCache, keyring_name, orthogonal_from_seed, wrap_context
@@ -54,8 +66,9 @@ from .vectors import copy_rows, parse_copy_rows, vec_table
 log = logging.getLogger("facegate.gallery.pg")
 
 WRITE_LOCK_KEY = 4242002  # pg_advisory_xact_lock: one writer at a time, like SQLite
+_TAKE_WRITE_LOCK = f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})"
 
-# StoreTx.consented_seen in one statement (one round trip, not two): the hits in rank order, the
+# StoreTx.identification_reads' consent re-check in one statement (one round trip, not two): the hits in rank order, the
 # first b_limit with an active consent, and the update of their last_seen_at as a CTE.
 _RANKED = func.unnest(bindparam("b_sids", type_=ARRAY(BigInteger))).table_valued("sid", with_ordinality="n").render_derived()
 _SEEN = (
@@ -96,6 +109,51 @@ def _closed_by_server(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
     readable.register(dbapi_conn.pgconn.socket, POLLIN)
     if readable.poll(0):
         raise DisconnectionError("the server closed the connection")
+
+
+def _driver_error(exc: Exception, raw: Any) -> StoreError:
+    """A psycopg error raised outside SQLAlchemy as the store's error: StoreUnavailableError
+    where the connection broke (or the server is shutting down, out of resources, or the
+    transaction must be retried), else StoreError."""
+    import psycopg
+
+    broken = isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)) or raw is None or raw.closed
+    state = getattr(exc, "sqlstate", None) or ""
+    msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if broken and (state == "" or state[:2] in ("08", "57", "53", "40")):
+        return StoreUnavailableError(f"the gallery database is unavailable: {msg}")
+    return StoreError(f"database error: {msg}")
+
+
+class _DriverStatement:
+    """A Core statement compiled once for the psycopg dialect, to be sent on the raw driver
+    connection (a pipeline) with its parameters bound as SQLAlchemy would bind them."""
+
+    def __init__(self, stmt: Any) -> None:
+        self.stmt = stmt
+        self._compiled: tuple[str, Any, dict[str, Any]] | None = None
+        self._results: list[Any] | None = None
+
+    def bind(self, dialect: Any, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        if self._compiled is None:
+            c = self.stmt.compile(dialect=dialect)
+            procs = {k: p for k, b in c.binds.items() if (p := b.type.bind_processor(dialect)) is not None}
+            self._compiled = (str(c), c, procs)
+        sql, c, procs = self._compiled
+        values = c.construct_params(params)
+        return sql, {k: procs[k](v) if k in procs else v for k, v in values.items()}
+
+    def values(self, dialect: Any, rows: list[Any]) -> list[tuple[Any, ...]]:
+        """``rows`` as driver tuples, each value converted as SQLAlchemy's result would."""
+        if self._results is None:
+            self._results = [col.type.result_processor(dialect, None) for col in self.stmt.selected_columns]
+        procs = self._results
+        return [tuple(v if p is None else p(v) for p, v in zip(procs, row)) for row in rows]
+
+
+_COLLECTION_BY_ID_RAW = _DriverStatement(COLLECTION_BY_ID)
+_CONSENTED_SEEN_RAW = _DriverStatement(_CONSENTED_SEEN)
+_HEAD_LOCKED_RAW = _DriverStatement(HEAD_LOCKED)
 
 
 @contextmanager
@@ -160,8 +218,7 @@ class PgStore(Store):
     @contextmanager
     def write(self) -> Iterator[PgStoreTx]:
         with pg_errors(), self.write_engine.begin() as conn:
-            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
-            tx = PgStoreTx(conn, self)
+            tx = PgStoreTx(conn, self, write_lock=True)
             yield tx
         tx.committed()
 
@@ -178,14 +235,10 @@ class PgStore(Store):
             yield conn
         except psycopg.Error as exc:
             raw = conn.dbapi_connection
-            broken = isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)) or raw is None or raw.closed
-            if broken:
+            error = _driver_error(exc, raw)
+            if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)) or raw is None or raw.closed:
                 conn.invalidate()
-            state = getattr(exc, "sqlstate", None) or ""
-            msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            if broken and (state == "" or state[:2] in ("08", "57", "53", "40")):
-                raise StoreUnavailableError(f"the gallery database is unavailable: {msg}") from exc
-            raise StoreError(f"database error: {msg}") from exc
+            raise error from exc
         finally:
             if conn.dbapi_connection is not None:
                 conn.close()
@@ -308,11 +361,47 @@ class PgStoreTx(StoreTx):
 
     store: PgStore
 
-    def __init__(self, conn: Any, store: PgStore) -> None:
+    def __init__(self, conn: Any, store: PgStore, *, write_lock: bool = False) -> None:
+        self._lock_pending = write_lock  # the writers' lock is taken before the first statement
         super().__init__(conn, store)
         self._ciphers: dict[int, SubjectCipher] = {}
 
-    # --- raw driver access --------------------------------------------------------------------
+    # --- the writers' lock, and pipelined statements on the raw driver connection -------------
+
+    @property
+    def conn(self) -> Any:
+        if self._lock_pending:
+            self._pipeline()  # BEGIN and the lock in one round trip
+        return self._conn
+
+    @conn.setter
+    def conn(self, value: Any) -> None:
+        self._conn = value
+
+    def _pipeline(self, *statements: tuple[_DriverStatement, dict[str, Any]]) -> list[list[Any]]:
+        """Send ``statements`` in one round trip (psycopg pipeline mode), after BEGIN and the
+        writers' lock where this transaction has not taken it yet; the rows of each. The server
+        still runs them one after the other, each on a snapshot taken when it starts: after the
+        lock, as if sent apart."""
+        import psycopg
+
+        raw = self._conn.connection.driver_connection
+        dialect = self._conn.dialect
+        queued = ([(_TAKE_WRITE_LOCK, None)] if self._lock_pending else []) + [s.bind(dialect, p) for s, p in statements]
+        cursors = [raw.cursor() for _ in queued]
+        try:
+            with raw.pipeline():
+                for cur, (sql, params) in zip(cursors, queued):
+                    cur.execute(sql, params)
+            rows = [cur.fetchall() if cur.description is not None else [] for cur in cursors]
+            results = [st.values(dialect, r) for (st, _p), r in zip(statements, rows[len(queued) - len(statements):])]
+        except psycopg.Error as exc:
+            raise _driver_error(exc, raw) from exc
+        finally:
+            for cur in cursors:
+                cur.close()
+        self._lock_pending = False
+        return results
 
     def _cursor(self) -> Any:
         raw = self.conn.connection.dbapi_connection
@@ -390,9 +479,14 @@ class PgStoreTx(StoreTx):
         self.new_rotation_key(cid, 1, values.get("created_at") or dt.datetime.now(dt.UTC))
         return cid
 
-    def consented_seen(self, sids: Sequence[int], purpose: str, now: dt.datetime, limit: int) -> list[int]:
+    def identification_reads(self, cid: int, sids: Sequence[int], purpose: str, now: dt.datetime,
+                             limit: int) -> IdentificationReads:
         params = {"b_sids": list(sids), "b_purpose": purpose, "b_now": now, "b_limit": limit}
-        return [r[0] for r in self.conn.execute(_CONSENTED_SEEN, params)]
+        col, seen, head = self._pipeline((_COLLECTION_BY_ID_RAW, {"b_cid": cid}), (_CONSENTED_SEEN_RAW, params),
+                                         (_HEAD_LOCKED_RAW, {}))
+        if not head:
+            super().audit_head(lock=True)  # raises AuditTamperedError
+        return IdentificationReads(col[0] if col else None, [r[0] for r in seen], (int(head[0][0]), str(head[0][1])))
 
     def append_audit(self, row: dict[str, Any]) -> None:
         self.conn.execute(_APPEND_AND_MOVE_HEAD, audit_params(row))
