@@ -56,6 +56,7 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import os
 import threading
 import time
 from collections import defaultdict
@@ -113,6 +114,12 @@ class IndexConfig:
     blas_threads: int | None = 1
     # Batched searches (search_many) split their queries over this many threads.
     batch_threads: int = 2
+    # A single-query search that is the only search of the process in flight splits its probed
+    # lists over this many OpenMP threads where it scans at least parallel_min_codes PQ codes
+    # (10M templates on 2 cores: p50 7.5 -> 4.5 ms). With other searches in flight each keeps
+    # to one thread: they already fill the cores, and more threads than cores only spin.
+    search_threads: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
+    parallel_min_codes: int = 1_000_000
     # Load from and keep an erasure-safe snapshot of each approximate index (SQLite store).
     snapshot: bool = True
     snapshot_after_changes: int = 100_000  # feed entries after which a new snapshot is written
@@ -161,6 +168,30 @@ class RWLock:
 
 
 # --- approximate index ----------------------------------------------------------------------
+
+
+class _SearchesInFlight:
+    """Approximate searches running in this process: a single-query search may use several
+    OpenMP threads only while it is the only one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running = 0
+
+    @contextmanager
+    def threads(self, wanted: int) -> Iterator[int]:
+        """Register a search; yields the threads it may use (``wanted`` if alone, else 1)."""
+        with self._lock:
+            self._running += 1
+            alone = self._running == 1
+        try:
+            yield wanted if alone else 1
+        finally:
+            with self._lock:
+                self._running -= 1
+
+
+_IN_FLIGHT = _SearchesInFlight()
 
 
 class IvfIndex:
@@ -255,12 +286,24 @@ class IvfIndex:
             ids = np.ascontiguousarray(ids, dtype=np.int64)
             self.index.remove_ids(self.faiss.IDSelectorBatch(len(ids), self.faiss.swig_ptr(ids)))
 
-    def search(self, q: np.ndarray, k: int, bitmap: np.ndarray | None, nbits: int, nprobe: int | None = None) -> np.ndarray:
+    def scanned_codes(self, nprobe: int | None = None) -> int:
+        """About how many PQ codes one search scans."""
+        return self.ntotal * min(nprobe or self.nprobe, self.nlist) // max(self.nlist, 1)
+
+    def search(self, q: np.ndarray, k: int, bitmap: np.ndarray | None, nbits: int, nprobe: int | None = None,
+               threads: int = 1) -> np.ndarray:
+        """Template ids of the best ``k`` candidates; ``threads`` > 1 splits the probed lists
+        over that many OpenMP threads of the calling thread."""
         params = self.faiss.SearchParametersIVF()
         params.nprobe = min(nprobe or self.nprobe, self.nlist)
         if bitmap is not None:
             sel = self.faiss.IDSelectorBitmap(nbits, self.faiss.swig_ptr(bitmap))
             params.sel = sel
+        # faiss takes the fast-scan kernel from the index, not the call: 14 parallelises one
+        # query over its lists, the default (0) over queries, 2.4x faster for batches. A call
+        # starting meanwhile in another thread may take the other kernel: same results.
+        self.index.implem = 14 if threads > 1 else 0
+        self.faiss.omp_set_num_threads(max(1, threads))  # the calling thread's setting
         _d, ids = self.index.search(q.reshape(1, -1), k, params=params)
         return ids[0][ids[0] >= 0]
 
@@ -271,6 +314,7 @@ class IvfIndex:
         params.nprobe = min(self.nprobe, self.nlist)
         if bitmap is not None:
             params.sel = self.faiss.IDSelectorBitmap(nbits, self.faiss.swig_ptr(bitmap))
+        self.index.implem = 0
         before = self.faiss.omp_get_max_threads()
         self.faiss.omp_set_num_threads(max(1, threads))
         try:
@@ -447,6 +491,7 @@ class CollectionIndex:
         self.persist: Callable[[CollectionIndex], bool] | None = None
         self.snapshot_seq = 0
         self.snapshot_at = time.monotonic()
+        self.snapshot_key_id: str | None = None  # the master key the last snapshot's key is wrapped by
         self.snapshot_seconds = 0.0
         self._persist_lock = threading.Lock()
         self._persist_thread: threading.Thread | None = None
@@ -692,7 +737,9 @@ class CollectionIndex:
         if use_ann:
             assert self.ann is not None
             bitmap, nbits = (None, 0) if m.all_rows else self._bitmap(m)
-            ids = self.ann.search(q, max(kt, cfg.rescore), bitmap, nbits, nprobe)
+            wanted = cfg.search_threads if self.ann.scanned_codes(nprobe) >= cfg.parallel_min_codes else 1
+            with _IN_FLIGHT.threads(wanted) as threads:
+                ids = self.ann.search(q, max(kt, cfg.rescore), bitmap, nbits, nprobe, threads)
             rows = self._row_of.rows(ids)
             rows = rows[rows >= 0]
             scores = self._X[rows] @ q
@@ -781,7 +828,8 @@ class CollectionIndex:
         if self._ann_usable() and m.n_rows > cfg.small_subset_rows:
             assert self.ann is not None
             bitmap, nbits = (None, 0) if m.all_rows else self._bitmap(m)
-            ids = self.ann.search_many(Q, max(kt, cfg.rescore), bitmap, nbits, cfg.batch_threads)
+            with _IN_FLIGHT.threads(1):
+                ids = self.ann.search_many(Q, max(kt, cfg.rescore), bitmap, nbits, cfg.batch_threads)
             rows = self._row_of.rows(ids.reshape(-1)).reshape(ids.shape)
             missing = rows < 0
             rows[missing] = 0
@@ -972,12 +1020,15 @@ class CollectionIndex:
 
     # --- snapshots ------------------------------------------------------------------------
 
-    def maybe_persist(self) -> None:
+    def maybe_persist(self, master_key_id: str | None = None) -> None:
         """Write a new snapshot in the background once the feed has moved
         ``snapshot_after_changes`` past the last one (the replay on the next start stays short),
-        or ``snapshot_max_age_s`` after it if anything changed (the feed is pruned after a day)."""
+        ``snapshot_max_age_s`` after it if anything changed (the feed is pruned after a day), or
+        once the master key is no longer ``master_key_id``, the one it was written under (after a
+        rotation the old key is destroyed, and the next start could not read it)."""
         moved = self.applied_seq - self.snapshot_seq
-        due = moved >= self.config.snapshot_after_changes or (
+        rekeyed = master_key_id is not None and self.snapshot_key_id not in (None, master_key_id)
+        due = rekeyed or moved >= self.config.snapshot_after_changes or (
             moved > 0 and time.monotonic() - self.snapshot_at >= self.config.snapshot_max_age_s)
         if (self.persist is None or not due or not self._ann_usable()
                 or (self._persist_thread is not None and self._persist_thread.is_alive())):
@@ -1020,6 +1071,7 @@ class CollectionIndex:
         lists = np.where(in_ann, ann_lists[at] if len(ann_ids) else 0, 0).astype(np.int32)
         meta = SnapshotMeta(self.collection_id, self.model_id, self.dim, seq, ann.nprobe, float(ann.recall or 0.0),
                             ann.trained_rows, int(ann.index.code_size))
+        key_id = files.crypto.master_key_id  # what the writer wraps the snapshot key with
         writer = files.writer(meta, tids, sids, ann.trained)
         try:
             for k in range(writer.n_blocks):
@@ -1039,6 +1091,7 @@ class CollectionIndex:
         if done:
             self.snapshot_seq = max(self.snapshot_seq, seq)
             self.snapshot_at = time.monotonic()
+            self.snapshot_key_id = key_id
             log.info("collection %s: index snapshot of %d templates at feed position %d written", self.collection_id,
                      len(tids), seq)
         return done
@@ -1252,6 +1305,7 @@ class GalleryIndex:
                 for st in states[cid]:
                     idx.apply(st)
         idx.snapshot_seq = snap.meta.seq
+        idx.snapshot_key_id = self.crypto.master_key_id  # a snapshot loads only under the current key
         idx.loaded_from = "snapshot"
         return idx
 
@@ -1381,10 +1435,12 @@ class GalleryIndex:
                         c.apply(st)
                     c.applied_seq = head
                 c.maybe_rebuild_ann()
-                c.maybe_persist()
+                c.maybe_persist(self.crypto.master_key_id)
             for c in cols.values():
                 if c.collection_id not in touched and c.collection_id not in dropped:
                     c.applied_seq = max(c.applied_seq, head)
+                    if c.snapshot_key_id not in (None, self.crypto.master_key_id):  # a master-key rotation
+                        c.maybe_persist(self.crypto.master_key_id)
             for c in reload:
                 fresh = self._load(c.collection_id, c.dim, c.model_id)
                 self._cols[c.collection_id] = fresh
