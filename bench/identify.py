@@ -155,22 +155,24 @@ class Meter:
 
     def _count_pipelines(self) -> None:
         """PostgreSQL's pipelined statements (PgStoreTx._pipeline, on the raw driver connection):
-        one round trip for them all, BEGIN included where the writers' lock rides along (the
-        SQLAlchemy "begin" event counted it as a round trip of its own)."""
+        one round trip for them all, BEGIN included where the writers' lock rides along and COMMIT
+        where it rides at the end (the SQLAlchemy "begin" and "commit" events counted each as a
+        round trip of its own)."""
         from facegate.gallery.pg.store import _TAKE_WRITE_LOCK, PgStoreTx
 
         orig = PgStoreTx._pipeline  # noqa: SLF001
 
-        def counted(tx: Any, *statements: Any) -> Any:
-            lock = tx._lock_pending  # noqa: SLF001
-            self.statements += len(statements) + int(lock)
-            self.round_trips += 1 - int(lock)
+        def counted(tx: Any, *statements: Any, commit: bool = False) -> Any:
+            pending = [sql for sql, _p in tx._pending]  # noqa: SLF001
+            begin = bool(pending) and pending[0] == _TAKE_WRITE_LOCK
+            self.statements += len(pending) + len(statements)
+            self.round_trips += 1 - int(begin) - int(commit)
             if self.keep_sql:
                 dialect = tx._conn.dialect  # noqa: SLF001
-                texts = [" ".join(str(st.stmt.compile(dialect=dialect)).split())[:120] for st, _p in statements]
-                head = f"pipelined in one round trip: BEGIN ; {_TAKE_WRITE_LOCK} ; " if lock else "pipelined: "
-                self.sql.append(head + " ; ".join(texts))
-            return orig(tx, *statements)
+                texts = [" ".join(sql.split())[:100] for sql in pending]
+                texts += [" ".join(str(st.stmt.compile(dialect=dialect)).split())[:100] for st, _p in statements]
+                self.sql.append("pipelined, one round trip: " + " ; ".join(["BEGIN"] * begin + texts + ["COMMIT"] * commit))
+            return orig(tx, *statements, commit=commit)
 
         PgStoreTx._pipeline = counted  # type: ignore[method-assign]  # noqa: SLF001
         self._undo.append(lambda: setattr(PgStoreTx, "_pipeline", orig))

@@ -137,23 +137,25 @@ class _DriverStatement:
     def bind(self, dialect: Any, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         if self._compiled is None:
             c = self.stmt.compile(dialect=dialect)
-            procs = {k: p for k, b in c.binds.items() if (p := b.type.bind_processor(dialect)) is not None}
+            procs = {k: p for k, b in c.binds.items() if (p := b.type.dialect_impl(dialect).bind_processor(dialect)) is not None}
             self._compiled = (str(c), c, procs)
         sql, c, procs = self._compiled
         values = c.construct_params(params)
         return sql, {k: procs[k](v) if k in procs else v for k, v in values.items()}
 
-    def values(self, dialect: Any, rows: list[Any]) -> list[tuple[Any, ...]]:
-        """``rows`` as driver tuples, each value converted as SQLAlchemy's result would."""
-        if self._results is None:
-            self._results = [col.type.result_processor(dialect, None) for col in self.stmt.selected_columns]
+    def rows(self, dialect: Any, cursor: Any) -> list[tuple[Any, ...]]:
+        """The rows ``cursor`` holds, each value converted as SQLAlchemy's result would."""
+        if self._results is None:  # the column types are the statement's: read the description once
+            self._results = [col.type.dialect_impl(dialect).result_processor(dialect, d.type_code)
+                             for col, d in zip(self.stmt.selected_columns, cursor.description, strict=True)]
         procs = self._results
-        return [tuple(v if p is None else p(v) for p, v in zip(procs, row)) for row in rows]
+        return [tuple(v if p is None else p(v) for p, v in zip(procs, row)) for row in cursor.fetchall()]
 
 
 _COLLECTION_BY_ID_RAW = _DriverStatement(COLLECTION_BY_ID)
 _CONSENTED_SEEN_RAW = _DriverStatement(_CONSENTED_SEEN)
 _HEAD_LOCKED_RAW = _DriverStatement(HEAD_LOCKED)
+_APPEND_AND_MOVE_HEAD_RAW = _DriverStatement(_APPEND_AND_MOVE_HEAD)
 
 
 @contextmanager
@@ -213,13 +215,16 @@ class PgStore(Store):
     @contextmanager
     def read(self) -> Iterator[PgStoreTx]:
         with pg_errors(), self.read_engine.begin() as conn:
-            yield PgStoreTx(conn, self)
+            tx = PgStoreTx(conn, self)
+            yield tx
+            tx.commit_deferred()  # nothing, unless a write was deferred here after all
 
     @contextmanager
     def write(self) -> Iterator[PgStoreTx]:
         with pg_errors(), self.write_engine.begin() as conn:
             tx = PgStoreTx(conn, self, write_lock=True)
             yield tx
+            tx.commit_deferred()  # then SQLAlchemy's commit finds the transaction ended
         tx.committed()
 
     @contextmanager
@@ -362,7 +367,9 @@ class PgStoreTx(StoreTx):
     store: PgStore
 
     def __init__(self, conn: Any, store: PgStore, *, write_lock: bool = False) -> None:
-        self._lock_pending = write_lock  # the writers' lock is taken before the first statement
+        # Statements sent with the next one (or with COMMIT), bound: BEGIN rides with the writers'
+        # lock, and a deferred write (the audit append) with whatever follows it.
+        self._pending: list[tuple[str, dict[str, Any] | None]] = [(_TAKE_WRITE_LOCK, None)] if write_lock else []
         super().__init__(conn, store)
         self._ciphers: dict[int, SubjectCipher] = {}
 
@@ -370,38 +377,49 @@ class PgStoreTx(StoreTx):
 
     @property
     def conn(self) -> Any:
-        if self._lock_pending:
-            self._pipeline()  # BEGIN and the lock in one round trip
+        if self._pending:
+            self._pipeline()  # e.g. BEGIN and the lock in one round trip
         return self._conn
 
     @conn.setter
     def conn(self, value: Any) -> None:
         self._conn = value
 
-    def _pipeline(self, *statements: tuple[_DriverStatement, dict[str, Any]]) -> list[list[Any]]:
-        """Send ``statements`` in one round trip (psycopg pipeline mode), after BEGIN and the
-        writers' lock where this transaction has not taken it yet; the rows of each. The server
-        still runs them one after the other, each on a snapshot taken when it starts: after the
-        lock, as if sent apart."""
+    def _pipeline(self, *statements: tuple[_DriverStatement, dict[str, Any]], commit: bool = False) -> list[list[Any]]:
+        """Send what is pending, ``statements`` and, with ``commit``, COMMIT in one round trip
+        (psycopg pipeline mode); the rows of each statement. The server still runs them one
+        after the other, each on a snapshot taken when it starts: after the lock, as if sent
+        apart. A failing statement aborts the transaction, COMMIT included."""
         import psycopg
 
         raw = self._conn.connection.driver_connection
         dialect = self._conn.dialect
-        queued = ([(_TAKE_WRITE_LOCK, None)] if self._lock_pending else []) + [s.bind(dialect, p) for s, p in statements]
+        first = len(self._pending)
+        queued = self._pending + [s.bind(dialect, p) for s, p in statements] + ([("COMMIT", None)] if commit else [])
+        self._pending = []
         cursors = [raw.cursor() for _ in queued]
         try:
             with raw.pipeline():
                 for cur, (sql, params) in zip(cursors, queued):
                     cur.execute(sql, params)
-            rows = [cur.fetchall() if cur.description is not None else [] for cur in cursors]
-            results = [st.values(dialect, r) for (st, _p), r in zip(statements, rows[len(queued) - len(statements):])]
+            return [st.rows(dialect, cur)
+                    for (st, _p), cur in zip(statements, cursors[first : first + len(statements)])]
         except psycopg.Error as exc:
             raise _driver_error(exc, raw) from exc
         finally:
             for cur in cursors:
                 cur.close()
-        self._lock_pending = False
-        return results
+
+    def defer(self, stmt: _DriverStatement, params: dict[str, Any]) -> None:
+        """Send ``stmt``, a write whose outcome nothing in this transaction reads, with the next
+        statement or with COMMIT (one round trip less); its error, if any, fails the commit."""
+        self._pending.append(stmt.bind(self._conn.dialect, params))
+
+    def commit_deferred(self) -> None:
+        """COMMIT together with the deferred writes, if there are any (else SQLAlchemy's commit
+        sends COMMIT alone, or nothing for a transaction that sent nothing)."""
+        if any(sql != _TAKE_WRITE_LOCK for sql, _p in self._pending):
+            self._pipeline(commit=True)
 
     def _cursor(self) -> Any:
         raw = self.conn.connection.dbapi_connection
@@ -489,7 +507,7 @@ class PgStoreTx(StoreTx):
         return IdentificationReads(col[0] if col else None, [r[0] for r in seen], (int(head[0][0]), str(head[0][1])))
 
     def append_audit(self, row: dict[str, Any]) -> None:
-        self.conn.execute(_APPEND_AND_MOVE_HEAD, audit_params(row))
+        self.defer(_APPEND_AND_MOVE_HEAD_RAW, audit_params(row))  # usually an operation's last write
 
     # --- erasure and withdrawal: visible on synchronous standbys before the commit returns ----
 
