@@ -328,16 +328,37 @@ def test_sigkill_while_writing_a_snapshot(tmp_path):
     run_child(data, "write")
     partial = list((data / "index-snapshots").glob("*.partial"))
     assert len(partial) == 1  # what the killed writer left
+    leftover = partial[0].read_bytes()
     g = Gallery.open(data, index_config=CFG)
     full = Gallery.open(data, index_config=FULL)
     assert g.index_stats("c")["loaded_from"] == "snapshot"  # the previous, complete one
+    assert not partial[0].exists()  # its writer is gone: the load destroyed it
     assert_same_index(g, full)
-    g.delete_subject("c", "s1")  # an erasure destroys the leftover, whose slots it cannot scrub
+    partial[0].write_bytes(leftover)  # as if left again while this process runs
+    g.delete_subject("c", "s1")  # an erasure destroys it too, whose slots it cannot scrub
     assert not partial[0].exists()
     for vec in V[2:4]:
         assert files_holding(data, vec) == []
     g.close()
     full.close()
+
+
+def test_a_snapshot_being_written_is_not_taken_for_abandoned(tmp_path):
+    data = tmp_path / "d"
+    g = filled(data, vectors())
+    idx = g.index.get(1, DIM, MODEL)
+    files = g.index.snapshots
+    writer = files.writer(snap_mod.SnapshotMeta(1, MODEL, DIM, 1, 1, 1.0, 1, 16), idx._tid[:10].copy(),
+                          np.arange(10), b"x")
+    other = Gallery.open(data, index_config=CFG)
+    other.warm("c")  # its load sweeps abandoned snapshots only
+    assert writer.path.exists()
+    files.writer(snap_mod.SnapshotMeta(1, MODEL, DIM, 1, 1, 1.0, 1, 16), idx._tid[:10].copy(), np.arange(10), b"x").close()
+    assert writer.path.exists()  # a second writer leaves it too
+    writer.close()
+    assert not writer.path.exists()
+    other.close()
+    g.close()
 
 
 def test_a_master_key_rotation_rewrites_the_snapshot_under_the_new_key(tmp_path):

@@ -24,7 +24,8 @@ place over the old ciphertext, then fsynced — once the erasing call returns, n
 template in any form. A file that cannot be scrubbed (unreadable, another master key) is destroyed
 instead: its wrapped key zeroed, fsynced, unlinked. Deleting a collection destroys its file the
 same way. A snapshot being written (``*.partial``) is destroyed by every erasure in its
-collection, so a writer killed mid-way leaves nothing an erasure missed; the writer re-applies
+collection, so a writer killed mid-way leaves nothing an erasure missed (the next load or write
+destroys such a leftover: a live writer holds a lock on its file); the writer re-applies
 the erasures committed since its ``seq`` under the store's write lock just before its atomic
 rename (:meth:`SnapshotWriter.finish`).
 """
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -216,7 +218,9 @@ class SnapshotFiles:
 
     def load(self, cid: int, dim: int, model_id: str) -> LoadedSnapshot:
         """The snapshot of collection ``cid``. FileNotFoundError if there is none,
-        SnapshotUnusable if it is for another model or key, or any byte fails authentication."""
+        SnapshotUnusable if it is for another model or key, or any byte fails authentication.
+        What a killed writer left is destroyed first."""
+        self.remove_abandoned(cid)
         with open(self.path(cid), "rb") as f:
             header, digest, meta, aead = self._open(f, cid, dim, model_id)
             lay = _Layout(int(header["n"]), dim, meta.code_size, int(header["blob_len"]))
@@ -293,6 +297,24 @@ class SnapshotFiles:
     def _destroy_partials(self, cid: int) -> None:
         for p in self._partials(cid):
             destroy(p)
+
+    def remove_abandoned(self, cid: int) -> None:
+        """Destroy the snapshots being written whose writer is gone (killed mid-write): a live
+        writer holds an exclusive lock on its file."""
+        for p in self._partials(cid):
+            try:
+                fd = os.open(p, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # being written
+            else:
+                log.info("collection %s: removing a snapshot a killed writer left (%s)", cid, p.name)
+                destroy(p)
+            finally:
+                os.close(fd)
 
     def scrub(self, path: Path, cid: int, tids: Iterable[int]) -> int:
         """Zero the slots of ``tids`` in ``path`` in place (re-encrypting their blocks under new
@@ -371,8 +393,10 @@ class SnapshotWriter:
         self.sids = np.ascontiguousarray(sids, np.int64).copy()
         files.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.final = files.path(meta.collection_id)
+        files.remove_abandoned(meta.collection_id)
         self.path = self.final.with_name(f"{self.final.name}.{uuid.uuid4().hex}{PARTIAL}")
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)  # held until closed: the file is not abandoned
         key = generate_key()
         self._aead = AESGCM(key)
         header = {"v": VERSION, "meta": asdict(meta), "n": len(self.tids), "blob_len": len(trained),
