@@ -68,8 +68,8 @@ log = logging.getLogger("facegate.gallery.pg")
 WRITE_LOCK_KEY = 4242002  # pg_advisory_xact_lock: one writer at a time, like SQLite
 _TAKE_WRITE_LOCK = f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})"
 
-# StoreTx.identification_reads' consent re-check in one statement (one round trip, not two): the hits in rank order, the
-# first b_limit with an active consent, and the update of their last_seen_at as a CTE.
+# The consent re-check of StoreTx.identification_reads in one statement: the hits in rank order,
+# the first b_limit with an active consent, and the update of their last_seen_at as a CTE.
 _RANKED = func.unnest(bindparam("b_sids", type_=ARRAY(BigInteger))).table_valued("sid", with_ordinality="n").render_derived()
 _SEEN = (
     select(_RANKED.c.sid, _RANKED.c.n)
