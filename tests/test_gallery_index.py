@@ -77,6 +77,43 @@ def test_approximate_index_recall_and_filtering():
     assert agree / 400 >= 0.99 and rank1 == 100
 
 
+def test_a_lone_search_on_several_threads_answers_as_on_one(monkeypatch):
+    """Splitting one query's lists over threads (faiss's kernel 14) changes nothing in the
+    answer, filtered or not; a search with another in flight keeps to one thread."""
+    import dataclasses
+
+    from facegate.gallery import index as index_mod
+
+    cfg = IndexConfig(exact_max_rows=2_000, small_subset_rows=500, search_threads=1)
+    idx, gen, centres, _X = build(5_000, 2, cfg, allowed_every=4)
+    assert idx.ann is not None
+    Q = gen.samples(centres[:120], 1, seed=5)
+    used: list[int] = []
+    real = idx.ann.search
+
+    def spy(*a, **kw):
+        used.append(a[5] if len(a) > 5 else kw.get("threads", 1))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(idx.ann, "search", spy)
+    one = [idx.search(q, 5, purpose, 1e9) for q in Q for purpose in ("any", "p")]
+    assert set(used) == {1}
+    idx.config = dataclasses.replace(cfg, search_threads=2, parallel_min_codes=0)
+    used.clear()
+    two = [idx.search(q, 5, purpose, 1e9) for q in Q for purpose in ("any", "p")]
+    assert set(used) == {2}
+    assert [[(h.subject_id, round(h.score, 5)) for h in hits] for hits, _n in one] == \
+           [[(h.subject_id, round(h.score, 5)) for h in hits] for hits, _n in two]
+    used.clear()
+    with index_mod._IN_FLIGHT.threads(1):  # another search of this process is running
+        idx.search(Q[0], 5, "any", 1e9)
+    assert used == [1]
+    idx.config = dataclasses.replace(cfg, search_threads=2, parallel_min_codes=10**9)  # too small to split
+    used.clear()
+    idx.search(Q[0], 5, "any", 1e9)
+    assert used == [1]
+
+
 def test_tiny_allowed_set_never_loses_a_true_match():
     """1 % of subjects consented: the filtered search runs exact on that subset."""
     cfg = IndexConfig(exact_max_rows=2_000, small_subset_rows=1_000)
