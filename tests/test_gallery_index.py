@@ -299,3 +299,21 @@ def test_bulk_loaded_subjects_change_erase_and_their_slots_are_reused():
     hits, n_allowed = idx.search(V[1], 3, "p", 1e9)
     assert hits[0].external_id == "new" and 10 not in [h.subject_id for h in hits] and n_allowed == 99
     assert idx.n == 197 and idx.allowed_subject_ids("p", 1e9).tolist() == sorted(set(range(100)) - {7, 10} | {1000})
+
+
+@pytest.mark.parametrize("given", [None, "ACTIVE"])
+def test_faiss_threads_wait_passively_unless_the_caller_says_otherwise(given):
+    """Set before faiss loads its OpenMP runtime: spinning threads would burn a core after every
+    search split over two threads."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "src")
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    code = "import os, facegate.gallery.index, faiss; print(os.environ['OMP_WAIT_POLICY'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == (given or "PASSIVE")
