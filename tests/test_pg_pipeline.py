@@ -135,3 +135,35 @@ def test_a_deferred_audit_append_failing_at_commit_leaves_nothing(gallery):
         cid = tx.collection_by_name("c").id
         assert tx.subject(cid, "new") is None
         assert tx.audit_head()[0] == seq
+
+
+def test_the_feed_head_read_beside_the_search_never_gives_a_stale_answer(gallery, tmp_path, monkeypatch):
+    """Another process's enrolment that returned before an identification began is found by it:
+    the head read beside the search shows the commit, and the search runs again on the index
+    caught up. With nothing written meanwhile the search runs once."""
+    from facegate.gallery.index import CollectionIndex
+
+    a = gallery
+    b = Gallery.open(tmp_path / "d", store=a.store.url.render_as_string(hide_password=False))  # another process's view
+    assert b.index.overlap_head_read
+    gen = FaceLikeGenerator(DIM, seed=21)
+    V = gen.samples(gen.centres(np.arange(3)), 2, seed=5)  # 3 new people, an enrolled and a probe photo each
+    runs: list[int] = []
+    real = CollectionIndex.search
+
+    def counted(self, *args, **kw):
+        runs.append(1)
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(CollectionIndex, "search", counted)
+    b.identify_vector("c", V[1], purpose="p", model_id=MODEL)  # loads b's index
+    runs.clear()
+    assert not b.identify_vector("c", V[1], purpose="p", model_id=MODEL).candidates
+    assert len(runs) == 1
+    for i in range(3):
+        a.import_templates("c", [(f"new{i}", V[2 * i : 2 * i + 1], ConsentSpec(("p",)))], model_id=MODEL)
+        runs.clear()
+        res = b.identify_vector("c", V[2 * i + 1], purpose="p", model_id=MODEL)
+        assert [c.subject for c in res.candidates][:1] == [f"new{i}"]
+        assert len(runs) == 2  # the first search ran on the index from before the enrolment
+    b.close()

@@ -64,7 +64,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -86,6 +86,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 NEG_INF = -math.inf
 _blas_limited = False
+_T = TypeVar("_T")
 
 
 def _limit_blas(threads: int | None) -> None:
@@ -1211,6 +1212,35 @@ class GalleryIndex:
         self.tables = tables
         self._cols: dict[int, CollectionIndex] = {}
         self._sync_lock = threading.RLock()
+        self._head_pool: ThreadPoolExecutor | None = None
+
+    # Read the change-feed head beside the search, on a helper thread, where that read is a
+    # network round trip (PostgreSQL: ≈ 0.3 ms of a 3-5 ms identification hidden behind the
+    # search); else first, as get() does.
+    overlap_head_read = False
+
+    def search_current(self, collection_id: int, dim: int, model_id: str,
+                       search: Callable[[CollectionIndex], _T]) -> _T:
+        """``search`` run on the collection's index current with the store, as on get()'s: it
+        reflects every commit that returned before this call. With ``overlap_head_read`` the
+        head is read while the search runs; a head past what the index had applied when the
+        search began means commits it may have missed: the index catches up and ``search`` runs
+        again (a write elsewhere meanwhile costs a second search, never a stale answer)."""
+        idx = self._cols.get(collection_id)
+        if idx is None or not self.overlap_head_read:
+            return search(self.get(collection_id, dim, model_id))
+        head = self._head_reader().submit(self.store.max_seq)
+        applied = idx.applied_seq  # before the search: what it is sure to reflect
+        result = search(idx)
+        if head.result() > applied:
+            result = search(self.get(collection_id, dim, model_id))
+        return result
+
+    def _head_reader(self) -> ThreadPoolExecutor:
+        with self._sync_lock:
+            if self._head_pool is None:
+                self._head_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="facegate-feed-head")
+            return self._head_pool
 
     def get(self, collection_id: int, dim: int, model_id: str) -> CollectionIndex:
         """The collection's index, current with the store (loads it on first use)."""

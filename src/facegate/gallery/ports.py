@@ -9,7 +9,7 @@ import datetime as dt
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -240,10 +240,15 @@ class CollectionVectors(Protocol):
     def stats(self) -> dict[str, Any]: ...
 
 
+_T = TypeVar("_T")
+
+
 class VectorIndex(Protocol):
     """The process's collection indexes, kept in step with the store's change feed."""
 
     def get(self, collection_id: int, dim: int, model_id: str) -> CollectionVectors: ...
+    def search_current(self, collection_id: int, dim: int, model_id: str,
+                       search: Callable[[CollectionVectors], _T]) -> _T: ...
     def loaded(self) -> Sequence[CollectionVectors]: ...
     def drop(self, collection_id: int) -> None: ...
     def sync(self) -> None: ...

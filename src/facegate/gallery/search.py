@@ -114,8 +114,8 @@ def _search(ctx: GalleryContext, col: CollectionRow, vector: np.ndarray, face: F
     consent in the database, touch them (retention) and record the audit event."""
     thr = threshold_of(col)
     now = ctx.now()
-    idx = ctx.index.get(col.id, col.embedding_dim, col.model_id)
-    hits, searched = idx.search(vector, top_k + 2, purpose, now.timestamp())
+    hits, searched = ctx.index.search_current(col.id, col.embedding_dim, col.model_id,
+                                              lambda idx: idx.search(vector, top_k + 2, purpose, now.timestamp()))
     above = [h for h in hits if h.score >= thr]
     best = hits[0].score if hits else None
     with ctx.store.write() as tx:

@@ -19,7 +19,10 @@ from ..index import GalleryIndex
 
 
 class PgGalleryMemoryIndex(GalleryIndex):
-    """:class:`GalleryIndex` whose cold load reads PostgreSQL's rotated search copy."""
+    """:class:`GalleryIndex` whose cold load reads PostgreSQL's rotated search copy, and whose
+    change-feed head read (a round trip) runs beside the search."""
+
+    overlap_head_read = True
 
     def read_vectors(self, tx: Any, cid: int, dim: int, model_id: str,
                      subjects: dict[int, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
