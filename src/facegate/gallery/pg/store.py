@@ -111,13 +111,18 @@ def _closed_by_server(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
         raise DisconnectionError("the server closed the connection")
 
 
+def _connection_broke(exc: Exception, raw: Any) -> bool:
+    """Whether psycopg error ``exc`` left the driver connection ``raw`` unusable."""
+    import psycopg
+
+    return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)) or raw is None or raw.closed
+
+
 def _driver_error(exc: Exception, raw: Any) -> StoreError:
     """A psycopg error raised outside SQLAlchemy as the store's error: StoreUnavailableError
     where the connection broke (or the server is shutting down, out of resources, or the
     transaction must be retried), else StoreError."""
-    import psycopg
-
-    broken = isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)) or raw is None or raw.closed
+    broken = _connection_broke(exc, raw)
     state = getattr(exc, "sqlstate", None) or ""
     msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     if broken and (state == "" or state[:2] in ("08", "57", "53", "40")):
@@ -241,7 +246,7 @@ class PgStore(Store):
         except psycopg.Error as exc:
             raw = conn.dbapi_connection
             error = _driver_error(exc, raw)
-            if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)) or raw is None or raw.closed:
+            if _connection_broke(exc, raw):
                 conn.invalidate()
             raise error from exc
         finally:
