@@ -14,8 +14,8 @@ facegate.gallery.synth: 50k identities x 2, enrolled as bench/gallery.py does), 
   (``Store.max_seq``), index ``get`` (the head read included), search, the write transaction
   (consent re-check, last-seen touch, audit append and commit) and the witness line written
   after the commit (part of the write transaction's time);
-* SQL statements per identification (SQLAlchemy ``before_cursor_execute``, plus what PostgreSQL
-  sends on the raw driver connection: the feed-head read and the pipelined statements) and
+* SQL statements per identification (SQLAlchemy ``before_cursor_execute``, plus what goes on
+  the raw driver connection: ``driver.run``, PostgreSQL's feed-head read and its pipelines) and
   round trips: statements, BEGIN, COMMIT and ROLLBACK (BEGIN rides in a pipeline where it can),
   and the pool's pre-ping on checkout where the engine pings.
 
@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from facegate.gallery import Gallery  # noqa: E402
 from facegate.gallery import context as context_mod  # noqa: E402
+from facegate.gallery import driver as driver_mod  # noqa: E402
 from facegate.gallery import search as search_mod  # noqa: E402
 from facegate.gallery.synth import FaceLikeGenerator  # noqa: E402
 from gallery import fill  # noqa: E402 - bench/gallery.py: the same synthetic gallery
@@ -116,6 +117,7 @@ class Meter:
         self._wrap(store, "max_seq", "feed_head", raw_statement=store.dialect == "postgresql")
         if store.dialect == "postgresql":
             self._count_pipelines()
+        self._count_driver_statements()
         self._wrap(ctx.index, "get", "index_get")
         self._wrap_cm(store, "write", "write_tx")
         if ctx.audit.witness is not None:
@@ -176,6 +178,21 @@ class Meter:
 
         PgStoreTx._pipeline = counted  # type: ignore[method-assign]  # noqa: SLF001
         self._undo.append(lambda: setattr(PgStoreTx, "_pipeline", orig))
+
+    def _count_driver_statements(self) -> None:
+        """Statements sent on the driver connection without SQLAlchemy (driver.run): SQLite's
+        feed-head read and an identification's write transaction, each a call of its own."""
+        orig = driver_mod.run
+
+        def counted(dialect: Any, raw: Any, stmt: Any, params: Any) -> Any:
+            self.statements += 1
+            self.round_trips += 1
+            if self.keep_sql:
+                self.sql.append(" ".join(stmt.bind(dialect, params)[0].split())[:150] + "  -- driver")
+            return orig(dialect, raw, stmt, params)
+
+        driver_mod.run = counted  # type: ignore[assignment]
+        self._undo.append(lambda: setattr(driver_mod, "run", orig))
 
     def _wrap_cm(self, owner: Any, attr: str, phase: str) -> None:
         orig = getattr(owner, attr)

@@ -29,7 +29,9 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, create_engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from . import driver
 from .crypto import Crypto
+from .driver import DriverStatement
 from .errors import SchemaError, StoreError, StoreUnavailableError
 from .index import GalleryIndex, IndexConfig, SubjectTable
 from .ports import VectorIndex
@@ -38,6 +40,7 @@ from .transaction import MAX_SEQ, StoreTx
 
 SCHEMA_HEAD = "0008"  # the newest migration revision shipped with this version (a test pins it to the scripts' head)
 BUSY_TIMEOUT_MS = 30_000
+_MAX_SEQ_RAW = DriverStatement(MAX_SEQ)
 DB_FILE = "gallery.db"
 SNAPSHOT_DIR = "index-snapshots"
 CHUNK = 100_000  # rows per fetch when a collection's subjects are read for its index
@@ -103,7 +106,9 @@ class Store:
             self.write_engine = engine
             # Snapshot reads, so the change feed and the rows it points at agree.
             self.read_engine = engine.execution_options(isolation_level="REPEATABLE READ")
-        self._local = threading.local()
+        # SQLite: the connection that reads the change feed's head before every search (max_seq).
+        self._head_conn: Any = None
+        self._head_lock = threading.Lock()
         # The index snapshots in the data directory (SQLite only): erasures scrub them inside
         # their write transaction. Set by make_index, which holds the master key they need.
         self.snapshots: SnapshotFiles | None = None
@@ -156,13 +161,20 @@ class Store:
         return GalleryIndex(self, crypto, config, self.snapshots, subject_table)
 
     def max_seq(self) -> int:
-        """Newest change-feed sequence number: the cheap check before every search."""
-        with translate_errors(), self.engine.connect() as conn:
-            value = conn.execute(MAX_SEQ).scalar()
-            conn.rollback()
-        return int(value or 0)
+        """Newest change-feed sequence number: the cheap check before every search. One
+        autocommit statement on a connection kept for it: no pool checkout, no transaction
+        around it (0.02 ms instead of 0.2), and it sees every commit that returned before it."""
+        with translate_errors(), self._head_lock:
+            if self._head_conn is None:
+                self._head_conn = self.engine.raw_connection()
+            rows = driver.run(self.engine.dialect, self._head_conn.driver_connection, _MAX_SEQ_RAW, {})
+        return int(rows[0][0] or 0)
 
     def close(self) -> None:
+        with self._head_lock:
+            if self._head_conn is not None:
+                self._head_conn.close()  # back to the pool, which dispose() then closes
+                self._head_conn = None
         self.engine.dispose()
 
     # --- migrations -------------------------------------------------------------------------

@@ -15,6 +15,8 @@ from sqlalchemy.engine import Connection, CursorResult, Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import BindParameter
 
+from . import driver
+from .driver import DriverStatement
 from .errors import AuditTamperedError
 from .ports import IdentificationReads, TemplateStore
 from .schema import (
@@ -70,6 +72,11 @@ APPEND_AUDIT = insert(A).values({c: bindparam(f"a_{c.name}", type_=c.type) for c
 MOVE_HEAD = update(AH).where(AH.c.id == 1).values(seq=bindparam("a_seq", type_=A.c.seq.type),
                                                   mac=bindparam("a_mac", type_=A.c.mac.type))
 MAX_SEQ = select(func.max(CH.c.seq))
+# The identification's write transaction, sent on the driver connection (driver.py).
+_ACTIVE_FOR_RAW, _ACTIVE_ANY_RAW = DriverStatement(_ACTIVE_FOR), DriverStatement(_ACTIVE_ANY)
+_TOUCH_RAW, _COLLECTION_BY_ID_RAW = DriverStatement(_TOUCH), DriverStatement(COLLECTION_BY_ID)
+_HEAD_RAW, _HEAD_LOCKED_RAW = DriverStatement(_HEAD), DriverStatement(HEAD_LOCKED)
+_APPEND_AUDIT_RAW, _MOVE_HEAD_RAW = DriverStatement(APPEND_AUDIT), DriverStatement(MOVE_HEAD)
 
 
 def audit_params(row: dict[str, Any]) -> dict[str, Any]:
@@ -103,6 +110,10 @@ class StoreTx:
 
     def execute(self, stmt: Any, *args: Any) -> Any:
         return self.conn.execute(stmt, *args)
+
+    def driver(self, stmt: DriverStatement, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Run ``stmt`` on this transaction's driver connection (``driver.run``)."""
+        return driver.run(self.conn.dialect, self.conn.connection.driver_connection, stmt, params)
 
     # --- meta and keyring -------------------------------------------------------------------
 
@@ -224,7 +235,7 @@ class StoreTx:
     def touch_subjects(self, sids: Iterable[int], now: dt.datetime) -> None:
         ids = sorted(set(sids))
         if ids:
-            self.conn.execute(_TOUCH, {"b_sids": ids, "b_now": now})
+            self.driver(_TOUCH_RAW, {"b_sids": ids, "b_now": now})
 
     def delete_subject(self, sid: int) -> tuple[int, int]:
         """Delete the subject, its templates, consents and wrapped key. Returns (templates, consents)."""
@@ -310,14 +321,15 @@ class StoreTx:
         ok = self.active_consent_subjects(sids, purpose, now)
         seen = [s for s in sids if s in ok][:limit]
         self.touch_subjects(seen, now)
-        return IdentificationReads(self.collection_by_id(cid), seen, self.audit_head(lock=True))
+        col = self.driver(_COLLECTION_BY_ID_RAW, {"b_cid": cid})
+        return IdentificationReads(col[0] if col else None, seen, self.audit_head(lock=True))
 
     def active_consent_subjects(self, sids: Sequence[int], purpose: str | None, now: dt.datetime) -> set[int]:
         """Which of ``sids`` have an active consent for ``purpose`` (None: for any purpose)."""
         if not sids:
             return set()
-        q, params = (_ACTIVE_ANY, {}) if purpose is None else (_ACTIVE_FOR, {"b_purpose": purpose})
-        return {r[0] for r in self.conn.execute(q, {"b_sids": list(sids), "b_now": now, **params})}
+        q, params = (_ACTIVE_ANY_RAW, {}) if purpose is None else (_ACTIVE_FOR_RAW, {"b_purpose": purpose})
+        return {r[0] for r in self.driver(q, {"b_sids": list(sids), "b_now": now, **params})}
 
     # --- templates --------------------------------------------------------------------------
 
@@ -406,18 +418,18 @@ class StoreTx:
     # --- audit ------------------------------------------------------------------------------
 
     def audit_head(self, *, lock: bool = False) -> tuple[int, str]:
-        row = self.conn.execute(HEAD_LOCKED if lock else _HEAD).first()
-        if row is None:
+        rows = self.driver(_HEAD_LOCKED_RAW if lock else _HEAD_RAW, {})
+        if not rows:
             raise AuditTamperedError(
                 "the audit log's head row is missing: the audit table was tampered with; audited "
                 "operations are refused until the database is restored (run 'facegate audit verify')"
             )
-        return int(row[0]), str(row[1])
+        return int(rows[0][0]), str(rows[0][1])
 
     def append_audit(self, row: dict[str, Any]) -> None:
         params = audit_params(row)
-        self.conn.execute(APPEND_AUDIT, params)
-        self.conn.execute(MOVE_HEAD, params)
+        self.driver(_APPEND_AUDIT_RAW, params)
+        self.driver(_MOVE_HEAD_RAW, params)
 
     def audit_rows(self, *, after_seq: int = 0, batch: int = 5000) -> Iterator[Row]:
         last = after_seq

@@ -41,6 +41,7 @@ from sqlalchemy.engine import create_engine, make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 
 from ..crypto import Crypto, SubjectCipher
+from ..driver import DriverStatement
 from ..errors import StoreError, StoreUnavailableError
 from ..index import IndexConfig
 from ..ports import IdentificationReads, VectorIndex
@@ -130,37 +131,10 @@ def _driver_error(exc: Exception, raw: Any) -> StoreError:
     return StoreError(f"database error: {msg}")
 
 
-class _DriverStatement:
-    """A Core statement compiled once for the psycopg dialect, to be sent on the raw driver
-    connection (a pipeline) with its parameters bound as SQLAlchemy would bind them."""
-
-    def __init__(self, stmt: Any) -> None:
-        self.stmt = stmt
-        self._compiled: tuple[str, Any, dict[str, Any]] | None = None
-        self._results: list[Any] | None = None
-
-    def bind(self, dialect: Any, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        if self._compiled is None:
-            c = self.stmt.compile(dialect=dialect)
-            procs = {k: p for k, b in c.binds.items() if (p := b.type.dialect_impl(dialect).bind_processor(dialect)) is not None}
-            self._compiled = (str(c), c, procs)
-        sql, c, procs = self._compiled
-        values = c.construct_params(params)
-        return sql, {k: procs[k](v) if k in procs else v for k, v in values.items()}
-
-    def rows(self, dialect: Any, cursor: Any) -> list[tuple[Any, ...]]:
-        """The rows ``cursor`` holds, each value converted as SQLAlchemy's result would."""
-        if self._results is None:  # the column types are the statement's: read the description once
-            self._results = [col.type.dialect_impl(dialect).result_processor(dialect, d.type_code)
-                             for col, d in zip(self.stmt.selected_columns, cursor.description, strict=True)]
-        procs = self._results
-        return [tuple(v if p is None else p(v) for p, v in zip(procs, row)) for row in cursor.fetchall()]
-
-
-_COLLECTION_BY_ID_RAW = _DriverStatement(COLLECTION_BY_ID)
-_CONSENTED_SEEN_RAW = _DriverStatement(_CONSENTED_SEEN)
-_HEAD_LOCKED_RAW = _DriverStatement(HEAD_LOCKED)
-_APPEND_AND_MOVE_HEAD_RAW = _DriverStatement(_APPEND_AND_MOVE_HEAD)
+_COLLECTION_BY_ID_RAW = DriverStatement(COLLECTION_BY_ID)
+_CONSENTED_SEEN_RAW = DriverStatement(_CONSENTED_SEEN)
+_HEAD_LOCKED_RAW = DriverStatement(HEAD_LOCKED)
+_APPEND_AND_MOVE_HEAD_RAW = DriverStatement(_APPEND_AND_MOVE_HEAD)
 
 
 @contextmanager
@@ -390,7 +364,7 @@ class PgStoreTx(StoreTx):
     def conn(self, value: Any) -> None:
         self._conn = value
 
-    def _pipeline(self, *statements: tuple[_DriverStatement, dict[str, Any]], commit: bool = False) -> list[list[Any]]:
+    def _pipeline(self, *statements: tuple[DriverStatement, dict[str, Any]], commit: bool = False) -> list[list[Any]]:
         """Send what is pending, ``statements`` and, with ``commit``, COMMIT in one round trip
         (psycopg pipeline mode); the rows of each statement. The server still runs them one
         after the other, each on a snapshot taken when it starts: after the lock, as if sent
@@ -415,7 +389,7 @@ class PgStoreTx(StoreTx):
             for cur in cursors:
                 cur.close()
 
-    def defer(self, stmt: _DriverStatement, params: dict[str, Any]) -> None:
+    def defer(self, stmt: DriverStatement, params: dict[str, Any]) -> None:
         """Send ``stmt``, a write whose outcome nothing in this transaction reads, with the next
         statement or with COMMIT (one round trip less); its error, if any, fails the commit."""
         self._pending.append(stmt.bind(self._conn.dialect, params))
