@@ -1,8 +1,9 @@
 """Core statements sent on the raw driver connection.
 
 The hottest path of the gallery, an identification's write transaction, runs a handful of
-small statements; SQLAlchemy's execution machinery costs more per statement than the database
-does (SQLite: about 0.1 ms against 0.02 ms). Those statements are still written as Core
+small statements, and SQLAlchemy's execution machinery cost more per statement than SQLite
+running it (on the 1M SQLite gallery the transaction's seven statements took 0.97 ms p50 through
+SQLAlchemy, 0.67 ms this way). Those statements are still written as Core
 statements once, and :class:`DriverStatement` compiles each once per dialect and binds its
 parameters and converts its rows with SQLAlchemy's own type processors: the values stored
 and read are exactly the ones SQLAlchemy would store and read.

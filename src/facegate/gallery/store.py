@@ -163,7 +163,7 @@ class Store:
     def max_seq(self) -> int:
         """Newest change-feed sequence number: the cheap check before every search. One
         autocommit statement on a connection kept for it: no pool checkout, no transaction
-        around it (0.02 ms instead of 0.2), and it sees every commit that returned before it."""
+        around it (0.05 ms p50 instead of 0.18 at 1M), and it sees every commit that returned before it."""
         with translate_errors(), self._head_lock:
             if self._head_conn is None:
                 self._head_conn = self.engine.raw_connection()
