@@ -72,10 +72,11 @@ APPEND_AUDIT = insert(A).values({c: bindparam(f"a_{c.name}", type_=c.type) for c
 MOVE_HEAD = update(AH).where(AH.c.id == 1).values(seq=bindparam("a_seq", type_=A.c.seq.type),
                                                   mac=bindparam("a_mac", type_=A.c.mac.type))
 MAX_SEQ = select(func.max(CH.c.seq))
-# The identification's write transaction, sent on the driver connection (driver.py).
+# The identification's write transaction, sent on the driver connection (driver.py; PostgreSQL
+# pipelines the collection row and the locked head).
 _ACTIVE_FOR_RAW, _ACTIVE_ANY_RAW = DriverStatement(_ACTIVE_FOR), DriverStatement(_ACTIVE_ANY)
-_TOUCH_RAW, _COLLECTION_BY_ID_RAW = DriverStatement(_TOUCH), DriverStatement(COLLECTION_BY_ID)
-_HEAD_RAW, _HEAD_LOCKED_RAW = DriverStatement(_HEAD), DriverStatement(HEAD_LOCKED)
+_TOUCH_RAW, COLLECTION_BY_ID_RAW = DriverStatement(_TOUCH), DriverStatement(COLLECTION_BY_ID)
+_HEAD_RAW, HEAD_LOCKED_RAW = DriverStatement(_HEAD), DriverStatement(HEAD_LOCKED)
 _APPEND_AUDIT_RAW, _MOVE_HEAD_RAW = DriverStatement(APPEND_AUDIT), DriverStatement(MOVE_HEAD)
 
 
@@ -321,7 +322,7 @@ class StoreTx:
         ok = self.active_consent_subjects(sids, purpose, now)
         seen = [s for s in sids if s in ok][:limit]
         self.touch_subjects(seen, now)
-        col = self.driver(_COLLECTION_BY_ID_RAW, {"b_cid": cid})
+        col = self.driver(COLLECTION_BY_ID_RAW, {"b_cid": cid})
         return IdentificationReads(col[0] if col else None, seen, self.audit_head(lock=True))
 
     def active_consent_subjects(self, sids: Sequence[int], purpose: str | None, now: dt.datetime) -> set[int]:
@@ -418,7 +419,7 @@ class StoreTx:
     # --- audit ------------------------------------------------------------------------------
 
     def audit_head(self, *, lock: bool = False) -> tuple[int, str]:
-        rows = self.driver(_HEAD_LOCKED_RAW if lock else _HEAD_RAW, {})
+        rows = self.driver(HEAD_LOCKED_RAW if lock else _HEAD_RAW, {})
         if not rows:
             raise AuditTamperedError(
                 "the audit log's head row is missing: the audit table was tampered with; audited "

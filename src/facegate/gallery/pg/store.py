@@ -48,8 +48,8 @@ from ..ports import IdentificationReads, VectorIndex
 from ..store import Store
 from ..transaction import (
     APPEND_AUDIT,
-    COLLECTION_BY_ID,
-    HEAD_LOCKED,
+    COLLECTION_BY_ID_RAW,
+    HEAD_LOCKED_RAW,
     MOVE_HEAD,
     C,
     K,
@@ -131,9 +131,7 @@ def _driver_error(exc: Exception, raw: Any) -> StoreError:
     return StoreError(f"database error: {msg}")
 
 
-_COLLECTION_BY_ID_RAW = DriverStatement(COLLECTION_BY_ID)
 _CONSENTED_SEEN_RAW = DriverStatement(_CONSENTED_SEEN)
-_HEAD_LOCKED_RAW = DriverStatement(HEAD_LOCKED)
 _APPEND_AND_MOVE_HEAD_RAW = DriverStatement(_APPEND_AND_MOVE_HEAD)
 
 
@@ -479,8 +477,8 @@ class PgStoreTx(StoreTx):
     def identification_reads(self, cid: int, sids: Sequence[int], purpose: str, now: dt.datetime,
                              limit: int) -> IdentificationReads:
         params = {"b_sids": list(sids), "b_purpose": purpose, "b_now": now, "b_limit": limit}
-        col, seen, head = self._pipeline((_COLLECTION_BY_ID_RAW, {"b_cid": cid}), (_CONSENTED_SEEN_RAW, params),
-                                         (_HEAD_LOCKED_RAW, {}))
+        col, seen, head = self._pipeline((COLLECTION_BY_ID_RAW, {"b_cid": cid}), (_CONSENTED_SEEN_RAW, params),
+                                         (HEAD_LOCKED_RAW, {}))
         if not head:
             super().audit_head(lock=True)  # raises AuditTamperedError
         return IdentificationReads(col[0] if col else None, [r[0] for r in seen], (int(head[0][0]), str(head[0][1])))
