@@ -6,6 +6,7 @@ crashes, unusable snapshots and other processes' writes."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
 import os
 import signal
@@ -47,10 +48,10 @@ def probes(n: int = 60) -> np.ndarray:
     return gen.samples(gen.centres(np.arange(n)), 1, seed=9)
 
 
-def filled(data: Path, V: np.ndarray, *, retention_days: int | None = None) -> Gallery:
+def filled(data: Path, V: np.ndarray, *, retention_days: int | None = None, config: IndexConfig = CFG) -> Gallery:
     """A gallery of N_SUBJECTS subjects (two templates each) whose approximate index is built
     and snapshotted."""
-    g = Gallery.open(data, index_config=CFG)
+    g = Gallery.open(data, index_config=config)
     kw = {} if retention_days is None else {"retention_days": retention_days}
     g.create_collection("c", purposes=["p", "q"], **kw)
     n = len(V) // 2
@@ -161,6 +162,15 @@ def test_snapshot_load_answers_as_a_full_load(tmp_path):
     assert sa["templates"] == sb["templates"] == 2 * N_SUBJECTS
     a.close()
     b.close()
+
+
+def test_a_snapshot_keeps_the_tuned_number_of_candidates_re_scored(tmp_path):
+    tuned = dataclasses.replace(CFG, rescore=64, rescore_max=64)  # not the default: must come from the file
+    filled(tmp_path / "d", vectors(), config=tuned).close()
+    g = Gallery.open(tmp_path / "d", index_config=CFG)
+    s = g.index_stats("c")
+    assert (s["loaded_from"], s["rescore"]) == ("snapshot", 64)
+    g.close()
 
 
 def erase_subject(g: Gallery, data: Path) -> None:

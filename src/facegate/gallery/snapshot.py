@@ -84,6 +84,7 @@ class SnapshotMeta:
     recall: float
     trained_rows: int
     code_size: int  # bytes of one PQ code
+    rescore: int = 128  # candidates re-scored exactly (tuned with nprobe; absent from older headers)
 
 
 @dataclass
