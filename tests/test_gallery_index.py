@@ -77,6 +77,33 @@ def test_approximate_index_recall_and_filtering():
     assert agree / 400 >= 0.99 and rank1 == 100
 
 
+def test_the_self_test_reports_recall_on_probes_it_did_not_tune_on(monkeypatch):
+    """The chosen (nprobe, candidates) passed on the first half of the probes and is reported
+    with its recall on the second, disjoint half."""
+    calls = []
+    real = CollectionIndex._self_test_hits
+
+    def spy(self, ann, Q, exclude, best_s, nprobe, ks, ctx):
+        hits = real(self, ann, Q, exclude, best_s, nprobe, ks, ctx)
+        calls.append((Q.copy(), nprobe, list(ks), hits / len(Q)))
+        return hits
+
+    monkeypatch.setattr(CollectionIndex, "_self_test_hits", spy)
+    cfg = IndexConfig(exact_max_rows=2_000, self_test_queries=300)
+    idx, *_ = build(3_000, 2, cfg)
+    ann = idx.ann
+    assert ann is not None and ann.recall >= cfg.target_recall
+    first = calls[0][0]
+    chosen = [(Q, r[ks.index(ann.rescore)]) for Q, nprobe, ks, r in calls
+              if nprobe == ann.nprobe and ann.rescore in ks and not np.array_equal(Q, first)]
+    assert chosen and chosen[-1][1] == ann.recall  # the reported recall is the second half's
+    second = chosen[-1][0]
+    assert len(first) == len(second) == 300
+    assert not (first[:, None, :] == second[None, :, :]).all(-1).any()  # no probe in both halves
+    tuned = [r[ks.index(ann.rescore)] for Q, nprobe, ks, r in calls if nprobe == ann.nprobe and np.array_equal(Q, first)]
+    assert tuned and tuned[0] >= cfg.target_recall
+
+
 def test_a_lone_search_on_several_threads_answers_as_on_one(monkeypatch):
     """Splitting one query's lists over threads (faiss's kernel 14) finds the same best match,
     filtered or not, from the same 4-bit estimates; a search with another in flight keeps to one
