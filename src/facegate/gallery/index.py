@@ -966,9 +966,9 @@ class CollectionIndex:
     def _tune(self, ann: IvfIndex, rng: np.random.Generator, ctx: Any) -> None:
         """Pick the cheapest (nprobe, candidates re-scored) whose recall@1 (vs exact) meets the
         target; cost = codes scanned + ``codes_per_candidate`` × candidates. The probes are split
-        in two: the pairs that pass on the first half are confirmed, cheapest first, on the
-        second, whose recall is the one reported (the cheapest of many pairs to pass on one
-        sample is the likeliest to have passed by chance).
+        in two: a pair that passes on the first half is tried on the second, the cheapest pair
+        that passes both is kept, and the second half's recall is the one reported (the
+        cheapest of many pairs to pass on one sample is the likeliest to have passed by chance).
 
         A probe of a subject with another template is one of its stored templates, held out (its
         own row excluded): a real second photo against the subject's other templates. A
