@@ -24,8 +24,8 @@ Design
   re-scored are tuned at build time: the cheapest pair whose recall@1 against exact search on
   self-test probes reaches ``target_recall`` (if none does, the collection stays on exact
   search). The candidates are re-scored exactly with the float32 vectors, so thresholds always
-  apply to true cosine scores. Retrained in the
-  background when the collection has grown ``rebuild_growth``-fold. (Face probes sit at cosine
+  apply to true cosine scores. Retrained in the background when the collection has grown
+  ``rebuild_growth``-fold. (Face probes sit at cosine
   ≈ 0.6 from their match, far from "near duplicate": IVF needs to scan 20–45 % of the lists for
   recall@1 ≥ 0.995, which 4-bit fast-scan codes make cheap; HNSW graphs lose rank-1 on such
   data at 1M — see ../shared/notes/vector-search.md.)
@@ -1012,21 +1012,22 @@ class CollectionIndex:
         while ks[-1] * 2 <= cfg.rescore_max:
             ks.append(ks[-1] * 2)
         tune, confirm = slice(0, nq // 2), slice(nq // 2, nq)
-        need_tune, need_confirm = cfg.target_recall * max(nq // 2, 1), cfg.target_recall * max(nq - nq // 2, 1)
+        n_tune, n_confirm = max(nq // 2, 1), max(nq - nq // 2, 1)
         best: tuple[int, int, int, float] | None = None  # (cost, nprobe, re-scored, recall on the second half)
         recall = 0.0  # the best the first half saw, for the log if nothing passes
         for nprobe in sorted({max(1, min(ann.nlist, round(f * ann.nlist))) for f in cfg.nprobe_fractions} | {ann.nlist}):
-            if best is not None and ann.scanned_codes(nprobe) + cfg.codes_per_candidate * ks[0] >= best[0]:
+            cost = {k: ann.scanned_codes(nprobe) + cfg.codes_per_candidate * k for k in ks}
+            if best is not None and cost[ks[0]] >= best[0]:
                 break  # scans more than the best pair costs in all
             hits = self._self_test_hits(ann, Q[tune], exclude[tune], best_s[tune], nprobe, ks, ctx)
-            recall = max(recall, float(hits[-1]) / max(nq // 2, 1))
-            cost = {k: ann.scanned_codes(nprobe) + cfg.codes_per_candidate * k for k in ks}
-            passed = [k for k, hit in zip(ks, hits.tolist()) if hit >= need_tune and (best is None or cost[k] < best[0])]
+            recall = max(recall, float(hits[-1]) / n_tune)
+            passed = [k for k, hit in zip(ks, hits.tolist())
+                      if hit >= cfg.target_recall * n_tune and (best is None or cost[k] < best[0])]
             if passed:
                 confirmed = self._self_test_hits(ann, Q[confirm], exclude[confirm], best_s[confirm], nprobe, passed, ctx)
-                k_ok = [(k, hit) for k, hit in zip(passed, confirmed.tolist()) if hit >= need_confirm]
+                k_ok = [(k, hit) for k, hit in zip(passed, confirmed.tolist()) if hit >= cfg.target_recall * n_confirm]
                 if k_ok:  # the fewest candidates that confirm: more at this nprobe only cost more
-                    best = (cost[k_ok[0][0]], nprobe, k_ok[0][0], k_ok[0][1] / max(nq - nq // 2, 1))
+                    best = (cost[k_ok[0][0]], nprobe, k_ok[0][0], k_ok[0][1] / n_confirm)
         if best is not None:
             _cost, ann.nprobe, ann.rescore, ann.recall = best
         else:
