@@ -10,7 +10,8 @@ rather than hunting SQL through the code.
 SQLite specifics (the embedded default): one file in WAL mode, ``busy_timeout`` 30 s, foreign
 keys on, ``secure_delete`` on (erased rows are overwritten, not left in free pages), and write
 transactions opened with ``BEGIN IMMEDIATE`` so two writers queue on the lock instead of
-deadlocking on a read→write upgrade. All writes of one operation (e.g. an enrolment: subject,
+deadlocking on a read→write upgrade. Commits never checkpoint the WAL: a background thread
+does (``checkpointer.py``). All writes of one operation (e.g. an enrolment: subject,
 key, consents, templates, change-feed row, audit event) commit in one transaction, so a process
 killed at any point leaves either all of it or none.
 """
@@ -30,6 +31,7 @@ from sqlalchemy.engine import Connection, Engine, create_engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from . import driver
+from .checkpointer import WalCheckpointer
 from .crypto import Crypto
 from .driver import DriverStatement
 from .errors import SchemaError, StoreError, StoreUnavailableError
@@ -57,7 +59,8 @@ def sqlite_url(data_dir: Path) -> str:
 class Store:
     """Connections and transactions. Thread-safe; one per process (``Gallery`` owns one)."""
 
-    def __init__(self, url: str, *, durability: str = "normal", pool_size: int = 8) -> None:
+    def __init__(self, url: str, *, durability: str = "normal", pool_size: int = 8,
+                 wal_checkpoint_interval: float = 1.0) -> None:
         self.url = make_url(url)
         self.dialect = self.url.get_backend_name()
         if durability not in ("normal", "full"):
@@ -87,6 +90,7 @@ class Store:
                 cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
                 cur.execute("PRAGMA journal_mode = WAL")
                 cur.execute(f"PRAGMA synchronous = {sync}")
+                cur.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer's thread copies the WAL back
                 cur.execute("PRAGMA foreign_keys = ON")
                 cur.execute("PRAGMA secure_delete = ON")
                 cur.close()
@@ -99,8 +103,10 @@ class Store:
             self.engine: Engine = engine
             self.write_engine: Engine = engine.execution_options(facegate_begin="IMMEDIATE")
             self.read_engine: Engine = engine
+            self.checkpointer: WalCheckpointer | None = WalCheckpointer(engine, Path(f"{db}-wal"), wal_checkpoint_interval)
         else:
             self.path = None
+            self.checkpointer = None
             engine = create_engine(self.url, pool_size=pool_size, max_overflow=16, pool_pre_ping=True)
             self.engine = engine
             self.write_engine = engine
@@ -171,6 +177,8 @@ class Store:
         return int(rows[0][0] or 0)
 
     def close(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
         with self._head_lock:
             if self._head_conn is not None:
                 self._head_conn.close()  # back to the pool, which dispose() then closes
