@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from contextlib import suppress
 from pathlib import Path
@@ -36,9 +37,11 @@ class WalCheckpointer:
         self._thread.start()
 
     def _run(self) -> None:
-        # Lowest CPU priority (Linux: per thread): copying pages must not slow the searches.
-        with suppress(AttributeError, OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        # Lowest CPU priority, so copying pages yields the cores to the searches. Linux only: a
+        # thread id names just that thread there; elsewhere it could name another process.
+        if sys.platform.startswith("linux"):
+            with suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         while not self._stop.wait(self.interval):
             try:
                 st = os.stat(self.wal)
