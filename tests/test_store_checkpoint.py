@@ -13,13 +13,13 @@ def _db_state(path) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
-def _write_pages(store: Store, first: int, transactions: int = 30, rows: int = 100) -> None:
+def _write_pages(store: Store, transactions: int = 30, rows: int = 100) -> None:
     """About 6 MB of new rows (1,500 pages: past SQLite's automatic checkpoint at 1,000)."""
     for t in range(transactions):
         with store.write() as tx:
             tx.conn.exec_driver_sql(
                 "INSERT INTO meta (key, value) VALUES " + ", ".join(["(?, ?)"] * rows),
-                tuple(v for i in range(rows) for v in (f"k{first + t * rows + i}", "x" * 2000)),
+                tuple(v for i in range(rows) for v in (f"k{t * rows + i}", "x" * 2000)),
             )
 
 
@@ -30,7 +30,7 @@ def test_commits_never_checkpoint_and_the_background_thread_does(tmp_path):
         quiet.migrate()
         assert quiet.checkpoint()
         before = _db_state(db)
-        _write_pages(quiet, 0)
+        _write_pages(quiet)
         assert os.path.getsize(f"{db}-wal") > 1000 * 4096
         # Every commit went to the WAL only: no committing call copied pages into the database.
         assert _db_state(db) == before

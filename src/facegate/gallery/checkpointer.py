@@ -4,9 +4,10 @@ SQLite's automatic checkpoint runs inside whichever commit pushes the WAL past 1
 one request then copies about 4 MB of pages into random places of the database file and waits
 for them (10M templates: identify p99 22-28 ms with it, 8-9 ms with this thread). The store's
 connections turn it off (``PRAGMA wal_autocheckpoint = 0``) and this thread checkpoints instead,
-once per ``interval`` while the WAL file has changed since its last look. A ``PASSIVE`` checkpoint never
-waits for readers or writers: what it cannot copy now it copies next time. Any process's
-checkpoint serves every process; SQLite checkpoints again when the last connection closes.
+once per ``interval`` while the WAL file has changed since its last look. A ``PASSIVE``
+checkpoint never waits for readers or writers: what it cannot copy now it copies next time.
+Any process's checkpoint serves every process; SQLite checkpoints again when the last
+connection closes.
 """
 
 from __future__ import annotations
