@@ -33,7 +33,7 @@ class WalCheckpointer:
         self.interval = interval
         self.checkpoints = 0  # completed checkpoints (every frame copied)
         self._stop = threading.Event()
-        self._seen: tuple[int, int] | None = None  # the WAL's (size, mtime) after the last checkpoint
+        self._seen: tuple[int, int] | None = None  # the WAL's (size, mtime) its last complete checkpoint covered
         self._thread = threading.Thread(target=self._run, name="facegate-wal-checkpoint", daemon=True)
         self._thread.start()
 
@@ -48,10 +48,12 @@ class WalCheckpointer:
                 st = os.stat(self.wal)
             except FileNotFoundError:
                 continue  # no WAL yet (or the last connection closed and removed it)
-            if (st.st_size, st.st_mtime_ns) == self._seen:
+            state = (st.st_size, st.st_mtime_ns)  # before the checkpoint: a commit during it is seen next round
+            if state == self._seen:
                 continue
             try:
-                self.checkpoint()
+                if self.checkpoint():
+                    self._seen = state
             except Exception:  # noqa: BLE001 - best effort: the next round (or the last close) catches up
                 log.debug("WAL checkpoint failed", exc_info=True)
 
@@ -67,8 +69,6 @@ class WalCheckpointer:
         done = busy == 0 and copied == frames
         if done:
             self.checkpoints += 1
-            st = os.stat(self.wal)
-            self._seen = (st.st_size, st.st_mtime_ns)
         return bool(done)
 
     def stop(self) -> None:

@@ -25,10 +25,10 @@ Design
   self-test probes reaches ``target_recall`` (if none does, the collection stays on exact
   search). The candidates are re-scored exactly with the float32 vectors, so thresholds always
   apply to true cosine scores. Retrained in the background when the collection has grown
-  ``rebuild_growth``-fold. (Face probes sit at cosine
-  ≈ 0.6 from their match, far from "near duplicate": IVF needs to scan 20–45 % of the lists for
-  recall@1 ≥ 0.995, which 4-bit fast-scan codes make cheap; HNSW graphs lose rank-1 on such
-  data at 1M — see ../shared/notes/vector-search.md.)
+  ``rebuild_growth``-fold. (Face probes sit at cosine ≈ 0.6 from their match, far from "near
+  duplicate": IVF needs to scan 20–45 % of the lists for recall@1 ≥ 0.995, which 4-bit
+  fast-scan codes make cheap; HNSW graphs lose rank-1 on such data at 1M — see
+  ../shared/notes/vector-search.md.)
 * **Snapshots (SQLite store).** After each approximate-index build, and again when the feed
   has moved far enough, the collection is written to an erasure-safe snapshot
   (``snapshot.py``: vectors, IVF list numbers and PQ codes in AES-GCM blocks that every erasure
