@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from facegate.gallery import ConsentSpec, Gallery, IndexConfig
-from facegate.gallery.index import CollectionIndex, SubjectState
+from facegate.gallery.index import CollectionIndex, IvfIndex, SubjectState
 from facegate.gallery.synth import FaceLikeGenerator
 
 MODEL = "sface-2021dec-int8bq"
@@ -223,6 +223,53 @@ def test_background_rebuild_while_searching_and_writing():
     assert idx.ann is not None and idx.ann.ntotal == idx.n == 3_999
     assert idx.search(V[2_000], 1, "any", 1e9)[0][0].subject_id == 3_000
     assert 3_999 not in [h.subject_id for h in idx.search(V[2_999], 5, "any", 1e9)[0]]
+
+
+def test_templates_are_filed_in_two_lists_and_found_through_either():
+    """Each template is in its nearest centroid's list and a spill list; scanning the spill list
+    alone finds it; templates added later (packed in place after a list's entries) and removed
+    keep both copies in step."""
+    idx, gen, _centres, X = build(3_000, 2, IndexConfig(exact_max_rows=2_000, small_subset_rows=500))
+    ann = idx.ann
+    assert ann is not None
+    ids, lists = ann.list_numbers()
+    assert np.array_equal(ids, np.arange(1, 6_001)) and ann.entries == 2 * ann.ntotal == 12_000
+    _d, nearest = ann.index.quantizer.search(X, 1)
+    assert (lists == nearest).any(1).mean() > 0.999 and (lists[:, 0] != lists[:, 1]).all()
+    centroids = ann.index.quantizer.reconstruct_n(0, ann.nlist)
+    for t in (0, 1_234, 5_999):
+        spill = int(lists[t, 1] if lists[t, 0] == nearest[t, 0] else lists[t, 0])  # the other one
+        found = ann.search(centroids[spill], int(ann.index.invlists.list_size(spill)), None, 0, nprobe=1)
+        assert ids[t] in found and len(found) == ann.index.invlists.list_size(spill)
+    V = gen.samples(gen.centres(np.arange(3_000, 3_040)), 1)
+    with idx.lock.write():
+        for i in range(40):
+            idx.apply(SubjectState(3_000 + i, (f"s{3_000 + i}", None), {7_000 + i}, {7_000 + i: V[i]},
+                                   [("any", 0.0, np.inf, None)]))
+        for sid in range(10):
+            idx.apply(SubjectState(sid, None))
+    ids, lists = ann.list_numbers()
+    assert ann.entries == 2 * ann.ntotal == 2 * (6_000 + 40 - 20)
+    assert np.isin(np.arange(7_000, 7_040), ids).all() and not np.isin(np.arange(1, 21), ids).any()
+    assert (lists[:, 0] != lists[:, 1]).all()
+    for i in range(40):  # every list probed: the codes packed in place rank each at the top
+        hits, _ = idx.search(V[i], 1, "any", 1e9, nprobe=ann.nlist)
+        assert hits[0].subject_id == 3_000 + i and hits[0].score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_codes_filed_after_a_list_of_512_are_packed_in_place():
+    """faiss's ``add_entries`` copies whole blocks wrongly into a list of 512 codes: appends to
+    a list with entries are packed by the index itself."""
+    gen = FaceLikeGenerator(DIM, seed=5)
+    X = gen.samples(gen.centres(np.arange(600)), 1)
+    ann = IvfIndex.create(DIM, 1_024)  # 32 lists
+    ann.train(X)
+    ids, lists = np.arange(600, dtype=np.int64), np.tile(np.array([[3, 7]]), (600, 1))
+    for part in (slice(0, 512), slice(512, 600)):
+        ann.file(ids[part], lists[part], ann.encode(X[part], lists[part, 0]))
+    assert ann.index.invlists.list_size(3) == ann.index.invlists.list_size(7) == 600
+    for i in (0, 300, 511, 512, 599):
+        assert i in ann.search(X[i], 4, None, 0, nprobe=ann.nlist)
 
 
 def test_other_gallery_on_the_same_file_sees_enrolments_and_erasures(tmp_path, monkeypatch):

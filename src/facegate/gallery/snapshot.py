@@ -15,7 +15,7 @@ another host's file):
 * the trained (empty) faiss index, AES-GCM under the snapshot key;
 * fixed-size blocks of ``BLOCK_SLOTS`` slots, each AES-GCM under the snapshot key with a fresh
   nonce, authenticating the block's ids (associated data) and holding per slot the IVF list
-  number, the 4-bit PQ code and the float32 vector.
+  numbers (``lists_per_template`` of them), the 4-bit PQ code and the float32 vector.
 
 Erasure (``erase_subject``, called by the store transaction that deletes the subject, before it
 commits, under the write lock): each block holding one of the subject's templates is decrypted,
@@ -61,7 +61,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("facegate.gallery.snapshot")
 
 MAGIC = b"FGSNAP01"
-VERSION = 1
+VERSION = 2  # 2: a template in several IVF lists
 HEADER_SPACE = 4096  # the header (and so the wrapped key) lives here: destroying a file zeroes it
 BLOCK_SLOTS = 1024  # an erasure re-encrypts one block (~0.5 MB at 128-d) per template
 NONCE = 12
@@ -85,6 +85,7 @@ class SnapshotMeta:
     trained_rows: int
     code_size: int  # bytes of one PQ code
     rescore: int = 128  # candidates re-scored exactly (tuned with nprobe; absent from older headers)
+    lists_per_template: int = 1  # IVF list numbers per slot
 
 
 @dataclass
@@ -92,7 +93,7 @@ class LoadedSnapshot:
     meta: SnapshotMeta
     tids: np.ndarray  # live slots only, ascending
     sids: np.ndarray
-    lists: np.ndarray  # IVF list number per slot
+    lists: np.ndarray  # (n, lists_per_template) IVF list numbers per slot
     codes: np.ndarray  # (n, code_size) uint8
     X: np.ndarray  # (n, dim) float32
     trained: bytes  # the trained, empty faiss index
@@ -121,10 +122,11 @@ class _Layout:
     dim: int
     code_size: int
     blob_len: int
+    lists: int  # list numbers per slot
 
     @property
     def slot_bytes(self) -> int:
-        return 4 + self.code_size + 4 * self.dim
+        return 4 * self.lists + self.code_size + 4 * self.dim
 
     @property
     def ids_at(self) -> int:
@@ -149,9 +151,10 @@ class _Layout:
 
     def split(self, plain: bytes | bytearray | memoryview, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(lists, codes, vectors) views of a block's plaintext (column layout)."""
-        lists = np.frombuffer(plain, np.int32, count, 0)
-        codes = np.frombuffer(plain, np.uint8, count * self.code_size, 4 * count).reshape(count, self.code_size)
-        X = np.frombuffer(plain, np.float32, count * self.dim, (4 + self.code_size) * count).reshape(count, self.dim)
+        lists = np.frombuffer(plain, np.int32, count * self.lists, 0).reshape(count, self.lists)
+        at = 4 * self.lists * count
+        codes = np.frombuffer(plain, np.uint8, count * self.code_size, at).reshape(count, self.code_size)
+        X = np.frombuffer(plain, np.float32, count * self.dim, at + self.code_size * count).reshape(count, self.dim)
         return lists, codes, X
 
 
@@ -224,7 +227,7 @@ class SnapshotFiles:
         self.remove_abandoned(cid)
         with open(self.path(cid), "rb") as f:
             header, digest, meta, aead = self._open(f, cid, dim, model_id)
-            lay = _Layout(int(header["n"]), dim, meta.code_size, int(header["blob_len"]))
+            lay = _Layout(int(header["n"]), dim, meta.code_size, int(header["blob_len"]), meta.lists_per_template)
             f.seek(lay.ids_at)
             ids = np.fromfile(f, "<i8", 2 * lay.n)
             if len(ids) != 2 * lay.n:
@@ -239,7 +242,7 @@ class SnapshotFiles:
                 raise SnapshotUnusable("template ids out of order")
             live = all_sids >= 0
             n = int(live.sum())
-            lists = np.empty(n, np.int32)
+            lists = np.empty((n, meta.lists_per_template), np.int32)
             codes = np.empty((n, meta.code_size), np.uint8)
             X = np.empty((n, dim), np.float32)
             at_row = 0
@@ -327,7 +330,7 @@ class SnapshotFiles:
             header, digest = _read_header(f)
             meta = SnapshotMeta(**header["meta"])
             aead = self._cipher(header, cid)
-            lay = _Layout(int(header["n"]), meta.dim, meta.code_size, int(header["blob_len"]))
+            lay = _Layout(int(header["n"]), meta.dim, meta.code_size, int(header["blob_len"]), meta.lists_per_template)
             if lay.n == 0:
                 return 0
             all_tids = np.memmap(path, "<i8", "r", lay.ids_at, (lay.n,))  # binary search: a few pages read
@@ -408,7 +411,7 @@ class SnapshotWriter:
         if len(head) > HEADER_SPACE:
             raise ValueError("snapshot header too large")
         self._digest = hashlib.sha256(head).digest()
-        self.layout = _Layout(len(self.tids), meta.dim, meta.code_size, len(trained))
+        self.layout = _Layout(len(self.tids), meta.dim, meta.code_size, len(trained), meta.lists_per_template)
         os.pwrite(self._fd, head + bytes(HEADER_SPACE - len(head)), 0)
         os.pwrite(self._fd, self.tids.astype("<i8").tobytes(), self.layout.ids_at)
         nonce = secrets.token_bytes(NONCE)
@@ -429,7 +432,7 @@ class SnapshotWriter:
         sids = self.sids[first : first + count]
         gone = ~present & (sids >= 0)
         sids[gone] = -1 - sids[gone]
-        lists = np.where(present, lists, 0).astype("<i4")
+        lists = np.where(present[:, None], lists, 0).astype("<i4")
         codes = np.where(present[:, None], codes, 0).astype(np.uint8)
         X = np.where(present[:, None], X, 0.0).astype("<f4")
         plain = lists.tobytes() + codes.tobytes() + X.tobytes()
