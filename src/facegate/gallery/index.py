@@ -19,19 +19,20 @@ Design
 * **Exact search** (float32 matrix × probe, numpy) while a collection has at most
   ``exact_max_rows`` templates, or when the rows allowed for the purpose are few.
 * **Approximate search** above that: faiss IVF with 4-bit product-quantised fast-scan codes
-  (``IVF√n,PQ(d/4)x4fs``, 16 bytes per 128-d template) over template ids, built automatically
-  in the background (exact search serves meanwhile). ``nprobe`` and the number of candidates
-  re-scored are tuned at build time: the cheapest pair whose recall@1 against exact search on
-  self-test probes reaches ``target_recall`` (if none does, the collection stays on exact
-  search). The candidates are re-scored exactly with the float32 vectors, so thresholds always
-  apply to true cosine scores. Retrained in the background when the collection has grown
-  ``rebuild_growth``-fold. (Face probes sit at cosine ≈ 0.6 from their match, far from "near
-  duplicate": IVF needs to scan 20–45 % of the lists for recall@1 ≥ 0.995, which 4-bit
-  fast-scan codes make cheap; HNSW graphs lose rank-1 on such data at 1M — see
-  ../shared/notes/vector-search.md.)
+  (``IVF√n,PQ(d/4)x4fs``, 16 bytes per 128-d template) over template ids, each template filed
+  in two lists (its nearest centroid's and a SOAR spill list, ``IvfIndex.assign``), built
+  automatically in the background (exact search serves meanwhile). ``nprobe`` and the number
+  of candidates re-scored are tuned at build time: the cheapest pair whose recall@1 against
+  exact search on self-test probes reaches ``target_recall`` (if none does, the collection
+  stays on exact search). The candidates are re-scored exactly with the float32 vectors, so
+  thresholds always apply to true cosine scores. Retrained in the background when the
+  collection has grown ``rebuild_growth``-fold. (Face probes sit at cosine ≈ 0.6 from their
+  match, far from "near duplicate": with one list per template IVF needs to scan 20–45 % of the
+  lists for recall@1 ≥ 0.995, with two 12–20 %, which 4-bit fast-scan codes make cheap; HNSW
+  graphs lose rank-1 on such data at 1M — see ../shared/notes/vector-search.md.)
 * **Snapshots (SQLite store).** After each approximate-index build, and again when the feed
   has moved far enough, the collection is written to an erasure-safe snapshot
-  (``snapshot.py``: vectors, IVF list numbers and PQ codes in AES-GCM blocks that every erasure
+  (``snapshot.py``: vectors, both IVF list numbers and PQ codes in AES-GCM blocks that every erasure
   scrubs in place). A cold load reads it instead of decrypting template by template and packs
   the stored codes straight into the IVF lists (no coarse assignment), reads the subjects and
   consents from the store meanwhile (``SubjectTable``), and then replays the feed since the
@@ -108,17 +109,18 @@ class IndexConfig:
     exact_max_rows: int = 50_000  # above this many templates an approximate index is built
     small_subset_rows: int = 20_000  # filtered searches over at most this many rows run exact
     target_recall: float = 0.995  # recall@1 vs exact that the nprobe self-check must reach
-    nprobe_fractions: tuple[float, ...] = (0.05, 0.08, 0.12, 0.16, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7)
+    nprobe_fractions: tuple[float, ...] = (0.05, 0.08, 0.1, 0.12, 0.14, 0.16, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7)
     rescore: int = 128  # approximate candidates re-scored exactly, at least
     # The self-test may re-score up to this many (doubling from ``rescore``) where that is cheaper
     # than probing more lists: the more codes a search scans, the more impostors' 4-bit estimates
-    # overtake a true match's. 10M templates, every list probed: recall@1 0.990 re-scoring 128,
-    # 0.994 re-scoring 256, 0.997 re-scoring 512 (1M: the same for 128 and 512).
+    # overtake a true match's. 10M templates (two lists each), 16 % of the lists probed, 3,000
+    # hold-one-out probes: recall@1 0.993 re-scoring 128, 0.995 re-scoring 256, 0.996 re-scoring
+    # 512, 0.997 re-scoring 1,024.
     rescore_max: int = 1024
     # The self-test's cost of a configuration: codes scanned + this × candidates re-scored (10M,
-    # both cores: a candidate costs about 1.1 us in faiss's top-k and the re-scoring, a scanned
-    # code 0.9-1.4 ns).
-    codes_per_candidate: int = 1000
+    # both cores, searches at 12-20 % of the lists and 128-1,024 candidates, least squares: a
+    # candidate costs 1.5 us in faiss's top-k and the re-scoring, a scanned code 0.87 ns).
+    codes_per_candidate: int = 1750
     lists_per_sqrt: float = 1.0  # IVF lists = this × √templates (at most 8192; 2.0 measured slower to build and search)
     rebuild_growth: float = 2.0  # retrain once the collection has grown this much since training
     # Probes of the nprobe self-test, in each of its two halves (tune, confirm): its recall is a
@@ -242,6 +244,7 @@ class IvfIndex:
         self.recall = recall
         self.trained_rows = trained_rows
         self.trained = trained  # the trained, empty index (serialized): what a snapshot stores
+        self._gram: np.ndarray | None = None  # centroids' inner products, for assign
 
     @classmethod
     def create(cls, dim: int, n_rows: int, seed: int = 1234, lists_per_sqrt: float = 1.0) -> IvfIndex:
@@ -332,20 +335,18 @@ class IvfIndex:
         lists = np.empty((len(X), self.LISTS), np.int64)
         if not len(X):
             return lists
-        quantizer = self.index.quantizer
-        S, top = quantizer.search(X, min(self.SPILL_CHOICES, self.nlist))
+        S, top = self.index.quantizer.search(X, min(self.SPILL_CHOICES, self.nlist))
         lists[:, 0] = top[:, 0]
-        centroids = quantizer.reconstruct_n(0, self.nlist)
+        if self._gram is None:  # centroid inner products: the quantizer is fixed once trained
+            centroids = self.index.quantizer.reconstruct_n(0, self.nlist)
+            self._gram = centroids @ centroids.T
+        # With unit centroids, r = x - s1 c1 (s1 = <x,c1>) and another centroid c (s = <x,c>):
+        # |x - s c|^2 = |x|^2 - s^2 and <x - s c, r> = |r|^2 - s <c,r>, <c,r> = s - s1 <c,c1>.
         s1 = S[:, :1]
-        residual = X - s1 * centroids[top[:, 0]]  # r = x - <x,c1> c1 (unit centroids)
-        r_sq = np.maximum((residual * residual).sum(1, keepdims=True), 1e-12)
-        # for another centroid c: |x - <x,c> c|^2 + lambda <x - <x,c> c, r/|r|>^2, where
-        # <x - <x,c> c, r> = |r|^2 - <x,c> <c,r>
-        c_dot_r = np.einsum("nd,njd->nj", residual, centroids[top[:, 1:]])
-        sq_norm = (X * X).sum(1, keepdims=True)
+        r_sq = np.maximum((X * X).sum(1, keepdims=True) - s1 * s1, 1e-12)
         s = S[:, 1:]
-        along = (r_sq - s * c_dot_r) ** 2 / r_sq
-        loss = sq_norm - s * s + self.SPILL_WEIGHT * along
+        c_dot_r = s - s1 * self._gram[top[:, :1], top[:, 1:]]
+        loss = (X * X).sum(1, keepdims=True) - s * s + self.SPILL_WEIGHT * (r_sq - s * c_dot_r) ** 2 / r_sq
         lists[:, 1] = top[np.arange(len(X)), 1 + loss.argmin(1)]
         return lists
 
