@@ -244,7 +244,7 @@ class IvfIndex:
         self.recall = recall
         self.trained_rows = trained_rows
         self.trained = trained  # the trained, empty index (serialized): what a snapshot stores
-        self._gram: np.ndarray | None = None  # centroids' inner products, for assign
+        self._gram = self._centroid_products() if index.is_trained else None  # for assign
 
     @classmethod
     def create(cls, dim: int, n_rows: int, seed: int = 1234, lists_per_sqrt: float = 1.0) -> IvfIndex:
@@ -308,6 +308,12 @@ class IvfIndex:
     def train(self, sample: np.ndarray) -> None:
         self.index.train(np.ascontiguousarray(sample, dtype=np.float32))
         self.trained = self.faiss.serialize_index(self.index).tobytes()
+        self._gram = self._centroid_products()
+
+    def _centroid_products(self) -> np.ndarray:
+        """The centroids' inner products (nlist²: 40 MB at 10M templates), fixed once trained."""
+        centroids = self.index.quantizer.reconstruct_n(0, self.nlist)
+        return centroids @ centroids.T
 
     def list_numbers(self) -> tuple[np.ndarray, np.ndarray]:
         """(ids ascending, the ``LISTS`` lists each is in: one row per id, in no set order)."""
@@ -336,18 +342,16 @@ class IvfIndex:
         lists = np.empty((len(X), self.LISTS), np.int64)
         if not len(X):
             return lists
+        assert self._gram is not None, "assign needs a trained index"
         S, top = self.index.quantizer.search(X, min(self.SPILL_CHOICES, self.nlist))
         lists[:, 0] = top[:, 0]
-        if self._gram is None:  # centroid inner products: the quantizer is fixed once trained
-            centroids = self.index.quantizer.reconstruct_n(0, self.nlist)
-            self._gram = centroids @ centroids.T
         # With unit centroids, r = x - s1 c1 (s1 = <x,c1>) and another centroid c (s = <x,c>):
         # |x - s c|^2 = |x|^2 - s^2 and <x - s c, r> = |r|^2 - s <c,r>, <c,r> = s - s1 <c,c1>.
-        s1 = S[:, :1]
-        r_sq = np.maximum((X * X).sum(1, keepdims=True) - s1 * s1, 1e-12)
-        s = S[:, 1:]
+        sq_norm = (X * X).sum(1, keepdims=True)
+        s1, s = S[:, :1], S[:, 1:]
+        r_sq = np.maximum(sq_norm - s1 * s1, 1e-12)
         c_dot_r = s - s1 * self._gram[top[:, :1], top[:, 1:]]
-        loss = (X * X).sum(1, keepdims=True) - s * s + self.SPILL_WEIGHT * (r_sq - s * c_dot_r) ** 2 / r_sq
+        loss = sq_norm - s * s + self.SPILL_WEIGHT * (r_sq - s * c_dot_r) ** 2 / r_sq
         lists[:, 1] = top[np.arange(len(X)), 1 + loss.argmin(1)]
         return lists
 
