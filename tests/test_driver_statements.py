@@ -9,12 +9,15 @@ import datetime as dt
 
 import numpy as np
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import bindparam, select, text, update
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects.postgresql import psycopg
 from sqlalchemy.exc import IntegrityError
 
 from facegate.gallery import ConsentSpec, Gallery
+from facegate.gallery.driver import DriverStatement
 from facegate.gallery.synth import FaceLikeGenerator
-from facegate.gallery.transaction import AH, S
+from facegate.gallery.transaction import AH, K, S
 
 MODEL = "sface-2021dec-int8bq"
 DIM = 128
@@ -56,16 +59,22 @@ def test_identification_reads_on_the_driver_equal_what_sqlalchemy_reads(gallery)
     g = gallery
     sids = sids_of(g)
     now = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).replace(microsecond=678901)  # consents run 30 days
-    for purpose, limit, expected in (("p", 6, [s for s in sids[::-1] if s != sids[2]]),  # s2 withdrew "p"
-                                     ("q", 6, [sids[4], sids[2], sids[0]]), ("p", 2, [sids[5], sids[4]]), ("r", 3, [])):
+    cases = (("p", 6, [s for s in sids[::-1] if s != sids[2]]),  # s2 withdrew "p"
+             ("q", 6, [sids[4], sids[2], sids[0]]), ("p", 2, [sids[5], sids[4]]), ("r", 3, []),
+             ("p", 4, [sids[5], sids[4], sids[3], sids[1]]),  # s2 among the first 4: s1 moves up
+             ("q", 1, [sids[4]]), ("q", 2, [sids[4], sids[2]]))  # s5 and s3 never granted "q"
+    for n, (purpose, limit, expected) in enumerate(cases):
+        now += dt.timedelta(seconds=1)
+        before = last_seen(g, sids)
         with g.store.write() as tx:
             cid = tx.collection_by_name("c").id
             reads = tx.identification_reads(cid, sids[::-1], purpose, now, limit)
             assert tuple(reads.collection) == tuple(tx.collection_by_id(cid))  # datetimes and JSON as SQLAlchemy reads them
-            assert reads.seen == expected
+            assert reads.seen == expected, n
             assert reads.audit_head == tuple(tx.conn.execute(select(AH.c.seq, AH.c.mac)).one())
-        touched = last_seen(g, expected)
-        assert all(v == now for v in touched.values())  # stored as SQLAlchemy stores it, read back exactly
+        after = last_seen(g, sids)
+        assert all(after[s] == now for s in expected)  # stored as SQLAlchemy stores it, read back exactly
+        assert all(after[s] == before[s] for s in sids if s not in expected), n  # only the returned hits
     with g.store.write() as tx:
         assert tx.identification_reads(cid + 999, [], "p", now, 6).collection is None
 
@@ -115,3 +124,30 @@ def test_the_feed_head_read_sees_every_commit(gallery, tmp_path):
     b.import_templates("c", [("new1", V[1:], ConsentSpec(("p",)))], model_id=MODEL)
     assert a.store.max_seq() == b.store.max_seq() > head
     b.close()
+
+
+@pytest.mark.parametrize("dialect", [sqlite.dialect(), psycopg.dialect()], ids=["sqlite", "postgresql"])
+def test_an_expanding_statement_binds_as_sqlalchemy_renders_it_for_every_list_length(dialect):
+    """A rendering kept per list length is reused with new values: each call must send what
+    SQLAlchemy renders for that call, processed by its bind processors, a value the statement
+    holds itself included."""
+    now = dt.datetime(2026, 3, 1, 12, 0, 0, 123456, dt.UTC)
+    sids = bindparam("b_sids", expanding=True)
+    held = select(K.c.subject_id).where(K.c.subject_id.in_(sids), K.c.purpose == "fixed", K.c.granted_at <= bindparam("b_now"))
+    touch = update(S).where(S.c.id.in_(sids)).values(last_seen_at=bindparam("b_now"))
+    for stmt in (DriverStatement(held), DriverStatement(touch)):
+        compiled = stmt.stmt.compile(dialect=dialect)
+        procs = {k: b.type.dialect_impl(dialect).bind_processor(dialect) for k, b in compiled.binds.items()}
+        for call, n in enumerate([0, 1, 3, 1, 7, 3, 0, 12]):
+            params = {"b_sids": list(range(100 * call, 100 * call + n)), "b_now": now + dt.timedelta(seconds=call)}
+            state = compiled.construct_expanded_state(dict(params), escape_names=False)
+            key = {name: key for key, names in (state.parameter_expansion or {}).items() for name in names}
+            expected = {name: v if (p := procs.get(key.get(name, name))) is None else p(v)
+                        for name, v in state.parameters.items()}
+            sql, values = stmt.bind(dialect, params)
+            assert sql == state.statement
+            if state.positiontup is not None:
+                assert values == tuple(expected[name] for name in state.positiontup)
+            else:
+                assert values == expected
+            assert "fixed" in expected.values() or stmt.stmt is touch

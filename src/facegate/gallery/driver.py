@@ -24,6 +24,10 @@ class DriverStatement:
         self.stmt = stmt
         self._compiled: dict[str, tuple[Any, dict[str, Any]]] = {}
         self._results: dict[str, list[Any]] = {}
+        # An expanding statement (``IN`` lists) as rendered for a dialect and list lengths, and
+        # where each of its parameters comes from: SQLAlchemy takes about 20 us to render one,
+        # as long as SQLite takes to run it.
+        self._expanded: dict[tuple[Any, ...], _Expanded] = {}
 
     def bind(self, dialect: Dialect, params: dict[str, Any]) -> tuple[str, Any]:
         """The SQL text and the parameters (a tuple for a positional driver such as sqlite3,
@@ -33,25 +37,58 @@ class DriverStatement:
             procs = {k: p for k, b in c.binds.items() if (p := b.type.dialect_impl(dialect).bind_processor(dialect)) is not None}
             self._compiled[dialect.name] = (c, procs)
         c, procs = self._compiled[dialect.name]
-        if c.post_compile_params:  # expanding parameters: spread each list out
-            state = c.construct_expanded_state(params, escape_names=False)
-            sql, values, order = state.statement, state.parameters, state.positiontup
-            origin = {name: key for key, names in (state.parameter_expansion or {}).items() for name in names}
-        else:
-            sql, values, order, origin = c.string, c.construct_params(params, escape_names=False), c.positiontup, {}
-        for name, value in values.items():
-            if (proc := procs.get(origin.get(name, name))) is not None:
-                values[name] = proc(value)
-        return sql, (tuple(values[name] for name in order) if order is not None else values)
+        if not c.post_compile_params:
+            values = c.construct_params(params, escape_names=False)
+            for name, value in values.items():
+                if (proc := procs.get(name)) is not None:
+                    values[name] = proc(value)
+            return c.string, (tuple(values[name] for name in c.positiontup) if c.positiontup is not None else values)
+        shape = (dialect.name, *(len(params[b.key]) for b in c.post_compile_params))
+        plan = self._expanded.get(shape)
+        if plan is None:
+            plan = _Expanded(c, procs, params)
+            if len(self._expanded) < _EXPANDED_KEPT:
+                self._expanded[shape] = plan
+        return plan.sql, plan.values(params)
 
     def rows(self, dialect: Dialect, cursor: Any) -> list[tuple[Any, ...]]:
         """The rows ``cursor`` holds, each value converted as SQLAlchemy's result would."""
         procs = self._results.get(dialect.name)
         if procs is None:  # the column types are the statement's: read the description once
             procs = [col.type.dialect_impl(dialect).result_processor(dialect, d[1])
-                     for col, d in zip(self.stmt.selected_columns, cursor.description, strict=True)]
+                     for col, d in zip(self.stmt.exported_columns, cursor.description, strict=True)]
             self._results[dialect.name] = procs
         return [tuple(v if p is None else p(v) for p, v in zip(procs, row)) for row in cursor.fetchall()]
+
+
+_EXPANDED_KEPT = 256  # renderings kept per statement (an identification's lists hold at most top_k + 2 ids)
+
+
+class _Expanded:
+    """An expanding statement rendered for one set of list lengths: its SQL and, per
+    parameter it sends, the caller's parameter (and list index) or the statement's own value
+    it takes, and SQLAlchemy's bind processor for it."""
+
+    def __init__(self, compiled: Any, procs: dict[str, Any], params: dict[str, Any]) -> None:
+        state = compiled.construct_expanded_state(params, escape_names=False)
+        origin = {name: (key, i) for key, names in (state.parameter_expansion or {}).items() for i, name in enumerate(names)}
+        self.sql: str = state.statement
+        self.positional = state.positiontup is not None
+        names = state.positiontup if self.positional else list(state.parameters)
+        self.slots: list[tuple[str, str, int | None, Any]] = []  # (name sent, key, index in its list, processor)
+        self.own: dict[str, Any] = {}  # values the statement holds itself (a bound literal)
+        for name in names:
+            key, i = origin.get(name, (name, None))
+            if key not in params:
+                self.own[key] = state.parameters[name]
+            self.slots.append((name, key, i, procs.get(key)))
+
+    def values(self, params: dict[str, Any]) -> Any:
+        out = []
+        for _name, key, i, proc in self.slots:
+            v = params[key][i] if i is not None else params[key] if key in params else self.own[key]
+            out.append(v if proc is None else proc(v))
+        return tuple(out) if self.positional else {slot[0]: v for slot, v in zip(self.slots, out, strict=True)}
 
 
 def run(dialect: Dialect, raw: Any, stmt: DriverStatement, params: dict[str, Any]) -> list[tuple[Any, ...]]:

@@ -65,6 +65,10 @@ _SIDS: BindParameter[list[int]] = bindparam("b_sids", expanding=True)
 _ACTIVE_FOR = select(K.c.subject_id).where(K.c.subject_id.in_(_SIDS), *active_consent(bindparam("b_purpose"), bindparam("b_now")))
 _ACTIVE_ANY = select(K.c.subject_id).where(K.c.subject_id.in_(_SIDS), *active_consent(None, bindparam("b_now")))
 _TOUCH = update(S).where(S.c.id.in_(_SIDS)).values(last_seen_at=bindparam("b_now"))
+# The hits' consent re-check and their last-use mark in one statement (SQLite 3.35+ RETURNING).
+_TOUCH_CONSENTED = (update(S).where(S.c.id.in_(_SIDS), exists().where(K.c.subject_id == S.c.id,
+                                                                     *active_consent(bindparam("b_purpose"), bindparam("b_now"))))
+                    .values(last_seen_at=bindparam("b_now")).returning(S.c.id))
 _HEAD = select(AH.c.seq, AH.c.mac).where(AH.c.id == 1)
 HEAD_LOCKED = _HEAD.with_for_update()  # SQLite renders no FOR UPDATE: BEGIN IMMEDIATE holds its lock
 # An audit event and the head it becomes; parameters from audit_params().
@@ -76,6 +80,7 @@ MAX_SEQ = select(func.max(CH.c.seq))
 # pipelines the collection row and the locked head).
 _ACTIVE_FOR_RAW, _ACTIVE_ANY_RAW = DriverStatement(_ACTIVE_FOR), DriverStatement(_ACTIVE_ANY)
 _TOUCH_RAW, COLLECTION_BY_ID_RAW = DriverStatement(_TOUCH), DriverStatement(COLLECTION_BY_ID)
+_TOUCH_CONSENTED_RAW = DriverStatement(_TOUCH_CONSENTED)
 _HEAD_RAW, HEAD_LOCKED_RAW = DriverStatement(_HEAD), DriverStatement(HEAD_LOCKED)
 _APPEND_AUDIT_RAW, _MOVE_HEAD_RAW = DriverStatement(APPEND_AUDIT), DriverStatement(MOVE_HEAD)
 
@@ -319,11 +324,16 @@ class StoreTx:
         first), the first ``limit`` whose consent covers ``purpose`` at ``now`` in the database,
         their last_seen_at set to ``now`` (retention counts from the last use); and the audit
         head, locked (:meth:`audit_head`). A store that can pipelines them: one round trip."""
-        ok = self.active_consent_subjects(sids, purpose, now)
-        seen = [s for s in sids if s in ok][:limit]
-        self.touch_subjects(seen, now)
+        first = list(sids[:limit])
+        params = {"b_now": now, "b_purpose": purpose}
+        seen = {r[0] for r in self.driver(_TOUCH_CONSENTED_RAW, {"b_sids": first, **params})} if first else set()
+        if len(seen) < len(first) and len(sids) > limit:  # a consent lapsed since the search: later hits move up
+            ok = self.active_consent_subjects(sids[limit:], purpose, now)
+            later = [s for s in sids[limit:] if s in ok][: len(first) - len(seen)]
+            self.touch_subjects(later, now)
+            seen.update(later)
         col = self.driver(COLLECTION_BY_ID_RAW, {"b_cid": cid})
-        return IdentificationReads(col[0] if col else None, seen, self.audit_head(lock=True))
+        return IdentificationReads(col[0] if col else None, [s for s in sids if s in seen], self.audit_head(lock=True))
 
     def active_consent_subjects(self, sids: Sequence[int], purpose: str | None, now: dt.datetime) -> set[int]:
         """Which of ``sids`` have an active consent for ``purpose`` (None: for any purpose)."""
