@@ -325,8 +325,8 @@ class StoreTx:
         their last_seen_at set to ``now`` (retention counts from the last use); and the audit
         head, locked (:meth:`audit_head`). A store that can pipelines them: one round trip."""
         first = list(sids[:limit])
-        params = {"b_now": now, "b_purpose": purpose}
-        seen = {r[0] for r in self.driver(_TOUCH_CONSENTED_RAW, {"b_sids": first, **params})} if first else set()
+        params = {"b_sids": first, "b_now": now, "b_purpose": purpose}
+        seen = {r[0] for r in self.driver(_TOUCH_CONSENTED_RAW, params)} if first else set()
         if len(seen) < len(first) and len(sids) > limit:  # a consent lapsed since the search: later hits move up
             ok = self.active_consent_subjects(sids[limit:], purpose, now)
             later = [s for s in sids[limit:] if s in ok][: len(first) - len(seen)]
