@@ -122,7 +122,8 @@ class IndexConfig:
     # candidate costs 1.5 us in faiss's top-k and the re-scoring, a scanned code 0.87 ns).
     codes_per_candidate: int = 1750
     # IVF lists = this × √templates (at most 8192). 2.0 measured slower to build everywhere and to
-    # search at 1M; at 10M, with two lists per template, it searched 0.3-0.4 ms faster.
+    # search at 1M; at 10M, with two lists per template, more lists searched no faster at equal
+    # recall than a training's difference (docs/scale-out.md).
     lists_per_sqrt: float = 1.0
     rebuild_growth: float = 2.0  # retrain once the collection has grown this much since training
     # Probes of the nprobe self-test, in each of its two halves (tune, confirm): its recall is a
@@ -433,7 +434,7 @@ class IvfIndex:
         return int(self.index.ntotal)
 
     def memory_bytes(self) -> int:
-        gram = 0 if self._gram is None else self._gram.nbytes
+        gram = 0 if self._gram is None else self._gram.nbytes  # the centroids' products
         return self.entries * (self.m // 2 + 8) + self.nlist * self.dim * 4 + gram  # codes + ids (per list) + centroids
 
 
